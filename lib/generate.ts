@@ -1,0 +1,186 @@
+// Text generation over a Qwen3Model: the book's generate_text_basic family (no cache, cache,
+// streaming) plus sampling, abort and statistics. The core is one async generator of token ids.
+import { z } from 'zod';
+import { type Qwen3Model, type ModelSession, type SamplingOptions, type StepOutput } from './model.js';
+import { abortSignal, boolean, integer, number, parseOptions } from './validate.js';
+
+export interface GenerateOptions {
+  /** How many tokens to generate at most. Default 50. */
+  maxNewTokens?: number;
+  /** Stop when this token is generated (it is not returned). null: never stop early. */
+  eosTokenId?: number | null;
+  /** Keep going past eosTokenId (benchmarks). */
+  ignoreEos?: boolean;
+  /** false: re-feed the whole sequence every step (the book's generate_text_basic). Default true. */
+  useCache?: boolean;
+  /** 0 (default) is greedy argmax. */
+  temperature?: number;
+  /** Keep only the k most likely tokens (0: all). */
+  topK?: number;
+  /** Keep the smallest set of tokens whose probability reaches p (1: all). */
+  topP?: number;
+  /** Same seed, same sampled tokens. Default: random. */
+  seed?: number;
+  /** Stops within one step; what was generated so far is kept. */
+  signal?: AbortSignal;
+}
+
+export interface GenerationStats {
+  /** Wall time of the whole generation. */
+  seconds: number;
+  generatedTokens: number;
+  tokensPerSecond: number;
+  /** Time to the first new token (the prompt's forward pass). */
+  prefillSeconds: number;
+  /** New tokens after the first, per second of decoding. */
+  decodeTokensPerSecond: number;
+  /** Peak device memory during the generation; null where the device reports none (CPU). */
+  peakMemoryBytes: number | null;
+  device: string;
+  aborted: boolean;
+}
+
+function optionsSchema(model: Qwen3Model) {
+  return z
+    .object({
+      maxNewTokens: integer(1, model.config.context_length).optional(),
+      eosTokenId: integer(0, model.config.vocab_size - 1).nullable().optional(),
+      ignoreEos: boolean().optional(),
+      useCache: boolean().optional(),
+      temperature: number(0, 100).optional(),
+      topK: integer(0, model.config.vocab_size).optional(),
+      topP: number(0, 1, { exclusiveMin: true }).optional(),
+      seed: integer(0, 2 ** 32 - 1).optional(),
+      signal: abortSignal().optional(),
+    })
+    .strict();
+}
+
+/** mulberry32: a small seeded PRNG; the uniforms it draws pick sampled tokens on the device. */
+function seededUniforms(seed: number): (n: number) => Float64Array {
+  let state = seed >>> 0;
+  const next = () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  return (n) => Float64Array.from({ length: n }, next);
+}
+
+interface Timing {
+  start: number;
+  firstToken?: number;
+  end?: number;
+  count: number;
+  aborted: boolean;
+}
+
+/**
+ * Core loop: yields new token ids for a single prompt (batch 1). Holds the model's lock while
+ * it runs, so concurrent generations on one model queue up instead of sharing the KV cache.
+ */
+async function* tokens(model: Qwen3Model, promptIds: readonly number[], options: GenerateOptions, timing?: Timing): AsyncGenerator<number> {
+  const o = parseOptions(optionsSchema(model), options);
+  if (!Array.isArray(promptIds)) parseOptions(z.array(z.number(), { error: 'Expected array of token ids' }), promptIds, 'promptIds');
+  const maxNewTokens = o.maxNewTokens ?? 50;
+  if (promptIds.length + maxNewTokens > model.config.context_length) {
+    throw new RangeError(
+      `Expected prompt plus maxNewTokens to fit the context_length of ${model.config.context_length} but received ${promptIds.length} + ${maxNewTokens}`,
+    );
+  }
+  const useCache = o.useCache ?? true;
+  const eos = o.ignoreEos ? null : (o.eosTokenId ?? null);
+  const draw = (o.temperature ?? 0) > 0 ? seededUniforms(o.seed ?? Math.floor(Math.random() * 2 ** 32)) : null;
+  const sampling = (): SamplingOptions => ({ temperature: o.temperature ?? 0, topK: o.topK ?? 0, topP: o.topP ?? 1, uniforms: draw?.(1) });
+
+  const { session, release } = await model.acquire();
+  try {
+    const sequence = [...promptIds];
+    const step = (s: ModelSession, first: boolean): Promise<StepOutput> => {
+      if (!useCache) return s.forward(sequence, 'none', sampling());
+      return first ? s.prefill(sequence, 'none', sampling()) : s.decode([sequence[sequence.length - 1]!], 'none', sampling());
+    };
+    if (useCache) session.resetCache();
+    for (let i = 0; i < maxNewTokens; i++) {
+      if (o.signal?.aborted) {
+        if (timing) timing.aborted = true;
+        return;
+      }
+      const next = (await step(session, i === 0)).next[0]!;
+      if (timing) {
+        timing.firstToken ??= performance.now();
+        timing.count++;
+      }
+      if (next === eos) return;
+      sequence.push(next);
+      yield next;
+    }
+  } finally {
+    if (timing) timing.end = performance.now();
+    release();
+  }
+}
+
+async function collect(gen: AsyncGenerator<number>): Promise<number[]> {
+  const out: number[] = [];
+  for await (const id of gen) out.push(id);
+  return out;
+}
+
+/** The book's generate_text_basic: no KV cache, the whole sequence re-fed each step. */
+export function generateTextBasic(model: Qwen3Model, promptIds: readonly number[], options: GenerateOptions = {}): Promise<number[]> {
+  return collect(tokens(model, promptIds, { ...options, useCache: false }));
+}
+
+/** The book's generate_text_basic_cache: prefill once, then one token per step. */
+export function generateTextBasicCache(model: Qwen3Model, promptIds: readonly number[], options: GenerateOptions = {}): Promise<number[]> {
+  return collect(tokens(model, promptIds, { ...options, useCache: true }));
+}
+
+/** Streaming form of generateTextBasic: `for await (const id of ...)`. */
+export function generateTextBasicStream(model: Qwen3Model, promptIds: readonly number[], options: GenerateOptions = {}): AsyncGenerator<number> {
+  return tokens(model, promptIds, { ...options, useCache: false });
+}
+
+/** Streaming form of generateTextBasicCache. */
+export function generateTextBasicStreamCache(model: Qwen3Model, promptIds: readonly number[], options: GenerateOptions = {}): AsyncGenerator<number> {
+  return tokens(model, promptIds, { ...options, useCache: true });
+}
+
+/**
+ * Generates and measures: time, tokens/s, prefill time, decode tokens/s and peak device memory
+ * (the peak is reset first). `onToken` sees each id as it is generated.
+ */
+export async function generateWithStats(
+  model: Qwen3Model,
+  promptIds: readonly number[],
+  options: GenerateOptions = {},
+  onToken?: (id: number) => void,
+): Promise<{ ids: number[]; stats: GenerationStats }> {
+  model.resetPeakMemory();
+  const timing: Timing = { start: performance.now(), count: 0, aborted: false };
+  const ids: number[] = [];
+  for await (const id of tokens(model, promptIds, options, timing)) {
+    ids.push(id);
+    onToken?.(id);
+  }
+  const end = timing.end ?? performance.now();
+  const seconds = (end - timing.start) / 1000;
+  const prefillSeconds = ((timing.firstToken ?? end) - timing.start) / 1000;
+  const decodeSeconds = seconds - prefillSeconds;
+  return {
+    ids,
+    stats: {
+      seconds,
+      generatedTokens: timing.count,
+      tokensPerSecond: seconds > 0 ? timing.count / seconds : 0,
+      prefillSeconds,
+      decodeTokensPerSecond: decodeSeconds > 0 && timing.count > 1 ? (timing.count - 1) / decodeSeconds : 0,
+      peakMemoryBytes: model.memoryStats()?.peakBytes ?? null,
+      device: model.device,
+      aborted: timing.aborted,
+    },
+  };
+}

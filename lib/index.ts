@@ -1,0 +1,29 @@
+// qwen3-torch: run Qwen3 language models from Node.js through libtorch.
+export {
+  DTYPES,
+  MODEL_SIZES,
+  QWEN_CONFIG_06_B,
+  QWEN_CONFIG_1_7_B,
+  QWEN_CONFIG_4_B,
+  QWEN_CONFIG_8_B,
+  QWEN_CONFIG_14_B,
+  QWEN_CONFIG_32_B,
+  loadConfigFile,
+  parseConfig,
+  type Dtype,
+  type ModelSize,
+  type Qwen3Config,
+} from './config.js';
+export { availableDevices, getDevice, memoryStats, resetPeakMemory, resolveDevice, setTensorCores, type DeviceName, type MemoryStats } from './device.js';
+export {
+  generateTextBasic,
+  generateTextBasicCache,
+  generateTextBasicStream,
+  generateTextBasicStreamCache,
+  generateWithStats,
+  type GenerateOptions,
+  type GenerationStats,
+} from './generate.js';
+export { runtimeInfo, type RuntimeInfo } from './info.js';
+export { Qwen3Model, type LoadOptions, type Logits, type LogitsMode, type StepOutput, type TokenIds } from './model.js';
+export { InvalidOptionError } from './validate.js';

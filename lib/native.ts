@@ -1,0 +1,111 @@
+// The one typed contract for the native addon (native/addon.cc), and where it is loaded from.
+// Everything here is raw: callers go through the validated classes in model.ts and device.ts.
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+export interface NativeBuildInfo {
+  torchVersion: string;
+  torchRoot: string;
+  torchSource: string;
+  cuda: boolean;
+  cudaVersion: string | null;
+  napiVersion: number;
+}
+
+export interface NativeDevices {
+  cudaCount: number;
+  cudaNames: string[];
+  mps: boolean;
+  xpuCount: number;
+}
+
+export interface NativeMemoryStats {
+  currentBytes: number;
+  /** null where the device tracks no peak (MPS). */
+  peakBytes: number | null;
+}
+
+/** Which logits a step returns: 0 none, 1 the last position's, 2 every position's. */
+export type NativeLogitsMode = 0 | 1 | 2;
+
+export interface NativeStepRequest {
+  ids: Int32Array; // (batch, seq) row-major
+  batch: number;
+  seq: number;
+  logits: NativeLogitsMode;
+  temperature: number; // 0: greedy
+  topK: number; // 0: off
+  topP: number; // 1: off
+  uniforms: Float64Array | null; // one U[0,1) draw per row when sampling
+}
+
+export interface NativeStepResult {
+  next: Int32Array; // (batch,)
+  logits: Float32Array | null;
+  logitsShape: number[];
+  cacheLength: number;
+}
+
+export interface NativeModelConfig {
+  vocab_size: number;
+  context_length: number;
+  emb_dim: number;
+  n_heads: number;
+  n_layers: number;
+  hidden_dim: number;
+  head_dim: number;
+  qk_norm: boolean;
+  n_kv_groups: number;
+  rope_base: number;
+}
+
+export interface NativeModel {
+  /** Runs `seq` tokens per row after the KV cache's content (a prefill when it is empty). */
+  prefill(request: NativeStepRequest): Promise<NativeStepResult>;
+  /** One token per row after the KV cache. */
+  decode(request: NativeStepRequest): Promise<NativeStepResult>;
+  /** The whole sequence from position 0 without the cache. */
+  forward(request: NativeStepRequest): Promise<NativeStepResult>;
+  resetCache(release: boolean): void;
+  cacheLength(): number;
+  info(): { device: string; dtype: string; parameterBytes: number; cacheCapacity: number };
+  dispose(): void;
+}
+
+export interface NativeBinding {
+  loadModel(request: { path: string; config: NativeModelConfig; device: string; dtype: string }): Promise<NativeModel>;
+  buildInfo(): NativeBuildInfo;
+  devices(): NativeDevices;
+  setTensorCores(enabled: boolean): void;
+  tensorCoresEnabled(): boolean;
+  memoryStats(device: string): NativeMemoryStats | null;
+  resetPeakMemory(device: string): void;
+}
+
+/** Package root: one level above lib/ (sources under vitest) or dist/ (compiled). */
+export const packageRoot = resolve(__dirname, '..');
+
+let binding: NativeBinding | undefined;
+let bindingPath: string | undefined;
+
+/** Where the loaded addon came from. */
+export function nativeBindingPath(): string | undefined {
+  return bindingPath;
+}
+
+/** Loads the addon once; throws an error that says how to build it when none is there. */
+export function native(): NativeBinding {
+  if (binding) return binding;
+  const candidates = [join(packageRoot, 'build', 'Release', 'qwen3_torch.node')];
+  const found = candidates.find((p) => existsSync(p));
+  if (!found) {
+    throw new Error(
+      `qwen3-torch: the native addon is not built (looked in ${candidates.join(', ')}). ` +
+        'Run `npm run build` (needs libtorch: `pip install torch`, or set LIBTORCH to an unpacked libtorch folder).',
+    );
+  }
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  binding = require(found) as NativeBinding;
+  bindingPath = found;
+  return binding;
+}

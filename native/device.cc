@@ -1,0 +1,125 @@
+#include "device.h"
+
+#include <ATen/Context.h>
+#include <ATen/detail/MPSHooksInterface.h>
+#include <ATen/detail/XPUHooksInterface.h>
+#include <c10/core/Device.h>
+#include <torch/version.h>
+
+#include <stdexcept>
+
+#ifdef QWEN3_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+#endif
+
+namespace qwen3 {
+
+DeviceReport probe_devices() {
+  DeviceReport report;
+#ifdef QWEN3_WITH_CUDA
+  if (at::hasCUDA()) {
+    report.cuda_count = static_cast<int>(c10::cuda::device_count());
+    for (int i = 0; i < report.cuda_count; ++i) {
+      report.cuda_names.emplace_back(at::cuda::getDeviceProperties(i)->name);
+    }
+  }
+#endif
+  report.mps = at::hasMPS();
+  report.xpu_count = at::hasXPU() ? static_cast<int>(at::detail::getXPUHooks().getNumGPUs()) : 0;
+  return report;
+}
+
+void check_device(const std::string& device) {
+  c10::Device parsed(c10::DeviceType::CPU);
+  try {
+    parsed = c10::Device(device);
+  } catch (const std::exception&) {
+    throw std::invalid_argument("Unknown device '" + device + "': expected cpu, cuda, cuda:N, mps or xpu");
+  }
+  const DeviceReport report = probe_devices();
+  const auto index = parsed.has_index() ? parsed.index() : 0;
+  switch (parsed.type()) {
+    case c10::DeviceType::CPU:
+      return;
+    case c10::DeviceType::CUDA:
+      if (report.cuda_count == 0) {
+#ifdef QWEN3_WITH_CUDA
+        throw std::invalid_argument("Device '" + device + "' is not available: this machine has no usable CUDA GPU");
+#else
+        throw std::invalid_argument("Device '" + device + "' is not available: this addon was built against a CPU-only libtorch (" QWEN3_TORCH_BUILT_VERSION ")");
+#endif
+      }
+      if (index >= report.cuda_count) {
+        throw std::invalid_argument("Device '" + device + "' is not available: only " + std::to_string(report.cuda_count) + " CUDA device(s)");
+      }
+      return;
+    case c10::DeviceType::MPS:
+      if (!report.mps) throw std::invalid_argument("Device '" + device + "' is not available: this libtorch or machine has no MPS (Apple GPU) support");
+      return;
+    case c10::DeviceType::XPU:
+      if (index >= report.xpu_count) throw std::invalid_argument("Device '" + device + "' is not available: this libtorch or machine has no XPU (Intel GPU) support");
+      return;
+    default:
+      throw std::invalid_argument("Unsupported device '" + device + "': expected cpu, cuda, cuda:N, mps or xpu");
+  }
+}
+
+// PyTorch 2.9 replaced allow_tf32 flags with per-backend fp32 precision settings; 2.13 made the
+// C++ setter take enums. Use whichever API this libtorch has.
+void set_tensor_cores(bool enabled) {
+  auto& ctx = at::globalContext();
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 13)
+  ctx.setFloat32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL,
+                          enabled ? at::Float32Precision::TF32 : at::Float32Precision::IEEE);
+#elif TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 9
+  ctx.setFloat32Precision("cuda", "matmul", enabled ? "tf32" : "ieee");
+#else
+  ctx.setAllowTF32CuBLAS(enabled);
+#endif
+}
+
+bool tensor_cores_enabled() { return at::globalContext().allowTF32CuBLAS(); }
+
+MemoryUsage memory_stats(const std::string& device) {
+  MemoryUsage stats;
+  const c10::Device parsed(device);
+#ifdef QWEN3_WITH_CUDA
+  if (parsed.is_cuda()) {
+    const auto index = parsed.has_index() ? parsed.index() : c10::cuda::current_device();
+    const auto s = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
+    const auto& bytes = s.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)];
+    stats.available = true;
+    stats.current_bytes = bytes.current;
+    stats.peak_bytes = bytes.peak;
+    return stats;
+  }
+#endif
+  if (parsed.is_mps() && at::hasMPS()) {
+    // MPS reports current allocations only: no peak.
+    stats.available = true;
+    stats.current_bytes = static_cast<int64_t>(at::detail::getMPSHooks().getCurrentAllocatedMemory());
+    stats.peak_bytes = -1;
+  }
+  return stats;
+}
+
+void reset_peak_memory(const std::string& device) {
+#ifdef QWEN3_WITH_CUDA
+  const c10::Device parsed(device);
+  if (parsed.is_cuda()) {
+    c10::cuda::CUDACachingAllocator::resetPeakStats(parsed.has_index() ? parsed.index() : c10::cuda::current_device());
+  }
+#endif
+}
+
+void synchronize_device(const std::string& device) {
+  const c10::Device parsed(device);
+#ifdef QWEN3_WITH_CUDA
+  if (parsed.is_cuda()) c10::cuda::device_synchronize();
+#endif
+  if (parsed.is_mps() && at::hasMPS()) at::detail::getMPSHooks().deviceSynchronize();
+}
+
+}  // namespace qwen3

@@ -1,0 +1,34 @@
+// Which devices this libtorch can run on, TF32 control and device memory statistics.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "model_config.h"
+
+namespace qwen3 {
+
+struct DeviceReport {
+  int cuda_count = 0;
+  std::vector<std::string> cuda_names;
+  bool mps = false;
+  int xpu_count = 0;
+};
+
+DeviceReport probe_devices();
+
+// Throws std::invalid_argument naming the device when this build or machine cannot use it.
+void check_device(const std::string& device);
+
+// TF32 for float32 matrix products on CUDA (the book's enable_tensor_cores).
+void set_tensor_cores(bool enabled);
+bool tensor_cores_enabled();
+
+// Allocated bytes now and at the peak since the last reset; unavailable for CPU.
+MemoryUsage memory_stats(const std::string& device);
+void reset_peak_memory(const std::string& device);
+
+// Wait for queued device work (timing needs it on asynchronous devices).
+void synchronize_device(const std::string& device);
+
+}  // namespace qwen3

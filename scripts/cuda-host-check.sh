@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The CUDA host recipe: build the addon against the host's libtorch, run the test suite with the
+# parity tests on the GPU, and the full-size (random Qwen3-0.6B) check on CUDA and on the CPU.
+# On a host with CUDA PyTorch and no network, after packing Node (../shared/tools/pack-cuda-host.sh):
+#   source .cuda-host/setup.sh && bash scripts/cuda-host-check.sh
+# Logs go to $OUT (default ./cuda-host-logs).
+set -uo pipefail
+OUT=${OUT:-$PWD/cuda-host-logs}
+mkdir -p "$OUT"
+status=0
+step() { # step NAME COMMAND...: run, log to $OUT/NAME.log, remember failures
+  local name=$1; shift
+  echo "=== $name: $*"
+  local t0=$SECONDS
+  "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "=== $name: exit $rc in $((SECONDS - t0)) s"
+  tail -n 25 "$OUT/$name.log"
+  [ $rc -eq 0 ] || status=1
+  return $rc
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+step build npm run build || exit 1
+step info node dist/cli.js info --json
+step fixtures python3 scripts/make_fixtures.py --out test/.fixtures
+QWEN3_TEST_DEVICE=cuda step tests-cuda npx vitest run
+step fixtures-full python3 scripts/make_fixtures.py --out /tmp/qwen3-fixtures --full-size --only qwen3-0.6b-random --device cuda
+step full-size-cuda node scripts/full_size_check.mjs --fixture /tmp/qwen3-fixtures/qwen3-0.6b-random --device cuda --steps 30
+exit $status
