@@ -4,7 +4,6 @@
 #include <ATen/detail/MPSHooksInterface.h>
 #include <ATen/detail/XPUHooksInterface.h>
 #include <c10/core/Device.h>
-#include <torch/version.h>
 
 #include <stdexcept>
 
@@ -66,14 +65,14 @@ void check_device(const std::string& device) {
   }
 }
 
-// PyTorch 2.9 replaced allow_tf32 flags with per-backend fp32 precision settings; 2.13 made the
-// C++ setter take enums. Use whichever API this libtorch has.
+// PyTorch 2.9 replaced the allow_tf32 flags with per-backend fp32 precision settings, taken as
+// strings at first and as enums later. CMakeLists.txt probes which one this libtorch has.
 void set_tensor_cores(bool enabled) {
   auto& ctx = at::globalContext();
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 13)
+#if defined(QWEN3_FP32_PRECISION_ENUM)
   ctx.setFloat32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL,
                           enabled ? at::Float32Precision::TF32 : at::Float32Precision::IEEE);
-#elif TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 9
+#elif defined(QWEN3_FP32_PRECISION_STRING)
   ctx.setFloat32Precision("cuda", "matmul", enabled ? "tf32" : "ieee");
 #else
   ctx.setAllowTF32CuBLAS(enabled);

@@ -23,6 +23,7 @@ step() { # step NAME COMMAND...: run, log to $OUT/NAME.log, remember failures
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 step build npm run build || exit 1
 step info node dist/cli.js info --json
+step tf32 node -e "const q = require('./dist/index.js'); for (const on of [true, false]) { q.getDevice({ enableTensorCores: on }); console.log('enableTensorCores', on, '->', q.runtimeInfo().tensorCores); }"
 step fixtures python3 scripts/make_fixtures.py --out test/.fixtures
 QWEN3_TEST_DEVICE=cuda step tests-cuda npx vitest run
 step fixtures-full python3 scripts/make_fixtures.py --out /tmp/qwen3-fixtures --full-size --only qwen3-0.6b-random --device cuda
