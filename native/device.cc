@@ -79,7 +79,16 @@ void set_tensor_cores(bool enabled) {
 #endif
 }
 
-bool tensor_cores_enabled() { return at::globalContext().allowTF32CuBLAS(); }
+bool tensor_cores_enabled() {
+  const auto& ctx = at::globalContext();
+#if defined(QWEN3_FP32_PRECISION_ENUM)
+  return ctx.float32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL) == at::Float32Precision::TF32;
+#elif defined(QWEN3_FP32_PRECISION_STRING)
+  return ctx.float32Precision("cuda", "matmul") == "tf32";
+#else
+  return ctx.allowTF32CuBLAS();
+#endif
+}
 
 MemoryUsage memory_stats(const std::string& device) {
   MemoryUsage stats;

@@ -1,5 +1,7 @@
 #include "runtime_info.h"
 
+#include <c10/util/Exception.h>
+
 #include <stdexcept>
 
 #include "device.h"
@@ -19,6 +21,8 @@ auto Guard(Napi::Env env, Fn&& fn) -> decltype(fn()) {
     return fn();
   } catch (const Napi::Error&) {
     throw;
+  } catch (const c10::Error& e) {
+    throw Napi::Error::New(env, e.what_without_backtrace());
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());
   } catch (...) {
