@@ -96,11 +96,15 @@ MemoryUsage memory_stats(const std::string& device) {
 #ifdef QWEN3_WITH_CUDA
   if (parsed.is_cuda()) {
     const auto index = parsed.has_index() ? parsed.index() : c10::cuda::current_device();
-    const auto s = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
-    const auto& bytes = s.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)];
     stats.available = true;
-    stats.current_bytes = bytes.current;
-    stats.peak_bytes = bytes.peak;
+    try {
+      const auto s = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
+      const auto& bytes = s.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)];
+      stats.current_bytes = bytes.current;
+      stats.peak_bytes = bytes.peak;
+    } catch (const c10::Error&) {
+      // The caching allocator starts with the first CUDA tensor; before that nothing is allocated.
+    }
     return stats;
   }
 #endif
@@ -117,7 +121,11 @@ void reset_peak_memory(const std::string& device) {
 #ifdef QWEN3_WITH_CUDA
   const c10::Device parsed(device);
   if (parsed.is_cuda()) {
-    c10::cuda::CUDACachingAllocator::resetPeakStats(parsed.has_index() ? parsed.index() : c10::cuda::current_device());
+    try {
+      c10::cuda::CUDACachingAllocator::resetPeakStats(parsed.has_index() ? parsed.index() : c10::cuda::current_device());
+    } catch (const c10::Error&) {
+      // Not initialised yet: there is no peak to reset.
+    }
   }
 #endif
 }

@@ -1,0 +1,35 @@
+# node-gyp build of the same addon that CMakeLists.txt builds (cmake-js is the default build;
+# prebuildify drives this one). Sources come from native/sources.json and libtorch is found by
+# scripts/find-libtorch.js, in the same order as CMakeLists.txt, so the two builds cannot drift.
+{
+  "targets": [
+    {
+      "target_name": "qwen3_torch",
+      "sources": ["<!@(node -p \"require('./native/sources.json').sources.join(' ')\")"],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "<!@(node scripts/find-libtorch.js include)"
+      ],
+      "defines": [
+        "NAPI_VERSION=8",
+        "NODE_ADDON_API_DISABLE_DEPRECATED",
+        "NAPI_CPP_EXCEPTIONS",
+        "<!@(node scripts/find-libtorch.js defines)"
+      ],
+      "cflags!": ["-fno-exceptions", "-fno-rtti"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17"],
+      "cflags_cc": ["-std=c++20", "-fexceptions", "-frtti", "-Wno-unused-parameter", "-O2"],
+      "libraries": [
+        "-L<!(node scripts/find-libtorch.js libdir)",
+        "-Wl,-rpath,<!(node scripts/find-libtorch.js libdir)",
+        "<!@(node scripts/find-libtorch.js libraries)"
+      ],
+      "xcode_settings": {
+        "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
+        "GCC_ENABLE_CPP_RTTI": "YES",
+        "CLANG_CXX_LANGUAGE_STANDARD": "c++20",
+        "OTHER_LDFLAGS": ["-Wl,-rpath,<!(node scripts/find-libtorch.js libdir)"]
+      }
+    }
+  ]
+}
