@@ -64,7 +64,7 @@ const configSchema = z
     n_kv_groups: integer(1, 1024),
     rope_base: number(0, 1e12, { exclusiveMin: true }),
     dtype: oneOf(DTYPES),
-  })
+  }, { error: 'Expected config object' })
   .strict();
 
 /** Validates a config object; cross-field rules (heads divisible by groups, even head_dim) included. */

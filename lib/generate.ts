@@ -44,7 +44,8 @@ function optionsSchema(model: Qwen3Model) {
   return z
     .object({
       maxNewTokens: integer(1, model.config.context_length).optional(),
-      eosTokenId: integer(0, model.config.vocab_size - 1).nullable().optional(),
+      // Any id: one past the model's vocabulary (a big tokenizer on a small test model) simply never stops it.
+      eosTokenId: integer(0, 2 ** 31 - 1).nullable().optional(),
       ignoreEos: boolean().optional(),
       useCache: boolean().optional(),
       temperature: number(0, 100).optional(),
@@ -150,19 +151,20 @@ export function generateTextBasicStreamCache(model: Qwen3Model, promptIds: reado
 }
 
 /**
- * Generates and measures: time, tokens/s, prefill time, decode tokens/s and peak device memory
- * (the peak is reset first). `onToken` sees each id as it is generated.
+ * The book's generate_stats, folded into generation: generates, then reports time, tokens/s,
+ * prefill time, decode tokens/s and peak device memory (the peak is reset first). `onToken`
+ * sees each id as it is generated; `print: true` writes the book-style lines to stderr.
  */
-export async function generateWithStats(
+export async function generateStats(
   model: Qwen3Model,
   promptIds: readonly number[],
-  options: GenerateOptions = {},
-  onToken?: (id: number) => void,
+  options: GenerateOptions & { print?: boolean; onToken?: (id: number) => void } = {},
 ): Promise<{ ids: number[]; stats: GenerationStats }> {
+  const { print, onToken, ...generateOptions } = options;
   model.resetPeakMemory();
   const timing: Timing = { start: performance.now(), count: 0, aborted: false };
   const ids: number[] = [];
-  for await (const id of tokens(model, promptIds, options, timing)) {
+  for await (const id of tokens(model, promptIds, generateOptions, timing)) {
     ids.push(id);
     onToken?.(id);
   }
@@ -170,17 +172,30 @@ export async function generateWithStats(
   const seconds = (end - timing.start) / 1000;
   const prefillSeconds = ((timing.firstToken ?? end) - timing.start) / 1000;
   const decodeSeconds = seconds - prefillSeconds;
-  return {
-    ids,
-    stats: {
-      seconds,
-      generatedTokens: timing.count,
-      tokensPerSecond: seconds > 0 ? timing.count / seconds : 0,
-      prefillSeconds,
-      decodeTokensPerSecond: decodeSeconds > 0 && timing.count > 1 ? (timing.count - 1) / decodeSeconds : 0,
-      peakMemoryBytes: model.memoryStats()?.peakBytes ?? null,
-      device: model.device,
-      aborted: timing.aborted,
-    },
+  const stats: GenerationStats = {
+    seconds,
+    generatedTokens: timing.count,
+    tokensPerSecond: seconds > 0 ? timing.count / seconds : 0,
+    prefillSeconds,
+    decodeTokensPerSecond: decodeSeconds > 0 && timing.count > 1 ? (timing.count - 1) / decodeSeconds : 0,
+    peakMemoryBytes: model.memoryStats()?.peakBytes ?? null,
+    device: model.device,
+    aborted: timing.aborted,
   };
+  if (print) process.stderr.write(`${formatStats(stats)}\n`);
+  return { ids, stats };
+}
+
+/** The book's stats lines: "Time: 1.40 sec", "29 tokens/sec", "Max CUDA memory allocated: 1.52 GB". */
+export function formatStats(stats: GenerationStats): string {
+  const lines = [
+    `Time: ${stats.seconds.toFixed(2)} sec`,
+    `${Math.round(stats.tokensPerSecond)} tokens/sec`,
+    `Prefill: ${stats.prefillSeconds.toFixed(3)} sec, decode: ${stats.decodeTokensPerSecond.toFixed(1)} tokens/sec`,
+  ];
+  if (stats.peakMemoryBytes !== null) {
+    const kind = stats.device.startsWith('cuda') ? 'CUDA' : stats.device.toUpperCase();
+    lines.push(`Max ${kind} memory allocated: ${(stats.peakMemoryBytes / 1e9).toFixed(2)} GB`);
+  }
+  return lines.join('\n');
 }

@@ -4,6 +4,7 @@ import { access } from 'node:fs/promises';
 import { z } from 'zod';
 import { DTYPES, MODEL_SIZES, type Dtype, type ModelSize, type Qwen3Config, loadConfigFile, parseConfig } from './config.js';
 import { type DeviceName, type MemoryStats, memoryStats, resetPeakMemory, resolveDevice } from './device.js';
+import { formatModelSummary } from './summary.js';
 import { type NativeModel, type NativeStepRequest, type NativeStepResult, native } from './native.js';
 import { InvalidOptionError, boolean, describeValue, nonEmptyString, oneOf, parseOptions } from './validate.js';
 
@@ -210,6 +211,14 @@ export class Qwen3Model {
   resetCache(options: { release?: boolean } = {}): Promise<void> {
     const { release } = parseOptions(z.object({ release: boolean().optional() }).strict(), options);
     return this.exclusive(async (s) => s.resetCache(release ?? false));
+  }
+
+  /** Prints (and returns) the module tree the way PyTorch prints the reference model. */
+  summary(): string {
+    this.#handle();
+    const text = formatModelSummary(this.config);
+    process.stdout.write(`${text}\n`);
+    return text;
   }
 
   /** Device memory held by tensors (null on CPU). */

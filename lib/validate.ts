@@ -66,7 +66,7 @@ export function parseOptions<S extends z.ZodType>(schema: S, value: unknown, pre
     const key = `${prefix}${[...issue.path.map(String), issue.keys[0]].join('.')}`;
     throw new InvalidOptionError(`Unknown option ${key}`, key);
   }
-  const name = path === '' ? 'options' : path;
+  const name = path === '' ? 'options' : path.replace(/\.$/, '');
   const message = issue.message.startsWith('Expected') ? issue.message : `Invalid value (${issue.message})`;
   throw new InvalidOptionError(`${message} for ${name} but received ${describeValue(issue.input)}`, name);
 }

@@ -1,0 +1,175 @@
+// Generation: streaming, abort, sampling, statistics and queuing on one model.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  Qwen3Model,
+  formatStats,
+  generateStats,
+  generateTextBasic,
+  generateTextBasicCache,
+  generateTextBasicStream,
+  generateTextBasicStreamCache,
+} from '../lib/index.js';
+import { loadFixture } from './support/fixtures.js';
+
+const fx = loadFixture('tiny-gqa4');
+const greedy = fx.runs.float32.hf_greedy;
+let model: Qwen3Model;
+
+beforeAll(async () => {
+  model = await Qwen3Model.load(fx.modelPath, { config: fx.configPath, device: 'cpu', dtype: 'float32' });
+});
+afterAll(() => model.dispose());
+
+async function collect(gen: AsyncIterable<number>): Promise<number[]> {
+  const out: number[] = [];
+  for await (const id of gen) out.push(id);
+  return out;
+}
+
+describe('streaming', () => {
+  it('streamed ids equal non-streamed ids, with and without the cache', async () => {
+    const opts = { maxNewTokens: 30, eosTokenId: null };
+    expect(await collect(generateTextBasicStreamCache(model, fx.prompt, opts))).toEqual(greedy.slice(0, 30));
+    expect(await collect(generateTextBasicStream(model, fx.prompt, opts))).toEqual(greedy.slice(0, 30));
+    expect(await generateTextBasicCache(model, fx.prompt, opts)).toEqual(greedy.slice(0, 30));
+    expect(await generateTextBasic(model, fx.prompt, opts)).toEqual(greedy.slice(0, 30));
+  });
+
+  it('stops at eosTokenId without returning it, unless ignoreEos', async () => {
+    const eos = greedy[6]!;
+    const stop = greedy.indexOf(eos);
+    expect(await generateTextBasicCache(model, fx.prompt, { maxNewTokens: 30, eosTokenId: eos })).toEqual(greedy.slice(0, stop));
+    expect(await generateTextBasicCache(model, fx.prompt, { maxNewTokens: 30, eosTokenId: eos, ignoreEos: true })).toEqual(greedy.slice(0, 30));
+  });
+
+  it('breaking out of a stream releases the model for the next call', async () => {
+    for await (const id of generateTextBasicStreamCache(model, fx.prompt, { maxNewTokens: 30, eosTokenId: null })) {
+      expect(id).toBe(greedy[0]);
+      break;
+    }
+    expect(await generateTextBasicCache(model, fx.prompt, { maxNewTokens: 5, eosTokenId: null })).toEqual(greedy.slice(0, 5));
+  });
+});
+
+describe('abort', () => {
+  it('an abort during the prefill stops after that step and keeps the model usable', async () => {
+    const ac = new AbortController();
+    const pending = generateStats(model, fx.prompt, { maxNewTokens: 40, eosTokenId: null, signal: ac.signal });
+    setImmediate(() => ac.abort()); // the prefill is running on the thread pool by then
+    const { ids, stats } = await pending;
+    expect(ids.length).toBeLessThanOrEqual(1);
+    expect(ids).toEqual(greedy.slice(0, ids.length));
+    expect(stats.aborted).toBe(true);
+    expect(await generateTextBasicCache(model, fx.prompt, { maxNewTokens: 8, eosTokenId: null })).toEqual(greedy.slice(0, 8));
+  });
+
+  it('an abort during decoding keeps exactly what was generated', async () => {
+    const ac = new AbortController();
+    const seen: number[] = [];
+    const { ids, stats } = await generateStats(model, fx.prompt, {
+      maxNewTokens: 40,
+      eosTokenId: null,
+      signal: ac.signal,
+      onToken: (id) => {
+        seen.push(id);
+        if (seen.length === 5) ac.abort();
+      },
+    });
+    expect(ids).toEqual(greedy.slice(0, 5));
+    expect(stats.aborted).toBe(true);
+    expect(stats.generatedTokens).toBe(5);
+  });
+
+  it('an already aborted signal generates nothing', async () => {
+    expect(await generateTextBasicCache(model, fx.prompt, { signal: AbortSignal.abort() })).toEqual([]);
+  });
+});
+
+describe('sampling', () => {
+  const sample = (seed: number, extra: object = {}) =>
+    generateTextBasicCache(model, fx.prompt, { maxNewTokens: 25, eosTokenId: null, temperature: 1.5, seed, ...extra });
+
+  it('the same seed gives the same tokens; other seeds give other tokens', async () => {
+    const a = await sample(1);
+    expect(await sample(1)).toEqual(a);
+    const others = await Promise.all([2, 3, 4].map((s) => sample(s)));
+    for (const o of others) expect(o).not.toEqual(a);
+    expect(a).not.toEqual(greedy.slice(0, 25));
+    expect(a.every((id) => Number.isInteger(id) && id >= 0 && id < 512)).toBe(true);
+  });
+
+  it('cached and uncached sampling agree for a seed', async () => {
+    expect(await generateTextBasic(model, fx.prompt, { maxNewTokens: 15, eosTokenId: null, temperature: 0.8, seed: 9 })).toEqual(
+      await generateTextBasicCache(model, fx.prompt, { maxNewTokens: 15, eosTokenId: null, temperature: 0.8, seed: 9 }),
+    );
+  });
+
+  it('topK 1 and a tiny topP reduce to greedy', async () => {
+    expect(await sample(5, { topK: 1 })).toEqual(greedy.slice(0, 25));
+    expect(await sample(5, { topP: 1e-9 })).toEqual(greedy.slice(0, 25));
+  });
+
+  it('topK restricts choices to the k most likely tokens', async () => {
+    // With k = 2, every sampled token must be the first or second choice at its step.
+    const ids = await sample(11, { topK: 2, temperature: 5 });
+    const seq = [...fx.prompt];
+    for (const id of ids) {
+      const logits = (await model.forward(seq, { logits: 'last' })).logits!.data;
+      const top2 = Array.from(logits.keys()).sort((a, b) => logits[b]! - logits[a]!).slice(0, 2);
+      expect(top2).toContain(id);
+      seq.push(id);
+    }
+  });
+
+  it('rejects bad sampling options by name', async () => {
+    await expect(sample(1, { temperature: -1 })).rejects.toThrow('Expected number between 0 and 100 for temperature but received -1');
+    await expect(sample(1, { topK: 1.5 })).rejects.toThrow('Expected integer between 0 and 512 for topK but received 1.5');
+    await expect(sample(1, { topP: 0 })).rejects.toThrow('Expected number greater than 0 and at most 1 for topP but received 0');
+    await expect(sample(-3)).rejects.toThrow(/for seed but received -3/);
+  });
+});
+
+describe('stats', () => {
+  it('reports time, rates and memory, and prints the book-style lines', async () => {
+    const { ids, stats } = await generateStats(model, fx.prompt, { maxNewTokens: 20, eosTokenId: null });
+    expect(ids).toEqual(greedy.slice(0, 20));
+    expect(stats.generatedTokens).toBe(20);
+    expect(stats.seconds).toBeGreaterThan(0);
+    expect(stats.prefillSeconds).toBeGreaterThan(0);
+    expect(stats.prefillSeconds).toBeLessThan(stats.seconds);
+    expect(stats.tokensPerSecond).toBeCloseTo(20 / stats.seconds, 6);
+    expect(stats.decodeTokensPerSecond).toBeGreaterThan(0);
+    expect(stats.peakMemoryBytes).toBeNull(); // CPU
+    expect(stats.device).toBe('cpu');
+    const text = formatStats(stats);
+    expect(text).toMatch(/^Time: \d+\.\d\d sec\n\d+ tokens\/sec\nPrefill: /);
+    expect(formatStats({ ...stats, device: 'cuda', peakMemoryBytes: 1.52e9 })).toMatch(/Max CUDA memory allocated: 1\.52 GB$/);
+  });
+});
+
+describe('one model, several callers', () => {
+  it('concurrent generations are queued and equal running them one after another', async () => {
+    const [a, b, c] = await Promise.all([
+      generateTextBasicCache(model, fx.prompt, { maxNewTokens: 12, eosTokenId: null }),
+      generateTextBasicCache(model, [5, 6, 7], { maxNewTokens: 12, eosTokenId: null }),
+      generateTextBasic(model, fx.prompt, { maxNewTokens: 12, eosTokenId: null }),
+    ]);
+    expect(a).toEqual(greedy.slice(0, 12));
+    expect(c).toEqual(greedy.slice(0, 12));
+    expect(b).toEqual(await generateTextBasicCache(model, [5, 6, 7], { maxNewTokens: 12, eosTokenId: null }));
+  });
+
+  it('two models in one process work independently', async () => {
+    const other = await Qwen3Model.load(fx.modelPath, { config: fx.configPath, device: 'cpu', dtype: 'float32' });
+    try {
+      const [a, b] = await Promise.all([
+        generateTextBasicCache(model, fx.prompt, { maxNewTokens: 10, eosTokenId: null }),
+        generateTextBasicCache(other, fx.prompt, { maxNewTokens: 10, eosTokenId: null }),
+      ]);
+      expect(a).toEqual(greedy.slice(0, 10));
+      expect(b).toEqual(a);
+    } finally {
+      other.dispose();
+    }
+  });
+});
