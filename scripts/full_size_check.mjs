@@ -7,7 +7,7 @@
 import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { Qwen3Model, generateWithStats } from '../dist/index.js';
+import { Qwen3Model, generateStats } from '../dist/index.js';
 
 const { values } = parseArgs({
   options: {
@@ -37,8 +37,8 @@ const loadSeconds = (performance.now() - t0) / 1000;
 const peakRss = process.resourceUsage().maxRSS * 1024;
 
 const steps = Math.min(Number(values.steps), expected.length);
-await generateWithStats(model, ref.prompt, { maxNewTokens: 3, eosTokenId: null }); // warm-up
-const { ids, stats } = await generateWithStats(model, ref.prompt, { maxNewTokens: steps, eosTokenId: null });
+await generateStats(model, ref.prompt, { maxNewTokens: 3, eosTokenId: null }); // warm-up
+const { ids, stats } = await generateStats(model, ref.prompt, { maxNewTokens: steps, eosTokenId: null });
 const same = ids.length === steps && ids.every((id, i) => id === expected[i]);
 const report = {
   device: model.device,
