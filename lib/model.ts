@@ -123,7 +123,7 @@ export class Qwen3Model {
       throw new Error(`Model file not found: ${path}`);
     }
     const { dtype: _stored, ...nativeConfig } = config;
-    const handle = await withCallerStack(native().loadModel({ path, config: nativeConfig, device, dtype }), caller);
+    const handle = await withCallerStack(native().loadModel({ path, config: nativeConfig, device, dtype, compile: opts.compile ?? false }), caller);
     return new Qwen3Model(path, config, device, dtype, opts.compile ?? false, handle);
   }
 
@@ -144,6 +144,16 @@ export class Qwen3Model {
   /** Tokens the KV cache can hold before it grows again. */
   get cacheCapacity(): number {
     return this.#handle().info().cacheCapacity;
+  }
+
+  /** Seconds spent on the compile step so far (weight fusion at load, CUDA graph captures). */
+  get compileSeconds(): number {
+    return this.#handle().info().compileSeconds;
+  }
+
+  /** How many times the decode step was captured as a CUDA graph (one per batch size and KV capacity bucket). */
+  get graphCaptures(): number {
+    return this.#handle().info().graphCaptures;
   }
 
   /** Bytes of weights on the device. */

@@ -68,12 +68,12 @@ export interface NativeModel {
   forward(request: NativeStepRequest): Promise<NativeStepResult>;
   resetCache(release: boolean): void;
   cacheLength(): number;
-  info(): { device: string; dtype: string; parameterBytes: number; cacheCapacity: number };
+  info(): { device: string; dtype: string; parameterBytes: number; cacheCapacity: number; compiled: boolean; compileSeconds: number; graphCaptures: number };
   dispose(): void;
 }
 
 export interface NativeBinding {
-  loadModel(request: { path: string; config: NativeModelConfig; device: string; dtype: string }): Promise<NativeModel>;
+  loadModel(request: { path: string; config: NativeModelConfig; device: string; dtype: string; compile: boolean }): Promise<NativeModel>;
   buildInfo(): NativeBuildInfo;
   devices(): NativeDevices;
   setTensorCores(enabled: boolean): void;

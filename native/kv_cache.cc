@@ -1,6 +1,6 @@
 #include "kv_cache.h"
 
-#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 
 #include <algorithm>
 #include <stdexcept>
@@ -28,14 +28,24 @@ void KVCache::reserve(int64_t batch, int64_t new_tokens, const at::TensorOptions
                                 std::to_string(max_length_));
   }
   if (needed <= capacity_) return;
-  int64_t grown = std::max(needed, capacity_ + capacity_ / 2);
-  grown = std::min(max_length_, (grown + kChunk - 1) / kChunk * kChunk);
+  const int64_t grown = std::max(needed, capacity_ + capacity_ / 2);
+  reserve_capacity(batch, std::min(max_length_, (grown + kChunk - 1) / kChunk * kChunk), options);
+}
 
+void KVCache::reserve_capacity(int64_t batch, int64_t capacity, const at::TensorOptions& options) {
+  if (batch != batch_) {
+    reset(/*release=*/true);
+    batch_ = batch;
+  }
+  const int64_t grown = std::min(capacity, max_length_);
+  if (grown <= capacity_) return;
   keys_.resize(n_layers_);
   values_.resize(n_layers_);
   for (int64_t l = 0; l < n_layers_; ++l) {
     for (auto* buffers : {&keys_, &values_}) {
-      at::Tensor bigger = at::empty({batch_, n_kv_groups_, grown, head_dim_}, options);
+      // Zeroed, not empty: the CUDA graph path attends over the whole buffer with a mask, and a
+      // NaN bit pattern left in an unfilled slot would survive the mask (0 * NaN).
+      at::Tensor bigger = at::zeros({batch_, n_kv_groups_, grown, head_dim_}, options);
       at::Tensor& old = (*buffers)[l];
       if (length_ > 0) bigger.narrow(2, 0, length_).copy_(old.narrow(2, 0, length_));
       old = std::move(bigger);  // the old buffer is freed here, one layer at a time

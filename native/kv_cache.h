@@ -21,6 +21,14 @@ class KVCache {
   // needed. A different batch size starts an empty cache. Throws past max_length.
   void reserve(int64_t batch, int64_t new_tokens, const at::TensorOptions& options);
 
+  // Grow (never shrink) to at least `capacity` tokens in one step; the CUDA graph path sizes the
+  // cache in a few large buckets so that it re-captures rarely.
+  void reserve_capacity(int64_t batch, int64_t capacity, const at::TensorOptions& options);
+
+  // The whole buffers of a layer, filled or not: (batch, n_kv_groups, capacity, head_dim) each.
+  const at::Tensor& keys(int64_t layer) const { return keys_[layer]; }
+  const at::Tensor& values(int64_t layer) const { return values_[layer]; }
+
   // Write this step's keys/values for `layer` after the cached ones and return views of
   // everything cached so far plus them. k_new, v_new: (batch, n_kv_groups, new_tokens, head_dim)
   // Returns: (batch, n_kv_groups, length + new_tokens, head_dim) each.

@@ -27,6 +27,7 @@ struct LoadRequest {
   ModelConfig config;
   std::string device;  // "cpu", "cuda", "cuda:1", "mps", "xpu" (already resolved from "auto")
   std::string dtype;   // compute dtype: "float32", "bfloat16" or "float16"
+  bool compile = false;  // fused weights, SDPA, CUDA graphs for decode steps
 };
 
 // Which logits a step hands back to JS: none (generation), the last position's, or every position's.

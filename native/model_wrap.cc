@@ -62,6 +62,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   r.path = StringField(o, "path");
   r.device = StringField(o, "device");
   r.dtype = StringField(o, "dtype");
+  r.compile = o.Get("compile").ToBoolean().Value();
   const Napi::Value cfg_value = o.Get("config");
   if (!cfg_value.IsObject()) throw Napi::TypeError::New(info.Env(), "Expected object for config");
   const Napi::Object cfg = cfg_value.As<Napi::Object>();
@@ -132,6 +133,9 @@ Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {
   out.Set("dtype", e->dtype());
   out.Set("parameterBytes", static_cast<double>(e->parameter_bytes()));
   out.Set("cacheCapacity", static_cast<double>(e->cache_capacity()));
+  out.Set("compiled", e->compiled());
+  out.Set("compileSeconds", e->compile_seconds());
+  out.Set("graphCaptures", e->graph_captures());
   return out;
 }
 

@@ -30,6 +30,10 @@ class Qwen3Engine {
   const std::string& device() const;
   const std::string& dtype() const;
   int64_t parameter_bytes() const;
+  bool compiled() const;
+  // Seconds spent fusing weights and capturing CUDA graphs so far.
+  double compile_seconds() const;
+  int graph_captures() const;
 
   // Serialises use of one engine: the worker threads of two calls must never interleave.
   std::mutex& mutex() { return mutex_; }

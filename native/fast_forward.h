@@ -1,0 +1,55 @@
+// The compiled ("compile": true) forward pass: Q/K/V and gate/up weights fused into one matrix
+// each at load time, attention through at::scaled_dot_product_attention (flash, efficient or
+// cuDNN kernels where eligible, grouped-query heads without copies), and the vocabulary
+// projection only for the positions whose logits are wanted.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+#include <vector>
+
+#include "model_config.h"
+#include "weights.h"
+
+namespace qwen3 {
+
+struct FusedBlock {
+  at::Tensor w_qkv;      // ((n_heads + 2 * n_kv_groups) * head_dim, emb_dim)
+  at::Tensor out_proj;   // (emb_dim, n_heads * head_dim)
+  at::Tensor q_norm;     // (head_dim,) float32
+  at::Tensor k_norm;     // (head_dim,) float32
+  at::Tensor w_gate_up;  // (2 * hidden_dim, emb_dim)
+  at::Tensor fc3;        // (emb_dim, hidden_dim)
+  at::Tensor norm1;      // (emb_dim,) float32
+  at::Tensor norm2;      // (emb_dim,) float32
+};
+
+// Attention over this step's queries given its new keys/values; returns the context
+// (batch, n_heads, seq, head_dim). How keys/values are stored (appended, written into a static
+// buffer) is the caller's business.
+using AttendFn = std::function<at::Tensor(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v)>;
+
+class FastForward {
+ public:
+  // Takes the eager weights apart: the unfused matrices are freed as the fused ones are built.
+  FastForward(const ModelConfig& config, Weights&& weights);
+
+  // x: (batch, seq) int64 ids -> hidden states (batch, seq, emb_dim) after the last block.
+  // cos, sin: (seq, head_dim) float32 for the tokens' positions.
+  at::Tensor hidden(const at::Tensor& ids, const at::Tensor& cos, const at::Tensor& sin, const AttendFn& attend) const;
+
+  // Final norm and vocabulary projection: (batch, n, emb_dim) -> (batch, n, vocab).
+  at::Tensor logits(const at::Tensor& hidden) const;
+
+  int64_t parameter_bytes() const;
+
+ private:
+  ModelConfig config_;
+  at::Tensor tok_emb_;  // (vocab_size, emb_dim)
+  std::vector<FusedBlock> blocks_;
+  at::Tensor final_norm_;  // (emb_dim,) float32
+  at::Tensor out_head_;    // (vocab_size, emb_dim)
+};
+
+}  // namespace qwen3

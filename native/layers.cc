@@ -1,0 +1,83 @@
+#include "layers.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/argmax.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/pow.h>
+#include <ATen/ops/rsqrt.h>
+#include <ATen/ops/searchsorted.h>
+#include <ATen/ops/softmax.h>
+#include <ATen/ops/sort.h>
+#include <ATen/ops/topk.h>
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+namespace qwen3 {
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& scale) {
+  const auto input_dtype = x.scalar_type();
+  const at::Tensor xf = x.to(at::kFloat);
+  const at::Tensor variance = xf.pow(2).mean(-1, /*keepdim=*/true);
+  at::Tensor normed = xf * at::rsqrt(variance + kNormEps);
+  normed = normed * scale;
+  return normed.to(input_dtype);
+}
+
+at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  const int64_t half = x.size(-1) / 2;
+  const at::Tensor x1 = x.narrow(-1, 0, half);                  // (batch, heads, seq, head_dim / 2)
+  const at::Tensor x2 = x.narrow(-1, half, half);               // (batch, heads, seq, head_dim / 2)
+  const at::Tensor rotated = at::cat({-x2, x1}, -1);            // (batch, heads, seq, head_dim)
+  const at::Tensor rotated_x = x * cos.unsqueeze(0).unsqueeze(0) + rotated * sin.unsqueeze(0).unsqueeze(0);
+  return rotated_x.to(x.scalar_type());
+}
+
+RopeTable::RopeTable(int64_t head_dim, double theta, int64_t max_length, c10::Device device)
+    : max_length_(max_length), device_(device) {
+  const at::Tensor exponents =
+      at::arange(0, head_dim, 2, at::TensorOptions().dtype(at::kFloat)).narrow(0, 0, head_dim / 2) / head_dim;
+  inv_freq_ = at::pow(theta, exponents).reciprocal() * 1.0;  // (head_dim / 2,)
+}
+
+std::pair<at::Tensor, at::Tensor> RopeTable::slice(int64_t start, int64_t length) {
+  const int64_t needed = start + length;
+  if (!cos_.defined() || cos_.size(0) < needed) {
+    const int64_t filled = cos_.defined() ? cos_.size(0) : 0;
+    const int64_t rows = std::min(max_length_, (std::max(needed, 2 * filled) + 1023) / 1024 * 1024);
+    const at::Tensor positions = at::arange(rows, at::TensorOptions().dtype(at::kFloat));
+    at::Tensor angles = positions.unsqueeze(1) * inv_freq_.unsqueeze(0);  // (rows, head_dim / 2)
+    angles = at::cat({angles, angles}, 1);                                 // (rows, head_dim)
+    cos_ = angles.cos().to(device_);
+    sin_ = angles.sin().to(device_);
+  }
+  return {cos_.narrow(0, start, length), sin_.narrow(0, start, length)};
+}
+
+at::Tensor choose_next(const at::Tensor& last, const SamplingParams& p) {
+  if (p.temperature <= 0.0) return at::argmax(last, -1, /*keepdim=*/true).squeeze(-1);
+  const int64_t vocab = last.size(-1);
+  at::Tensor logits = last.to(at::kFloat) / p.temperature;  // (batch, vocab)
+  if (p.top_k > 0 && p.top_k < vocab) {
+    const at::Tensor kth = std::get<0>(at::topk(logits, p.top_k, -1)).narrow(-1, p.top_k - 1, 1);  // (batch, 1)
+    logits = logits.masked_fill(logits < kth, -std::numeric_limits<double>::infinity());
+  }
+  const at::Tensor probs = at::softmax(logits, -1);
+  auto [sorted, order] = at::sort(probs, -1, /*descending=*/true);  // (batch, vocab) each
+  at::Tensor cdf = sorted.cumsum(-1);
+  if (p.top_p < 1.0) {
+    // Keep the smallest prefix whose mass reaches top_p; the first token always survives.
+    sorted = sorted.masked_fill((cdf - sorted) >= p.top_p, 0.0);
+    cdf = sorted.cumsum(-1);
+  }
+  std::vector<float> draws(p.uniforms.begin(), p.uniforms.end());
+  const at::Tensor u = at::from_blob(draws.data(), {static_cast<int64_t>(draws.size()), 1}, at::kFloat)
+                           .to(last.device()) * cdf.narrow(-1, vocab - 1, 1);  // (batch, 1)
+  const at::Tensor index = at::searchsorted(cdf, u, /*out_int32=*/false, /*right=*/true).clamp_max(vocab - 1);
+  return order.gather(-1, index).squeeze(-1);  // (batch,)
+}
+
+}  // namespace qwen3

@@ -1,0 +1,40 @@
+// The building blocks both forward paths share: RMSNorm, RoPE and next-token choice, written
+// op for op like the reference implementation.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <utility>
+
+#include "model_config.h"
+
+namespace qwen3 {
+
+constexpr double kNormEps = 1e-6;
+
+// RMSNorm as the reference computes it: statistics and scale in float32, cast back at the end.
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& scale);
+
+// Split-halves RoPE. x: (batch, heads, seq, head_dim); cos, sin: (seq, head_dim) float32.
+at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+
+// cos/sin of position * inverse frequency, computed on the CPU exactly as the reference builds
+// its buffers, grown on demand instead of filled for all context_length positions up front.
+class RopeTable {
+ public:
+  RopeTable(int64_t head_dim, double theta, int64_t max_length, c10::Device device);
+  // cos, sin for positions [start, start + length): (length, head_dim) each, on the device.
+  std::pair<at::Tensor, at::Tensor> slice(int64_t start, int64_t length);
+
+ private:
+  int64_t max_length_;
+  c10::Device device_;
+  at::Tensor inv_freq_;   // (head_dim / 2,) float32, CPU
+  at::Tensor cos_, sin_;  // (rows, head_dim) float32, on the device
+};
+
+// Next token per row from the last position's logits (batch, vocab): greedy, or sampled by
+// inverse CDF with the caller's uniform draws, so the same seed gives the same tokens anywhere.
+at::Tensor choose_next(const at::Tensor& last, const SamplingParams& p);  // (batch,) int64
+
+}  // namespace qwen3
