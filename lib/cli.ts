@@ -2,6 +2,7 @@
 // The `qwen3` command line. Commander parses flags; the library validates values (its errors
 // name the option) and every failure ends as one `qwen3: <message>` line and exit code 1.
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { BENCH_ROWS, type BenchRowName, formatBenchReport, runBench } from './bench.js';
 import { chatCommand } from './chat.js';
 import { baseUrl, loadFromFlags, type ModelFlags, modelHome } from './cli-common.js';
 import { MODEL_SIZES } from './config.js';
@@ -109,6 +110,22 @@ async function generateCommand(flags: GenerateFlags): Promise<void> {
   }
 }
 
+function intList(name: string) {
+  return (value: string): number[] => {
+    const parts = value.split(',').map((s) => s.trim()).filter((s) => s !== '');
+    if (parts.some((p) => !/^\d+$/.test(p) || Number(p) < 1)) throw new InvalidArgumentError(`Expected comma-separated positive integers for ${name} but received "${value}"`);
+    return parts.map(Number);
+  };
+}
+
+async function benchCommand(opts: { device?: string[]; model?: string; newTokens: number; runs: number; rows?: string; batches: number[]; prefill: number[]; baseline?: 'transformers'; json?: boolean }): Promise<void> {
+  const rows = opts.rows?.split(',').map((r) => r.trim()) as BenchRowName[] | undefined;
+  const unknown = rows?.find((r) => !(BENCH_ROWS as readonly string[]).includes(r));
+  if (unknown) throw new Error(`Expected rows from ${BENCH_ROWS.join(', ')} for --rows but received "${unknown}"`);
+  const report = await runBench({ devices: opts.device, model: opts.model, newTokens: opts.newTokens, runs: opts.runs, rows, batches: opts.batches, prefill: opts.prefill, baseline: opts.baseline });
+  process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatBenchReport(report)}\n`);
+}
+
 async function downloadCommand(opts: { kind: 'base' | 'reasoning'; tokenizerOnly?: boolean; outDir?: string }): Promise<void> {
   const got = await downloadQwen3Small({ kind: opts.kind, tokenizerOnly: opts.tokenizerOnly, outDir: opts.outDir ?? modelHome(), baseUrl: baseUrl(), progress: 'auto' });
   for (const path of [got.modelPath, got.tokenizerPath]) if (path) process.stdout.write(`${path}\n`);
@@ -157,6 +174,19 @@ export function buildProgram(): Command {
     .option('--max-new-tokens <n>', 'tokens per answer at most', intArg('--max-new-tokens'), 2048)
     .option('--think', 'let the model think before answering')
     .action(chatCommand);
+  program
+    .command('bench')
+    .description("the book's speed table for each device, with prefill, batched decode and bandwidth")
+    .option('--device <device...>', 'devices to measure (default: every available one)')
+    .option('--model <file>', 'Qwen3-0.6B checkpoint (default: downloaded base weights, else random weights)')
+    .option('--new-tokens <n>', 'tokens generated per run', intArg('--new-tokens'), 200)
+    .option('--runs <n>', 'timed runs per row after one warm-up (median reported)', intArg('--runs'), 2)
+    .option('--rows <names>', `comma-separated rows (${BENCH_ROWS.join(', ')})`)
+    .option('--batches <list>', 'batch sizes for batched decode', intList('--batches'), [1, 8, 32])
+    .option('--prefill <list>', 'prompt lengths for prefill throughput', intList('--prefill'), [512, 2048])
+    .addOption(new Option('--baseline <system>', 'also run this system on the same weights and device').choices(['transformers']))
+    .option('--json', 'machine-readable report')
+    .action(benchCommand);
   program
     .command('download')
     .description("download the book's Qwen3-0.6B weights and tokenizer")

@@ -151,6 +151,51 @@ export function generateTextBasicStreamCache(model: Qwen3Model, promptIds: reado
 }
 
 /**
+ * Batched greedy or sampled generation with the KV cache for prompts of equal length (one
+ * prefill of the whole batch, then one decode step per token for all rows). Each row stops at
+ * its first eosTokenId (not returned); the batch runs until every row has stopped.
+ */
+export async function generateBatchCache(
+  model: Qwen3Model,
+  prompts: readonly (readonly number[])[],
+  options: Omit<GenerateOptions, 'useCache'> = {},
+): Promise<number[][]> {
+  const o = parseOptions(optionsSchema(model), options);
+  if (!Array.isArray(prompts) || prompts.length === 0) {
+    throw new TypeError(`Expected non-empty array of prompts for prompts but received ${Array.isArray(prompts) ? 'an empty array' : typeof prompts}`);
+  }
+  const length = prompts[0]!.length;
+  if (prompts.some((p) => !Array.isArray(p) || p.length !== length)) {
+    throw new RangeError('Expected prompts of equal length for prompts (left padding with an attention mask is not supported yet)');
+  }
+  const maxNewTokens = o.maxNewTokens ?? 50;
+  if (length + maxNewTokens > model.config.context_length) {
+    throw new RangeError(
+      `Expected prompt plus maxNewTokens to fit the context_length of ${model.config.context_length} but received ${length} + ${maxNewTokens}`,
+    );
+  }
+  const eos = o.ignoreEos ? null : (o.eosTokenId ?? null);
+  const draw = (o.temperature ?? 0) > 0 ? seededUniforms(o.seed ?? Math.floor(Math.random() * 2 ** 32)) : null;
+  const sampling = (): SamplingOptions => ({ temperature: o.temperature ?? 0, topK: o.topK ?? 0, topP: o.topP ?? 1, uniforms: draw?.(prompts.length) });
+  return model.exclusive(async (session) => {
+    const out: number[][] = prompts.map(() => []);
+    const done = prompts.map(() => false);
+    session.resetCache();
+    let step = await session.prefill(prompts as number[][], 'none', sampling());
+    for (let i = 0; i < maxNewTokens && !o.signal?.aborted; i++) {
+      step.next.forEach((id, row) => {
+        if (done[row]) return;
+        if (id === eos) done[row] = true;
+        else out[row]!.push(id);
+      });
+      if (done.every(Boolean) || i + 1 === maxNewTokens) break;
+      step = await session.decode(step.next.map((id) => [id]), 'none', sampling());
+    }
+    return out;
+  });
+}
+
+/**
  * The book's generate_stats, folded into generation: generates, then reports time, tokens/s,
  * prefill time, decode tokens/s and peak device memory (the peak is reset first). `onToken`
  * sees each id as it is generated; `print: true` writes the book-style lines to stderr.

@@ -21,6 +21,7 @@ export {
   generateTextBasicStream,
   generateTextBasicStreamCache,
   formatStats,
+  generateBatchCache,
   generateStats,
   type GenerateOptions,
   type GenerationStats,

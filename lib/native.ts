@@ -80,6 +80,8 @@ export interface NativeBinding {
   tensorCoresEnabled(): boolean;
   memoryStats(device: string): NativeMemoryStats | null;
   resetPeakMemory(device: string): void;
+  /** Copy bandwidth of the device in bytes/s (read + write), on the thread pool. */
+  measureBandwidth(device: string, bytes: number): Promise<number>;
 }
 
 /** Package root: one level above lib/ (sources under vitest) or dist/ (compiled). */

@@ -17,6 +17,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("tensorCoresEnabled", Napi::Function::New<qwen3::TensorCoresEnabled>(env, "tensorCoresEnabled"));
   exports.Set("memoryStats", Napi::Function::New<qwen3::MemoryStats>(env, "memoryStats"));
   exports.Set("resetPeakMemory", Napi::Function::New<qwen3::ResetPeakMemory>(env, "resetPeakMemory"));
+  exports.Set("measureBandwidth", Napi::Function::New<qwen3::MeasureBandwidth>(env, "measureBandwidth"));
   return exports;
 }
 

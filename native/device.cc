@@ -5,7 +5,12 @@
 #include <ATen/detail/XPUHooksInterface.h>
 #include <c10/core/Device.h>
 
+#include <ATen/ops/empty.h>
+
+#include <algorithm>
+#include <chrono>
 #include <stdexcept>
+#include <vector>
 
 #ifdef QWEN3_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
@@ -136,6 +141,23 @@ void synchronize_device(const std::string& device) {
   if (parsed.is_cuda()) c10::cuda::device_synchronize();
 #endif
   if (parsed.is_mps() && at::hasMPS()) at::detail::getMPSHooks().deviceSynchronize();
+}
+
+double measure_copy_bandwidth(const std::string& device, int64_t bytes) {
+  const auto opts = at::TensorOptions().device(c10::Device(device)).dtype(at::kByte);
+  at::Tensor src = at::empty({bytes}, opts).fill_(1);
+  at::Tensor dst = at::empty({bytes}, opts);
+  dst.copy_(src);  // warm-up: page in both buffers
+  synchronize_device(device);
+  std::vector<double> seconds;
+  for (int i = 0; i < 5; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    dst.copy_(src);
+    synchronize_device(device);
+    seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(seconds.begin(), seconds.end());
+  return 2.0 * static_cast<double>(bytes) / seconds[seconds.size() / 2];  // median
 }
 
 }  // namespace qwen3

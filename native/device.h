@@ -31,4 +31,8 @@ void reset_peak_memory(const std::string& device);
 // Wait for queued device work (timing needs it on asynchronous devices).
 void synchronize_device(const std::string& device);
 
+// Memory bandwidth in bytes/s from timed copies of a `bytes`-sized buffer (bytes read plus
+// bytes written), the ceiling a memory-bound decode step is measured against. Slow: worker only.
+double measure_copy_bandwidth(const std::string& device, int64_t bytes);
+
 }  // namespace qwen3

@@ -94,4 +94,45 @@ Napi::Value ResetPeakMemory(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+namespace {
+
+class BandwidthWorker : public Napi::AsyncWorker {
+ public:
+  BandwidthWorker(Napi::Env env, std::string device, int64_t bytes)
+      : Napi::AsyncWorker(env, "qwen3.bandwidth"), deferred_(Napi::Promise::Deferred::New(env)), device_(std::move(device)), bytes_(bytes) {}
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    try {
+      result_ = measure_copy_bandwidth(device_, bytes_);
+    } catch (const c10::Error& e) {
+      SetError(e.what_without_backtrace());
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    } catch (...) {
+      SetError("Unknown native error");
+    }
+  }
+  void OnOK() override { deferred_.Resolve(Napi::Number::New(Env(), result_)); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::string device_;
+  int64_t bytes_;
+  double result_ = 0;
+};
+
+}  // namespace
+
+Napi::Value MeasureBandwidth(const Napi::CallbackInfo& info) {
+  const std::string device = DeviceArg(info);
+  if (info.Length() < 2 || !info[1].IsNumber()) throw Napi::TypeError::New(info.Env(), "Expected number of bytes");
+  auto* worker = new BandwidthWorker(info.Env(), device, static_cast<int64_t>(info[1].As<Napi::Number>().DoubleValue()));
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
 }  // namespace qwen3

@@ -12,5 +12,7 @@ Napi::Value SetTensorCores(const Napi::CallbackInfo& info);
 Napi::Value TensorCoresEnabled(const Napi::CallbackInfo& info);
 Napi::Value MemoryStats(const Napi::CallbackInfo& info);
 Napi::Value ResetPeakMemory(const Napi::CallbackInfo& info);
+// measureBandwidth(device, bytes) -> Promise<bytes per second>, on the thread pool.
+Napi::Value MeasureBandwidth(const Napi::CallbackInfo& info);
 
 }  // namespace qwen3

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   Qwen3Model,
   formatStats,
+  generateBatchCache,
   generateStats,
   generateTextBasic,
   generateTextBasicCache,
@@ -171,5 +172,26 @@ describe('one model, several callers', () => {
     } finally {
       other.dispose();
     }
+  });
+});
+
+describe('batched generation', () => {
+  it('each row of a batch equals the same prompt generated alone, eager and compiled', async () => {
+    const prompts = [fx.prompt, [...fx.prompt].reverse(), fx.prompt.map((id) => (id * 7) % 512)];
+    const alone = await Promise.all(prompts.map((p) => generateTextBasicCache(model, p, { maxNewTokens: 20, eosTokenId: null })));
+    expect(await generateBatchCache(model, prompts, { maxNewTokens: 20, eosTokenId: null })).toEqual(alone);
+    const compiled = await Qwen3Model.load(fx.modelPath, { config: fx.configPath, device: 'cpu', dtype: 'float32', compile: true });
+    try {
+      expect(await generateBatchCache(compiled, prompts, { maxNewTokens: 20, eosTokenId: null })).toEqual(alone);
+    } finally {
+      compiled.dispose();
+    }
+  });
+
+  it('rows stop at their own eos; unequal prompt lengths are refused', async () => {
+    const eos = greedy[3]!;
+    const [row] = await generateBatchCache(model, [fx.prompt], { maxNewTokens: 20, eosTokenId: eos });
+    expect(row).toEqual(greedy.slice(0, greedy.indexOf(eos)));
+    await expect(generateBatchCache(model, [fx.prompt, [1, 2]])).rejects.toThrow(/prompts of equal length/);
   });
 });
