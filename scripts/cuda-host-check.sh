@@ -28,4 +28,9 @@ step fixtures python3 scripts/make_fixtures.py --out test/.fixtures
 QWEN3_TEST_DEVICE=cuda step tests-cuda npx vitest run
 step fixtures-full python3 scripts/make_fixtures.py --out /tmp/qwen3-fixtures --full-size --only qwen3-0.6b-random --device cuda
 step full-size-cuda node scripts/full_size_check.mjs --fixture /tmp/qwen3-fixtures/qwen3-0.6b-random --device cuda --steps 30
+step full-size-cuda-compiled node scripts/full_size_check.mjs --fixture /tmp/qwen3-fixtures/qwen3-0.6b-random --device cuda --steps 30 --compile
+# The speed table; BASELINE=transformers adds Hugging Face transformers (torch.compile takes minutes).
+export OUT BASELINE
+step bench bash -c 'node dist/cli.js bench --device cuda --model /tmp/qwen3-fixtures/qwen3-0.6b-random/model.pth ${BASELINE:+--baseline $BASELINE} --json > "$OUT/bench.json"'
+node -e "console.log(require('./dist/bench.js').formatBenchReport(require(process.env.OUT + '/bench.json')))" | tee "$OUT/bench.md"
 exit $status

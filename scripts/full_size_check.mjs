@@ -3,7 +3,7 @@
 // `make_fixtures.py --full-size`, reports load time, throughput from the page cache and peak
 // RSS, then checks 30 greedy tokens (KV cache) against the reference implementation's and
 // reports decode tokens/s.
-//   node scripts/full_size_check.mjs [--fixture DIR] [--device cpu|cuda] [--steps N]
+//   node scripts/full_size_check.mjs [--fixture DIR] [--device cpu|cuda] [--steps N] [--compile]
 import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -14,6 +14,7 @@ const { values } = parseArgs({
     fixture: { type: 'string', default: 'test/.fixtures/qwen3-0.6b-random' },
     device: { type: 'string', default: 'cpu' },
     steps: { type: 'string', default: '30' },
+    compile: { type: 'boolean', default: false },
   },
 });
 const dir = values.fixture;
@@ -32,7 +33,7 @@ const fileBytes = statSync(modelPath).size;
 }
 const rssBefore = process.memoryUsage().rss;
 const t0 = performance.now();
-const model = await Qwen3Model.load(modelPath, { config: join(dir, 'config.json'), device: values.device, dtype: 'bfloat16' });
+const model = await Qwen3Model.load(modelPath, { config: join(dir, 'config.json'), device: values.device, dtype: 'bfloat16', compile: values.compile });
 const loadSeconds = (performance.now() - t0) / 1000;
 const peakRss = process.resourceUsage().maxRSS * 1024;
 
@@ -42,6 +43,7 @@ const { ids, stats } = await generateStats(model, ref.prompt, { maxNewTokens: st
 const same = ids.length === steps && ids.every((id, i) => id === expected[i]);
 const report = {
   device: model.device,
+  compiled: model.compiled,
   fileMiB: +(fileBytes / 2 ** 20).toFixed(1),
   loadSeconds: +loadSeconds.toFixed(3),
   loadGBps: +(fileBytes / 1e9 / loadSeconds).toFixed(2),
