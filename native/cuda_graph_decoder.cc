@@ -15,6 +15,16 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include <chrono>
+#include <cmath>
+
+#ifdef QWEN3_WITH_CUDA_KERNELS
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/embedding.h>
+#include <ATen/ops/linear.h>
+#include <ATen/ops/mm.h>
+
+#include "cuda_kernels.h"
+#endif
 #endif
 
 namespace qwen3 {
@@ -50,6 +60,55 @@ struct CudaGraphDecoder::State {
 
   // The step as the graph records it: reads ids/position, writes K/V at position, logits, next.
   void run() {
+#ifdef QWEN3_WITH_CUDA_KERNELS
+    run_fused();
+#else
+    run_aten();
+#endif
+  }
+
+#ifdef QWEN3_WITH_CUDA_KERNELS
+  // Nine kernels a block: RMSNorm, QKV product, norm+RoPE+cache write, attention, output
+  // product with the residual added by cuBLAS, RMSNorm, gate/up product, SiLU*up, down product
+  // with the residual.
+  void run_fused() {
+    const int64_t D = config.emb_dim, H = config.n_heads, G = config.n_kv_groups, hd = config.head_dim, F = config.hidden_dim;
+    const int dt = dtype == at::kFloat ? 0 : dtype == at::kBFloat16 ? 1 : 2;
+    void* stream = c10::cuda::getCurrentCUDAStream().stream();
+    const auto eps = static_cast<float>(kNormEps);
+    const int64_t* pos = position.data_ptr<int64_t>();
+    const auto opts = at::TensorOptions().device(device).dtype(dtype);
+    at::Tensor x = at::embedding(forward.tok_emb(), ids).view({batch, D});  // (batch, emb_dim) residual stream
+    at::Tensor h = at::empty({batch, D}, opts);                             // (batch, emb_dim) normed
+    at::Tensor q = at::empty({batch, H, hd}, opts);                         // (batch, heads, hd)
+    at::Tensor context = at::empty({batch, H * hd}, opts);                  // (batch, heads * hd)
+    at::Tensor act = at::empty({batch, F}, opts);                           // (batch, hidden_dim)
+    const int b = static_cast<int>(batch);
+    for (size_t l = 0; l < forward.blocks().size(); ++l) {
+      const FusedBlock& w = forward.blocks()[l];
+      const auto layer = static_cast<int64_t>(l);
+      cuda::rms_norm(dt, x.data_ptr(), w.norm1.data_ptr<float>(), h.data_ptr(), b, D, eps, stream);
+      const at::Tensor qkv = at::linear(h, w.w_qkv);  // (batch, (heads + 2 groups) * hd)
+      cuda::qk_norm_rope_cache(dt, qkv.data_ptr(), config.qk_norm ? w.q_norm.data_ptr<float>() : nullptr,
+                               config.qk_norm ? w.k_norm.data_ptr<float>() : nullptr, config.qk_norm, cos.data_ptr<float>(),
+                               sin.data_ptr<float>(), pos, q.data_ptr(), cache.keys(layer).data_ptr(), cache.values(layer).data_ptr(), b,
+                               H, G, hd, capacity, eps, stream);
+      cuda::decode_attention(dt, q.data_ptr(), cache.keys(layer).data_ptr(), cache.values(layer).data_ptr(), pos, context.data_ptr(), b, H,
+                             G, hd, capacity, static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd))), stream);
+      x.addmm_(context, w.out_proj.t());
+      cuda::rms_norm(dt, x.data_ptr(), w.norm2.data_ptr<float>(), h.data_ptr(), b, D, eps, stream);
+      const at::Tensor gate_up = at::linear(h, w.w_gate_up);  // (batch, 2 * hidden_dim)
+      cuda::silu_mul(dt, gate_up.data_ptr(), act.data_ptr(), b, F, stream);
+      x.addmm_(act, w.fc3.t());
+    }
+    cuda::rms_norm(dt, x.data_ptr(), forward.final_norm().data_ptr<float>(), h.data_ptr(), b, D, eps, stream);
+    at::mm_out(logits, h, forward.out_head().t());
+    next.copy_(at::argmax(logits, -1));
+  }
+#endif
+
+  // The same step from ATen operations (builds without the fused kernels).
+  void run_aten() {
     const at::Tensor cos_t = cos.index_select(0, position);  // (1, head_dim)
     const at::Tensor sin_t = sin.index_select(0, position);  // (1, head_dim)
     const at::Tensor visible = (slots <= position).view({1, 1, 1, capacity});  // (1, 1, 1, capacity) bool

@@ -44,6 +44,12 @@ class FastForward {
 
   int64_t parameter_bytes() const;
 
+  // The fused CUDA decode step (cuda_graph_decoder.cc) drives the weights directly.
+  const std::vector<FusedBlock>& blocks() const { return blocks_; }
+  const at::Tensor& tok_emb() const { return tok_emb_; }
+  const at::Tensor& final_norm() const { return final_norm_; }
+  const at::Tensor& out_head() const { return out_head_; }
+
  private:
   ModelConfig config_;
   at::Tensor tok_emb_;  // (vocab_size, emb_dim)

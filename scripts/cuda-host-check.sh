@@ -25,10 +25,13 @@ step build npm run build || exit 1
 step info node dist/cli.js info --json
 step tf32 node -e "const q = require('./dist/index.js'); for (const on of [true, false]) { q.getDevice({ enableTensorCores: on }); console.log('enableTensorCores', on, '->', q.runtimeInfo().tensorCores); }"
 step fixtures python3 scripts/make_fixtures.py --out test/.fixtures
-QWEN3_TEST_DEVICE=cuda step tests-cuda npx vitest run
+# TESTS narrows the suite (a list of test files) when device time is short.
+QWEN3_TEST_DEVICE=cuda step tests-cuda npx vitest run ${TESTS:-}
 step fixtures-full python3 scripts/make_fixtures.py --out /tmp/qwen3-fixtures --full-size --only qwen3-0.6b-random --device cuda
 step full-size-cuda node scripts/full_size_check.mjs --fixture /tmp/qwen3-fixtures/qwen3-0.6b-random --device cuda --steps 30
 step full-size-cuda-compiled node scripts/full_size_check.mjs --fixture /tmp/qwen3-fixtures/qwen3-0.6b-random --device cuda --steps 30 --compile
+step compile-check-f32 node scripts/compile_check.mjs --model /tmp/qwen3-fixtures/qwen3-0.6b-random/model.pth --device cuda --dtype float32 --steps 200
+step compile-check-bf16 node scripts/compile_check.mjs --model /tmp/qwen3-fixtures/qwen3-0.6b-random/model.pth --device cuda --dtype bfloat16 --steps 200
 # The speed table; BASELINE=transformers adds Hugging Face transformers (torch.compile takes minutes).
 export OUT BASELINE
 step bench bash -c 'node dist/cli.js bench --device cuda --model /tmp/qwen3-fixtures/qwen3-0.6b-random/model.pth ${BASELINE:+--baseline $BASELINE} --json > "$OUT/bench.json"'

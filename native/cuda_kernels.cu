@@ -1,0 +1,219 @@
+// Fused kernels for the one-token decode step: each replaces 6-20 small ATen kernels, which is
+// what bounds a batch-1 decode once the step is a CUDA graph (the weights stream in ~0.3 ms on
+// an H200; each kernel costs ~2 us to launch and drain). Arithmetic is float32 throughout and
+// rounds to the model dtype where the reference rounds.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "cuda_kernels.h"
+
+namespace qwen3::cuda {
+namespace {
+
+template <typename T> __device__ __forceinline__ float to_f(T v);
+template <> __device__ __forceinline__ float to_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <> __device__ __forceinline__ float to_f<__half>(__half v) { return __half2float(v); }
+
+template <typename T> __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
+template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half(v); }
+
+// Sum over the block; every thread gets the result. `scratch` holds 32 floats.
+__device__ float block_sum(float v, float* scratch) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+  __syncthreads();  // scratch may still be read from a previous call
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < warps ? scratch[lane] : 0.f;
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+template <typename T>
+__global__ void rms_norm_kernel(const T* __restrict__ x, const float* __restrict__ w, T* __restrict__ out, int dim, float eps) {
+  __shared__ float scratch[32];
+  const T* row = x + static_cast<size_t>(blockIdx.x) * dim;
+  T* dst = out + static_cast<size_t>(blockIdx.x) * dim;
+  float sq = 0.f;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+    const float v = to_f(row[i]);
+    sq += v * v;
+  }
+  const float rstd = rsqrtf(block_sum(sq, scratch) / dim + eps);
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) dst[i] = from_f<T>((to_f(row[i]) * rstd) * w[i]);
+}
+
+// One block per (row, head) with hd threads. Heads [0, heads) are queries, then keys, then values.
+template <typename T>
+__global__ void qk_norm_rope_cache_kernel(const T* __restrict__ qkv, const float* __restrict__ q_norm, const float* __restrict__ k_norm,
+                                          bool qk_norm, const float* __restrict__ cos, const float* __restrict__ sin,
+                                          const int64_t* __restrict__ position, T* __restrict__ q_out, T* __restrict__ k_cache,
+                                          T* __restrict__ v_cache, int heads, int groups, int hd, int capacity, float eps) {
+  extern __shared__ float smem[];  // hd floats, then 32 for the reduction
+  const int total_heads = heads + 2 * groups;
+  const int row = blockIdx.x / total_heads, head = blockIdx.x % total_heads, t = threadIdx.x;
+  const int64_t pos = *position;
+  float v = to_f(qkv[(static_cast<size_t>(row) * total_heads + head) * hd + t]);
+  if (head >= heads + groups) {  // a value head: stored as it is
+    const int g = head - heads - groups;
+    v_cache[((static_cast<size_t>(row) * groups + g) * capacity + pos) * hd + t] = from_f<T>(v);
+    return;
+  }
+  const bool is_query = head < heads;
+  if (qk_norm) {
+    const float rstd = rsqrtf(block_sum(v * v, smem + hd) / hd + eps);
+    v = to_f(from_f<T>((v * rstd) * (is_query ? q_norm : k_norm)[t]));  // the reference rounds here
+  }
+  smem[t] = v;
+  __syncthreads();
+  const int half = hd / 2;
+  const float rotated = t < half ? -smem[t + half] : smem[t - half];
+  const T out = from_f<T>(v * cos[pos * hd + t] + rotated * sin[pos * hd + t]);
+  if (is_query) {
+    q_out[(static_cast<size_t>(row) * heads + head) * hd + t] = out;
+  } else {
+    const int g = head - heads;
+    k_cache[((static_cast<size_t>(row) * groups + g) * capacity + pos) * hd + t] = out;
+  }
+}
+
+// One block of 4 warps per (row, query head); each warp runs an online softmax over a quarter
+// of the positions, then the warps' partial results are merged. Each lane holds hd/32 dims.
+constexpr int kAttnWarps = 4;
+constexpr int kMaxDimsPerLane = 8;  // head_dim up to 256
+
+template <typename T>
+__global__ void decode_attention_kernel(const T* __restrict__ q, const T* __restrict__ k_cache, const T* __restrict__ v_cache,
+                                        const int64_t* __restrict__ position, T* __restrict__ out, int heads, int groups, int hd,
+                                        int capacity, float scale) {
+  __shared__ float part_m[kAttnWarps], part_s[kAttnWarps];
+  extern __shared__ float part_acc[];  // kAttnWarps * hd
+  const int row = blockIdx.x / heads, head = blockIdx.x % heads, g = head / (heads / groups);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, per_lane = hd / 32;
+  const int64_t length = *position + 1;
+  float qv[kMaxDimsPerLane], acc[kMaxDimsPerLane];
+  const T* qh = q + (static_cast<size_t>(row) * heads + head) * hd;
+  // Loops over the lane's dimensions run to a compile-time bound so the arrays stay in registers.
+#pragma unroll
+  for (int i = 0; i < kMaxDimsPerLane; ++i) {
+    qv[i] = i < per_lane ? to_f(qh[lane + 32 * i]) : 0.f;
+    acc[i] = 0.f;
+  }
+  const size_t base = (static_cast<size_t>(row) * groups + g) * capacity * hd;
+  float m = -INFINITY, s = 0.f;
+  for (int64_t p = warp; p < length; p += kAttnWarps) {
+    const T* kp = k_cache + base + p * hd;
+    float dot = 0.f;
+#pragma unroll
+    for (int i = 0; i < kMaxDimsPerLane; ++i) if (i < per_lane) dot += qv[i] * to_f(kp[lane + 32 * i]);
+    for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+    const float score = dot * scale;
+    const float m_new = fmaxf(m, score);
+    const float correction = __expf(m - m_new), weight = __expf(score - m_new);
+    s = s * correction + weight;
+    const T* vp = v_cache + base + p * hd;
+#pragma unroll
+    for (int i = 0; i < kMaxDimsPerLane; ++i) if (i < per_lane) acc[i] = acc[i] * correction + weight * to_f(vp[lane + 32 * i]);
+    m = m_new;
+  }
+  if (lane == 0) {
+    part_m[warp] = m;
+    part_s[warp] = s;
+  }
+#pragma unroll
+  for (int i = 0; i < kMaxDimsPerLane; ++i) if (i < per_lane) part_acc[warp * hd + lane + 32 * i] = acc[i];
+  __syncthreads();
+  // Merge the warps' (max, sum, acc) with the usual rescaling; thread t finishes dimension t.
+  float m_all = -INFINITY;
+  for (int w = 0; w < kAttnWarps; ++w) m_all = fmaxf(m_all, part_m[w]);
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float total = 0.f, sum = 0.f;
+    for (int w = 0; w < kAttnWarps; ++w) {
+      if (part_m[w] == -INFINITY) continue;  // a warp that saw no position
+      const float f = __expf(part_m[w] - m_all);
+      total += part_acc[w * hd + d] * f;
+      sum += part_s[w] * f;
+    }
+    out[(static_cast<size_t>(row) * heads + head) * hd + d] = from_f<T>(total / sum);
+  }
+}
+
+template <typename T>
+__global__ void silu_mul_kernel(const T* __restrict__ gate_up, T* __restrict__ out, int hidden, int total) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= total) return;
+  const int row = i / hidden, j = i % hidden;
+  const float g = to_f(gate_up[static_cast<size_t>(row) * 2 * hidden + j]);
+  const float u = to_f(gate_up[static_cast<size_t>(row) * 2 * hidden + hidden + j]);
+  out[i] = from_f<T>(g / (1.f + __expf(-g)) * u);
+}
+
+void check(const char* what) {
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) throw std::runtime_error(std::string(what) + " kernel failed: " + cudaGetErrorString(err));
+}
+
+// Calls f with a null pointer of the element type that `dtype` names.
+template <typename F>
+void dispatch(int dtype, F&& f) {
+  switch (dtype) {
+    case 0: f(static_cast<float*>(nullptr)); break;
+    case 1: f(static_cast<__nv_bfloat16*>(nullptr)); break;
+    case 2: f(static_cast<__half*>(nullptr)); break;
+    default: throw std::invalid_argument("unsupported dtype for the fused CUDA kernels");
+  }
+}
+
+}  // namespace
+
+void rms_norm(int dtype, const void* x, const float* w, void* out, int rows, int dim, float eps, void* stream) {
+  dispatch(dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    rms_norm_kernel<T><<<rows, 256, 0, static_cast<cudaStream_t>(stream)>>>(static_cast<const T*>(x), w, static_cast<T*>(out), dim, eps);
+  });
+  check("rms_norm");
+}
+
+void qk_norm_rope_cache(int dtype, const void* qkv, const float* q_norm, const float* k_norm, bool qk_norm, const float* cos,
+                        const float* sin, const int64_t* position, void* q_out, void* k_cache, void* v_cache, int rows, int heads,
+                        int groups, int hd, int capacity, float eps, void* stream) {
+  if (hd % 32 != 0 || hd > 1024) throw std::invalid_argument("fused kernels need head_dim a multiple of 32, at most 1024");
+  dispatch(dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    const size_t shared = (hd + 32) * sizeof(float);
+    qk_norm_rope_cache_kernel<T><<<rows * (heads + 2 * groups), hd, shared, static_cast<cudaStream_t>(stream)>>>(
+        static_cast<const T*>(qkv), q_norm, k_norm, qk_norm, cos, sin, position, static_cast<T*>(q_out), static_cast<T*>(k_cache),
+        static_cast<T*>(v_cache), heads, groups, hd, capacity, eps);
+  });
+  check("qk_norm_rope_cache");
+}
+
+void decode_attention(int dtype, const void* q, const void* k_cache, const void* v_cache, const int64_t* position, void* out,
+                      int rows, int heads, int groups, int hd, int capacity, float scale, void* stream) {
+  if (hd % 32 != 0 || hd / 32 > kMaxDimsPerLane) throw std::invalid_argument("fused attention needs head_dim a multiple of 32, at most 256");
+  dispatch(dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    decode_attention_kernel<T><<<rows * heads, 32 * kAttnWarps, kAttnWarps * hd * sizeof(float), static_cast<cudaStream_t>(stream)>>>(
+        static_cast<const T*>(q), static_cast<const T*>(k_cache), static_cast<const T*>(v_cache), position, static_cast<T*>(out), heads,
+        groups, hd, capacity, scale);
+  });
+  check("decode_attention");
+}
+
+void silu_mul(int dtype, const void* gate_up, void* out, int rows, int hidden, void* stream) {
+  dispatch(dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    const int total = rows * hidden;
+    silu_mul_kernel<T><<<(total + 255) / 256, 256, 0, static_cast<cudaStream_t>(stream)>>>(static_cast<const T*>(gate_up), static_cast<T*>(out), hidden, total);
+  });
+  check("silu_mul");
+}
+
+}  // namespace qwen3::cuda
