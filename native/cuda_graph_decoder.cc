@@ -61,10 +61,10 @@ struct CudaGraphDecoder::State {
   // The step as the graph records it: reads ids/position, writes K/V at position, logits, next.
   void run() {
 #ifdef QWEN3_WITH_CUDA_KERNELS
-    run_fused();
-#else
-    run_aten();
+    // The fused kernels give each lane head_dim / 32 (at most 8) dimensions.
+    if (config.head_dim % 32 == 0 && config.head_dim <= 256) return run_fused();
 #endif
+    run_aten();
   }
 
 #ifdef QWEN3_WITH_CUDA_KERNELS

@@ -84,9 +84,9 @@ __global__ void qk_norm_rope_cache_kernel(const T* __restrict__ qkv, const float
   }
 }
 
-// One block of 4 warps per (row, query head); each warp runs an online softmax over a quarter
-// of the positions, then the warps' partial results are merged. Each lane holds hd/32 dims.
-constexpr int kAttnWarps = 4;
+// One block of 16 warps per (row, query head); each warp runs an online softmax over every 16th
+// position, then the warps' partial results are merged. Each lane holds hd/32 dims.
+constexpr int kAttnWarps = 16;
 constexpr int kMaxDimsPerLane = 8;  // head_dim up to 256
 
 template <typename T>

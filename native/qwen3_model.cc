@@ -78,8 +78,16 @@ struct Qwen3Engine::Impl {
       at::Tensor keys = k, values = v;
       if (use_cache) std::tie(keys, values) = cache.append(layer, k, v);
       const bool causal = seq > 1 && start == 0;
+      // Repeating the key/value heads keeps a many-token step eligible for the flash kernels,
+      // which not every libtorch offers together with enable_gqa; for one token it costs more
+      // than it saves.
+      const int64_t repeat = config.n_heads / config.n_kv_groups;
+      if (seq > 1 && repeat > 1) {
+        keys = keys.repeat_interleave(repeat, 1);
+        values = values.repeat_interleave(repeat, 1);
+      }
       return at::scaled_dot_product_attention(q, keys, values, visible.defined() ? std::optional<at::Tensor>(visible) : std::nullopt,
-                                              0.0, causal, std::nullopt, /*enable_gqa=*/true);
+                                              0.0, causal, std::nullopt, /*enable_gqa=*/seq == 1 && repeat > 1);
     };
     const auto [cos, sin] = rope.slice(start, seq);
     const at::Tensor h = fast->hidden(ids, cos, sin, attend);  // (batch, seq, emb_dim)
