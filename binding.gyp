@@ -1,6 +1,7 @@
 # node-gyp build of the same addon that CMakeLists.txt builds (cmake-js is the default build;
-# prebuildify drives this one). Sources come from native/sources.json and libtorch is found by
-# scripts/find-libtorch.js, in the same order as CMakeLists.txt, so the two builds cannot drift.
+# `npm run prebuild` drives this one through prebuildify). Sources come from native/sources.json
+# and libtorch is found by scripts/find-libtorch.js, in the same order as CMakeLists.txt, so the
+# two builds cannot drift. QWEN3_TORCH_PREBUILD=1 leaves out the run path to the local libtorch.
 {
   "targets": [
     {
@@ -21,15 +22,29 @@
       "cflags_cc": ["-std=c++20", "-fexceptions", "-frtti", "-Wno-unused-parameter", "-O2"],
       "libraries": [
         "-L<!(node scripts/find-libtorch.js libdir)",
-        "-Wl,-rpath,<!(node scripts/find-libtorch.js libdir)",
+        "<!@(node scripts/find-libtorch.js rpath)",
         "<!@(node scripts/find-libtorch.js libraries)"
       ],
       "xcode_settings": {
         "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
         "GCC_ENABLE_CPP_RTTI": "YES",
         "CLANG_CXX_LANGUAGE_STANDARD": "c++20",
-        "OTHER_LDFLAGS": ["-Wl,-rpath,<!(node scripts/find-libtorch.js libdir)"]
+        "OTHER_LDFLAGS": ["<!@(node scripts/find-libtorch.js rpath)"]
       }
+    },
+    {
+      # The libtorch-free helper that opens libtorch's libraries before a prebuilt addon loads
+      # (native/preload.cc). Not a .node file, so prebuildify ships it as a library beside the addon.
+      "target_name": "qwen3_torch_preload",
+      "sources": ["<!@(node -p \"require('./native/sources.json').preload.join(' ')\")"],
+      "defines": ["NAPI_VERSION=8"],
+      "conditions": [["OS=='linux'", { "libraries": ["-ldl"] }]],
+      # node-gyp's addon.gypi names every loadable module .node in a target condition; a later
+      # target condition names this one back.
+      "target_conditions": [
+        ["OS=='mac'", { "product_extension": "dylib" }, { "product_extension": "so" }],
+        ["OS=='win'", { "product_extension": "dll" }]
+      ]
     }
   ]
 }

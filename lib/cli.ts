@@ -8,7 +8,7 @@ import { baseUrl, loadFromFlags, type ModelFlags, modelHome } from './cli-common
 import { MODEL_SIZES } from './config.js';
 import { downloadQwen3Small } from './download.js';
 import { formatStats, generateStats } from './generate.js';
-import { runtimeInfo } from './info.js';
+import { formatRuntimeInfo, runtimeInfo } from './info.js';
 import { Qwen3Tokenizer } from './tokenizer.js';
 
 function intArg(name: string) {
@@ -40,14 +40,7 @@ async function infoCommand(opts: { json?: boolean }): Promise<void> {
     process.stdout.write(`${JSON.stringify(info, null, 2)}\n`);
     return;
   }
-  const lines = [
-    `qwen3-torch ${info.version} on ${info.platform}, Node ${info.node}`,
-    `addon:    ${info.addon.path} (Node-API ${info.addon.napiVersion})`,
-    `libtorch: ${info.libtorch.version}${info.libtorch.cuda ? ` with CUDA ${info.libtorch.cudaVersion ?? ''}` : ' (CPU only)'}`,
-    `          ${info.libtorch.root} (found via ${info.libtorch.foundVia})`,
-    `devices:  ${info.devices.join(', ')}${info.cudaDevices.length ? ` (${info.cudaDevices.join(', ')})` : ''}`,
-  ];
-  process.stdout.write(`${lines.join('\n')}\n`);
+  process.stdout.write(`${formatRuntimeInfo(info)}\n`);
 }
 
 async function tokenizeCommand(opts: { tokenizer?: string; chat?: boolean; prompt: string; json?: boolean }): Promise<void> {

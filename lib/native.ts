@@ -1,7 +1,7 @@
 // The one typed contract for the native addon (native/addon.cc), and where it is loaded from.
 // Everything here is raw: callers go through the validated classes in model.ts and device.ts.
-import { existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
+import { type LoadReport, loadAddon } from './binary.js';
 
 export interface NativeBuildInfo {
   torchVersion: string;
@@ -88,26 +88,31 @@ export interface NativeBinding {
 export const packageRoot = resolve(__dirname, '..');
 
 let binding: NativeBinding | undefined;
-let bindingPath: string | undefined;
+let report: LoadReport | undefined;
+let loadError: Error | undefined;
 
 /** Where the loaded addon came from. */
 export function nativeBindingPath(): string | undefined {
-  return bindingPath;
+  return report?.addon.path;
 }
 
-/** Loads the addon once; throws an error that says how to build it when none is there. */
+/** Which binary was loaded, why, and the libtorch it runs on (see binary.ts). */
+export function nativeLoadReport(): LoadReport | undefined {
+  return report;
+}
+
+/**
+ * Loads the addon once: the binary made for the libtorch found (binary.ts), checked in a child
+ * process first. Throws an error that lists what was found and how to fix it.
+ */
 export function native(): NativeBinding {
   if (binding) return binding;
-  const candidates = [join(packageRoot, 'build', 'Release', 'qwen3_torch.node')];
-  const found = candidates.find((p) => existsSync(p));
-  if (!found) {
-    throw new Error(
-      `qwen3-torch: the native addon is not built (looked in ${candidates.join(', ')}). ` +
-        'Run `npm run build` (needs libtorch: `pip install torch`, or set LIBTORCH to an unpacked libtorch folder).',
-    );
+  if (loadError) throw loadError;
+  try {
+    ({ binding, report } = loadAddon<NativeBinding>({ root: packageRoot }));
+  } catch (err) {
+    loadError = err as Error;
+    throw err;
   }
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  binding = require(found) as NativeBinding;
-  bindingPath = found;
   return binding;
 }
