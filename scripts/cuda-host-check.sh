@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The CUDA host recipe: build the addon against the host's libtorch, run the test suite with the
-# parity tests on the GPU, and the full-size (random Qwen3-0.6B) check on CUDA and on the CPU.
+# The CUDA host recipe: build the addon against the host's libtorch, make and check the CUDA
+# prebuild, run the test suite with the parity tests on the GPU, and the full-size (random
+# Qwen3-0.6B) check on CUDA and on the CPU.
 # On a host with CUDA PyTorch and no network, after packing Node (../shared/tools/pack-cuda-host.sh):
 #   source .cuda-host/setup.sh && bash scripts/cuda-host-check.sh
 # Logs go to $OUT (default ./cuda-host-logs).
@@ -25,6 +26,28 @@ step build npm run build || exit 1
 step info node dist/cli.js info --json
 step tf32 node -e "const q = require('./dist/index.js'); for (const on of [true, false]) { q.getDevice({ enableTensorCores: on }); console.log('enableTensorCores', on, '->', q.runtimeInfo().tensorCores); }"
 step fixtures python3 scripts/make_fixtures.py --out test/.fixtures
+# The CUDA prebuild for the package (prebuilds/linux-x64/qwen3-torch.torch2.11.0.cu130.glibc.node):
+# built with cmake-js, since this host has no Node headers for node-gyp (and node-gyp compiles no
+# CUDA kernels). It must have no run path, load with no LD_LIBRARY_PATH through the loader, and
+# generate the reference tokens on the GPU. It is copied to $OUT, to be put into
+# prebuilds/linux-x64/ before publishing. (node_modules must hold prebuildify: pack it after npm ci.)
+PREBUILD=prebuilds/linux-x64/qwen3-torch.$(node scripts/find-libtorch.js tag).glibc.node
+prebuild_check() {
+  readelf -d "$PREBUILD" | grep -E 'NEEDED|RPATH|RUNPATH'
+  if readelf -d "$PREBUILD" | grep -qE 'RPATH|RUNPATH'; then echo "$PREBUILD has a run path"; return 1; fi
+  env -u LD_LIBRARY_PATH QWEN3_TORCH_ADDON="$PREBUILD" node dist/cli.js info || return 1
+  env -u LD_LIBRARY_PATH QWEN3_TORCH_ADDON="$PREBUILD" node -e "
+    const { Qwen3Model, generateTextBasicCache, runtimeInfo } = require('./dist/index.js');
+    const dir = 'test/.fixtures/tiny-gqa4', ref = require('./' + dir + '/reference.json');
+    (async () => {
+      const m = await Qwen3Model.load(dir + '/model.pth', { config: dir + '/config.json', device: 'cuda', dtype: 'float32' });
+      const ids = JSON.stringify(await generateTextBasicCache(m, ref.prompt, { maxNewTokens: 12 }));
+      const want = JSON.stringify(ref.runs.float32.hf_greedy.slice(0, 12));
+      console.log(runtimeInfo().addon.kind, m.device, ids, ids === want ? 'matches Hugging Face' : 'DIFFERS from ' + want);
+      process.exitCode = ids === want ? 0 : 1;
+    })();"
+}
+step prebuild npm run prebuild -- --backend cmake-js && step prebuild-check prebuild_check && cp "$PREBUILD" "$OUT/"
 # TESTS narrows the suite (a list of test files) when device time is short.
 QWEN3_TEST_DEVICE=cuda step tests-cuda npx vitest run ${TESTS:-}
 step fixtures-full python3 scripts/make_fixtures.py --out /tmp/qwen3-fixtures --full-size --only qwen3-0.6b-random --device cuda
