@@ -66,11 +66,19 @@ export interface MemoryStats {
   peakBytes: number | null;
 }
 
+/** A concrete device name ("auto" is resolved first); libtorch's own parser never sees a bad one. */
+function checkDeviceName(device: unknown): DeviceName {
+  if (typeof device !== 'string' || device === 'auto' || !DEVICE_PATTERN.test(device)) {
+    throw new InvalidOptionError(`Expected one of "cpu", "cuda", "cuda:N", "mps", "xpu", "xpu:N" for device but received ${JSON.stringify(device)}`, 'device');
+  }
+  return device as DeviceName;
+}
+
 /** Device memory held by tensors now and at the peak since the last reset; null on CPU. */
 export function memoryStats(device: DeviceName): MemoryStats | null {
-  return native().memoryStats(device);
+  return native().memoryStats(checkDeviceName(device));
 }
 
 export function resetPeakMemory(device: DeviceName): void {
-  native().resetPeakMemory(device);
+  native().resetPeakMemory(checkDeviceName(device));
 }

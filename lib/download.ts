@@ -153,6 +153,14 @@ async function transfer(job: Job, remote: RemoteInfo): Promise<void> {
     const announced = isEncoded(res) ? undefined : sizeHeader(res.headers.get('content-length'));
     const rangeTotal = sizeHeader(/\/(\d+)$/.exec(res.headers.get('content-range') ?? '')?.[1] ?? null);
     total = rangeTotal ?? (announced === undefined ? remote.size : offset + announced);
+    // A body that contradicts the size announced first (an error page served with 200, a proxy's
+    // garbage) must not be taken for the file, even when no checksum is there to catch it.
+    if (remote.size !== undefined && total !== remote.size) {
+      void res.body?.cancel();
+      throw new Error(
+        `Server announced ${remote.size} bytes for ${job.name} from ${job.url} but answered with ${total} bytes; nothing was kept`,
+      );
+    }
   }
   const sha256 = remote.sha256 ?? (res && sha256Of(res.headers.get('etag')));
 

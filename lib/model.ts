@@ -6,7 +6,7 @@ import { DTYPES, MODEL_SIZES, type Dtype, type ModelSize, type Qwen3Config, load
 import { type DeviceName, type MemoryStats, memoryStats, resetPeakMemory, resolveDevice } from './device.js';
 import { formatModelSummary } from './summary.js';
 import { type NativeModel, type NativeStepRequest, type NativeStepResult, native } from './native.js';
-import { InvalidOptionError, boolean, describeValue, nonEmptyString, oneOf, parseOptions } from './validate.js';
+import { InvalidOptionError, abortSignal, boolean, describeValue, nonEmptyString, oneOf, parseOptions } from './validate.js';
 
 export interface LoadOptions {
   /** A config object, a path to a config JSON file, or a built-in size ("0.6B", "1.7B", ...). Default "0.6B". */
@@ -17,6 +17,12 @@ export interface LoadOptions {
   dtype?: Dtype;
   /** Optimised execution (issue 4); outputs stay the same. */
   compile?: boolean;
+  /**
+   * Aborts the load: the Promise rejects with an AbortError as soon as the signal fires. Reading
+   * the checkpoint cannot be interrupted half-way, so that work goes on in the background and
+   * the model it produces is disposed the moment it is ready.
+   */
+  signal?: AbortSignal;
 }
 
 const loadSchema = z
@@ -25,6 +31,7 @@ const loadSchema = z
     device: nonEmptyString().optional(),
     dtype: oneOf(DTYPES).optional(),
     compile: boolean().optional(),
+    signal: abortSignal().optional(),
   })
   .strict();
 
@@ -82,6 +89,39 @@ async function withCallerStack<T>(promise: Promise<T>, caller: Error): Promise<T
   }
 }
 
+function loadAborted(path: string, signal: AbortSignal): Error {
+  const err = new Error(`Loading ${path} was aborted`, { cause: signal.reason });
+  err.name = 'AbortError';
+  return err;
+}
+
+/**
+ * Settles with `loading` or, as soon as `signal` fires, with an AbortError. A native load cannot
+ * stop half-way, so an abandoned one runs on and its model is disposed when it arrives (or its
+ * error dropped): nothing it allocated outlives it, and no rejection goes unhandled.
+ */
+function abortableLoad(loading: Promise<NativeModel>, path: string, signal: AbortSignal | undefined): Promise<NativeModel> {
+  if (!signal) return loading;
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      reject(loadAborted(path, signal));
+      loading.then((handle) => handle.dispose(), () => {});
+    };
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    loading.then(
+      (handle) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(handle);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
+}
+
 /** The step functions of a model while its lock is held (see Qwen3Model.exclusive). */
 export interface ModelSession {
   prefill(ids: TokenIds, logits?: LogitsMode, sampling?: SamplingOptions): Promise<StepOutput>;
@@ -109,11 +149,15 @@ export class Qwen3Model {
     this.#native = handle;
   }
 
-  /** Loads a torch.save(state_dict) checkpoint in the reference layout onto a device. */
+  /**
+   * Loads a torch.save(state_dict) checkpoint in the reference layout onto a device. The
+   * checkpoint is only ever read as data (no pickle code runs); `signal` aborts the load.
+   */
   static async load(path: string, options: LoadOptions = {}): Promise<Qwen3Model> {
     const caller = new Error();
     parseOptions(nonEmptyString(), path, 'path');
     const opts = parseOptions(loadSchema, options);
+    if (opts.signal?.aborted) throw loadAborted(path, opts.signal);
     const config = await resolveConfig(opts.config);
     const device = resolveDevice(opts.device ?? 'auto');
     const dtype = opts.dtype ?? config.dtype;
@@ -122,8 +166,10 @@ export class Qwen3Model {
     } catch {
       throw new Error(`Model file not found: ${path}`);
     }
+    if (opts.signal?.aborted) throw loadAborted(path, opts.signal);
     const { dtype: _stored, ...nativeConfig } = config;
-    const handle = await withCallerStack(native().loadModel({ path, config: nativeConfig, device, dtype, compile: opts.compile ?? false }), caller);
+    const loading = native().loadModel({ path, config: nativeConfig, device, dtype, compile: opts.compile ?? false });
+    const handle = await withCallerStack(abortableLoad(loading, path, opts.signal), caller);
     return new Qwen3Model(path, config, device, dtype, opts.compile ?? false, handle);
   }
 
@@ -200,25 +246,25 @@ export class Qwen3Model {
   }
 
   /** Runs tokens after the KV cache's content (a prefill when empty) and returns the next token. */
-  prefill(ids: TokenIds, options: { logits?: LogitsMode } = {}): Promise<StepOutput> {
+  async prefill(ids: TokenIds, options: { logits?: LogitsMode } = {}): Promise<StepOutput> {
     const logits = parseLogitsOption(options);
     return this.exclusive((s) => s.prefill(ids, logits));
   }
 
   /** One token per row after the KV cache. */
-  decode(ids: TokenIds, options: { logits?: LogitsMode } = {}): Promise<StepOutput> {
+  async decode(ids: TokenIds, options: { logits?: LogitsMode } = {}): Promise<StepOutput> {
     const logits = parseLogitsOption(options);
     return this.exclusive((s) => s.decode(ids, logits));
   }
 
   /** The whole sequence from position 0 without the KV cache; logits of every position by default. */
-  forward(ids: TokenIds, options: { logits?: LogitsMode } = {}): Promise<StepOutput> {
+  async forward(ids: TokenIds, options: { logits?: LogitsMode } = {}): Promise<StepOutput> {
     const logits = parseLogitsOption({ logits: 'all', ...options });
     return this.exclusive((s) => s.forward(ids, logits));
   }
 
   /** Empties the KV cache; `release` also frees its memory. Waits for running steps. */
-  resetCache(options: { release?: boolean } = {}): Promise<void> {
+  async resetCache(options: { release?: boolean } = {}): Promise<void> {
     const { release } = parseOptions(z.object({ release: boolean().optional() }).strict(), options);
     return this.exclusive(async (s) => s.resetCache(release ?? false));
   }
@@ -242,7 +288,11 @@ export class Qwen3Model {
     resetPeakMemory(this.device);
   }
 
-  /** Frees the weights and the KV cache (after a step in flight ends). Further use throws. */
+  /**
+   * Frees the weights and the KV cache. Safe at any time, also more than once: a step already
+   * running on the thread pool finishes first (the memory goes when it does); a generation in
+   * progress, and every call waiting its turn, then rejects with "Model is disposed".
+   */
   dispose(): void {
     this.#native?.dispose();
     this.#native = null;

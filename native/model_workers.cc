@@ -3,12 +3,27 @@
 #include <c10/util/Exception.h>
 
 #include <cstring>
-#include <functional>
 #include <string>
 
 #include "model_wrap.h"
 
 namespace qwen3 {
+
+void EngineStatus::Refresh(const Qwen3Engine& engine) {
+  Values v;
+  v.cache_length = engine.cache_length();
+  v.cache_capacity = engine.cache_capacity();
+  v.compile_seconds = engine.compile_seconds();
+  v.graph_captures = engine.graph_captures();
+  std::lock_guard<std::mutex> lock(mutex_);
+  values_ = v;
+}
+
+EngineStatus::Values EngineStatus::Get() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return values_;
+}
+
 namespace {
 
 // Base for promise-returning workers: runs `Work()` on the libuv pool and turns every kind of
@@ -25,21 +40,56 @@ class PromiseWorker : public Napi::AsyncWorker {
   void Execute() override {
     try {
       Work();
+      return;
     } catch (const c10::Error& e) {
-      SetError(e.what_without_backtrace());
+      error_ = e.what_without_backtrace();
     } catch (const std::bad_alloc&) {
-      SetError("Out of memory");
+      error_ = "Out of memory";
     } catch (const std::exception& e) {
-      SetError(e.what());
+      error_ = e.what();
     } catch (...) {
-      SetError("Unknown native error");
+      error_ = "Unknown native error";
     }
+    if (error_.empty()) error_ = "Unknown native error";
+    failed_ = true;
   }
-  void OnOK() override { deferred_.Resolve(Result(Env())); }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+  // Replaces node-addon-api's completion, which turns a failed napi call into a C++ exception and,
+  // when even throwing that into JS fails, lets it escape into Node: std::terminate. That is what
+  // happens when the work outlives its JS environment. Node waits for pool work before it tears
+  // an environment down (a terminated worker thread, process.exit() in a worker), then runs this
+  // with JavaScript disabled, so resolving the promise cannot succeed and nobody could observe it.
+  // Here every failure to settle is dropped, and the worker (with what it holds, an engine
+  // included) is freed either way.
+  void OnWorkComplete(Napi::Env env, napi_status status) override {
+    if (status != napi_cancelled) {
+      try {
+        Napi::HandleScope scope(env);
+        Settle(env);
+      } catch (...) {
+        // The environment is shutting down: the promise has no one left to tell.
+      }
+    }
+    Destroy();
+  }
 
  private:
+  void Settle(Napi::Env env) {
+    if (failed_) {
+      deferred_.Reject(Napi::Error::New(env, error_).Value());
+      return;
+    }
+    try {
+      deferred_.Resolve(Result(env));
+    } catch (const Napi::Error& e) {
+      // Building the result failed (a JS exception is pending, e.g. out of heap): reject with it.
+      deferred_.Reject(e.Value());
+    }
+  }
+
   Napi::Promise::Deferred deferred_;
+  std::string error_;
+  bool failed_ = false;
 };
 
 class LoadWorker : public PromiseWorker {
@@ -48,7 +98,9 @@ class LoadWorker : public PromiseWorker {
 
  protected:
   void Work() override { engine_ = Qwen3Engine::load(request_); }
-  Napi::Value Result(Napi::Env env) override { return ModelWrap::NewInstance(env, std::move(engine_)); }
+  // Hands the engine over only on success; if wrapping fails, the worker still owns it and
+  // frees it when it is destroyed.
+  Napi::Value Result(Napi::Env env) override { return ModelWrap::NewInstance(env, engine_); }
 
  private:
   LoadRequest request_;
@@ -57,12 +109,21 @@ class LoadWorker : public PromiseWorker {
 
 class StepWorker : public PromiseWorker {
  public:
-  StepWorker(Napi::Env env, std::shared_ptr<Qwen3Engine> engine, StepKind kind, StepRequest request)
-      : PromiseWorker(env, "qwen3.step"), engine_(std::move(engine)), kind_(kind), request_(std::move(request)) {}
+  StepWorker(Napi::Env env, std::shared_ptr<Qwen3Engine> engine, std::shared_ptr<EngineStatus> status, StepKind kind,
+             StepRequest request)
+      : PromiseWorker(env, "qwen3.step"), engine_(std::move(engine)), status_(std::move(status)), kind_(kind),
+        request_(std::move(request)) {}
 
  protected:
   void Work() override {
     std::lock_guard<std::mutex> lock(engine_->mutex());
+    // The counters change even when a step fails half-way (a cache that grew), so refresh them
+    // on every way out.
+    struct RefreshOnExit {
+      EngineStatus& status;
+      const Qwen3Engine& engine;
+      ~RefreshOnExit() { status.Refresh(engine); }
+    } refresh{*status_, *engine_};
     switch (kind_) {
       case StepKind::Prefill: result_ = engine_->prefill(request_); break;
       case StepKind::Decode: result_ = engine_->decode(request_); break;
@@ -91,6 +152,7 @@ class StepWorker : public PromiseWorker {
 
  private:
   std::shared_ptr<Qwen3Engine> engine_;  // keeps the engine alive even if dispose() runs meanwhile
+  std::shared_ptr<EngineStatus> status_;
   StepKind kind_;
   StepRequest request_;
   StepResult result_;
@@ -105,8 +167,9 @@ Napi::Promise QueueLoad(Napi::Env env, LoadRequest request) {
   return promise;
 }
 
-Napi::Promise QueueStep(Napi::Env env, std::shared_ptr<Qwen3Engine> engine, StepKind kind, StepRequest request) {
-  auto* worker = new StepWorker(env, std::move(engine), kind, std::move(request));
+Napi::Promise QueueStep(Napi::Env env, std::shared_ptr<Qwen3Engine> engine, std::shared_ptr<EngineStatus> status,
+                        StepKind kind, StepRequest request) {
+  auto* worker = new StepWorker(env, std::move(engine), std::move(status), kind, std::move(request));
   Napi::Promise promise = worker->Promise();
   worker->Queue();
   return promise;

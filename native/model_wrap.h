@@ -6,11 +6,12 @@
 
 #include <memory>
 
+#include "model_workers.h"
 #include "qwen3_model.h"
 
 namespace qwen3 {
 
-// loadModel({path, config, device, dtype}) -> Promise<NativeModel>
+// loadModel({path, config, device, dtype, compile}) -> Promise<NativeModel>
 Napi::Value LoadModel(const Napi::CallbackInfo& info);
 
 class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
@@ -22,6 +23,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
 
  private:
   std::shared_ptr<Qwen3Engine> engine(const Napi::Env& env) const;
+  Napi::Value Step(const Napi::CallbackInfo& info, StepKind kind);
 
   Napi::Value Prefill(const Napi::CallbackInfo& info);
   Napi::Value Decode(const Napi::CallbackInfo& info);
@@ -32,6 +34,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 
   std::shared_ptr<Qwen3Engine> engine_;  // null once disposed
+  std::shared_ptr<EngineStatus> status_;  // what the getters report; steps refresh it
 };
 
 }  // namespace qwen3

@@ -29,6 +29,8 @@ interface Behaviour {
   etag?: string; // X-Linked-Etag to announce instead of the real sha256
   ignoreRange?: boolean;
   redirect?: boolean; // answer like Hugging Face: 302 to /cdn/<file> with the X-Linked-* headers
+  noChecksum?: boolean; // announce no SHA-256 at all, like a plain web server
+  replaceBody?: Buffer; // GETs answer 200 with these bytes instead (an error page, a proxy's garbage)
 }
 
 interface Seen { method: string; url: string; range?: string }
@@ -48,10 +50,12 @@ function handle(req: http.IncomingMessage, res: http.ServerResponse) {
   if (!data) return void res.writeHead(404).end('not found');
   if (b.status) return void res.writeHead(b.status).end();
   const linked = { 'X-Linked-Etag': `"${b.etag ?? sha(data)}"`, 'X-Linked-Size': String(data.length) };
+  if (b.noChecksum) delete (linked as Partial<typeof linked>)['X-Linked-Etag'];
   if (b.redirect && !cdn) return void res.writeHead(302, { Location: `/cdn/${name}`, ...linked }).end();
-  const headers: http.OutgoingHttpHeaders = { 'Accept-Ranges': 'bytes', ETag: b.redirect ? '"cdn-opaque-etag"' : linked['X-Linked-Etag'] };
+  const headers: http.OutgoingHttpHeaders = { 'Accept-Ranges': 'bytes', ETag: b.redirect || b.noChecksum ? '"cdn-opaque-etag"' : linked['X-Linked-Etag'] };
   if (req.method === 'HEAD') return void res.writeHead(200, { ...headers, 'Content-Length': data.length }).end();
   if (b.getStatus) return void res.writeHead(b.getStatus).end();
+  if (b.replaceBody) return void res.writeHead(200, { ...headers, 'Content-Length': b.replaceBody.length }).end(b.replaceBody);
 
   const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
   const start = m && !b.ignoreRange ? Number(m[1]) : 0;
@@ -223,6 +227,47 @@ describe('downloadQwen3Small', { timeout: 5000 }, () => {
     );
     expect(existsSync(at(MODEL))).toBe(false);
     expect(existsSync(at(`${MODEL}.part`))).toBe(false);
+  });
+
+  it('refuses a body whose length contradicts the announced size, even with no checksum to catch it', async () => {
+    behaviour[MODEL] = { noChecksum: true, replaceBody: Buffer.from('<html>Bad gateway</html>') };
+    await expect(download()).rejects.toThrow(
+      `Server announced 3145728 bytes for ${MODEL} from ${baseUrl}/${MODEL} but answered with 24 bytes; nothing was kept`,
+    );
+    expect(existsSync(at(MODEL))).toBe(false);
+    expect(existsSync(at(`${MODEL}.part`))).toBe(false);
+  });
+
+  it('catches garbage of exactly the right length by its checksum, and deletes it', async () => {
+    behaviour[MODEL] = { replaceBody: randomBytes(FILES[MODEL]!.length) };
+    await expect(download()).rejects.toThrow(`Checksum mismatch for ${MODEL} from ${baseUrl}/${MODEL}: expected sha256 ${sha(FILES[MODEL]!)}`);
+    expect(existsSync(at(MODEL))).toBe(false);
+    expect(existsSync(at(`${MODEL}.part`))).toBe(false);
+  });
+
+  it('a corrupt part file fails the checksum of the resumed whole; it is deleted and the next run is clean', async () => {
+    writeFileSync(at(`${MODEL}.part`), randomBytes(1000)); // the server will honour the Range after it
+    await expect(download()).rejects.toThrow(`Checksum mismatch for ${MODEL}`);
+    expect(gets(MODEL).map((s) => s.range)).toEqual(['bytes=1000-']);
+    expect(existsSync(at(MODEL))).toBe(false);
+    expect(existsSync(at(`${MODEL}.part`))).toBe(false);
+    await download();
+    expect(sha(readFileSync(at(MODEL)))).toBe(sha(FILES[MODEL]!));
+  });
+
+  it.each([
+    ['a dropped connection', { dropAfter: 2 ** 20 }],
+    ['fewer bytes than Content-Length', { shortBy: 1000 }],
+    ['a body without length that ends short', { bodyDelta: -1000 }],
+    ['a body without length that runs long', { bodyDelta: 1000 }],
+    ['a garbage body', { replaceBody: randomBytes(5000) }],
+  ])('never leaves a file under the final name after %s, with or without a checksum', async (_label, b) => {
+    for (const noChecksum of [false, true]) {
+      behaviour[MODEL] = { ...b, noChecksum };
+      await expect(download()).rejects.toThrow(MODEL);
+      expect(existsSync(at(MODEL)), `noChecksum ${noChecksum}`).toBe(false);
+      rmSync(at(`${MODEL}.part`), { force: true });
+    }
   });
 
   it('reads the checksum from a Hugging Face style redirect', async () => {

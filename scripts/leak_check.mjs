@@ -1,0 +1,136 @@
+#!/usr/bin/env node
+// Leak check: does memory stop growing over many generations, and does dispose() give it back?
+//
+//   node scripts/leak_check.mjs [--fixture test/.fixtures/tiny-gqa4] [--generations 1000] [--every 100]
+//        [--tokens 20] [--cycles 20] [--device auto|cpu|cuda|cuda:N] [--device-generations 200] [--compile] [--json]
+//
+// 1. Host: a model on the CPU runs --generations generations of --tokens tokens; the process RSS
+//    (after a full GC) is printed every --every generations. It passes when the RSS of the last
+//    half of the run stays within 8 MiB: allocator caches fill early, then nothing may creep.
+// 2. Host: --cycles load/dispose cycles; RSS after the last may exceed the third by 32 MiB at most.
+// 3. Device (when --device resolves to CUDA, as "auto" does on a GPU machine): allocated device
+//    memory before the load (the baseline), after it, every 20 of --device-generations
+//    generations (must be flat: each generation reuses the KV cache), and after dispose() (must
+//    equal the baseline); then 5 load/dispose cycles, each back to the baseline. --compile loads
+//    the device model compiled (fused weights, CUDA-graph decode).
+// Exits 1 when a check fails.
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+if (typeof globalThis.gc !== 'function') {
+  // RSS samples are only comparable after a full collection: run again with --expose-gc.
+  const r = spawnSync(process.execPath, ['--expose-gc', ...process.argv.slice(1)], { stdio: 'inherit' });
+  process.exit(r.status ?? 1);
+}
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const require = createRequire(import.meta.url);
+const lib = require(join(ROOT, 'dist', 'index.js'));
+
+const args = { fixture: join(ROOT, 'test', '.fixtures', 'tiny-gqa4'), generations: 1000, every: 100, tokens: 20, cycles: 20, device: 'auto', deviceGenerations: 200 };
+for (let i = 2; i < process.argv.length; i++) {
+  const key = process.argv[i].replace(/^--/, '').replace(/-([a-z])/g, (_, c) => c.toUpperCase());
+  if (key === 'json' || key === 'compile') args[key] = true;
+  else args[key] = typeof args[key] === 'number' ? Number(process.argv[++i]) : process.argv[++i];
+}
+
+const modelPath = join(args.fixture, 'model.pth');
+const configPath = join(args.fixture, 'config.json');
+const prompt = JSON.parse(readFileSync(join(args.fixture, 'reference.json'), 'utf8')).prompt;
+const MiB = 2 ** 20;
+const settle = async () => {
+  for (let i = 0; i < 3; i++) {
+    globalThis.gc();
+    await new Promise((r) => setImmediate(r));
+  }
+};
+const rss = async () => {
+  await settle();
+  return process.memoryUsage().rss;
+};
+const load = (device) => lib.Qwen3Model.load(modelPath, { config: configPath, device, dtype: 'float32', compile: device !== 'cpu' && Boolean(args.compile) });
+const generate = (model) => lib.generateTextBasicCache(model, prompt, { maxNewTokens: args.tokens, eosTokenId: null });
+const report = { checks: [] };
+const check = (name, ok, detail) => {
+  report.checks.push({ name, ok, detail });
+  if (!args.json) console.log(`${ok ? 'PASS' : 'FAIL'}  ${name}: ${detail}`);
+};
+const say = (line) => args.json || console.log(line);
+
+// 1. RSS over many generations on the CPU.
+{
+  const model = await load('cpu');
+  await generate(model);
+  const start = await rss();
+  const curve = [{ generations: 0, rssMiB: start / MiB }];
+  const t0 = performance.now();
+  say(`host RSS over ${args.generations} generations of ${args.tokens} tokens (${modelPath}, cpu, float32)`);
+  say(`  generations  RSS MiB  vs start`);
+  say(`  ${String(0).padStart(11)}  ${(start / MiB).toFixed(1).padStart(7)}`);
+  for (let i = 1; i <= args.generations; i++) {
+    await generate(model);
+    if (i % args.every === 0) {
+      const now = await rss();
+      curve.push({ generations: i, rssMiB: now / MiB });
+      say(`  ${String(i).padStart(11)}  ${(now / MiB).toFixed(1).padStart(7)}  ${((now - start) / MiB >= 0 ? '+' : '') + ((now - start) / MiB).toFixed(1)}`);
+    }
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  model.dispose();
+  const tail = curve.filter((p) => p.generations >= args.generations / 2);
+  const spread = Math.max(...tail.map((p) => p.rssMiB)) - Math.min(...tail.map((p) => p.rssMiB));
+  report.rssCurve = curve;
+  report.generationsPerSecond = args.generations / seconds;
+  check('RSS stops growing', spread <= 8, `the last half of the run spans ${spread.toFixed(1)} MiB (limit 8); ${(args.generations / seconds).toFixed(0)} generations/s`);
+}
+
+// 2. RSS over load/dispose cycles.
+{
+  const points = [];
+  for (let i = 0; i < args.cycles; i++) {
+    (await load('cpu')).dispose();
+    points.push((await rss()) / MiB);
+  }
+  report.cycleRssMiB = points;
+  const growth = points[points.length - 1] - points[Math.min(2, points.length - 1)];
+  check(`${args.cycles} load/dispose cycles`, growth <= 32, `RSS ${points.map((p) => p.toFixed(0)).join(' ')} MiB; +${growth.toFixed(1)} MiB after the third (limit 32)`);
+}
+
+// 3. Device memory, where there is a device that reports it.
+const device = lib.resolveDevice(args.device);
+if (device.startsWith('cuda')) {
+  const allocated = () => lib.memoryStats(device)?.currentBytes ?? 0;
+  const baseline = allocated();
+  const model = await load(device);
+  const afterLoad = allocated();
+  await generate(model);
+  const samples = [];
+  for (let i = 1; i <= args.deviceGenerations; i++) {
+    await generate(model);
+    if (i % 20 === 0) samples.push(allocated());
+  }
+  const peak = lib.memoryStats(device)?.peakBytes ?? null;
+  model.dispose();
+  await settle();
+  const afterDispose = allocated();
+  const cycles = [];
+  for (let i = 0; i < 5; i++) {
+    (await load(device)).dispose();
+    cycles.push(allocated());
+  }
+  report.device = { device, baseline, afterLoad, samples, peak, afterDispose, cycles };
+  say(`device memory on ${device}${args.compile ? ', compiled' : ''} (allocated bytes): baseline ${baseline}, after load ${afterLoad}, peak ${peak}`);
+  say(`  every 20 of ${args.deviceGenerations} generations: ${samples.join(' ')}`);
+  check('device memory flat across generations', Math.max(...samples) === Math.min(...samples),
+    `${samples.length} samples between ${Math.min(...samples)} and ${Math.max(...samples)} bytes`);
+  check('device memory back to the baseline after dispose()', afterDispose === baseline, `${afterDispose} bytes after, ${baseline} before`);
+  check('5 device load/dispose cycles', cycles.every((b) => b === baseline), `allocated after each: ${cycles.join(' ')}`);
+} else {
+  say(`device memory: skipped (device ${device} reports none; run on a CUDA machine or pass --device cuda)`);
+}
+
+if (args.json) console.log(JSON.stringify(report, null, 1));
+process.exitCode = report.checks.every((c) => c.ok) ? 0 : 1;

@@ -1,0 +1,250 @@
+#!/usr/bin/env python3
+"""Checkpoints that attack or stress the loader, for test/hostile.test.ts and the fuzzer.
+
+  make_hostile_checkpoints.py hostile GOOD.pth OUT_DIR
+      Writes .pth files whose pickle calls something when Python unpickles it (os.system,
+      builtins.eval/exec, subprocess.Popen, getattr chains, a nested torch.load, ...), hidden in
+      the places a state dict offers: as a value, after every real tensor, in the OrderedDict's
+      _metadata, in a tensor's arguments. Each payload creates the file named by the environment
+      variable QWEN3_HOSTILE_MARKER, so "no code ran" is something a test can check.
+      OUT_DIR/manifest.json lists {file, needle}: the text the loader's error must contain.
+
+  make_hostile_checkpoints.py control OUT_DIR
+      The positive control: unpickles every file of the manifest the way a careless loader would
+      (torch.load(weights_only=False), else plain pickle), each with its own marker path, and
+      prints {file: true/false} for "the payload ran". Proves the files are armed.
+
+  make_hostile_checkpoints.py fuzz-bases GOOD.pth OUT_DIR
+      Writes valid checkpoints holding the same weights as GOOD in other layouts, so that the
+      fuzzer (scripts/fuzz_checkpoints.mjs) mutates more of the reader's paths:
+        strided.pth  every tensor a non-contiguous view (transposed, offset, shared storages);
+        p4-f32.pth   float32 storages, pickle protocol 4 (STACK_GLOBAL, MEMOIZE, FRAME);
+        zip64.pth    p4-f32.pth with every size and offset moved into zip64 extra fields.
+      All three must load to exactly the same float32 weights as GOOD.
+"""
+import builtins
+import collections
+import io
+import json
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import torch
+
+COMMAND = 'touch "$QWEN3_HOSTILE_MARKER"'
+
+
+class Call:
+    """Pickles as a call of fn(*args): what a malicious checkpoint smuggles in."""
+
+    def __init__(self, fn, *args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return (self.fn, self.args)
+
+
+class FakeStorage:
+    def __init__(self, type_name, key, numel):
+        self.type_name, self.key, self.numel = type_name, key, numel
+
+
+class FakeTensor:
+    """A tensor record as torch.save writes it, with arguments of our choosing."""
+
+    def __init__(self, storage, size, hooks):
+        self.args = (storage, 0, size, (1,), False, hooks)
+
+    def __reduce__(self):
+        return (torch._utils._rebuild_tensor_v2, self.args)
+
+
+class TorchLikePickler(pickle.Pickler):
+    def persistent_id(self, obj):
+        if isinstance(obj, FakeStorage):
+            return ("storage", getattr(torch, obj.type_name), obj.key, "cpu", obj.numel)
+        return None
+
+
+def write_zip(path, pickle_bytes, records=None):
+    """The layout torch.save writes, around a pickle of our own."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("archive/data.pkl", pickle_bytes)
+        z.writestr("archive/byteorder", "little")
+        z.writestr("archive/version", "3\n")
+        for key, data in (records or {}).items():
+            z.writestr(f"archive/data/{key}", data)
+
+
+def getattr_chain():
+    """getattr(__import__('os'), 'system')(COMMAND), hand-assembled with protocol-2 opcodes."""
+    def text(s):
+        b = s.encode()
+        return b"X" + struct.pack("<I", len(b)) + b
+    return (b"\x80\x02" + b"cbuiltins\ngetattr\n" + b"cbuiltins\n__import__\n" + text("os") + b"\x85R"
+            + text("system") + b"\x86R" + text(COMMAND) + b"\x85R" + b".")
+
+
+def hostile(good, out):
+    out.mkdir(parents=True, exist_ok=True)
+    sd = torch.load(good, weights_only=True)
+    system, evil_eval = Call(os.system, COMMAND), Call(builtins.eval, f"__import__('os').system({COMMAND!r})")
+    entries = []
+
+    def add(name, needle, write):
+        write(out / name)
+        entries.append({"file": name, "needle": needle})
+
+    disallowed = "checkpoint references disallowed global '{}'; only tensors and state-dict containers are allowed"
+    add("system-p2.pth", disallowed.format("posix.system"), lambda p: torch.save({"w": system}, p))
+    add("system-p4.pth", disallowed.format("posix.system"), lambda p: torch.save({"w": system}, p, pickle_protocol=4))
+    add("eval-p2.pth", disallowed.format("__builtin__.eval"), lambda p: torch.save({"w": evil_eval}, p))
+    add("eval-p3.pth", disallowed.format("builtins.eval"), lambda p: torch.save({"w": evil_eval}, p, pickle_protocol=3))
+    add("exec-p3.pth", disallowed.format("builtins.exec"),
+        lambda p: torch.save({"w": Call(builtins.exec, "import os; open(os.environ['QWEN3_HOSTILE_MARKER'], 'w').close()")}, p,
+                             pickle_protocol=3))
+    add("popen-p3.pth", disallowed.format("subprocess.Popen"),
+        lambda p: torch.save({"w": Call(subprocess.Popen, ["sh", "-c", COMMAND])}, p, pickle_protocol=3))
+    # Every real tensor first, so a reader that acted on entries as it went would have started.
+    add("after-weights.pth", disallowed.format("posix.system"), lambda p: torch.save({**sd, "zz.payload": system}, p))
+
+    def in_metadata(p):
+        with_meta = collections.OrderedDict(sd)
+        with_meta._metadata = {"": system}  # pickled as the OrderedDict's BUILD state, after the items
+        torch.save(with_meta, p)
+    add("in-metadata.pth", disallowed.format("posix.system"), in_metadata)
+
+    def in_tensor_args(p):
+        buf = io.BytesIO()
+        TorchLikePickler(buf, protocol=2).dump({"w": FakeTensor(FakeStorage("FloatStorage", "0", 4), (4,), system)})
+        write_zip(p, buf.getvalue(), {"0": bytes(16)})
+    add("in-tensor-args.pth", disallowed.format("posix.system"), in_tensor_args)
+    add("raw-pickle.pth", disallowed.format("posix.system"),
+        lambda p: write_zip(p, pickle.dumps({"w": system}, protocol=2)))
+    add("getattr-chain.pth", disallowed.format("builtins.getattr"), lambda p: write_zip(p, getattr_chain()))
+
+    # A nested checkpoint, unpickled by torch itself: the payload sits one level down.
+    nested = io.BytesIO()
+    torch.save({"w": system}, nested)
+    add("nested-load.pth", disallowed.format("torch.storage._load_from_bytes"),
+        lambda p: torch.save({"w": Call(torch.storage._load_from_bytes, nested.getvalue())}, p))
+    # Protocol 0 spells containers with opcodes the reader does not take; it stops there, before the global.
+    add("protocol-0.pth", "unknown or unsupported pickle opcode", lambda p: write_zip(p, pickle.dumps({"w": system}, protocol=0)))
+
+    (out / "manifest.json").write_text(json.dumps(entries, indent=1) + "\n")
+
+
+class AnyPersistent(pickle.Unpickler):
+    def persistent_load(self, pid):
+        return None
+
+
+def control(out):
+    """Runs each payload the way an unsafe loader would; reports which created their marker."""
+    entries = json.loads((out / "manifest.json").read_text())
+    markers = out / "control-markers"
+    markers.mkdir(exist_ok=True)
+    ran = {}
+    for entry in entries:
+        marker = markers / (entry["file"] + ".marker")
+        os.environ["QWEN3_HOSTILE_MARKER"] = str(marker)
+        path = out / entry["file"]
+        try:
+            torch.load(path, weights_only=False)
+        except Exception:
+            if not marker.exists():  # torch gave up before the payload: unpickle data.pkl by hand
+                with zipfile.ZipFile(path) as z:
+                    name = next(n for n in z.namelist() if n.endswith("/data.pkl"))
+                    try:
+                        AnyPersistent(io.BytesIO(z.read(name))).load()
+                    except Exception:
+                        pass
+        for _ in range(50):  # Popen returns before its child has run
+            if marker.exists():
+                break
+            time.sleep(0.02)
+        ran[entry["file"]] = marker.exists()
+    print(json.dumps(ran))
+
+
+def zip64ify(src, dst):
+    """Rewrites a torch.save zip so every size and offset lives in a zip64 extra field."""
+    raw = bytearray(Path(src).read_bytes())
+    eocd = len(raw) - 22
+    assert raw[eocd:eocd + 4] == b"PK\x05\x06"
+    count, cd_size, cd_offset = struct.unpack("<HII", raw[eocd + 10:eocd + 20])
+    cd, pos = bytearray(), cd_offset
+    for _ in range(count):
+        h = bytearray(raw[pos:pos + 46])
+        name_len, extra_len, comment_len = struct.unpack("<HHH", h[28:34])
+        tail = raw[pos + 46:pos + 46 + name_len + extra_len + comment_len]
+        name, extra, comment = tail[:name_len], tail[name_len:name_len + extra_len], tail[name_len + extra_len:]
+        compressed, uncompressed = struct.unpack("<II", h[20:28])
+        local = struct.unpack("<I", h[42:46])[0]
+        h[4:8] = struct.pack("<HH", 45, 45)
+        h[20:28] = b"\xff" * 8
+        h[42:46] = b"\xff" * 4
+        new_extra = extra + struct.pack("<HHQQQ", 1, 24, uncompressed, compressed, local)
+        h[30:32] = struct.pack("<H", len(new_extra))
+        cd += h + name + new_extra + comment
+        pos += 46 + len(tail)
+    out = raw[:cd_offset] + cd
+    end64 = len(out)
+    out += struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, count, count, len(cd), cd_offset)
+    out += struct.pack("<IIQI", 0x07064B50, 0, end64, 1)
+    out += struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    Path(dst).write_bytes(out)
+
+
+def strided_view(t):
+    """The same values as a non-contiguous view into a larger storage, at a non-zero offset."""
+    if t.dim() == 2:
+        rows, cols = t.shape
+        big = torch.zeros(cols + 1, rows + 2, dtype=t.dtype)
+        big[1:, 2:] = t.t()
+        return big[1:, 2:].t()  # strides (1, rows + 2), storage offset rows + 4
+    big = torch.zeros(2 * t.numel() + 3, dtype=t.dtype)
+    big[3::2] = t
+    return big[3::2]
+
+
+def fuzz_bases(good, out):
+    out.mkdir(parents=True, exist_ok=True)
+    sd = torch.load(good, weights_only=True)
+    strided = collections.OrderedDict((k, strided_view(v)) for k, v in sd.items())
+    # Two tensors in one storage: each layer's norm1 and norm2 scales.
+    for key in [k for k in sd if k.endswith(".norm1.scale")]:
+        other = key.replace("norm1", "norm2")
+        n = sd[key].numel()
+        shared = torch.cat([sd[key], sd[other]])
+        strided[key], strided[other] = shared[:n], shared[n:]
+    for k, v in strided.items():
+        assert torch.equal(v, sd[k]), k
+    torch.save(strided, out / "strided.pth")
+    torch.save({k: v.float() for k, v in sd.items()}, out / "p4-f32.pth", pickle_protocol=4)
+    zip64ify(out / "p4-f32.pth", out / "zip64.pth")
+    for name in ("strided.pth", "p4-f32.pth", "zip64.pth"):
+        back = torch.load(out / name, weights_only=name != "p4-f32.pth" and name != "zip64.pth")
+        assert all(torch.equal(back[k].float(), v.float()) for k, v in sd.items()), name
+
+
+def main():
+    if len(sys.argv) < 3 or sys.argv[1] not in ("hostile", "control", "fuzz-bases"):
+        sys.exit(__doc__)
+    mode = sys.argv[1]
+    if mode == "control":
+        control(Path(sys.argv[2]))
+    elif mode == "hostile":
+        hostile(Path(sys.argv[2]), Path(sys.argv[3]))
+    else:
+        fuzz_bases(Path(sys.argv[2]), Path(sys.argv[3]))
+
+
+if __name__ == "__main__":
+    main()
