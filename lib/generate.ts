@@ -1,8 +1,8 @@
 // Text generation over a Qwen3Model: the book's generate_text_basic family (no cache, cache,
 // streaming) plus sampling, abort and statistics. The core is one async generator of token ids.
 import { z } from 'zod';
-import { type Qwen3Model, type ModelSession, type SamplingOptions, type StepOutput } from './model.js';
-import { abortSignal, boolean, integer, number, parseOptions } from './validate.js';
+import { Qwen3Model, type ModelSession, type SamplingOptions, type StepOutput } from './model.js';
+import { InvalidOptionError, abortSignal, boolean, describeValue, integer, number, parseOptions } from './validate.js';
 
 export interface GenerateOptions {
   /** How many tokens to generate at most. Default 50. */
@@ -57,6 +57,11 @@ function optionsSchema(model: Qwen3Model) {
     .strict();
 }
 
+/** Every entry point checks its model first, so a wrong argument never surfaces as a TypeError deep inside. */
+function checkModel(model: unknown): asserts model is Qwen3Model {
+  if (!(model instanceof Qwen3Model)) throw new InvalidOptionError(`Expected Qwen3Model for model but received ${describeValue(model)}`, 'model');
+}
+
 /** mulberry32: a small seeded PRNG; the uniforms it draws pick sampled tokens on the device. */
 function seededUniforms(seed: number): (n: number) => Float64Array {
   let state = seed >>> 0;
@@ -83,6 +88,7 @@ interface Timing {
  * it runs, so concurrent generations on one model queue up instead of sharing the KV cache.
  */
 async function* tokens(model: Qwen3Model, promptIds: readonly number[], options: GenerateOptions, timing?: Timing): AsyncGenerator<number> {
+  checkModel(model);
   const o = parseOptions(optionsSchema(model), options);
   if (!Array.isArray(promptIds)) parseOptions(z.array(z.number(), { error: 'Expected array of token ids' }), promptIds, 'promptIds');
   const maxNewTokens = o.maxNewTokens ?? 50;
@@ -160,12 +166,16 @@ export async function generateBatchCache(
   prompts: readonly (readonly number[])[],
   options: Omit<GenerateOptions, 'useCache'> = {},
 ): Promise<number[][]> {
+  checkModel(model);
   const o = parseOptions(optionsSchema(model), options);
   if (!Array.isArray(prompts) || prompts.length === 0) {
-    throw new TypeError(`Expected non-empty array of prompts for prompts but received ${Array.isArray(prompts) ? 'an empty array' : typeof prompts}`);
+    throw new InvalidOptionError(`Expected non-empty array of prompts for prompts but received ${describeValue(prompts)}`, 'prompts');
   }
+  prompts.forEach((p, i) => {
+    if (!Array.isArray(p)) throw new InvalidOptionError(`Expected array of token ids for prompts[${i}] but received ${describeValue(p)}`, `prompts[${i}]`);
+  });
   const length = prompts[0]!.length;
-  if (prompts.some((p) => !Array.isArray(p) || p.length !== length)) {
+  if (prompts.some((p) => p.length !== length)) {
     throw new RangeError('Expected prompts of equal length for prompts (left padding with an attention mask is not supported yet)');
   }
   const maxNewTokens = o.maxNewTokens ?? 50;
@@ -205,7 +215,12 @@ export async function generateStats(
   promptIds: readonly number[],
   options: GenerateOptions & { print?: boolean; onToken?: (id: number) => void } = {},
 ): Promise<{ ids: number[]; stats: GenerationStats }> {
-  const { print, onToken, ...generateOptions } = options;
+  checkModel(model);
+  const { print, onToken, ...generateOptions } = options ?? {};
+  parseOptions(
+    z.object({ print: boolean().optional(), onToken: z.custom<(id: number) => void>((f) => typeof f === 'function', { error: 'Expected function' }).optional() }),
+    { print, onToken },
+  );
   model.resetPeakMemory();
   const timing: Timing = { start: performance.now(), count: 0, aborted: false };
   const ids: number[] = [];
@@ -233,6 +248,9 @@ export async function generateStats(
 
 /** The book's stats lines: "Time: 1.40 sec", "29 tokens/sec", "Max CUDA memory allocated: 1.52 GB". */
 export function formatStats(stats: GenerationStats): string {
+  if (typeof stats !== 'object' || stats === null || typeof stats.seconds !== 'number') {
+    throw new InvalidOptionError(`Expected generation stats object for stats but received ${describeValue(stats)}`, 'stats');
+  }
   const lines = [
     `Time: ${stats.seconds.toFixed(2)} sec`,
     `${Math.round(stats.tokensPerSecond)} tokens/sec`,

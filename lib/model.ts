@@ -212,6 +212,7 @@ export class Qwen3Model {
    * turn, so two generations never interleave their steps or share a KV cache by accident.
    */
   async exclusive<T>(fn: (session: ModelSession) => Promise<T>): Promise<T> {
+    if (typeof fn !== 'function') throw new InvalidOptionError(`Expected function for fn but received ${describeValue(fn)}`, 'fn');
     const lease = await this.acquire();
     try {
       return await fn(lease.session);

@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "device.h"
+#include "promise_worker.h"
 
 namespace qwen3 {
 namespace {
@@ -96,29 +97,16 @@ Napi::Value ResetPeakMemory(const Napi::CallbackInfo& info) {
 
 namespace {
 
-class BandwidthWorker : public Napi::AsyncWorker {
+class BandwidthWorker : public PromiseWorker {
  public:
   BandwidthWorker(Napi::Env env, std::string device, int64_t bytes)
-      : Napi::AsyncWorker(env, "qwen3.bandwidth"), deferred_(Napi::Promise::Deferred::New(env)), device_(std::move(device)), bytes_(bytes) {}
-  Napi::Promise Promise() const { return deferred_.Promise(); }
+      : PromiseWorker(env, "qwen3.bandwidth"), device_(std::move(device)), bytes_(bytes) {}
 
  protected:
-  void Execute() override {
-    try {
-      result_ = measure_copy_bandwidth(device_, bytes_);
-    } catch (const c10::Error& e) {
-      SetError(e.what_without_backtrace());
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    } catch (...) {
-      SetError("Unknown native error");
-    }
-  }
-  void OnOK() override { deferred_.Resolve(Napi::Number::New(Env(), result_)); }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+  void Work() override { result_ = measure_copy_bandwidth(device_, bytes_); }
+  Napi::Value Result(Napi::Env env) override { return Napi::Number::New(env, result_); }
 
  private:
-  Napi::Promise::Deferred deferred_;
   std::string device_;
   int64_t bytes_;
   double result_ = 0;
@@ -128,8 +116,10 @@ class BandwidthWorker : public Napi::AsyncWorker {
 
 Napi::Value MeasureBandwidth(const Napi::CallbackInfo& info) {
   const std::string device = DeviceArg(info);
-  if (info.Length() < 2 || !info[1].IsNumber()) throw Napi::TypeError::New(info.Env(), "Expected number of bytes");
-  auto* worker = new BandwidthWorker(info.Env(), device, static_cast<int64_t>(info[1].As<Napi::Number>().DoubleValue()));
+  const double bytes = info.Length() >= 2 && info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : -1;
+  // Checked before the cast: NaN or 1e300 converted to an integer is undefined behaviour.
+  if (!(bytes >= 1 && bytes <= 1e12)) throw Napi::RangeError::New(info.Env(), "Expected number of bytes between 1 and 1e12");
+  auto* worker = new BandwidthWorker(info.Env(), device, static_cast<int64_t>(bytes));
   Napi::Promise promise = worker->Promise();
   worker->Queue();
   return promise;

@@ -14,6 +14,8 @@ import {
   Qwen3Tokenizer,
   downloadQwen3Small,
   formatChat,
+  formatStats,
+  generateBatchCache,
   generateStats,
   generateTextBasic,
   generateTextBasicCache,
@@ -329,5 +331,30 @@ describe('CLI flags', { timeout: 120_000 }, () => {
     const r = await qwen3(['generate', '--model', fx.modelPath, '--config', bad, '--prompt-ids', '1']);
     expect(r.status).toBe(1);
     expect(r.stderr).toContain(`Config file ${bad} is not valid JSON`);
+  });
+});
+
+describe('generation entry points check their own arguments', () => {
+  it('a model that is not a Qwen3Model is named', async () => {
+    await rejectsBeforeNative(generateTextBasicCache(null as never, [1]), 'Expected Qwen3Model for model but received null');
+    await rejectsBeforeNative(generateTextBasic({} as never, [1]), 'Expected Qwen3Model for model but received object {}');
+    await rejectsBeforeNative(generateStats(5 as never, [1]), 'Expected Qwen3Model for model but received 5');
+    await rejectsBeforeNative(generateBatchCache('m' as never, [[1]]), 'Expected Qwen3Model for model but received "m"');
+  });
+
+  it('generateStats checks onToken and print before generating', async () => {
+    await rejectsBeforeNative(generateStats(model, fx.prompt, { onToken: 5 as never }), 'Expected function for onToken but received 5');
+    await rejectsBeforeNative(generateStats(model, fx.prompt, { print: 'yes' as never }), 'Expected boolean for print but received "yes"');
+  });
+
+  it('generateBatchCache names a prompt that is not an array', async () => {
+    await rejectsBeforeNative(generateBatchCache(model, [5, 6] as never), 'Expected array of token ids for prompts[0] but received 5');
+    await rejectsBeforeNative(generateBatchCache(model, []), 'Expected non-empty array of prompts for prompts but received array of length 0');
+  });
+
+  it('formatStats and exclusive reject what they cannot use', async () => {
+    expect(() => formatStats(null as never)).toThrow('Expected generation stats object for stats but received null');
+    await rejectsBeforeNative(model.exclusive(5 as never), 'Expected function for fn but received 5');
+    await stillWorks();
   });
 });

@@ -41,6 +41,9 @@ for (const name of FIXTURES) {
           const refErr = relativeMaxError(out.logits!.data, fx.refLogits(dtype));
           expect(hfErr).toBeLessThan(dtype === 'float32' ? F32_TOL : BF16_HF_TOL);
           expect(refErr).toBeLessThan(dtype === 'float32' ? F32_TOL : SAME_KERNELS ? BF16_REF_TOL : BF16_HF_TOL);
+          // On the CPU the eager path issues the reference's ATen calls in the reference's order
+          // through the same libtorch, so its logits are the reference's to the last bit.
+          if (SAME_KERNELS) expect(refErr).toBe(0);
         });
 
         it('greedy tokens with and without the KV cache equal the references', async () => {
