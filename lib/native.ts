@@ -1,16 +1,11 @@
 // The one typed contract for the native addon (native/addon.cc), and where it is loaded from.
 // Everything here is raw: callers go through the validated classes in model.ts and device.ts.
 import { resolve } from 'node:path';
-import { type LoadReport, loadAddon } from './binary.js';
+import { type BuiltAgainst, type LoadReport, loadAddon } from './binary.js';
+import type { Qwen3Config } from './config.js';
 
-export interface NativeBuildInfo {
-  torchVersion: string;
-  torchRoot: string;
-  torchSource: string;
-  cuda: boolean;
-  cudaVersion: string | null;
-  napiVersion: number;
-}
+/** What the addon's buildInfo() says about the libtorch it was compiled against. */
+export type NativeBuildInfo = BuiltAgainst;
 
 export interface NativeDevices {
   cudaCount: number;
@@ -46,18 +41,8 @@ export interface NativeStepResult {
   cacheLength: number;
 }
 
-export interface NativeModelConfig {
-  vocab_size: number;
-  context_length: number;
-  emb_dim: number;
-  n_heads: number;
-  n_layers: number;
-  hidden_dim: number;
-  head_dim: number;
-  qk_norm: boolean;
-  n_kv_groups: number;
-  rope_base: number;
-}
+/** The architecture fields the native engine reads (the dtype is passed separately). */
+export type NativeModelConfig = Omit<Qwen3Config, 'dtype'>;
 
 export interface NativeModel {
   /** Runs `seq` tokens per row after the KV cache's content (a prefill when it is empty). */
