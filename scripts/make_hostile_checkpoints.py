@@ -37,6 +37,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from zip64 import zip64ify  # noqa: E402
+
 COMMAND = 'touch "$QWEN3_HOSTILE_MARKER"'
 
 
@@ -171,35 +174,6 @@ def control(out):
             time.sleep(0.02)
         ran[entry["file"]] = marker.exists()
     print(json.dumps(ran))
-
-
-def zip64ify(src, dst):
-    """Rewrites a torch.save zip so every size and offset lives in a zip64 extra field."""
-    raw = bytearray(Path(src).read_bytes())
-    eocd = len(raw) - 22
-    assert raw[eocd:eocd + 4] == b"PK\x05\x06"
-    count, cd_size, cd_offset = struct.unpack("<HII", raw[eocd + 10:eocd + 20])
-    cd, pos = bytearray(), cd_offset
-    for _ in range(count):
-        h = bytearray(raw[pos:pos + 46])
-        name_len, extra_len, comment_len = struct.unpack("<HHH", h[28:34])
-        tail = raw[pos + 46:pos + 46 + name_len + extra_len + comment_len]
-        name, extra, comment = tail[:name_len], tail[name_len:name_len + extra_len], tail[name_len + extra_len:]
-        compressed, uncompressed = struct.unpack("<II", h[20:28])
-        local = struct.unpack("<I", h[42:46])[0]
-        h[4:8] = struct.pack("<HH", 45, 45)
-        h[20:28] = b"\xff" * 8
-        h[42:46] = b"\xff" * 4
-        new_extra = extra + struct.pack("<HHQQQ", 1, 24, uncompressed, compressed, local)
-        h[30:32] = struct.pack("<H", len(new_extra))
-        cd += h + name + new_extra + comment
-        pos += 46 + len(tail)
-    out = raw[:cd_offset] + cd
-    end64 = len(out)
-    out += struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, count, count, len(cd), cd_offset)
-    out += struct.pack("<IIQI", 0x07064B50, 0, end64, 1)
-    out += struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
-    Path(dst).write_bytes(out)
 
 
 def strided_view(t):
