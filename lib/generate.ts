@@ -157,8 +157,9 @@ export function generateTextBasicStreamCache(model: Qwen3Model, promptIds: reado
 }
 
 /**
- * Batched greedy or sampled generation with the KV cache for prompts of equal length (one
- * prefill of the whole batch, then one decode step per token for all rows). Each row stops at
+ * Batched greedy or sampled generation with the KV cache (one prefill of the whole batch, then
+ * one decode step per token for all rows). Prompts of different lengths are left-padded with an
+ * attention mask. Each row stops at
  * its first eosTokenId (not returned); the batch runs until every row has stopped.
  */
 export async function generateBatchCache(
@@ -174,10 +175,12 @@ export async function generateBatchCache(
   prompts.forEach((p, i) => {
     if (!Array.isArray(p)) throw new InvalidOptionError(`Expected array of token ids for prompts[${i}] but received ${describeValue(p)}`, `prompts[${i}]`);
   });
-  const length = prompts[0]!.length;
-  if (prompts.some((p) => p.length !== length)) {
-    throw new RangeError('Expected prompts of equal length for prompts (left padding with an attention mask is not supported yet)');
-  }
+  // Shorter prompts are left-padded to the longest; the padding is masked out and skipped by
+  // RoPE, so each row generates what it would alone.
+  const length = Math.max(...prompts.map((p) => p.length));
+  if (prompts.some((p) => p.length === 0)) throw new InvalidOptionError('Expected at least one token in every prompt for prompts', 'prompts');
+  const pad = prompts.map((p) => length - p.length);
+  const padded = prompts.map((p, i) => [...new Array<number>(pad[i]!).fill(0), ...p]);
   const maxNewTokens = o.maxNewTokens ?? 50;
   if (length + maxNewTokens > model.config.context_length) {
     throw new RangeError(
@@ -191,7 +194,7 @@ export async function generateBatchCache(
     const out: number[][] = prompts.map(() => []);
     const done = prompts.map(() => false);
     session.resetCache();
-    let step = await session.prefill(prompts as number[][], 'none', sampling());
+    let step = await session.prefill(padded, 'none', sampling(), pad.some((p) => p > 0) ? pad : undefined);
     for (let i = 0; i < maxNewTokens && !o.signal?.aborted; i++) {
       step.next.forEach((id, row) => {
         if (done[row]) return;

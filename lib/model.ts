@@ -124,7 +124,8 @@ function abortableLoad(loading: Promise<NativeModel>, path: string, signal: Abor
 
 /** The step functions of a model while its lock is held (see Qwen3Model.exclusive). */
 export interface ModelSession {
-  prefill(ids: TokenIds, logits?: LogitsMode, sampling?: SamplingOptions): Promise<StepOutput>;
+  /** `pad`: leading padding ids per row (left-padded prompts), only when the cache is empty. */
+  prefill(ids: TokenIds, logits?: LogitsMode, sampling?: SamplingOptions, pad?: readonly number[]): Promise<StepOutput>;
   decode(ids: TokenIds, logits?: LogitsMode, sampling?: SamplingOptions): Promise<StepOutput>;
   forward(ids: TokenIds, logits?: LogitsMode, sampling?: SamplingOptions): Promise<StepOutput>;
   resetCache(release?: boolean): void;
@@ -232,8 +233,8 @@ export class Qwen3Model {
   }
 
   #session(): ModelSession {
-    const step = (kind: 'prefill' | 'decode' | 'forward') => (ids: TokenIds, logits: LogitsMode = 'none', sampling = GREEDY) =>
-      this.#step(kind, ids, logits, sampling);
+    const step = (kind: 'prefill' | 'decode' | 'forward') => (ids: TokenIds, logits: LogitsMode = 'none', sampling = GREEDY, pad?: readonly number[]) =>
+      this.#step(kind, ids, logits, sampling, pad);
     const model = this;
     return {
       prefill: step('prefill'),
@@ -299,7 +300,7 @@ export class Qwen3Model {
     this.#native = null;
   }
 
-  async #step(kind: 'prefill' | 'decode' | 'forward', ids: TokenIds, logits: LogitsMode, sampling: SamplingOptions): Promise<StepOutput> {
+  async #step(kind: 'prefill' | 'decode' | 'forward', ids: TokenIds, logits: LogitsMode, sampling: SamplingOptions, pad?: readonly number[]): Promise<StepOutput> {
     const caller = new Error();
     const handle = this.#handle();
     const { flat, batch, seq } = this.#checkIds(ids, kind === 'forward' ? 0 : handle.cacheLength());
@@ -315,6 +316,7 @@ export class Qwen3Model {
       topK: sampling.topK,
       topP: sampling.topP,
       uniforms: sampling.uniforms ?? null,
+      pad: pad ? Int32Array.from(pad) : null,
     };
     const result: NativeStepResult = await withCallerStack(handle[kind](request), caller);
     return {

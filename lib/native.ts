@@ -32,6 +32,7 @@ export interface NativeStepRequest {
   topK: number; // 0: off
   topP: number; // 1: off
   uniforms: Float64Array | null; // one U[0,1) draw per row when sampling
+  pad?: Int32Array | null; // left-padding count per row, on the step that starts a cache
 }
 
 export interface NativeStepResult {

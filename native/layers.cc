@@ -32,7 +32,10 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
   const at::Tensor x1 = x.narrow(-1, 0, half);                  // (batch, heads, seq, head_dim / 2)
   const at::Tensor x2 = x.narrow(-1, half, half);               // (batch, heads, seq, head_dim / 2)
   const at::Tensor rotated = at::cat({-x2, x1}, -1);            // (batch, heads, seq, head_dim)
-  const at::Tensor rotated_x = x * cos.unsqueeze(0).unsqueeze(0) + rotated * sin.unsqueeze(0).unsqueeze(0);
+  // Broadcast over heads (and over the batch when every row shares its positions).
+  const at::Tensor c = cos.dim() == 3 ? cos.unsqueeze(1) : cos.unsqueeze(0).unsqueeze(0);
+  const at::Tensor s = sin.dim() == 3 ? sin.unsqueeze(1) : sin.unsqueeze(0).unsqueeze(0);
+  const at::Tensor rotated_x = x * c + rotated * s;
   return rotated_x.to(x.scalar_type());
 }
 
@@ -55,6 +58,29 @@ std::pair<at::Tensor, at::Tensor> RopeTable::slice(int64_t start, int64_t length
     sin_ = angles.sin().to(device_);
   }
   return {cos_.narrow(0, start, length), sin_.narrow(0, start, length)};
+}
+
+Padding make_padding(const std::vector<int64_t>& pad, int64_t start, int64_t seq, RopeTable& rope, c10::Device device) {
+  const auto batch = static_cast<int64_t>(pad.size());
+  const int64_t total = start + seq;
+  const auto opts = at::TensorOptions().dtype(at::kLong);
+  std::vector<int64_t> pad_copy(pad);
+  const at::Tensor pads = at::from_blob(pad_copy.data(), {batch, 1}, at::kLong).clone();  // (batch, 1)
+  const at::Tensor index = at::arange(start, total, opts).unsqueeze(0);                   // (1, seq) absolute index
+  // A row's first real token is its position 0; padding positions are clamped to 0 (never seen).
+  const at::Tensor positions = (index - pads).clamp_min(0);  // (batch, seq)
+  const auto [cos_all, sin_all] = rope.slice(0, total);      // (total, hd) on the device
+  Padding p;
+  const at::Tensor flat = positions.flatten().to(device);
+  p.cos = cos_all.index_select(0, flat).view({batch, seq, -1});
+  p.sin = sin_all.index_select(0, flat).view({batch, seq, -1});
+  const at::Tensor keys = at::arange(total, opts).view({1, 1, total});  // (1, 1, total)
+  const at::Tensor queries = index.view({1, seq, 1});                    // (1, seq, 1)
+  // Causal and past the row's padding; a padding query sees itself, so no row of the softmax is
+  // empty (an all-masked row would be NaN, and NaN spreads through later layers' values).
+  const at::Tensor visible = (keys <= queries) & ((keys >= pads.view({batch, 1, 1})) | (keys == queries));
+  p.visible = visible.unsqueeze(1).to(device);  // (batch, 1, seq, total)
+  return p;
 }
 
 at::Tensor choose_next(const at::Tensor& last, const SamplingParams& p) {

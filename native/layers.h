@@ -5,6 +5,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <utility>
+#include <vector>
 
 #include "model_config.h"
 
@@ -15,8 +16,10 @@ constexpr double kNormEps = 1e-6;
 // RMSNorm as the reference computes it: statistics and scale in float32, cast back at the end.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& scale);
 
-// Split-halves RoPE. x: (batch, heads, seq, head_dim); cos, sin: (seq, head_dim) float32.
+// Split-halves RoPE. x: (batch, heads, seq, head_dim); cos, sin: (seq, head_dim) float32, or
+// (batch, seq, head_dim) when rows sit at different positions (left padding).
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+
 
 // cos/sin of position * inverse frequency, computed on the CPU exactly as the reference builds
 // its buffers, grown on demand instead of filled for all context_length positions up front.
@@ -32,6 +35,15 @@ class RopeTable {
   at::Tensor inv_freq_;   // (head_dim / 2,) float32, CPU
   at::Tensor cos_, sin_;  // (rows, head_dim) float32, on the device
 };
+
+// What a step over left-padded rows needs: per-row positions and which keys each query sees.
+struct Padding {
+  at::Tensor cos, sin;  // (batch, seq, head_dim) float32 at each row's own positions
+  at::Tensor visible;   // (batch, 1, seq, start + seq) bool: causal, minus the row's padding
+};
+
+// Builds the Padding of a step of `seq` tokens after `start` cached ones; pad: (batch,) counts.
+Padding make_padding(const std::vector<int64_t>& pad, int64_t start, int64_t seq, RopeTable& rope, c10::Device device);
 
 // Next token per row from the last position's logits (batch, vocab): greedy, or sampled by
 // inverse CDF with the caller's uniform draws, so the same seed gives the same tokens anywhere.

@@ -47,6 +47,10 @@ struct StepRequest {
   int64_t seq = 0;
   LogitsMode logits = LogitsMode::None;
   SamplingParams sampling;
+  // Left padding per row (batch,), for prompts of different lengths: that many leading ids of
+  // the row are padding, which no token attends to and which RoPE positions skip. Empty: none.
+  // Only a step that starts an empty cache (or an uncached one) may set it; the cache keeps it.
+  std::vector<int64_t> pad;
 };
 
 struct StepResult {

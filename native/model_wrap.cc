@@ -163,6 +163,21 @@ StepRequest ParseStep(const Napi::CallbackInfo& info, const Qwen3Engine& engine)
       }
     }
   }
+  const Napi::Value pad = o.Get("pad");
+  if (!pad.IsUndefined() && !pad.IsNull()) {
+    if (!pad.IsTypedArray() || pad.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+        pad.As<Napi::Int32Array>().ElementLength() != static_cast<size_t>(r.batch)) {
+      Fail(env, "Int32Array of one padding count per row", "pad", pad);
+    }
+    const auto counts = pad.As<Napi::Int32Array>();
+    for (size_t i = 0; i < counts.ElementLength(); ++i) {
+      if (counts[i] < 0 || counts[i] >= r.seq) {
+        throw Napi::RangeError::New(env, "Expected padding between 0 and " + std::to_string(r.seq - 1) + " for pad[" + std::to_string(i) +
+                                             "] but received " + std::to_string(counts[i]));
+      }
+      r.pad.push_back(counts[i]);
+    }
+  }
   return r;
 }
 

@@ -9,7 +9,9 @@
 #include <ATen/ops/scaled_dot_product_attention.h>
 #include <c10/core/InferenceMode.h>
 
+#include <algorithm>
 #include <chrono>
+#include <optional>
 #include <cstring>
 #include <stdexcept>
 
@@ -46,6 +48,7 @@ struct Qwen3Engine::Impl {
   std::unique_ptr<FastForward> fast;
   std::unique_ptr<CudaGraphDecoder> graph;
   double compile_seconds = 0;
+  std::vector<int64_t> row_pad;  // left padding of the rows the cache holds (empty: none)
 
   Impl(const LoadRequest& r, c10::Device dev, at::ScalarType dt)
       : config(r.config), device_name(r.device), dtype_name(r.dtype), device(dev), dtype(dt),
@@ -64,20 +67,22 @@ struct Qwen3Engine::Impl {
 
   // Compiled pass for a prefill or an uncached forward. ids: (batch, seq). Returns logits for
   // every position (all_logits) or only the last: (batch, seq or 1, vocab).
-  at::Tensor fast_forward(const at::Tensor& ids, bool use_cache, bool all_logits) {
+  at::Tensor fast_forward(const at::Tensor& ids, bool use_cache, bool all_logits, const Padding* padding) {
     const int64_t batch = ids.size(0), seq = ids.size(1);
     const int64_t start = use_cache ? cache.length() : 0;
     if (use_cache) cache.reserve(batch, seq, at::TensorOptions().device(device).dtype(dtype));
     // A block of new tokens attends causally to itself and to everything cached before it.
     at::Tensor visible;  // (seq, start + seq) bool, true where attention is allowed; only for start > 0
-    if (seq > 1 && start > 0) {
+    if (padding) {
+      visible = padding->visible;  // (batch, 1, seq, start + seq)
+    } else if (seq > 1 && start > 0) {
       const auto opts = at::TensorOptions().device(device).dtype(at::kLong);
       visible = at::arange(start + seq, opts).unsqueeze(0) <= (at::arange(seq, opts) + start).unsqueeze(1);
     }
     auto attend = [&](int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
       at::Tensor keys = k, values = v;
       if (use_cache) std::tie(keys, values) = cache.append(layer, k, v);
-      const bool causal = seq > 1 && start == 0;
+      const bool causal = seq > 1 && start == 0 && !padding;
       // Repeating the key/value heads keeps a many-token step eligible for the flash kernels,
       // which not every libtorch offers together with enable_gqa; for one token it costs more
       // than it saves.
@@ -89,7 +94,7 @@ struct Qwen3Engine::Impl {
       return at::scaled_dot_product_attention(q, keys, values, visible.defined() ? std::optional<at::Tensor>(visible) : std::nullopt,
                                               0.0, causal, std::nullopt, /*enable_gqa=*/seq == 1 && repeat > 1);
     };
-    const auto [cos, sin] = rope.slice(start, seq);
+    const auto [cos, sin] = padding ? std::make_pair(padding->cos, padding->sin) : rope.slice(start, seq);
     const at::Tensor h = fast->hidden(ids, cos, sin, attend);  // (batch, seq, emb_dim)
     if (use_cache) cache.advance(seq);
     return fast->logits(all_logits ? h : h.narrow(1, seq - 1, 1));
@@ -111,8 +116,26 @@ struct Qwen3Engine::Impl {
       throw std::invalid_argument("Context length exceeded: " + std::to_string(start + r.seq) +
                                   " tokens would pass the model's context_length of " + std::to_string(config.context_length));
     }
+    // Left padding: set by the step that starts a cache (kept for its decode steps) or given to
+    // an uncached step; all-zero padding is no padding, which keeps the fast paths.
+    std::vector<int64_t> pad = r.pad;
+    const bool padded_request = std::any_of(pad.begin(), pad.end(), [](int64_t p) { return p > 0; });
+    if (padded_request) {
+      if (static_cast<int64_t>(pad.size()) != r.batch) throw std::invalid_argument("pad needs one count per row");
+      for (const int64_t p : pad) {
+        if (p < 0 || p >= r.seq) throw std::invalid_argument("Each row's padding must leave at least one real token");
+      }
+      if (kind == Kind::Decode || (kind == Kind::Prefill && start > 0)) {
+        throw std::invalid_argument("Padding is set by the step that starts the KV cache, not by later steps");
+      }
+    }
+    if (kind == Kind::Prefill && start == 0) row_pad = padded_request ? pad : std::vector<int64_t>();
+    if (kind != Kind::Uncached) pad = row_pad;
+    std::optional<Padding> padding;
+    if (kind == Kind::Uncached ? padded_request : !row_pad.empty()) padding = make_padding(pad, start, r.seq, rope, device);
+
     at::Tensor logits, next;  // (batch, seq or 1, vocab), (batch,)
-    if (graph && kind == Kind::Decode) {
+    if (graph && kind == Kind::Decode && !padding) {
       at::Tensor greedy;
       std::tie(logits, greedy) = graph->step(r.ids, r.batch);
       next = r.sampling.temperature > 0 ? choose_next(logits, r.sampling) : greedy;
@@ -120,8 +143,9 @@ struct Qwen3Engine::Impl {
     } else {
       std::vector<int32_t> ids_copy(r.ids);
       const at::Tensor ids = at::from_blob(ids_copy.data(), {r.batch, r.seq}, at::kInt).to(device, at::kLong);  // (batch, seq)
-      logits = reference ? reference->forward(ids, use_cache ? &cache : nullptr, rope)
-                         : fast_forward(ids, use_cache, r.logits == LogitsMode::All);
+      const Padding* pads = padding ? &*padding : nullptr;
+      logits = reference ? reference->forward(ids, use_cache ? &cache : nullptr, rope, pads)
+                         : fast_forward(ids, use_cache, r.logits == LogitsMode::All, pads);
       next = choose_next(logits.select(1, logits.size(1) - 1), r.sampling);
     }
 
@@ -162,7 +186,10 @@ StepResult Qwen3Engine::decode(const StepRequest& request) {
 
 StepResult Qwen3Engine::forward_uncached(const StepRequest& request) { return impl_->run(request, Impl::Kind::Uncached); }
 
-void Qwen3Engine::reset_cache(bool release) { impl_->cache.reset(release); }
+void Qwen3Engine::reset_cache(bool release) {
+  impl_->cache.reset(release);
+  impl_->row_pad.clear();
+}
 int64_t Qwen3Engine::cache_length() const { return impl_->cache.length(); }
 int64_t Qwen3Engine::cache_capacity() const { return impl_->cache.capacity(); }
 const ModelConfig& Qwen3Engine::config() const { return impl_->config; }

@@ -14,7 +14,8 @@
 namespace qwen3 {
 
 // Grouped-query attention for one block. x: (batch, seq, emb_dim), positions start..start+seq.
-at::Tensor ReferenceForward::attention(const BlockWeights& b, int64_t layer, const at::Tensor& x, int64_t start, KVCache* cache, RopeTable& rope) {
+at::Tensor ReferenceForward::attention(const BlockWeights& b, int64_t layer, const at::Tensor& x, int64_t start, KVCache* cache, RopeTable& rope,
+                                       const Padding* padding) {
   const int64_t batch = x.size(0), seq = x.size(1), hd = config_.head_dim;
   const int64_t heads = config_.n_heads, groups = config_.n_kv_groups;
   // Project and split heads.
@@ -27,7 +28,7 @@ at::Tensor ReferenceForward::attention(const BlockWeights& b, int64_t layer, con
     k = rms_norm(k, b.k_norm);
   }
   // Rotary position embedding at the tokens' absolute positions.
-  const auto [cos, sin] = rope.slice(start, seq);  // (seq, hd) each
+  const auto [cos, sin] = padding ? std::make_pair(padding->cos, padding->sin) : rope.slice(start, seq);  // (seq or batch x seq, hd)
   q = apply_rope(q, cos, sin);
   k = apply_rope(k, cos, sin);
   // Keys/values of all positions so far: (batch, groups, start + seq, hd).
@@ -38,7 +39,9 @@ at::Tensor ReferenceForward::attention(const BlockWeights& b, int64_t layer, con
   values = values.repeat_interleave(heads / groups, 1);  // (batch, heads, total, hd)
   // Causal softmax(QK^T / sqrt(hd)) V; a single new token may see everything, so no mask.
   at::Tensor scores = at::matmul(q, keys.transpose(2, 3));  // (batch, heads, seq, total)
-  if (seq > 1) {
+  if (padding) {
+    scores = scores.masked_fill(padding->visible.logical_not(), -std::numeric_limits<double>::infinity());
+  } else if (seq > 1) {
     const int64_t total = keys.size(2);
     const auto opts = at::TensorOptions().device(device_).dtype(at::kLong);
     const at::Tensor mask = at::arange(total, opts).unsqueeze(0) > (at::arange(seq, opts) + start).unsqueeze(1);  // (seq, total)
@@ -49,7 +52,7 @@ at::Tensor ReferenceForward::attention(const BlockWeights& b, int64_t layer, con
   return at::linear(context, b.out_proj);  // (batch, seq, emb_dim)
 }
 
-at::Tensor ReferenceForward::forward(const at::Tensor& ids, KVCache* cache, RopeTable& rope) {
+at::Tensor ReferenceForward::forward(const at::Tensor& ids, KVCache* cache, RopeTable& rope, const Padding* padding) {
   const bool use_cache = cache != nullptr;
   const int64_t batch = ids.size(0), seq = ids.size(1);
   const int64_t start = use_cache ? cache->length() : 0;
@@ -59,7 +62,7 @@ at::Tensor ReferenceForward::forward(const at::Tensor& ids, KVCache* cache, Rope
   for (int64_t l = 0; l < config_.n_layers; ++l) {
     const BlockWeights& b = w_.blocks[static_cast<size_t>(l)];
     // Attention sub-block with a residual connection.
-    x = attention(b, l, rms_norm(x, b.norm1), start, cache, rope) + x;
+    x = attention(b, l, rms_norm(x, b.norm1), start, cache, rope, padding) + x;
     // SwiGLU feed-forward sub-block: fc3(silu(fc1(h)) * fc2(h)), with a residual connection.
     const at::Tensor h = rms_norm(x, b.norm2);
     x = at::linear(at::silu(at::linear(h, b.fc1)) * at::linear(h, b.fc2), b.fc3) + x;

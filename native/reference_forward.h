@@ -18,12 +18,14 @@ class ReferenceForward {
 
   // ids: (batch, seq) int64 at positions start..start+seq, where start is the cache's length
   // (or 0 without a cache, which is then left untouched). Returns logits (batch, seq, vocab).
-  at::Tensor forward(const at::Tensor& ids, KVCache* cache, RopeTable& rope);
+  // `padding` (left-padded rows) replaces the shared positions and causal mask when given.
+  at::Tensor forward(const at::Tensor& ids, KVCache* cache, RopeTable& rope, const Padding* padding = nullptr);
 
   int64_t parameter_bytes() const;
 
  private:
-  at::Tensor attention(const BlockWeights& b, int64_t layer, const at::Tensor& x, int64_t start, KVCache* cache, RopeTable& rope);
+  at::Tensor attention(const BlockWeights& b, int64_t layer, const at::Tensor& x, int64_t start, KVCache* cache, RopeTable& rope,
+                       const Padding* padding);
 
   ModelConfig config_;
   Weights w_;

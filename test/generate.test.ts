@@ -192,6 +192,24 @@ describe('batched generation', () => {
     const eos = greedy[3]!;
     const [row] = await generateBatchCache(model, [fx.prompt], { maxNewTokens: 20, eosTokenId: eos });
     expect(row).toEqual(greedy.slice(0, greedy.indexOf(eos)));
-    await expect(generateBatchCache(model, [fx.prompt, [1, 2]])).rejects.toThrow(/prompts of equal length/);
+    await expect(generateBatchCache(model, [fx.prompt, []])).rejects.toThrow('Expected at least one token in every prompt for prompts');
+  });
+
+  it('left-padded prompts of different lengths each generate what they would alone, eager and compiled', async () => {
+    const prompts = [fx.prompt, [5, 6], fx.prompt.slice(2), [400]];
+    const alone = await Promise.all(prompts.map((p) => generateTextBasicCache(model, p, { maxNewTokens: 15, eosTokenId: null })));
+    expect(await generateBatchCache(model, prompts, { maxNewTokens: 15, eosTokenId: null })).toEqual(alone);
+    const compiled = await Qwen3Model.load(fx.modelPath, { config: fx.configPath, device: process.env.QWEN3_TEST_DEVICE ?? 'cpu', dtype: 'float32', compile: true });
+    try {
+      expect(await generateBatchCache(compiled, prompts, { maxNewTokens: 15, eosTokenId: null })).toEqual(alone);
+      // The padding belongs to that cache only: an unpadded generation afterwards is unaffected.
+      expect(await generateTextBasicCache(compiled, fx.prompt, { maxNewTokens: 15, eosTokenId: null })).toEqual(alone[0]);
+    } finally {
+      compiled.dispose();
+    }
+    // Padding is only accepted by the step that starts a cache.
+    await model.resetCache();
+    await model.prefill([fx.prompt]);
+    await expect(model.exclusive((s) => s.prefill([[1, 2, 3]], 'none', undefined, [1]))).rejects.toThrow(/starts the KV cache/);
   });
 });
