@@ -238,6 +238,10 @@ describe('the raw native binding checks what it is given', () => {
     ['uniforms missing when sampling', step({ temperature: 1 }), 'Expected Float64Array of one uniform draw per row for uniforms but received null'],
     ['a uniform draw of NaN', step({ temperature: 1, uniforms: Float64Array.from([Number.NaN]) }), /Expected uniform draws between 0 and 1 for uniforms but received nan/i],
     ['no request at all', () => (handle.forward as unknown as () => unknown)(), 'Expected object for step request but received undefined'],
+    ['pad not an Int32Array', step({ pad: [1] }), /Expected Int32Array of one padding count per row for pad but received/],
+    ['pad of the wrong length', step({ pad: Int32Array.from([0, 1]) }), /Expected Int32Array of one padding count per row for pad/],
+    ['pad that leaves no real token', step({ pad: Int32Array.from([3]) }), 'Expected padding between 0 and 2 for pad[0] but received 3'],
+    ['negative pad', step({ pad: Int32Array.from([-1]) }), 'Expected padding between 0 and 2 for pad[0] but received -1'],
   ] as [string, () => unknown, string | RegExp][])('a step refuses %s synchronously', (_label, call, message) => {
     expect(call).toThrow(message);
   });
