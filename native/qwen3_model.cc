@@ -116,6 +116,10 @@ struct Qwen3Engine::Impl {
       throw std::invalid_argument("Context length exceeded: " + std::to_string(start + r.seq) +
                                   " tokens would pass the model's context_length of " + std::to_string(config.context_length));
     }
+    if (use_cache && start > 0 && r.batch != cache.batch()) {
+      throw std::invalid_argument("The KV cache holds " + std::to_string(cache.batch()) + " row(s), not " + std::to_string(r.batch) +
+                                  ": reset it before a step with another batch size");
+    }
     // Left padding: set by the step that starts a cache (kept for its decode steps) or given to
     // an uncached step; all-zero padding is no padding, which keeps the fast paths.
     std::vector<int64_t> pad = r.pad;

@@ -207,6 +207,10 @@ describe('batched generation', () => {
     } finally {
       compiled.dispose();
     }
+    // A step with another batch size than the cache holds is refused, not silently restarted.
+    await model.resetCache();
+    await model.prefill([fx.prompt]);
+    await expect(model.prefill([fx.prompt, fx.prompt])).rejects.toThrow('The KV cache holds 1 row(s), not 2: reset it before a step with another batch size');
     // Padding is only accepted by the step that starts a cache.
     await model.resetCache();
     await model.prefill([fx.prompt]);
