@@ -83,6 +83,31 @@ interface Timing {
   aborted: boolean;
 }
 
+/** What both generation loops derive from their options: length, stop token and sampling per step. */
+type ParsedOptions = z.output<ReturnType<typeof optionsSchema>>;
+
+interface Plan {
+  maxNewTokens: number;
+  eos: number | null;
+  /** Sampling settings for one step; draws one uniform per row when sampling. */
+  sampling: () => SamplingOptions;
+}
+
+function plan(model: Qwen3Model, o: ParsedOptions, promptLength: number, rows: number): Plan {
+  const maxNewTokens = o.maxNewTokens ?? 50;
+  if (promptLength + maxNewTokens > model.config.context_length) {
+    throw new RangeError(
+      `Expected prompt plus maxNewTokens to fit the context_length of ${model.config.context_length} but received ${promptLength} + ${maxNewTokens}`,
+    );
+  }
+  const draw = (o.temperature ?? 0) > 0 ? seededUniforms(o.seed ?? Math.floor(Math.random() * 2 ** 32)) : null;
+  return {
+    maxNewTokens,
+    eos: o.ignoreEos ? null : (o.eosTokenId ?? null),
+    sampling: () => ({ temperature: o.temperature ?? 0, topK: o.topK ?? 0, topP: o.topP ?? 1, uniforms: draw?.(rows) }),
+  };
+}
+
 /**
  * Core loop: yields new token ids for a single prompt (batch 1). Holds the model's lock while
  * it runs, so concurrent generations on one model queue up instead of sharing the KV cache.
@@ -91,16 +116,8 @@ async function* tokens(model: Qwen3Model, promptIds: readonly number[], options:
   checkModel(model);
   const o = parseOptions(optionsSchema(model), options);
   if (!Array.isArray(promptIds)) parseOptions(z.array(z.number(), { error: 'Expected array of token ids' }), promptIds, 'promptIds');
-  const maxNewTokens = o.maxNewTokens ?? 50;
-  if (promptIds.length + maxNewTokens > model.config.context_length) {
-    throw new RangeError(
-      `Expected prompt plus maxNewTokens to fit the context_length of ${model.config.context_length} but received ${promptIds.length} + ${maxNewTokens}`,
-    );
-  }
+  const { maxNewTokens, eos, sampling } = plan(model, o, promptIds.length, 1);
   const useCache = o.useCache ?? true;
-  const eos = o.ignoreEos ? null : (o.eosTokenId ?? null);
-  const draw = (o.temperature ?? 0) > 0 ? seededUniforms(o.seed ?? Math.floor(Math.random() * 2 ** 32)) : null;
-  const sampling = (): SamplingOptions => ({ temperature: o.temperature ?? 0, topK: o.topK ?? 0, topP: o.topP ?? 1, uniforms: draw?.(1) });
 
   const { session, release } = await model.acquire();
   try {
@@ -181,15 +198,7 @@ export async function generateBatchCache(
   if (prompts.some((p) => p.length === 0)) throw new InvalidOptionError('Expected at least one token in every prompt for prompts', 'prompts');
   const pad = prompts.map((p) => length - p.length);
   const padded = prompts.map((p, i) => [...new Array<number>(pad[i]!).fill(0), ...p]);
-  const maxNewTokens = o.maxNewTokens ?? 50;
-  if (length + maxNewTokens > model.config.context_length) {
-    throw new RangeError(
-      `Expected prompt plus maxNewTokens to fit the context_length of ${model.config.context_length} but received ${length} + ${maxNewTokens}`,
-    );
-  }
-  const eos = o.ignoreEos ? null : (o.eosTokenId ?? null);
-  const draw = (o.temperature ?? 0) > 0 ? seededUniforms(o.seed ?? Math.floor(Math.random() * 2 ** 32)) : null;
-  const sampling = (): SamplingOptions => ({ temperature: o.temperature ?? 0, topK: o.topK ?? 0, topP: o.topP ?? 1, uniforms: draw?.(prompts.length) });
+  const { maxNewTokens, eos, sampling } = plan(model, o, length, prompts.length);
   return model.exclusive(async (session) => {
     const out: number[][] = prompts.map(() => []);
     const done = prompts.map(() => false);
