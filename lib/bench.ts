@@ -50,6 +50,8 @@ export interface BenchReport {
   batched: { device: string; batch: number; tokensPerSecond: number; baselineTokensPerSecond?: number }[];
   compileSeconds: Record<string, number>;
   bandwidth: { device: string; measuredGBps: number; bytesPerToken: number; achievedGBps: number; fraction: number }[];
+  /** What the baseline could not measure, and why (e.g. its torch.compile failing on a device). */
+  baselineErrors?: string[];
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -168,7 +170,9 @@ function mergeBaseline(report: BenchReport, device: string, weights: string, pro
     rows: Record<string, number>;
     batched: Record<string, number>;
     prefill: Record<string, number>;
+    error?: string;
   };
+  if (theirs.error) (report.baselineErrors ??= []).push(`${device}: ${theirs.error}`);
   for (const r of report.rows) if (r.device === device && theirs.rows[r.row] !== undefined) r.baselineTokensPerSecond = theirs.rows[r.row];
   for (const b of report.batched) if (b.device === device) b.baselineTokensPerSecond = theirs.batched[String(b.batch)];
   for (const p of report.prefill) if (p.device === device) p.baselineTokensPerSecond = theirs.prefill[String(p.tokens)];
@@ -196,6 +200,7 @@ export function formatBenchReport(r: BenchReport): string {
     out.push('', `| Device | Batch | Total tokens/sec (KV cache compiled)${b3 ? ' | transformers | ours/theirs' : ''} |`, `|---|---|---${b3 ? '|---|---' : ''}|`, ...r.batched.map((b) => `| ${b.device} | ${b.batch} | ${b.tokensPerSecond.toFixed(0)}${vs(b.tokensPerSecond, b.baselineTokensPerSecond)} |`));
   }
   for (const [device, s] of Object.entries(r.compileSeconds)) out.push('', `Compile time on ${device}: ${s.toFixed(2)} s (weight fusion + CUDA graph captures)`);
+  for (const e of r.baselineErrors ?? []) out.push(`Baseline not measured on ${e}`);
   for (const b of r.bandwidth) {
     out.push(`Bandwidth on ${b.device}: ${(b.bytesPerToken / 1e9).toFixed(2)} GB read per token, ${b.achievedGBps.toFixed(0)} GB/s achieved of ${b.measuredGBps.toFixed(0)} GB/s measured (${(100 * b.fraction).toFixed(0)}%)`);
   }

@@ -6,7 +6,7 @@ import { DTYPES, MODEL_SIZES, type Dtype, type ModelSize, type Qwen3Config, load
 import { type DeviceName, type MemoryStats, memoryStats, resetPeakMemory, resolveDevice } from './device.js';
 import { formatModelSummary } from './summary.js';
 import { type NativeModel, type NativeStepRequest, type NativeStepResult, native } from './native.js';
-import { InvalidOptionError, abortSignal, boolean, describeValue, nonEmptyString, oneOf, parseOptions } from './validate.js';
+import { InvalidOptionError, abortSignal, boolean, describeValue, integer, nonEmptyString, oneOf, parseOptions } from './validate.js';
 
 export interface LoadOptions {
   /** A config object, a path to a config JSON file, or a built-in size ("0.6B", "1.7B", ...). Default "0.6B". */
@@ -51,6 +51,12 @@ export interface StepOutput {
   /** The chosen next token per row (greedy unless sampling was asked for). */
   next: number[];
   logits: Logits | null;
+  cacheLength: number;
+}
+
+export interface StepsOutput {
+  /** The tokens chosen, one array of rows per step run: (steps run, batch). */
+  steps: number[][];
   cacheLength: number;
 }
 
@@ -128,6 +134,8 @@ export interface ModelSession {
   prefill(ids: TokenIds, logits?: LogitsMode, sampling?: SamplingOptions, pad?: readonly number[]): Promise<StepOutput>;
   decode(ids: TokenIds, logits?: LogitsMode, sampling?: SamplingOptions): Promise<StepOutput>;
   forward(ids: TokenIds, logits?: LogitsMode, sampling?: SamplingOptions): Promise<StepOutput>;
+  /** See Qwen3Model.decodeSteps; sampling.uniforms then holds one draw per row and step, step-major. */
+  decodeSteps(ids: TokenIds, steps: number, sampling?: SamplingOptions, stopId?: number | null): Promise<StepsOutput>;
   resetCache(release?: boolean): void;
   readonly cacheLength: number;
 }
@@ -240,6 +248,7 @@ export class Qwen3Model {
       prefill: step('prefill'),
       decode: step('decode'),
       forward: step('forward'),
+      decodeSteps: (ids: TokenIds, steps: number, sampling = GREEDY, stopId: number | null = null) => this.#steps(ids, steps, sampling, stopId),
       resetCache: (release = false) => this.#handle().resetCache(release),
       get cacheLength() {
         return model.cacheLength;
@@ -257,6 +266,17 @@ export class Qwen3Model {
   async decode(ids: TokenIds, options: { logits?: LogitsMode } = {}): Promise<StepOutput> {
     const logits = parseLogitsOption(options);
     return this.exclusive((s) => s.decode(ids, logits));
+  }
+
+  /**
+   * Up to `steps` greedy decode steps in one native call, each consuming the token the step
+   * before chose; stops early once every row has produced `stopId`. On CUDA the steps run back
+   * to back on the device with one read-back at the end, which is how generation reaches the
+   * GPU's speed at batch 1. No logits: use decode() for those.
+   */
+  async decodeSteps(ids: TokenIds, options: { steps: number; stopId?: number | null }): Promise<StepsOutput> {
+    const o = parseOptions(z.object({ steps: integer(1, 2 ** 31 - 1), stopId: integer(0, 2 ** 31 - 1).nullable().optional() }).strict(), options);
+    return this.exclusive((s) => s.decodeSteps(ids, o.steps, GREEDY, o.stopId ?? null));
   }
 
   /** The whole sequence from position 0 without the KV cache; logits of every position by default. */
@@ -324,6 +344,31 @@ export class Qwen3Model {
       logits: result.logits ? { data: result.logits, shape: result.logitsShape as [number, number, number] } : null,
       cacheLength: result.cacheLength,
     };
+  }
+
+  async #steps(ids: TokenIds, steps: number, sampling: SamplingOptions, stopId: number | null): Promise<StepsOutput> {
+    const caller = new Error();
+    const handle = this.#handle();
+    const cached = handle.cacheLength();
+    const { flat, batch, seq } = this.#checkIds(ids, cached);
+    if (seq !== 1) throw new InvalidOptionError(`Expected one token per row for ids but received ${seq}`, 'ids');
+    parseOptions(z.object({ steps: integer(1, this.config.context_length - cached) }), { steps });
+    const request: NativeStepRequest = {
+      ids: flat,
+      batch,
+      seq,
+      logits: 0,
+      temperature: sampling.temperature,
+      topK: sampling.topK,
+      topP: sampling.topP,
+      uniforms: sampling.uniforms ?? null,
+      steps,
+      stopId: stopId ?? -1,
+    };
+    const result: NativeStepResult = await withCallerStack(handle.decodeSteps(request), caller);
+    const out: number[][] = [];
+    for (let i = 0; i < result.next.length; i += batch) out.push(Array.from(result.next.subarray(i, i + batch)));
+    return { steps: out, cacheLength: result.cacheLength };
   }
 
   /** Flattens ids to (batch, seq) and checks vocabulary range and context length. */

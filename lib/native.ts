@@ -31,12 +31,14 @@ export interface NativeStepRequest {
   temperature: number; // 0: greedy
   topK: number; // 0: off
   topP: number; // 1: off
-  uniforms: Float64Array | null; // one U[0,1) draw per row when sampling
+  uniforms: Float64Array | null; // one U[0,1) draw per row (per row and step for decodeSteps) when sampling
   pad?: Int32Array | null; // left-padding count per row, on the step that starts a cache
+  steps?: number; // decodeSteps: how many steps
+  stopId?: number; // decodeSteps: finish once every row has produced this token (-1: never)
 }
 
 export interface NativeStepResult {
-  next: Int32Array; // (batch,)
+  next: Int32Array; // (batch,); (steps run, batch) from decodeSteps
   logits: Float32Array | null;
   logitsShape: number[];
   cacheLength: number;
@@ -52,6 +54,8 @@ export interface NativeModel {
   decode(request: NativeStepRequest): Promise<NativeStepResult>;
   /** The whole sequence from position 0 without the cache. */
   forward(request: NativeStepRequest): Promise<NativeStepResult>;
+  /** Up to `steps` decode steps in one call, each fed the token the one before chose (no logits). */
+  decodeSteps(request: NativeStepRequest): Promise<NativeStepResult>;
   resetCache(release: boolean): void;
   cacheLength(): number;
   info(): { device: string; dtype: string; parameterBytes: number; cacheCapacity: number; compiled: boolean; compileSeconds: number; graphCaptures: number };

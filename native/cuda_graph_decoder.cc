@@ -11,11 +11,14 @@
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/scaled_dot_product_attention.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include <chrono>
 #include <cmath>
+#include <map>
+#include <mutex>
 
 #ifdef QWEN3_WITH_CUDA_KERNELS
 #include <ATen/ops/addmm.h>
@@ -32,6 +35,23 @@ namespace qwen3 {
 #ifdef QWEN3_WITH_CUDA
 
 namespace {
+// Graphs are captured on one side stream per device for the whole process, one capture at a
+// time. cuBLAS keeps a workspace (32 MiB on Hopper) per (handle, stream) for good, so a fresh
+// pool stream per capture would leave another one behind each time, up to the pool's 32.
+struct CaptureStream {
+  std::mutex mutex;
+  at::cuda::CUDAStream stream;
+};
+
+CaptureStream& capture_stream(c10::DeviceIndex device) {
+  static std::mutex guard;
+  static std::map<c10::DeviceIndex, std::unique_ptr<CaptureStream>> streams;
+  const std::lock_guard<std::mutex> lock(guard);
+  auto& slot = streams[device];
+  if (!slot) slot.reset(new CaptureStream{{}, c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device)});
+  return *slot;
+}
+
 // The KV buffer grows to the next power of two (at least this), so a generation of n tokens
 // re-captures about log2(n / 256) times.
 constexpr int64_t kMinGraphCapacity = 256;
@@ -54,23 +74,43 @@ struct CudaGraphDecoder::State {
   at::Tensor cos, sin;   // (capacity, head_dim) float32
   at::Tensor logits;     // (batch, vocab) compute dtype
   at::Tensor next;       // (batch,) int64
+  at::Tensor history;    // (batch, kMaxChain) int64: the tokens of a chain of steps
+  at::Tensor counter;    // (1,) int64: the chain's next column of history
 
   State(const ModelConfig& c, const FastForward& f, KVCache& k, c10::Device d, at::ScalarType t)
       : config(c), forward(f), cache(k), device(d), dtype(t), rope(c.head_dim, c.rope_base, c.context_length, d) {}
 
   // The step as the graph records it: reads ids/position, writes K/V at position, logits, next.
-  void run() {
+  // With `chained`, it also hands its tokens to the next step (cuda::chain_step); graphs
+  // always record that tail, so a plain replay is preceded by set_inputs.
+  void run(bool chained) {
 #ifdef QWEN3_WITH_CUDA_KERNELS
-    // The fused kernels give each lane head_dim / 32 (at most 8) dimensions.
-    if (config.head_dim % 32 == 0 && config.head_dim <= 256) return run_fused();
+    if (fused_kernels(config)) {
+      run_fused();
+      if (chained) {
+        cuda::chain_step(next.data_ptr<int64_t>(), ids.data_ptr<int64_t>(), position.data_ptr<int64_t>(), history.data_ptr<int64_t>(),
+                         counter.data_ptr<int64_t>(), static_cast<int>(batch), static_cast<int>(kMaxChain),
+                         c10::cuda::getCurrentCUDAStream().stream());
+      }
+      return;
+    }
 #endif
     run_aten();
   }
 
 #ifdef QWEN3_WITH_CUDA_KERNELS
-  // Nine kernels a block: RMSNorm, QKV product, norm+RoPE+cache write, attention, output
-  // product with the residual added by cuBLAS, RMSNorm, gate/up product, SiLU*up, down product
-  // with the residual.
+  // Batch 1, six kernels a block: QKV product with RMSNorm on its input, norm+RoPE+cache write,
+  // attention, output product plus residual, gate/up product with RMSNorm on its input, down
+  // product with SiLU*up on its input plus residual (cuda::gemv). Larger batches: nine, with
+  // cuBLAS products (the residual added by cuBLAS) between separate RMSNorm and SiLU*up kernels.
+  bool gemv_fits() const {
+    const int dt = dtype == at::kFloat ? 0 : dtype == at::kBFloat16 ? 1 : 2;
+    for (const int64_t k : {config.emb_dim, config.n_heads * config.head_dim, config.hidden_dim}) {
+      if (!cuda::gemv_supported(dt, static_cast<int>(k))) return false;
+    }
+    return true;
+  }
+
   void run_fused() {
     const int64_t D = config.emb_dim, H = config.n_heads, G = config.n_kv_groups, hd = config.head_dim, F = config.hidden_dim;
     const int dt = dtype == at::kFloat ? 0 : dtype == at::kBFloat16 ? 1 : 2;
@@ -78,29 +118,50 @@ struct CudaGraphDecoder::State {
     const auto eps = static_cast<float>(kNormEps);
     const int64_t* pos = position.data_ptr<int64_t>();
     const auto opts = at::TensorOptions().device(device).dtype(dtype);
+    const bool one_row = batch == 1 && gemv_fits();
     at::Tensor x = at::embedding(forward.tok_emb(), ids).view({batch, D});  // (batch, emb_dim) residual stream
     at::Tensor h = at::empty({batch, D}, opts);                             // (batch, emb_dim) normed
+    at::Tensor qkv = at::empty({batch, (H + 2 * G) * hd}, opts);            // (batch, (heads + 2 groups) * hd)
     at::Tensor q = at::empty({batch, H, hd}, opts);                         // (batch, heads, hd)
     at::Tensor context = at::empty({batch, H * hd}, opts);                  // (batch, heads * hd)
+    at::Tensor gate_up = at::empty({batch, 2 * F}, opts);                   // (batch, 2 * hidden_dim)
     at::Tensor act = at::empty({batch, F}, opts);                           // (batch, hidden_dim)
     const int b = static_cast<int>(batch);
     for (size_t l = 0; l < forward.blocks().size(); ++l) {
       const FusedBlock& w = forward.blocks()[l];
       const auto layer = static_cast<int64_t>(l);
-      cuda::rms_norm(dt, x.data_ptr(), w.norm1.data_ptr<float>(), h.data_ptr(), b, D, eps, stream);
-      const at::Tensor qkv = at::linear(h, w.w_qkv);  // (batch, (heads + 2 groups) * hd)
+      // Queries, keys and values of the normed residual stream.
+      if (one_row) {
+        cuda::gemv(dt, 1, w.w_qkv.data_ptr(), x.data_ptr(), w.norm1.data_ptr<float>(), nullptr, qkv.data_ptr(),
+                   static_cast<int>(qkv.size(1)), static_cast<int>(D), eps, stream);
+      } else {
+        cuda::rms_norm(dt, x.data_ptr(), w.norm1.data_ptr<float>(), h.data_ptr(), b, D, eps, stream);
+        at::mm_out(qkv, h, w.w_qkv.t());
+      }
+      // Per-head norm and RoPE; keys and values go straight into the cache at the position.
       cuda::qk_norm_rope_cache(dt, qkv.data_ptr(), config.qk_norm ? w.q_norm.data_ptr<float>() : nullptr,
                                config.qk_norm ? w.k_norm.data_ptr<float>() : nullptr, config.qk_norm, cos.data_ptr<float>(),
-                               sin.data_ptr<float>(), pos, q.data_ptr(), cache.keys(layer).data_ptr(), cache.values(layer).data_ptr(), b,
-                               H, G, hd, capacity, eps, stream);
+                               sin.data_ptr<float>(), pos, 1, q.data_ptr(), cache.keys(layer).data_ptr(), cache.values(layer).data_ptr(),
+                               b, H, G, hd, capacity, eps, stream);
       cuda::decode_attention(dt, q.data_ptr(), cache.keys(layer).data_ptr(), cache.values(layer).data_ptr(), pos, context.data_ptr(), b, H,
                              G, hd, capacity, static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd))), stream);
-      x.addmm_(context, w.out_proj.t());
-      cuda::rms_norm(dt, x.data_ptr(), w.norm2.data_ptr<float>(), h.data_ptr(), b, D, eps, stream);
-      const at::Tensor gate_up = at::linear(h, w.w_gate_up);  // (batch, 2 * hidden_dim)
-      cuda::silu_mul(dt, gate_up.data_ptr(), act.data_ptr(), b, F, stream);
-      x.addmm_(act, w.fc3.t());
+      // Output projection added to the residual stream, then the SwiGLU feed-forward likewise.
+      if (one_row) {
+        cuda::gemv(dt, 0, w.out_proj.data_ptr(), context.data_ptr(), nullptr, x.data_ptr(), x.data_ptr(), static_cast<int>(D),
+                   static_cast<int>(H * hd), eps, stream);
+        cuda::gemv(dt, 1, w.w_gate_up.data_ptr(), x.data_ptr(), w.norm2.data_ptr<float>(), nullptr, gate_up.data_ptr(),
+                   static_cast<int>(2 * F), static_cast<int>(D), eps, stream);
+        cuda::gemv(dt, 2, w.fc3.data_ptr(), gate_up.data_ptr(), nullptr, x.data_ptr(), x.data_ptr(), static_cast<int>(D),
+                   static_cast<int>(F), eps, stream);
+      } else {
+        x.addmm_(context, w.out_proj.t());
+        cuda::rms_norm(dt, x.data_ptr(), w.norm2.data_ptr<float>(), h.data_ptr(), b, D, eps, stream);
+        at::mm_out(gate_up, h, w.w_gate_up.t());
+        cuda::silu_mul(dt, gate_up.data_ptr(), act.data_ptr(), b, F, stream);
+        x.addmm_(act, w.fc3.t());
+      }
     }
+    // Final norm, the vocabulary head (cuBLAS streams it near the bandwidth limit) and argmax.
     cuda::rms_norm(dt, x.data_ptr(), forward.final_norm().data_ptr<float>(), h.data_ptr(), b, D, eps, stream);
     at::mm_out(logits, h, forward.out_head().t());
     next.copy_(at::argmax(logits, -1));
@@ -127,10 +188,11 @@ struct CudaGraphDecoder::State {
   void set_inputs(std::vector<int64_t>& ids64, int64_t pos) {
     ids.copy_(at::from_blob(ids64.data(), {batch, 1}, at::kLong));
     position.fill_(pos);
+    counter.zero_();
   }
 
-  void capture(int64_t new_batch, int64_t new_capacity, std::vector<int64_t>& ids64, int64_t pos) {
-    graph.reset();  // frees the old graph's memory pool first
+  // Fixed buffers for this batch size and KV capacity.
+  void prepare(int64_t new_batch, int64_t new_capacity) {
     batch = new_batch;
     capacity = new_capacity;
     const auto opts = at::TensorOptions().device(device);
@@ -140,20 +202,33 @@ struct CudaGraphDecoder::State {
     std::tie(cos, sin) = rope.slice(0, capacity);
     logits = at::empty({batch, config.vocab_size}, opts.dtype(dtype));
     next = at::empty({batch}, opts.dtype(at::kLong));
+    history = at::zeros({batch, kMaxChain}, opts.dtype(at::kLong));
+    counter = at::zeros({1}, opts.dtype(at::kLong));
+  }
+
+  // Records the step (with its chain tail). The warm-up run is a real step at `pos`: it writes
+  // the K/V that the replay after it writes again, and moves the inputs on, so callers set the
+  // inputs again before replaying.
+  void capture(int64_t new_batch, int64_t new_capacity, std::vector<int64_t>& ids64, int64_t pos) {
+    graph.reset();  // frees the old graph's memory pool first
+    prepare(new_batch, new_capacity);
     set_inputs(ids64, pos);
     captured_keys = cache.keys(0).data_ptr();
+    const bool chained = can_chain(config);
 
     // Warm up on a side stream (lazy cuBLAS/attention setup must not happen during capture),
     // then record. Thread-local capture mode: other threads' CUDA calls do not break it.
-    at::cuda::CUDAStream side = c10::cuda::getStreamFromPool();
+    CaptureStream& capture = capture_stream(c10::cuda::current_device());
+    const std::lock_guard<std::mutex> one_capture_at_a_time(capture.mutex);
+    at::cuda::CUDAStream side = capture.stream;
     c10::cuda::getCurrentCUDAStream().synchronize();
     {
       c10::cuda::CUDAStreamGuard guard(side);
-      run();
+      run(chained);
       side.synchronize();
       graph = std::make_unique<at::cuda::CUDAGraph>();
       graph->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
-      run();
+      run(chained);
       graph->capture_end();
     }
     side.synchronize();
@@ -162,45 +237,98 @@ struct CudaGraphDecoder::State {
 
 bool CudaGraphDecoder::supported(c10::Device device) { return device.is_cuda(); }
 
+bool CudaGraphDecoder::fused_kernels(const ModelConfig& config) {
+#ifdef QWEN3_WITH_CUDA_KERNELS
+  return config.head_dim % 32 == 0 && config.head_dim <= 256;
+#else
+  return false;
+#endif
+}
+
 CudaGraphDecoder::CudaGraphDecoder(const ModelConfig& config, const FastForward& forward, KVCache& cache, c10::Device device,
-                                   at::ScalarType dtype)
-    : state_(std::make_unique<State>(config, forward, cache, device, dtype)) {}
+                                   at::ScalarType dtype, bool use_graphs)
+    : state_(std::make_unique<State>(config, forward, cache, device, dtype)), use_graphs_(use_graphs) {}
 
 CudaGraphDecoder::~CudaGraphDecoder() = default;
+
+bool CudaGraphDecoder::can_chain(const ModelConfig& config) { return fused_kernels(config); }
+
+void CudaGraphDecoder::prepare_steps(int64_t batch, int64_t steps, std::vector<int64_t>& ids64) {
+  State& s = *state_;
+  const int64_t position = s.cache.length();
+  const auto opts = at::TensorOptions().device(s.device).dtype(s.dtype);
+  if (!use_graphs_) {
+    // Eager: the same kernels launched one by one over the cache as it grows.
+    s.cache.reserve(batch, steps, opts);
+    if (!s.ids.defined() || s.batch != batch || s.capacity != s.cache.capacity()) s.prepare(batch, s.cache.capacity());
+  } else {
+    // Size the KV buffer in power-of-two buckets and re-capture when it or the batch changes.
+    int64_t want = kMinGraphCapacity;
+    while (want < position + steps) want *= 2;
+    s.cache.reserve_capacity(batch, std::max(want, s.cache.capacity()), opts);
+    if (!s.graph || s.batch != batch || s.capacity != s.cache.capacity() || s.captured_keys != s.cache.keys(0).data_ptr()) {
+      const auto t0 = std::chrono::steady_clock::now();
+      s.capture(batch, s.cache.capacity(), ids64, position);
+      capture_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      ++captures_;
+    }
+  }
+  s.set_inputs(ids64, position);
+}
 
 std::pair<at::Tensor, at::Tensor> CudaGraphDecoder::step(const std::vector<int32_t>& ids, int64_t batch) {
   State& s = *state_;
   const c10::cuda::CUDAGuard device_guard(s.device);
-  const int64_t position = s.cache.length();
-  // Size the KV buffer in power-of-two buckets and re-capture when it or the batch changes.
-  int64_t want = kMinGraphCapacity;
-  while (want < position + 1) want *= 2;
-  s.cache.reserve_capacity(batch, std::max(want, s.cache.capacity()), at::TensorOptions().device(s.device).dtype(s.dtype));
   std::vector<int64_t> ids64(ids.begin(), ids.end());
-  if (!s.graph || s.batch != batch || s.capacity != s.cache.capacity() || s.captured_keys != s.cache.keys(0).data_ptr()) {
-    // The warm-up run inside capture() is a real step at `position`: it writes the same K/V the
-    // replay below writes again, so running it twice is harmless.
-    const auto t0 = std::chrono::steady_clock::now();
-    s.capture(batch, s.cache.capacity(), ids64, position);
-    capture_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    ++captures_;
+  prepare_steps(batch, 1, ids64);
+  if (use_graphs_) {
+    s.graph->replay();
   } else {
-    s.set_inputs(ids64, position);
+    s.run(/*chained=*/false);
   }
-  s.graph->replay();
   s.cache.advance(1);
   return {s.logits, s.next};
+}
+
+std::vector<int32_t> CudaGraphDecoder::chain(const std::vector<int32_t>& ids, int64_t batch, int64_t steps) {
+  if (steps < 1 || steps > kMaxChain || !can_chain(state_->config)) throw std::logic_error("chain: unsupported");
+  State& s = *state_;
+  const c10::cuda::CUDAGuard device_guard(s.device);
+  std::vector<int64_t> ids64(ids.begin(), ids.end());
+  prepare_steps(batch, steps, ids64);
+  // Queue every step before reading anything back: the GPU runs them back to back while the
+  // host is still queueing.
+  for (int64_t i = 0; i < steps; ++i) {
+    if (use_graphs_) {
+      s.graph->replay();
+    } else {
+      s.run(/*chained=*/true);
+    }
+  }
+  s.cache.advance(steps);
+  const at::Tensor host = s.history.narrow(1, 0, steps).to(at::kCPU).contiguous();  // (batch, steps)
+  const int64_t* h = host.data_ptr<int64_t>();
+  std::vector<int32_t> out(static_cast<size_t>(steps * batch));  // (steps, batch)
+  for (int64_t r = 0; r < batch; ++r) {
+    for (int64_t i = 0; i < steps; ++i) out[static_cast<size_t>(i * batch + r)] = static_cast<int32_t>(h[r * steps + i]);
+  }
+  return out;
 }
 
 #else  // no CUDA in this libtorch: the engine never constructs the decoder
 
 struct CudaGraphDecoder::State {};
 bool CudaGraphDecoder::supported(c10::Device) { return false; }
-CudaGraphDecoder::CudaGraphDecoder(const ModelConfig&, const FastForward&, KVCache&, c10::Device, at::ScalarType) {
+bool CudaGraphDecoder::fused_kernels(const ModelConfig&) { return false; }
+CudaGraphDecoder::CudaGraphDecoder(const ModelConfig&, const FastForward&, KVCache&, c10::Device, at::ScalarType, bool) {
   throw std::logic_error("CUDA graphs need a CUDA build of libtorch");
 }
 CudaGraphDecoder::~CudaGraphDecoder() = default;
 std::pair<at::Tensor, at::Tensor> CudaGraphDecoder::step(const std::vector<int32_t>&, int64_t) {
+  throw std::logic_error("CUDA graphs need a CUDA build of libtorch");
+}
+bool CudaGraphDecoder::can_chain(const ModelConfig&) { return false; }
+std::vector<int32_t> CudaGraphDecoder::chain(const std::vector<int32_t>&, int64_t, int64_t) {
   throw std::logic_error("CUDA graphs need a CUDA build of libtorch");
 }
 

@@ -1,7 +1,7 @@
-// Decode steps replayed from a CUDA graph: the whole one-token forward pass (embedding, 28
-// blocks, head, argmax) is captured once per (batch, KV capacity) and replayed per token, so the
-// host launches one graph instead of ~1,500 kernels. Inputs go through fixed buffers; attention
-// reads the whole KV buffer under a mask built on the device from the position buffer.
+// The one-token decode step on CUDA. With graphs (compile), the whole step (embedding, 28 blocks,
+// head, argmax) is captured once per (batch, KV capacity) and replayed per token, so the host
+// launches one graph instead of ~170 kernels; without (eager), the same kernels are launched one
+// by one. Inputs go through fixed buffers and the kernels read the position from the device.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -21,8 +21,12 @@ class CudaGraphDecoder {
  public:
   // True when this build has CUDA and the device is a CUDA device.
   static bool supported(c10::Device device);
+  // True when this build has the fused kernels (native/cuda_kernels.cu) and they fit the model
+  // (each attention lane holds head_dim / 32 dimensions, at most 8).
+  static bool fused_kernels(const ModelConfig& config);
 
-  CudaGraphDecoder(const ModelConfig& config, const FastForward& forward, KVCache& cache, c10::Device device, at::ScalarType dtype);
+  CudaGraphDecoder(const ModelConfig& config, const FastForward& forward, KVCache& cache, c10::Device device, at::ScalarType dtype,
+                   bool use_graphs);
   ~CudaGraphDecoder();
 
   // One token per row after the cache's content; the cache advances by one.
@@ -30,12 +34,23 @@ class CudaGraphDecoder {
   // static buffers on the device that the next step overwrites.
   std::pair<at::Tensor, at::Tensor> step(const std::vector<int32_t>& ids, int64_t batch);
 
+  // Greedy steps chained on the device: each step's argmax is the next one's input, and the
+  // tokens are read back once at the end. Returns them as (steps, batch) row-major; the cache
+  // advances by `steps` (1..kMaxChain). Needs can_chain().
+  static constexpr int64_t kMaxChain = 64;
+  static bool can_chain(const ModelConfig& config);
+  std::vector<int32_t> chain(const std::vector<int32_t>& ids, int64_t batch, int64_t steps);
+
   double capture_seconds() const { return capture_seconds_; }
   int captures() const { return captures_; }
 
  private:
   struct State;
+  // Makes room in the cache for `steps` more tokens, (re)captures or (re)allocates the fixed
+  // buffers as needed, and sets the inputs of the first step.
+  void prepare_steps(int64_t batch, int64_t steps, std::vector<int64_t>& ids64);
   std::unique_ptr<State> state_;
+  bool use_graphs_;
   double capture_seconds_ = 0;
   int captures_ = 0;
 };

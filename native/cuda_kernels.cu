@@ -4,9 +4,11 @@
 // rounds to the model dtype where the reference rounds.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
 #include <stdexcept>
+#include <type_traits>
 #include <string>
 
 #include "cuda_kernels.h"
@@ -50,17 +52,20 @@ __global__ void rms_norm_kernel(const T* __restrict__ x, const float* __restrict
   for (int i = threadIdx.x; i < dim; i += blockDim.x) dst[i] = from_f<T>((to_f(row[i]) * rstd) * w[i]);
 }
 
-// One block per (row, head) with hd threads. Heads [0, heads) are queries, then keys, then values.
+// One block per (row, token, head) with hd threads. Heads [0, heads) are queries, then keys, then
+// values. Token t of a row sits at position *position + t: its RoPE angle row and its slot in the
+// key/value buffers (capacity slots each).
 template <typename T>
 __global__ void qk_norm_rope_cache_kernel(const T* __restrict__ qkv, const float* __restrict__ q_norm, const float* __restrict__ k_norm,
                                           bool qk_norm, const float* __restrict__ cos, const float* __restrict__ sin,
-                                          const int64_t* __restrict__ position, T* __restrict__ q_out, T* __restrict__ k_cache,
+                                          const int64_t* __restrict__ position, int seq, T* __restrict__ q_out, T* __restrict__ k_cache,
                                           T* __restrict__ v_cache, int heads, int groups, int hd, int capacity, float eps) {
   extern __shared__ float smem[];  // hd floats, then 32 for the reduction
   const int total_heads = heads + 2 * groups;
-  const int row = blockIdx.x / total_heads, head = blockIdx.x % total_heads, t = threadIdx.x;
-  const int64_t pos = *position;
-  float v = to_f(qkv[(static_cast<size_t>(row) * total_heads + head) * hd + t]);
+  const int token = blockIdx.x / total_heads, head = blockIdx.x % total_heads, t = threadIdx.x;
+  const int row = token / seq, step = token % seq;
+  const int64_t pos = *position + step;
+  float v = to_f(qkv[(static_cast<size_t>(token) * total_heads + head) * hd + t]);
   if (head >= heads + groups) {  // a value head: stored as it is
     const int g = head - heads - groups;
     v_cache[((static_cast<size_t>(row) * groups + g) * capacity + pos) * hd + t] = from_f<T>(v);
@@ -77,7 +82,7 @@ __global__ void qk_norm_rope_cache_kernel(const T* __restrict__ qkv, const float
   const float rotated = t < half ? -smem[t + half] : smem[t - half];
   const T out = from_f<T>(v * cos[pos * hd + t] + rotated * sin[pos * hd + t]);
   if (is_query) {
-    q_out[(static_cast<size_t>(row) * heads + head) * hd + t] = out;
+    q_out[((static_cast<size_t>(row) * heads + head) * seq + step) * hd + t] = out;
   } else {
     const int g = head - heads;
     k_cache[((static_cast<size_t>(row) * groups + g) * capacity + pos) * hd + t] = out;
@@ -145,6 +150,102 @@ __global__ void decode_attention_kernel(const T* __restrict__ q, const T* __rest
   }
 }
 
+// One-row matrix-vector product y = x' W^T (+ residual), for a batch-1 decode step, where cuBLAS
+// picks tile shapes meant for matrices and reaches well under half the memory bandwidth. Every
+// block first prepares the input row x' in shared memory: x itself, RMSNorm(x) * norm, or
+// silu(gate) * up from a [gate | up] row, rounded to T where the reference rounds; the weights
+// its warps will need first are already in flight meanwhile. Each output row is streamed by
+// kParts warps (each a contiguous slice of k, 16-byte loads, float32 sums), so that even a
+// 1024-row matrix spreads over enough warps to keep every SM's memory pipe full.
+constexpr int kGemvThreads = 256;
+constexpr int kGemvWarps = kGemvThreads / 32;
+constexpr int kGemvUnroll = 4;
+constexpr int kGemvMinBlocks = 512;  // about four blocks per SM on an H100/H200
+enum GemvInput { kGemvPlain = 0, kGemvRmsNorm = 1, kGemvSiluMul = 2 };
+
+template <typename T>
+__device__ __forceinline__ float dot16(const uint4& packed_w, const T* xs) {
+  const uint4 packed_x = *reinterpret_cast<const uint4*>(xs);
+  const T* w = reinterpret_cast<const T*>(&packed_w);
+  const T* x = reinterpret_cast<const T*>(&packed_x);
+  float sum = 0.f;
+#pragma unroll
+  for (int j = 0; j < static_cast<int>(16 / sizeof(T)); ++j) sum += to_f(w[j]) * to_f(x[j]);
+  return sum;
+}
+
+template <typename T, int kInput, int kParts>
+__global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const T* __restrict__ w, const T* __restrict__ x, const float* __restrict__ norm,
+                                                            const T* residual, T* y, int n_out, int k, float eps) {
+  extern __shared__ __align__(16) unsigned char gemv_smem[];
+  T* xs = reinterpret_cast<T*>(gemv_smem);  // (k,) the prepared input row
+  __shared__ float scratch[32];
+  __shared__ float partial[kGemvWarps];
+  constexpr int V = 16 / sizeof(T);  // elements per 16-byte load
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, part = warp % kParts;
+  const int n = blockIdx.x * (kGemvWarps / kParts) + warp / kParts;
+  const bool active = n < n_out;
+  const int slice = k / kParts;  // the host guarantees k % (kParts * V) == 0
+  const int begin = part * slice, end = begin + slice;
+  const T* row = w + static_cast<size_t>(active ? n : 0) * k;
+  // Start this warp's first loads before the input is ready.
+  uint4 first[kGemvUnroll];
+#pragma unroll
+  for (int u = 0; u < kGemvUnroll; ++u) {
+    const int i = begin + (lane + 32 * u) * V;
+    if (active && i < end) first[u] = __ldcs(reinterpret_cast<const uint4*>(row + i));
+  }
+  if constexpr (kInput == kGemvRmsNorm) {
+    float sq = 0.f;
+    for (int i = threadIdx.x; i < k; i += blockDim.x) {
+      const float v = to_f(x[i]);
+      sq += v * v;
+    }
+    const float rstd = rsqrtf(block_sum(sq, scratch) / k + eps);
+    for (int i = threadIdx.x; i < k; i += blockDim.x) xs[i] = from_f<T>((to_f(x[i]) * rstd) * norm[i]);
+  } else if constexpr (kInput == kGemvSiluMul) {
+    for (int i = threadIdx.x; i < k; i += blockDim.x) {
+      const float g = to_f(x[i]), u = to_f(x[k + i]);
+      xs[i] = from_f<T>(g / (1.f + __expf(-g)) * u);
+    }
+  } else {
+    for (int i = threadIdx.x; i < k; i += blockDim.x) xs[i] = x[i];
+  }
+  __syncthreads();
+  float acc = 0.f;
+  if (active) {
+#pragma unroll
+    for (int u = 0; u < kGemvUnroll; ++u) {
+      const int i = begin + (lane + 32 * u) * V;
+      if (i < end) acc += dot16<T>(first[u], xs + i);
+    }
+    int i = begin + (lane + 32 * kGemvUnroll) * V;
+    for (; i + 32 * V * (kGemvUnroll - 1) < end; i += 32 * V * kGemvUnroll) {
+      uint4 next[kGemvUnroll];
+#pragma unroll
+      for (int u = 0; u < kGemvUnroll; ++u) next[u] = __ldcs(reinterpret_cast<const uint4*>(row + i + 32 * V * u));
+#pragma unroll
+      for (int u = 0; u < kGemvUnroll; ++u) acc += dot16<T>(next[u], xs + i + 32 * V * u);
+    }
+    for (; i < end; i += 32 * V) acc += dot16<T>(__ldcs(reinterpret_cast<const uint4*>(row + i)), xs + i);
+  }
+  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  if constexpr (kParts > 1) {
+    // The row's first warp adds the parts in a fixed order.
+    if (lane == 0) partial[warp] = acc;
+    __syncthreads();
+    if (part != 0) return;
+    acc = 0.f;
+#pragma unroll
+    for (int p = 0; p < kParts; ++p) acc += partial[warp + p];
+  }
+  if (lane == 0 && active) {
+    T out = from_f<T>(acc);  // the product rounds before the residual add, as in the reference
+    if (residual != nullptr) out = from_f<T>(to_f(out) + to_f(residual[n]));
+    y[n] = out;
+  }
+}
+
 template <typename T>
 __global__ void silu_mul_kernel(const T* __restrict__ gate_up, T* __restrict__ out, int hidden, int total) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -153,6 +254,22 @@ __global__ void silu_mul_kernel(const T* __restrict__ gate_up, T* __restrict__ o
   const float g = to_f(gate_up[static_cast<size_t>(row) * 2 * hidden + j]);
   const float u = to_f(gate_up[static_cast<size_t>(row) * 2 * hidden + hidden + j]);
   out[i] = from_f<T>(g / (1.f + __expf(-g)) * u);
+}
+
+// Links one decode step to the next without the host: this step's tokens become the next
+// step's input and the history's column *counter; the position and the counter advance.
+__global__ void chain_step_kernel(const int64_t* __restrict__ next, int64_t* __restrict__ ids, int64_t* __restrict__ position,
+                                  int64_t* __restrict__ history, int64_t* __restrict__ counter, int rows, int max_steps) {
+  const int64_t column = *counter;
+  for (int r = threadIdx.x; r < rows; r += blockDim.x) {
+    ids[r] = next[r];
+    if (column < max_steps) history[static_cast<size_t>(r) * max_steps + column] = next[r];
+  }
+  __syncthreads();  // every thread has read the counter
+  if (threadIdx.x == 0) {
+    *position += 1;
+    *counter = column + 1;
+  }
 }
 
 void check(const char* what) {
@@ -182,14 +299,14 @@ void rms_norm(int dtype, const void* x, const float* w, void* out, int rows, int
 }
 
 void qk_norm_rope_cache(int dtype, const void* qkv, const float* q_norm, const float* k_norm, bool qk_norm, const float* cos,
-                        const float* sin, const int64_t* position, void* q_out, void* k_cache, void* v_cache, int rows, int heads,
-                        int groups, int hd, int capacity, float eps, void* stream) {
+                        const float* sin, const int64_t* position, int seq, void* q_out, void* k_cache, void* v_cache, int rows,
+                        int heads, int groups, int hd, int capacity, float eps, void* stream) {
   if (hd % 32 != 0 || hd > 1024) throw std::invalid_argument("fused kernels need head_dim a multiple of 32, at most 1024");
   dispatch(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     const size_t shared = (hd + 32) * sizeof(float);
-    qk_norm_rope_cache_kernel<T><<<rows * (heads + 2 * groups), hd, shared, static_cast<cudaStream_t>(stream)>>>(
-        static_cast<const T*>(qkv), q_norm, k_norm, qk_norm, cos, sin, position, static_cast<T*>(q_out), static_cast<T*>(k_cache),
+    qk_norm_rope_cache_kernel<T><<<rows * seq * (heads + 2 * groups), hd, shared, static_cast<cudaStream_t>(stream)>>>(
+        static_cast<const T*>(qkv), q_norm, k_norm, qk_norm, cos, sin, position, seq, static_cast<T*>(q_out), static_cast<T*>(k_cache),
         static_cast<T*>(v_cache), heads, groups, hd, capacity, eps);
   });
   check("qk_norm_rope_cache");
@@ -214,6 +331,64 @@ void silu_mul(int dtype, const void* gate_up, void* out, int rows, int hidden, v
     silu_mul_kernel<T><<<(total + 255) / 256, 256, 0, static_cast<cudaStream_t>(stream)>>>(static_cast<const T*>(gate_up), static_cast<T*>(out), hidden, total);
   });
   check("silu_mul");
+}
+
+bool gemv_supported(int dtype, int k) {
+  const int bytes = dtype == 0 ? 4 : 2;
+  return k % (16 / bytes) == 0 && k * bytes <= kGemvMaxInputBytes;
+}
+
+void gemv(int dtype, int input, const void* w, const void* x, const float* norm, const void* residual, void* y, int n_out, int k,
+          float eps, void* stream) {
+  if (!gemv_supported(dtype, k)) throw std::invalid_argument("gemv: unsupported input length " + std::to_string(k));
+  if (input < kGemvPlain || input > kGemvSiluMul) throw std::invalid_argument("gemv: unknown input kind");
+  dispatch(dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    constexpr int V = 16 / sizeof(T);
+    // Split rows over more warps until there are enough blocks (each part a whole number of loads).
+    int parts = 1;
+    while (parts < kGemvWarps && (static_cast<int64_t>(n_out) * parts + kGemvWarps - 1) / kGemvWarps < kGemvMinBlocks &&
+           k % (2 * parts * V) == 0) {
+      parts *= 2;
+    }
+    const int rows_per_block = kGemvWarps / parts;
+    const int blocks = (n_out + rows_per_block - 1) / rows_per_block;
+    const size_t shared = static_cast<size_t>(k) * sizeof(T);
+    auto launch = [&](auto kernel) {
+      kernel<<<blocks, kGemvThreads, shared, static_cast<cudaStream_t>(stream)>>>(
+          static_cast<const T*>(w), static_cast<const T*>(x), norm, static_cast<const T*>(residual), static_cast<T*>(y), n_out, k, eps);
+    };
+    // One instantiation per (input kind, parts).
+    auto by_parts = [&](auto input_tag) {
+      constexpr int I = decltype(input_tag)::value;
+      switch (parts) {
+        case 1: launch(gemv_kernel<T, I, 1>); break;
+        case 2: launch(gemv_kernel<T, I, 2>); break;
+        case 4: launch(gemv_kernel<T, I, 4>); break;
+        default: launch(gemv_kernel<T, I, 8>); break;
+      }
+    };
+    switch (input) {
+      case kGemvPlain: by_parts(std::integral_constant<int, kGemvPlain>()); break;
+      case kGemvRmsNorm: by_parts(std::integral_constant<int, kGemvRmsNorm>()); break;
+      default: by_parts(std::integral_constant<int, kGemvSiluMul>()); break;
+    }
+  });
+  check("gemv");
+}
+
+void chain_step(const int64_t* next, int64_t* ids, int64_t* position, int64_t* history, int64_t* counter, int rows, int max_steps,
+                void* stream) {
+  chain_step_kernel<<<1, 256, 0, static_cast<cudaStream_t>(stream)>>>(next, ids, position, history, counter, rows, max_steps);
+  check("chain_step");
+}
+
+void profiler(bool start) {
+  if (start) {
+    cudaProfilerStart();
+  } else {
+    cudaProfilerStop();
+  }
 }
 
 }  // namespace qwen3::cuda

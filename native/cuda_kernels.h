@@ -10,11 +10,12 @@ namespace qwen3::cuda {
 // out[r, :] = cast(x * rsqrt(mean(x^2) + eps) * w), statistics in float32. x, out: (rows, dim)
 void rms_norm(int dtype, const void* x, const float* w, void* out, int rows, int dim, float eps, void* stream);
 
-// One token per row: from qkv (rows, (heads + 2 groups) * hd), per-head RMSNorm and RoPE at
-// *position on queries and keys; queries go to q_out (rows, heads, hd), keys and values into
-// the caches (rows, groups, capacity, hd) at *position.
+// `seq` tokens per row: from qkv (rows, seq, (heads + 2 groups) * hd), per-head RMSNorm and RoPE
+// on queries and keys, token t at position *position + t (its row of cos/sin (positions, hd) and
+// its slot in the key/value buffers); queries go to q_out (rows, heads, seq, hd), keys and values
+// into k_cache/v_cache (rows, groups, capacity, hd).
 void qk_norm_rope_cache(int dtype, const void* qkv, const float* q_norm, const float* k_norm, bool qk_norm,
-                        const float* cos, const float* sin, const int64_t* position, void* q_out, void* k_cache,
+                        const float* cos, const float* sin, const int64_t* position, int seq, void* q_out, void* k_cache,
                         void* v_cache, int rows, int heads, int groups, int hd, int capacity, float eps, void* stream);
 
 // Attention of each query head over positions 0..*position of its key/value group.
@@ -24,5 +25,22 @@ void decode_attention(int dtype, const void* q, const void* k_cache, const void*
 
 // out = cast(silu(g) * u) where gate_up is (rows, 2 * hidden) = [g | u]; out: (rows, hidden)
 void silu_mul(int dtype, const void* gate_up, void* out, int rows, int hidden, void* stream);
+
+// y (n_out,) = x' (k,) W^T (+ residual) for one row; W: (n_out, k) contiguous. x' is x
+// (input 0), RMSNorm(x) * norm (1), or silu(x[:k]) * x[k:2k] (2), rounded to the dtype; with a
+// residual, the rounded product plus the residual. y may be the residual (updated in place).
+constexpr int kGemvMaxInputBytes = 40960;
+bool gemv_supported(int dtype, int k);
+void gemv(int dtype, int input, const void* w, const void* x, const float* norm, const void* residual, void* y, int n_out, int k,
+          float eps, void* stream);
+
+// Ends a decode step that the next one follows on the device: ids (rows,) = next (rows,),
+// history[r, *counter] = next[r] (history: (rows, max_steps); columns past max_steps are not
+// written), then *position += 1 and *counter += 1.
+void chain_step(const int64_t* next, int64_t* ids, int64_t* position, int64_t* history, int64_t* counter, int rows, int max_steps,
+                void* stream);
+
+// cudaProfilerStart / cudaProfilerStop, for runs under `ncu --profile-from-start off`.
+void profiler(bool start);
 
 }  // namespace qwen3::cuda

@@ -9,6 +9,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <sstream>
 #include <stdexcept>
 #include <vector>
 
@@ -16,6 +20,9 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
+#endif
+#ifdef QWEN3_WITH_CUDA_KERNELS
+#include "cuda_kernels.h"
 #endif
 
 namespace qwen3 {
@@ -158,6 +165,29 @@ double measure_copy_bandwidth(const std::string& device, int64_t bytes) {
   }
   std::sort(seconds.begin(), seconds.end());
   return 2.0 * static_cast<double>(bytes) / seconds[seconds.size() / 2];  // median
+}
+
+bool profile_wanted(const char* kind) {
+  static const char* spec = std::getenv("QWEN3_PROFILE");
+  if (spec == nullptr) return false;
+  static std::mutex mutex;
+  static std::map<std::string, int64_t> calls;
+  const std::lock_guard<std::mutex> lock(mutex);
+  const int64_t call = ++calls[kind];
+  std::stringstream items(spec);
+  std::string item;
+  while (std::getline(items, item, ',')) {
+    const auto colon = item.find(':');
+    if (colon != std::string::npos && item.substr(0, colon) == kind && std::atoll(item.c_str() + colon + 1) == call) return true;
+  }
+  return false;
+}
+
+void profiler_range(const std::string& device, bool start) {
+  synchronize_device(device);
+#ifdef QWEN3_WITH_CUDA_KERNELS
+  if (c10::Device(device).is_cuda()) cuda::profiler(start);
+#endif
 }
 
 }  // namespace qwen3

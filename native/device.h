@@ -35,4 +35,11 @@ void synchronize_device(const std::string& device);
 // bytes written), the ceiling a memory-bound decode step is measured against. Slow: worker only.
 double measure_copy_bandwidth(const std::string& device, int64_t bytes);
 
+// For an external profiler started with capture off (`ncu --profile-from-start off`):
+// QWEN3_PROFILE="decode:5,prefill:2" asks for the 5th decode and the 2nd prefill call of the
+// process. profile_wanted counts the calls of `kind` and says whether this one is asked for;
+// profiler_range(true/false) then brackets it (after synchronising). No-op without CUDA.
+bool profile_wanted(const char* kind);
+void profiler_range(const std::string& device, bool start);
+
 }  // namespace qwen3

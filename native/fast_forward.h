@@ -1,7 +1,8 @@
-// The compiled ("compile": true) forward pass: Q/K/V and gate/up weights fused into one matrix
-// each at load time, attention through at::scaled_dot_product_attention (flash, efficient or
-// cuDNN kernels where eligible, grouped-query heads without copies), and the vocabulary
-// projection only for the positions whose logits are wanted.
+// The fast forward pass (compile, and eager on CUDA): Q/K/V and gate/up weights fused into one
+// matrix each at load time, attention through at::scaled_dot_product_attention (flash or cuDNN
+// kernels where eligible), and the vocabulary projection only for the positions whose logits
+// are wanted. On CUDA with the fused kernels (native/cuda_kernels.cu), RMSNorm, the per-head
+// norm with RoPE, and SiLU*up are one kernel each, and the residual adds ride on the products.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -30,13 +31,17 @@ struct FusedBlock {
 // buffer) is the caller's business.
 using AttendFn = std::function<at::Tensor(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v)>;
 
+// The element type code of the fused CUDA kernels: 0 float32, 1 bfloat16, 2 float16.
+int cuda_kernel_dtype(at::ScalarType dtype);
+
 class FastForward {
  public:
   // Takes the eager weights apart: the unfused matrices are freed as the fused ones are built.
   FastForward(const ModelConfig& config, Weights&& weights);
 
   // x: (batch, seq) int64 ids -> hidden states (batch, seq, emb_dim) after the last block.
-  // cos, sin: (seq, head_dim) float32 for the tokens' positions.
+  // cos, sin: (seq, head_dim) float32 for the tokens' positions, or (batch, seq, head_dim) when
+  // rows have their own positions (left padding).
   at::Tensor hidden(const at::Tensor& ids, const at::Tensor& cos, const at::Tensor& sin, const AttendFn& attend) const;
 
   // Final norm and vocabulary projection: (batch, n, emb_dim) -> (batch, n, vocab).
@@ -51,7 +56,15 @@ class FastForward {
   const at::Tensor& out_head() const { return out_head_; }
 
  private:
+#ifdef QWEN3_WITH_CUDA_KERNELS
+  at::Tensor hidden_fused(at::Tensor x, const at::Tensor& cos, const at::Tensor& sin, const AttendFn& attend) const;
+#endif
+  // RMSNorm of the rows of x (..., emb_dim), through the fused kernel where there is one.
+  at::Tensor norm(const at::Tensor& x, const at::Tensor& scale) const;
+
   ModelConfig config_;
+  bool fused_cuda_ = false;    // weights on CUDA and the fused kernels built and fitting the model
+  at::Tensor zero_position_;   // (1,) int64 0 on the device: the fused RoPE kernel's position base
   at::Tensor tok_emb_;  // (vocab_size, emb_dim)
   std::vector<FusedBlock> blocks_;
   at::Tensor final_norm_;  // (emb_dim,) float32

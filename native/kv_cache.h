@@ -36,6 +36,8 @@ class KVCache {
 
   // Commit the tokens appended by this step (call once, after the last layer).
   void advance(int64_t new_tokens) { length_ += new_tokens; }
+  // Forgets the tokens past `length` (at most length()); their slots are overwritten later.
+  void truncate(int64_t length) { length_ = length < length_ ? length : length_; }
 
   // Forget the content; `release` also frees the buffers.
   void reset(bool release);

@@ -38,7 +38,7 @@ struct SamplingParams {
   double temperature = 0.0;
   int64_t top_k = 0;           // 0: no top-k filter
   double top_p = 1.0;          // 1: no nucleus filter
-  std::vector<double> uniforms;  // one U[0,1) draw per batch row, made by the caller's seeded RNG
+  std::vector<double> uniforms;  // one U[0,1) draw per batch row (and step), made by the caller's seeded RNG
 };
 
 struct StepRequest {
@@ -51,10 +51,15 @@ struct StepRequest {
   // the row are padding, which no token attends to and which RoPE positions skip. Empty: none.
   // Only a step that starts an empty cache (or an uncached one) may set it; the cache keeps it.
   std::vector<int64_t> pad;
+  // Qwen3Engine::decode_steps only: how many decode steps to run (uniforms then holds
+  // steps * batch draws, step-major), and a token after which a row is finished: the steps end
+  // once every row has produced it (-1: never).
+  int64_t steps = 1;
+  int64_t stop_id = -1;
 };
 
 struct StepResult {
-  std::vector<int32_t> next_ids;      // (batch,)
+  std::vector<int32_t> next_ids;      // (batch,); (steps run, batch) from decode_steps
   std::vector<float> logits;          // float32, shape logits_shape
   std::vector<int64_t> logits_shape;  // (batch, seq or 1, vocab)
   int64_t cache_length = 0;           // tokens held in the KV cache after the step

@@ -59,11 +59,14 @@ class StepWorker : public PromiseWorker {
       const Qwen3Engine& engine;
       ~RefreshOnExit() { status.Refresh(engine); }
     } refresh{*status_, *engine_};
-    switch (kind_) {
-      case StepKind::Prefill: result_ = engine_->prefill(request_); break;
-      case StepKind::Decode: result_ = engine_->decode(request_); break;
-      case StepKind::Uncached: result_ = engine_->forward_uncached(request_); break;
-    }
+    engine_->thread().run([this] {
+      switch (kind_) {
+        case StepKind::Prefill: result_ = engine_->prefill(request_); break;
+        case StepKind::Decode: result_ = engine_->decode(request_); break;
+        case StepKind::Uncached: result_ = engine_->forward_uncached(request_); break;
+        case StepKind::DecodeSteps: result_ = engine_->decode_steps(request_); break;
+      }
+    });
   }
 
   Napi::Value Result(Napi::Env env) override {

@@ -36,7 +36,7 @@ class EngineStatus {
 // Starts loading; the Promise resolves to a ModelWrap object.
 Napi::Promise QueueLoad(Napi::Env env, LoadRequest request);
 
-enum class StepKind { Prefill, Decode, Uncached };
+enum class StepKind { Prefill, Decode, Uncached, DecodeSteps };
 
 // Starts one forward step; the Promise resolves to {next, logits, logitsShape, cacheLength}.
 Napi::Promise QueueStep(Napi::Env env, std::shared_ptr<Qwen3Engine> engine, std::shared_ptr<EngineStatus> status,

@@ -121,7 +121,7 @@ ModelConfig ParseConfig(const Napi::Object& o) {
   return c;
 }
 
-StepRequest ParseStep(const Napi::CallbackInfo& info, const Qwen3Engine& engine) {
+StepRequest ParseStep(const Napi::CallbackInfo& info, const Qwen3Engine& engine, bool many_steps) {
   const Napi::Object o = ObjectArg(info, 0, "step request");
   const Napi::Env env = info.Env();
   StepRequest r;
@@ -146,14 +146,18 @@ StepRequest ParseStep(const Napi::CallbackInfo& info, const Qwen3Engine& engine)
     }
   }
   r.logits = static_cast<LogitsMode>(IntegerField(o, "logits", 0, 2));
+  if (many_steps) {
+    r.steps = IntegerField(o, "steps", 1, engine.config().context_length);
+    r.stop_id = IntegerField(o, "stopId", -1, kMaxDim);
+  }
   r.sampling.temperature = NumberField(o, "temperature", 0, 1e6);
   r.sampling.top_k = IntegerField(o, "topK", 0, kMaxDim);
   r.sampling.top_p = NumberField(o, "topP", 0, 1, /*above_min=*/true);
   if (r.sampling.temperature > 0) {
     const Napi::Value uniforms = o.Get("uniforms");
     if (!uniforms.IsTypedArray() || uniforms.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
-        uniforms.As<Napi::Float64Array>().ElementLength() != static_cast<size_t>(r.batch)) {
-      Fail(env, "Float64Array of one uniform draw per row", "uniforms", uniforms);
+        uniforms.As<Napi::Float64Array>().ElementLength() != static_cast<size_t>(r.batch * r.steps)) {
+      Fail(env, many_steps ? "Float64Array of one uniform draw per row and step" : "Float64Array of one uniform draw per row", "uniforms", uniforms);
     }
     const auto u = uniforms.As<Napi::Float64Array>();
     r.sampling.uniforms.assign(u.Data(), u.Data() + u.ElementLength());
@@ -200,7 +204,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
 Napi::Function ModelWrap::Init(Napi::Env env) {
   return DefineClass(env, "NativeModel",
                      {InstanceMethod<&ModelWrap::Prefill>("prefill"), InstanceMethod<&ModelWrap::Decode>("decode"),
-                      InstanceMethod<&ModelWrap::Forward>("forward"), InstanceMethod<&ModelWrap::ResetCache>("resetCache"),
+                      InstanceMethod<&ModelWrap::Forward>("forward"), InstanceMethod<&ModelWrap::DecodeSteps>("decodeSteps"), InstanceMethod<&ModelWrap::ResetCache>("resetCache"),
                       InstanceMethod<&ModelWrap::CacheLength>("cacheLength"), InstanceMethod<&ModelWrap::Info>("info"),
                       InstanceMethod<&ModelWrap::Dispose>("dispose")});
 }
@@ -223,13 +227,14 @@ std::shared_ptr<Qwen3Engine> ModelWrap::engine(const Napi::Env& env) const {
 
 Napi::Value ModelWrap::Step(const Napi::CallbackInfo& info, StepKind kind) {
   auto e = engine(info.Env());
-  StepRequest request = ParseStep(info, *e);
+  StepRequest request = ParseStep(info, *e, kind == StepKind::DecodeSteps);
   return QueueStep(info.Env(), std::move(e), status_, kind, std::move(request));
 }
 
 Napi::Value ModelWrap::Prefill(const Napi::CallbackInfo& info) { return Step(info, StepKind::Prefill); }
 Napi::Value ModelWrap::Decode(const Napi::CallbackInfo& info) { return Step(info, StepKind::Decode); }
 Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) { return Step(info, StepKind::Uncached); }
+Napi::Value ModelWrap::DecodeSteps(const Napi::CallbackInfo& info) { return Step(info, StepKind::DecodeSteps); }
 
 Napi::Value ModelWrap::ResetCache(const Napi::CallbackInfo& info) {
   auto e = engine(info.Env());

@@ -7,6 +7,7 @@
 #include <ATen/ops/arange.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/scaled_dot_product_attention.h>
+#include <c10/core/DeviceGuard.h>
 #include <c10/core/InferenceMode.h>
 
 #include <algorithm>
@@ -42,27 +43,32 @@ struct Qwen3Engine::Impl {
   at::ScalarType dtype;
   KVCache cache;
   RopeTable rope;
-  // Exactly one of these runs the model: the reference-order eager pass, or the compiled one
-  // (fused weights, SDPA) with, on CUDA, decode steps replayed from a graph.
+  // Exactly one of these runs the model: the reference-order eager pass, or the fast one (fused
+  // weights, SDPA, fused CUDA kernels) with, on CUDA, its own decode step: replayed from a CUDA
+  // graph when compiled, launched kernel by kernel when eager. On CUDA the fast pass is the
+  // eager one too, where the fused kernels are built: the reference order costs ~60 kernel
+  // launches a block, which bounds a decode step at ~45 tokens/s.
   std::unique_ptr<ReferenceForward> reference;
   std::unique_ptr<FastForward> fast;
   std::unique_ptr<CudaGraphDecoder> graph;
+  bool compiled = false;
   double compile_seconds = 0;
   std::vector<int64_t> row_pad;  // left padding of the rows the cache holds (empty: none)
 
   Impl(const LoadRequest& r, c10::Device dev, at::ScalarType dt)
       : config(r.config), device_name(r.device), dtype_name(r.dtype), device(dev), dtype(dt),
         cache(r.config.n_layers, r.config.n_kv_groups, r.config.head_dim, r.config.context_length),
-        rope(r.config.head_dim, r.config.rope_base, r.config.context_length, dev) {
+        rope(r.config.head_dim, r.config.rope_base, r.config.context_length, dev), compiled(r.compile) {
     Weights w = load_weights(r.path, r.config, dt, dev);
-    if (!r.compile) {
+    const bool fused_cuda = CudaGraphDecoder::supported(dev) && CudaGraphDecoder::fused_kernels(config);
+    if (!r.compile && !fused_cuda) {
       reference = std::make_unique<ReferenceForward>(config, std::move(w), dev, dt);
       return;
     }
     const auto t0 = std::chrono::steady_clock::now();
     fast = std::make_unique<FastForward>(config, std::move(w));
-    if (CudaGraphDecoder::supported(dev)) graph = std::make_unique<CudaGraphDecoder>(config, *fast, cache, dev, dt);
-    compile_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (CudaGraphDecoder::supported(dev)) graph = std::make_unique<CudaGraphDecoder>(config, *fast, cache, dev, dt, /*use_graphs=*/r.compile);
+    if (r.compile) compile_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
 
   // Compiled pass for a prefill or an uncached forward. ids: (batch, seq). Returns logits for
@@ -104,6 +110,7 @@ struct Qwen3Engine::Impl {
 
   StepResult run(const StepRequest& r, Kind kind) {
     c10::InferenceMode guard;
+    const c10::DeviceGuard on_device(device);  // the fused kernels launch on the current device's stream
     // Token ids and shapes were checked where the request was copied from JS (model_wrap.cc).
     const bool use_cache = kind != Kind::Uncached;
     const int64_t start = use_cache ? cache.length() : 0;
@@ -161,6 +168,59 @@ struct Qwen3Engine::Impl {
     out.cache_length = cache.length();
     return out;
   }
+
+  // Decode steps in one call (see Qwen3Engine::decode_steps).
+  StepResult run_steps(const StepRequest& r) {
+    c10::InferenceMode guard;
+    const int64_t start = cache.length(), batch = r.batch;
+    if (start + r.steps > config.context_length) {
+      throw std::invalid_argument("Context length exceeded: " + std::to_string(r.steps) + " steps after " + std::to_string(start) +
+                                  " cached tokens would pass the model's context_length of " + std::to_string(config.context_length));
+    }
+    if (batch != cache.batch()) {
+      throw std::invalid_argument("The KV cache holds " + std::to_string(cache.batch()) + " row(s), not " + std::to_string(batch) +
+                                  ": reset it before a step with another batch size");
+    }
+    const bool chained = graph && CudaGraphDecoder::can_chain(config) && row_pad.empty() && r.sampling.temperature <= 0;
+    StepResult out;
+    std::vector<bool> stopped(static_cast<size_t>(batch), false);
+    int64_t stopped_rows = 0, done = 0;
+    std::vector<int32_t> ids = r.ids;
+    while (done < r.steps) {
+      std::vector<int32_t> got;  // (n, batch)
+      if (chained) {
+        got = graph->chain(ids, batch, std::min(r.steps - done, CudaGraphDecoder::kMaxChain));
+      } else {
+        StepRequest one = r;
+        one.ids = ids;
+        one.logits = LogitsMode::None;
+        if (!r.sampling.uniforms.empty()) {
+          const auto first = r.sampling.uniforms.begin() + done * batch;
+          one.sampling.uniforms.assign(first, first + batch);
+        }
+        got = run(one, Kind::Decode).next_ids;
+      }
+      const int64_t n = static_cast<int64_t>(got.size()) / batch;
+      for (int64_t i = 0; i < n && stopped_rows < batch; ++i) {
+        for (int64_t row = 0; row < batch; ++row) {
+          const int32_t token = got[static_cast<size_t>(i * batch + row)];
+          out.next_ids.push_back(token);
+          if (token == r.stop_id && !stopped[static_cast<size_t>(row)]) {
+            stopped[static_cast<size_t>(row)] = true;
+            ++stopped_rows;
+          }
+        }
+        ++done;
+      }
+      if (stopped_rows == batch) break;
+      ids.assign(got.end() - batch, got.end());
+    }
+    // A chain may have run past the step where the last row stopped: the cache keeps only the
+    // tokens that the returned steps consumed.
+    cache.truncate(start + done);
+    out.cache_length = cache.length();
+    return out;
+  }
 };
 
 std::unique_ptr<Qwen3Engine> Qwen3Engine::load(const LoadRequest& request) {
@@ -174,12 +234,29 @@ std::unique_ptr<Qwen3Engine> Qwen3Engine::load(const LoadRequest& request) {
 Qwen3Engine::Qwen3Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Qwen3Engine::~Qwen3Engine() = default;
 
-StepResult Qwen3Engine::prefill(const StepRequest& request) { return impl_->run(request, Impl::Kind::Prefill); }
+StepResult Qwen3Engine::prefill(const StepRequest& request) {
+  if (!profile_wanted("prefill")) return impl_->run(request, Impl::Kind::Prefill);
+  profiler_range(impl_->device_name, true);
+  StepResult out = impl_->run(request, Impl::Kind::Prefill);
+  profiler_range(impl_->device_name, false);
+  return out;
+}
 
 StepResult Qwen3Engine::decode(const StepRequest& request) {
   if (request.seq != 1) throw std::invalid_argument("decode takes exactly one token per row");
   if (impl_->cache.length() == 0) throw std::invalid_argument("decode needs a prefilled KV cache: call prefill first");
-  return impl_->run(request, Impl::Kind::Decode);
+  if (!profile_wanted("decode")) return impl_->run(request, Impl::Kind::Decode);
+  profiler_range(impl_->device_name, true);
+  StepResult out = impl_->run(request, Impl::Kind::Decode);
+  profiler_range(impl_->device_name, false);
+  return out;
+}
+
+StepResult Qwen3Engine::decode_steps(const StepRequest& request) {
+  if (request.seq != 1) throw std::invalid_argument("decode_steps takes exactly one token per row");
+  if (impl_->cache.length() == 0) throw std::invalid_argument("decode_steps needs a prefilled KV cache: call prefill first");
+  if (request.logits != LogitsMode::None) throw std::invalid_argument("decode_steps returns no logits: use decode for them");
+  return impl_->run_steps(request);
 }
 
 StepResult Qwen3Engine::forward_uncached(const StepRequest& request) { return impl_->run(request, Impl::Kind::Uncached); }
@@ -198,7 +275,7 @@ int64_t Qwen3Engine::parameter_bytes() const {
   return impl_->reference ? impl_->reference->parameter_bytes() : impl_->fast->parameter_bytes();
 }
 
-bool Qwen3Engine::compiled() const { return impl_->fast != nullptr; }
+bool Qwen3Engine::compiled() const { return impl_->compiled; }
 
 double Qwen3Engine::compile_seconds() const {
   return impl_->compile_seconds + (impl_->graph ? impl_->graph->capture_seconds() : 0.0);

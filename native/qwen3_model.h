@@ -6,6 +6,7 @@
 #include <mutex>
 #include <string>
 
+#include "engine_thread.h"
 #include "model_config.h"
 
 namespace qwen3 {
@@ -20,6 +21,11 @@ class Qwen3Engine {
   StepResult prefill(const StepRequest& request);
   // One new token per row after the cache (request.seq == 1).
   StepResult decode(const StepRequest& request);
+  // Up to request.steps decode steps (request.seq == 1), each consuming the token the one before
+  // chose, in one call; ends early once every row has produced request.stop_id. next_ids holds
+  // (steps run, batch) tokens, and the cache holds exactly the tokens those steps consumed. On
+  // CUDA, greedy steps of unpadded rows are chained on the device (CudaGraphDecoder::chain).
+  StepResult decode_steps(const StepRequest& request);
   // No cache: run the whole sequence from position 0, leaving the cache untouched.
   StepResult forward_uncached(const StepRequest& request);
 
@@ -37,12 +43,15 @@ class Qwen3Engine {
 
   // Serialises use of one engine: the worker threads of two calls must never interleave.
   std::mutex& mutex() { return mutex_; }
+  // Where steps run (see engine_thread.h); callers hold mutex() around it.
+  EngineThread& thread() { return thread_; }
 
  private:
   struct Impl;
   explicit Qwen3Engine(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
   std::mutex mutex_;
+  EngineThread thread_;
 };
 
 }  // namespace qwen3

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The CUDA host recipe: build the addon against the host's libtorch, make and check the CUDA
-# prebuild, run the test suite with the parity tests on the GPU, and the full-size (random
-# Qwen3-0.6B) check on CUDA and on the CPU.
+# prebuild, run the test suite with the parity tests on the GPU, the full-size (random
+# Qwen3-0.6B) checks, the device-memory leak check, a per-kernel profile and the bench.
 # On a host with CUDA PyTorch and no network, after packing Node (../shared/tools/pack-cuda-host.sh):
-#   source .cuda-host/setup.sh && bash scripts/cuda-host-check.sh
+#   source .cuda-host/setup.sh && bash scripts/cuda-host-check.sh [PHASE...]
+# PHASE: prebuild tests fullsize leak profile bench (default: all); the build always runs first.
 # Logs go to $OUT (default ./cuda-host-logs).
 set -uo pipefail
 OUT=${OUT:-$PWD/cuda-host-logs}
@@ -26,6 +27,10 @@ step build npm run build || exit 1
 step info node dist/cli.js info --json
 step tf32 node -e "const q = require('./dist/index.js'); for (const on of [true, false]) { q.getDevice({ enableTensorCores: on }); console.log('enableTensorCores', on, '->', q.runtimeInfo().tensorCores); }"
 step fixtures python3 scripts/make_fixtures.py --out test/.fixtures
+phases=${*:-prebuild tests fullsize leak profile bench}
+want() { [[ " $phases " == *" $1 "* ]]; }
+FULL=/tmp/qwen3-fixtures/qwen3-0.6b-random
+need_full() { [ -f $FULL/model.pth ] || step fixtures-full python3 scripts/make_fixtures.py --out /tmp/qwen3-fixtures --full-size --only qwen3-0.6b-random --device cuda; }
 # The CUDA prebuild for the package (prebuilds/linux-x64/qwen3-torch.torch2.11.0.cu130.glibc.node):
 # built with cmake-js, since this host has no Node headers for node-gyp (and node-gyp compiles no
 # CUDA kernels). It must have no run path, load with no LD_LIBRARY_PATH through the loader, and
@@ -47,16 +52,34 @@ prebuild_check() {
       process.exitCode = ids === want ? 0 : 1;
     })();"
 }
-step prebuild npm run prebuild -- --backend cmake-js && step prebuild-check prebuild_check && cp "$PREBUILD" "$OUT/"
+if want prebuild; then
+  step prebuild npm run prebuild -- --backend cmake-js && step prebuild-check prebuild_check && cp "$PREBUILD" "$OUT/"
+fi
 # TESTS narrows the suite (a list of test files) when device time is short.
-QWEN3_TEST_DEVICE=cuda step tests-cuda npx vitest run ${TESTS:-}
-step fixtures-full python3 scripts/make_fixtures.py --out /tmp/qwen3-fixtures --full-size --only qwen3-0.6b-random --device cuda
-step full-size-cuda node scripts/full_size_check.mjs --fixture /tmp/qwen3-fixtures/qwen3-0.6b-random --device cuda --steps 30
-step full-size-cuda-compiled node scripts/full_size_check.mjs --fixture /tmp/qwen3-fixtures/qwen3-0.6b-random --device cuda --steps 30 --compile
-step compile-check-f32 node scripts/compile_check.mjs --model /tmp/qwen3-fixtures/qwen3-0.6b-random/model.pth --device cuda --dtype float32 --steps 200
-step compile-check-bf16 node scripts/compile_check.mjs --model /tmp/qwen3-fixtures/qwen3-0.6b-random/model.pth --device cuda --dtype bfloat16 --steps 200
+if want tests; then QWEN3_TEST_DEVICE=cuda step tests-cuda npx vitest run ${TESTS:-}; fi
+if want fullsize; then
+  need_full
+  step full-size-cuda node scripts/full_size_check.mjs --fixture $FULL --device cuda --steps 30
+  step full-size-cuda-compiled node scripts/full_size_check.mjs --fixture $FULL --device cuda --steps 30 --compile
+  step compile-check-f32 node scripts/compile_check.mjs --model $FULL/model.pth --device cuda --dtype float32 --steps 200
+  step compile-check-bf16 node scripts/compile_check.mjs --model $FULL/model.pth --device cuda --dtype bfloat16 --steps 200
+fi
+# Device memory back to the baseline after dispose() and flat over 200 generations, eager and
+# compiled (the host RSS half of the check is the CPU's job: kept short here).
+if want leak; then
+  for mode in "" --compile; do
+    step leak-cuda$mode node scripts/leak_check.mjs --device cuda $mode --generations 100 --every 50 --cycles 4
+  done
+fi
+if want profile; then
+  need_full
+  step profile-compiled bash scripts/profile-cuda.sh $FULL/model.pth --compile
+fi
 # The speed table; BASELINE=transformers adds Hugging Face transformers (torch.compile takes minutes).
-export OUT BASELINE
-step bench bash -c 'node dist/cli.js bench --device cuda --model /tmp/qwen3-fixtures/qwen3-0.6b-random/model.pth ${BASELINE:+--baseline $BASELINE} --json > "$OUT/bench.json"'
-node -e "console.log(require('./dist/bench.js').formatBenchReport(require(process.env.OUT + '/bench.json')))" | tee "$OUT/bench.md"
+if want bench; then
+  need_full
+  export OUT BASELINE
+  step bench bash -c 'node dist/cli.js bench --device cuda --model '$FULL'/model.pth ${BASELINE:+--baseline $BASELINE} --json > "$OUT/bench.json"'
+  node -e "console.log(require('./dist/bench.js').formatBenchReport(require(process.env.OUT + '/bench.json')))" | tee "$OUT/bench.md"
+fi
 exit $status

@@ -2,7 +2,9 @@
 // Full-size check and load benchmark: loads a random-weight Qwen3-0.6B checkpoint made by
 // `make_fixtures.py --full-size`, reports load time, throughput from the page cache and peak
 // RSS, then checks 30 greedy tokens (KV cache) against the reference implementation's and
-// reports decode tokens/s.
+// reports decode tokens/s. Where the kernels differ from the reference's (CUDA), tokens may part
+// at a near tie; then every reference token must be a top choice within bf16 tolerance under
+// teacher forcing.
 //   node scripts/full_size_check.mjs [--fixture DIR] [--device cpu|cuda] [--steps N] [--compile]
 import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -41,6 +43,25 @@ const steps = Math.min(Number(values.steps), expected.length);
 await generateStats(model, ref.prompt, { maxNewTokens: 3, eosTokenId: null }); // warm-up
 const { ids, stats } = await generateStats(model, ref.prompt, { maxNewTokens: steps, eosTokenId: null });
 const same = ids.length === steps && ids.every((id, i) => id === expected[i]);
+// Where kernels round bf16 differently from the reference (the fused CUDA path), a near tie on
+// random weights can flip one greedy choice, after which the paths part. So also check with
+// teacher forcing: over the reference's own sequence, each reference token's logit must lie
+// within the bf16 parity tolerance (3e-2 of the largest |logit|, as in test/parity.test.ts) of
+// our top logit at that position.
+const BF16_TOL = 3e-2;
+const forced = (await model.forward([...ref.prompt, ...expected.slice(0, steps - 1)], { logits: 'all' })).logits;
+const vocab = forced.shape[2];
+let worstMargin = 0;
+for (let i = 0; i < steps; i++) {
+  const row = forced.data.subarray((ref.prompt.length - 1 + i) * vocab, (ref.prompt.length + i) * vocab);
+  let max = -Infinity, maxAbs = 0;
+  for (const v of row) {
+    if (v > max) max = v;
+    if (Math.abs(v) > maxAbs) maxAbs = Math.abs(v);
+  }
+  worstMargin = Math.max(worstMargin, (max - row[expected[i]]) / maxAbs);
+}
+const exactPrefix = ids.findIndex((id, i) => id !== expected[i]);
 const report = {
   device: model.device,
   compiled: model.compiled,
@@ -55,10 +76,14 @@ const report = {
   peakDeviceMemoryMiB: stats.peakMemoryBytes === null ? null : +(stats.peakMemoryBytes / 2 ** 20).toFixed(1),
   steps,
   greedyMatchesReference: same,
+  greedyTokensEqualBeforeFirstDifference: exactPrefix < 0 ? ids.length : exactPrefix,
+  teacherForcedWorstMargin: +worstMargin.toExponential(2),
+  teacherForcedWithinBf16Tolerance: worstMargin <= BF16_TOL,
 };
 console.log(JSON.stringify(report, null, 2));
 if (!same) {
   console.error(`greedy tokens differ:\n ours ${ids.join(',')}\n ref  ${expected.slice(0, steps).join(',')}`);
-  process.exitCode = 1;
+  // On the CPU the eager path follows the reference op for op: there tokens must be equal.
+  if (!report.teacherForcedWithinBf16Tolerance || (values.device === 'cpu' && !values.compile)) process.exitCode = 1;
 }
 model.dispose();

@@ -114,6 +114,11 @@ describe('model steps', () => {
     ['an unknown logits mode', () => model.forward([1], { logits: 'some' as never }), 'Expected one of "none", "last", "all" for logits but received "some"'],
     ['an unknown step option', () => model.prefill([1], { logit: 'all' } as never), 'Unknown option logit'],
     ['resetCache release of the wrong type', () => model.resetCache({ release: 'yes' as never }), 'Expected boolean for release but received "yes"'],
+    ['decodeSteps with 0 steps', () => model.decodeSteps([1], { steps: 0 }), 'Expected integer between 1 and 2147483647 for steps but received 0'],
+    ['decodeSteps with fractional steps', () => model.decodeSteps([1], { steps: 2.5 }), 'Expected integer between 1 and 2147483647 for steps but received 2.5'],
+    ['decodeSteps with a negative stopId', () => model.decodeSteps([1], { steps: 2, stopId: -1 }), 'Expected integer between 0 and 2147483647 for stopId but received -1'],
+    ['decodeSteps without options', () => model.decodeSteps([1], undefined as never), /for options but received undefined/],
+    ['decodeSteps with two tokens', () => model.decodeSteps([1, 2], { steps: 2 }), 'Expected one token per row for ids but received 2'],
   ];
   it.each(cases)('refuses %s in TypeScript', async (_label, call, message) => {
     await rejectsBeforeNative(call(), message);
@@ -216,6 +221,7 @@ describe('the raw native binding checks what it is given', () => {
   let handle: NativeModel;
   const good: NativeStepRequest = { ids: Int32Array.from([1, 2, 3]), batch: 1, seq: 3, logits: 0, temperature: 0, topK: 0, topP: 1, uniforms: null };
   const step = (patch: object) => () => handle.forward({ ...good, ...patch } as NativeStepRequest);
+  const steps = (patch: object) => () => handle.decodeSteps({ ...good, ids: Int32Array.from([1]), seq: 1, stopId: -1, ...patch } as NativeStepRequest);
   beforeAll(async () => {
     handle = await native().loadModel({ path: fx.modelPath, config: fx.config as never, device: 'cpu', dtype: 'float32', compile: false });
   });
@@ -242,6 +248,11 @@ describe('the raw native binding checks what it is given', () => {
     ['pad of the wrong length', step({ pad: Int32Array.from([0, 1]) }), /Expected Int32Array of one padding count per row for pad/],
     ['pad that leaves no real token', step({ pad: Int32Array.from([3]) }), 'Expected padding between 0 and 2 for pad[0] but received 3'],
     ['negative pad', step({ pad: Int32Array.from([-1]) }), 'Expected padding between 0 and 2 for pad[0] but received -1'],
+    ['decodeSteps without steps', steps({}), 'Expected integer between 1 and 96 for steps but received undefined'],
+    ['decodeSteps past the context', steps({ steps: 97 }), 'Expected integer between 1 and 96 for steps but received 97'],
+    ['decodeSteps with stopId NaN', steps({ steps: 2, stopId: Number.NaN }), 'Expected integer between -1 and 2147483647 for stopId but received NaN'],
+    ['decodeSteps with one draw for two steps', steps({ steps: 2, temperature: 1, uniforms: Float64Array.from([0.5]) }),
+      'Expected Float64Array of one uniform draw per row and step for uniforms but received a typed array'],
   ] as [string, () => unknown, string | RegExp][])('a step refuses %s synchronously', (_label, call, message) => {
     expect(call).toThrow(message);
   });
@@ -260,6 +271,18 @@ describe('the raw native binding checks what it is given', () => {
     expect(load({ dtype: 'int8' })).toThrow('Expected one of "float32", "bfloat16", "float16" for dtype but received "int8"');
     expect(load({ compile: 'yes' })).toThrow('Expected boolean for compile but received "yes"');
     expect(() => handle.resetCache('yes' as never)).toThrow('Expected boolean for release but received "yes"');
+  });
+
+  it('decodeSteps refuses an empty cache and logits in the engine, as a rejection', async () => {
+    handle.resetCache(true);
+    await expect(handle.decodeSteps({ ...good, ids: Int32Array.from([1]), seq: 1, steps: 2, stopId: -1 })).rejects.toThrow(
+      'decode_steps needs a prefilled KV cache: call prefill first',
+    );
+    await handle.prefill(good);
+    await expect(handle.decodeSteps({ ...good, ids: Int32Array.from([1]), seq: 1, logits: 1, steps: 2, stopId: -1 })).rejects.toThrow(
+      'decode_steps returns no logits: use decode for them',
+    );
+    handle.resetCache(true);
   });
 
   it('after all of that, the raw handle and the model still give the reference tokens', async () => {

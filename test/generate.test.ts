@@ -217,3 +217,65 @@ describe('batched generation', () => {
     await expect(model.exclusive((s) => s.prefill([[1, 2, 3]], 'none', undefined, [1]))).rejects.toThrow(/starts the KV cache/);
   });
 });
+
+describe('decodeSteps: many decode steps in one native call', () => {
+  const DEVICE = process.env.QWEN3_TEST_DEVICE ?? 'cpu';
+  // Token by token through decode(), for two rows: the reference the multi-step call must equal.
+  async function stepwise(m: Qwen3Model, prompts: number[][], steps: number, sampling?: () => Float64Array): Promise<number[][]> {
+    return m.exclusive(async (s) => {
+      s.resetCache();
+      let last = (await s.prefill(prompts)).next;
+      const out: number[][] = [];
+      for (let i = 0; i < steps; i++) {
+        const u = sampling?.();
+        last = (await s.decode(last.map((id) => [id]), 'none', u ? { temperature: 0.8, topK: 20, topP: 0.9, uniforms: u } : undefined)).next;
+        out.push(last);
+      }
+      return out;
+    });
+  }
+
+  for (const compile of [false, true]) {
+    it(`equals token-by-token decoding, stops at stopId and keeps the cache exact (${DEVICE}, ${compile ? 'compiled' : 'eager'})`, async () => {
+      const m = await Qwen3Model.load(fx.modelPath, { config: fx.configPath, device: DEVICE, dtype: 'float32', compile });
+      try {
+        const prompts = [fx.prompt, fx.prompt.map((id) => (id * 7) % 512)];
+        // Past 64 steps: on CUDA that is two chains of device-side steps.
+        const steps = fx.config.context_length - fx.prompt.length - 1;
+        const want = await stepwise(m, prompts, steps);
+        await m.resetCache();
+        const first = (await m.prefill(prompts)).next;
+        const all = await m.decodeSteps(first.map((id) => [id]), { steps });
+        expect(all.steps).toEqual(want);
+        expect(all.cacheLength).toBe(fx.prompt.length + steps);
+
+        // Row 0 produces `stop` at step 5 and row 1 at step k >= 5 (or never): the call ends at k.
+        const stop = want[5]![0]!;
+        const k = want.findIndex((ids, i) => i >= 5 && want.slice(0, i + 1).some((r) => r[1] === stop));
+        const until = k < 0 ? steps : k + 1;
+        await m.resetCache();
+        await m.prefill(prompts);
+        const stopped = await m.decodeSteps(first.map((id) => [id]), { steps, stopId: stop });
+        expect(stopped.steps).toEqual(want.slice(0, until));
+        expect(stopped.cacheLength).toBe(fx.prompt.length + until);
+        // The cache holds exactly what those steps consumed: decoding on continues the reference.
+        if (until < steps) expect((await m.decode(want[until - 1]!.map((id) => [id]))).next).toEqual(want[until]);
+
+        // Sampling: the same draws in the same order give the same tokens.
+        const draws = (seed: number) => () => Float64Array.from({ length: 2 }, (_, i) => ((seed++ * 7919 + i * 104729) % 1000) / 1000);
+        const sampled = await stepwise(m, prompts, 12, draws(1));
+        const uniforms = new Float64Array(24);
+        const d = draws(1);
+        for (let i = 0; i < 12; i++) uniforms.set(d(), 2 * i);
+        const together = await m.exclusive(async (s) => {
+          s.resetCache();
+          const p = (await s.prefill(prompts)).next;
+          return s.decodeSteps(p.map((id) => [id]), 12, { temperature: 0.8, topK: 20, topP: 0.9, uniforms });
+        });
+        expect(together.steps).toEqual(sampled);
+      } finally {
+        m.dispose();
+      }
+    });
+  }
+});

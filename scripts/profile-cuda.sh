@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Per-kernel GPU time of one decode step and one long prefill, from Nsight Compute, on a CUDA
+# host (see scripts/cuda-host-check.sh for the setup). Kernels are timed one by one, so launch
+# gaps are not in these numbers: compare their sum with the measured step time.
+#   bash scripts/profile-cuda.sh MODEL.pth [--compile] [--prefill 2048]
+# Writes $OUT/profile-{decode,prefill}[-compiled].csv and prints a summary per kernel name.
+set -uo pipefail
+OUT=${OUT:-$PWD/cuda-host-logs}
+mkdir -p "$OUT"
+model=$1; shift
+suffix=""
+for a in "$@"; do [ "$a" = --compile ] && suffix="-compiled"; done
+for what in decode:6 prefill:3; do
+  kind=${what%%:*}
+  csv="$OUT/profile-$kind$suffix.csv"
+  QWEN3_PROFILE=$what ncu --profile-from-start off --clock-control none --graph-profiling node \
+    --metrics gpu__time_duration.sum --csv --print-units base \
+    node scripts/profile_steps.mjs --model "$model" "$@" > "$csv" 2> "$OUT/profile-$kind$suffix.err"
+  echo "== $kind$suffix (exit $?)"
+  python3 - "$csv" <<'PY'
+import csv, sys, collections, re
+rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
+if not rows: sys.exit(print('no kernels profiled'))
+head, body = rows[0], rows[1:]
+name, value = head.index('Kernel Name'), head.index('Metric Value')
+total = collections.OrderedDict()
+for r in body:
+    k = re.sub(r'\(.*', '', r[name])[:90]
+    n, t = total.get(k, (0, 0.0))
+    total[k] = (n + 1, t + float(r[value].replace(',', '')) / 1e3)
+all_us = sum(t for _, t in total.values())
+print(f'{len(body)} kernels, {all_us:.1f} us of kernel time')
+for k, (n, t) in sorted(total.items(), key=lambda kv: -kv[1][1])[:25]:
+    print(f'{t:10.1f} us {100 * t / all_us:5.1f}% {n:5d}x  {k}')
+PY
+done

@@ -1,0 +1,29 @@
+#!/usr/bin/env node
+// The workload that scripts/profile-cuda.sh profiles: a 10-token prefill and 8 decode steps,
+// then two prefills of --prefill tokens from an empty cache. With QWEN3_PROFILE=decode:6 (or
+// prefill:3, the second long prefill) the engine brackets that one call for the profiler.
+//   node scripts/profile_steps.mjs --model M.pth [--device cuda] [--compile] [--prefill 2048]
+import { parseArgs } from 'node:util';
+import { Qwen3Model } from '../dist/index.js';
+
+const { values } = parseArgs({
+  options: {
+    model: { type: 'string' },
+    device: { type: 'string', default: 'cuda' },
+    dtype: { type: 'string', default: 'bfloat16' },
+    compile: { type: 'boolean', default: false },
+    prefill: { type: 'string', default: '2048' },
+  },
+});
+const model = await Qwen3Model.load(values.model, { config: '0.6B', device: values.device, dtype: values.dtype, compile: values.compile });
+const prompt = [840, 20772, 3460, 4128, 4119, 304, 264, 3175, 11652, 13];
+let { next } = await model.prefill(prompt);
+for (let i = 0; i < 8; i++) ({ next } = await model.decode(next));
+const long = Array.from({ length: Number(values.prefill) }, (_, i) => prompt[i % prompt.length]);
+for (let i = 0; i < 2; i++) {
+  await model.resetCache();
+  const t0 = performance.now();
+  await model.prefill(long);
+  console.log(`prefill ${long.length}: ${(performance.now() - t0).toFixed(1)} ms`);
+}
+model.dispose();
