@@ -7,6 +7,7 @@
 #include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <stdexcept>
 #include <type_traits>
 #include <string>
@@ -25,6 +26,23 @@ template <typename T> __device__ __forceinline__ T from_f(float v);
 template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
 template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
 template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half(v); }
+
+// Programmatic dependent launch (Hopper): a kernel launched with it may start while the one
+// before is still running. It must wait (pdl_wait) before it reads what that kernel wrote or
+// writes anything at all; what it does before (a GEMV's first weight loads) overlaps the
+// previous kernel. pdl_launch_dependents lets the next kernel start early in turn. Both are
+// no-ops for a kernel launched without the attribute, or below sm_90.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
 
 // Sum over the block; every thread gets the result. `scratch` holds 32 floats.
 __device__ float block_sum(float v, float* scratch) {
@@ -61,6 +79,8 @@ __global__ void qk_norm_rope_cache_kernel(const T* __restrict__ qkv, const float
                                           const int64_t* __restrict__ position, int seq, T* __restrict__ q_out, T* __restrict__ k_cache,
                                           T* __restrict__ v_cache, int heads, int groups, int hd, int capacity, float eps) {
   extern __shared__ float smem[];  // hd floats, then 32 for the reduction
+  pdl_wait();
+  pdl_launch_dependents();
   const int total_heads = heads + 2 * groups;
   const int token = blockIdx.x / total_heads, head = blockIdx.x % total_heads, t = threadIdx.x;
   const int row = token / seq, step = token % seq;
@@ -100,6 +120,8 @@ __global__ void decode_attention_kernel(const T* __restrict__ q, const T* __rest
                                         int capacity, float scale) {
   __shared__ float part_m[kAttnWarps], part_s[kAttnWarps];
   extern __shared__ float part_acc[];  // kAttnWarps * hd
+  pdl_wait();
+  pdl_launch_dependents();
   const int row = blockIdx.x / heads, head = blockIdx.x % heads, g = head / (heads / groups);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, per_lane = hd / 32;
   const int64_t length = *position + 1;
@@ -195,6 +217,8 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const T* __restrict_
     const int i = begin + (lane + 32 * u) * V;
     if (active && i < end) first[u] = __ldcs(reinterpret_cast<const uint4*>(row + i));
   }
+  pdl_wait();  // the input (and the residual, for in-place updates) is the previous kernel's output
+  pdl_launch_dependents();
   if constexpr (kInput == kGemvRmsNorm) {
     float sq = 0.f;
     for (int i = threadIdx.x; i < k; i += blockDim.x) {
@@ -277,6 +301,36 @@ void check(const char* what) {
   if (err != cudaSuccess) throw std::runtime_error(std::string(what) + " kernel failed: " + cudaGetErrorString(err));
 }
 
+// On sm_90 and newer, unless QWEN3_NO_PDL is set (to compare, or to rule it out).
+bool pdl_enabled() {
+  static const bool enabled = [] {
+    const char* off = std::getenv("QWEN3_NO_PDL");
+    if (off != nullptr && *off != '\0' && std::string(off) != "0") return false;
+    int device = 0, major = 0;
+    if (cudaGetDevice(&device) != cudaSuccess) return false;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) return false;
+    return major >= 9;
+  }();
+  return enabled;
+}
+
+// Launches `kernel`, with programmatic dependent launch where `pdl` asks and the GPU has it.
+template <typename... Params, typename... Args>
+void launch(const char* what, void (*kernel)(Params...), bool pdl, dim3 grid, dim3 block, size_t shared, void* stream, Args... args) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = shared;
+  config.stream = static_cast<cudaStream_t>(stream);
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attribute;
+  config.numAttrs = pdl && pdl_enabled() ? 1 : 0;
+  const cudaError_t err = cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
+  if (err != cudaSuccess) throw std::runtime_error(std::string(what) + " launch failed: " + cudaGetErrorString(err));
+}
+
 // Calls f with a null pointer of the element type that `dtype` names.
 template <typename F>
 void dispatch(int dtype, F&& f) {
@@ -305,9 +359,11 @@ void qk_norm_rope_cache(int dtype, const void* qkv, const float* q_norm, const f
   dispatch(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     const size_t shared = (hd + 32) * sizeof(float);
-    qk_norm_rope_cache_kernel<T><<<rows * seq * (heads + 2 * groups), hd, shared, static_cast<cudaStream_t>(stream)>>>(
-        static_cast<const T*>(qkv), q_norm, k_norm, qk_norm, cos, sin, position, seq, static_cast<T*>(q_out), static_cast<T*>(k_cache),
-        static_cast<T*>(v_cache), heads, groups, hd, capacity, eps);
+    // A decode step (one token) overlaps its launch with the product before; a prefill's many
+    // waves of blocks are better left to run on their own.
+    launch("qk_norm_rope_cache", qk_norm_rope_cache_kernel<T>, seq == 1, dim3(rows * seq * (heads + 2 * groups)), dim3(hd), shared, stream,
+           static_cast<const T*>(qkv), q_norm, k_norm, qk_norm, cos, sin, position, seq, static_cast<T*>(q_out), static_cast<T*>(k_cache),
+           static_cast<T*>(v_cache), heads, groups, hd, capacity, eps);
   });
   check("qk_norm_rope_cache");
 }
@@ -317,9 +373,9 @@ void decode_attention(int dtype, const void* q, const void* k_cache, const void*
   if (hd % 32 != 0 || hd / 32 > kMaxDimsPerLane) throw std::invalid_argument("fused attention needs head_dim a multiple of 32, at most 256");
   dispatch(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    decode_attention_kernel<T><<<rows * heads, 32 * kAttnWarps, kAttnWarps * hd * sizeof(float), static_cast<cudaStream_t>(stream)>>>(
-        static_cast<const T*>(q), static_cast<const T*>(k_cache), static_cast<const T*>(v_cache), position, static_cast<T*>(out), heads,
-        groups, hd, capacity, scale);
+    launch("decode_attention", decode_attention_kernel<T>, true, dim3(rows * heads), dim3(32 * kAttnWarps), kAttnWarps * hd * sizeof(float),
+           stream, static_cast<const T*>(q), static_cast<const T*>(k_cache), static_cast<const T*>(v_cache), position, static_cast<T*>(out),
+           heads, groups, hd, capacity, scale);
   });
   check("decode_attention");
 }
@@ -354,18 +410,18 @@ void gemv(int dtype, int input, const void* w, const void* x, const float* norm,
     const int rows_per_block = kGemvWarps / parts;
     const int blocks = (n_out + rows_per_block - 1) / rows_per_block;
     const size_t shared = static_cast<size_t>(k) * sizeof(T);
-    auto launch = [&](auto kernel) {
-      kernel<<<blocks, kGemvThreads, shared, static_cast<cudaStream_t>(stream)>>>(
-          static_cast<const T*>(w), static_cast<const T*>(x), norm, static_cast<const T*>(residual), static_cast<T*>(y), n_out, k, eps);
+    auto start = [&](auto kernel) {
+      launch("gemv", kernel, true, dim3(blocks), dim3(kGemvThreads), shared, stream, static_cast<const T*>(w), static_cast<const T*>(x), norm,
+             static_cast<const T*>(residual), static_cast<T*>(y), n_out, k, eps);
     };
     // One instantiation per (input kind, parts).
     auto by_parts = [&](auto input_tag) {
       constexpr int I = decltype(input_tag)::value;
       switch (parts) {
-        case 1: launch(gemv_kernel<T, I, 1>); break;
-        case 2: launch(gemv_kernel<T, I, 2>); break;
-        case 4: launch(gemv_kernel<T, I, 4>); break;
-        default: launch(gemv_kernel<T, I, 8>); break;
+        case 1: start(gemv_kernel<T, I, 1>); break;
+        case 2: start(gemv_kernel<T, I, 2>); break;
+        case 4: start(gemv_kernel<T, I, 4>); break;
+        default: start(gemv_kernel<T, I, 8>); break;
       }
     };
     switch (input) {
