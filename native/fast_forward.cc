@@ -3,14 +3,17 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/embedding.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/silu.h>
 
+#include "cpu_gemv.h"
+#include "cpu_kernels.h"
 #include "cuda_graph_decoder.h"
 #include "layers.h"
 
 #ifdef QWEN3_WITH_CUDA_KERNELS
-#include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAStream.h>
 
@@ -40,25 +43,85 @@ FastForward::FastForward(const ModelConfig& config, Weights&& w) : config_(confi
   w.blocks.clear();
   final_norm_ = std::move(w.final_norm);
   out_head_ = std::move(w.out_head);
+  fused_ = tok_emb_.is_cpu();
 #ifdef QWEN3_WITH_CUDA_KERNELS
-  fused_cuda_ = tok_emb_.is_cuda() && CudaGraphDecoder::fused_kernels(config_);
-  if (fused_cuda_) zero_position_ = at::zeros({1}, tok_emb_.options().dtype(at::kLong));
+  if (tok_emb_.is_cuda() && CudaGraphDecoder::fused_kernels(config_)) {
+    fused_ = true;
+    zero_position_ = at::zeros({1}, tok_emb_.options().dtype(at::kLong));
+  }
 #endif
 }
 
+at::Tensor FastForward::project(const at::Tensor& x, const at::Tensor& w) const {
+  // A batch-1 bfloat16 step on the CPU streams the weights through the AVX512-BF16 kernel.
+  if (x.device().is_cpu()) {
+    at::Tensor y = cpu_gemv(x, w);
+    if (y.defined()) return y;
+  }
+  return at::linear(x, w);
+}
+
 at::Tensor FastForward::norm(const at::Tensor& x, const at::Tensor& scale) const {
+  if (!fused_) return rms_norm(x, scale);
+  const at::Tensor in = x.contiguous();
+  at::Tensor out = at::empty_like(in);
+  const int64_t dim = in.size(-1), rows = in.numel() / dim;
+  const int dt = cuda_kernel_dtype(in.scalar_type());
+  const auto eps = static_cast<float>(kNormEps);
 #ifdef QWEN3_WITH_CUDA_KERNELS
-  if (fused_cuda_) {
-    const at::Tensor in = x.contiguous();
-    at::Tensor out = at::empty_like(in);
-    const int64_t dim = in.size(-1);
-    cuda::rms_norm(cuda_kernel_dtype(in.scalar_type()), in.data_ptr(), scale.data_ptr<float>(), out.data_ptr(),
-                   static_cast<int>(in.numel() / dim), static_cast<int>(dim), static_cast<float>(kNormEps),
+  if (in.is_cuda()) {
+    cuda::rms_norm(dt, in.data_ptr(), scale.data_ptr<float>(), out.data_ptr(), static_cast<int>(rows), static_cast<int>(dim), eps,
                    c10::cuda::getCurrentCUDAStream().stream());
     return out;
   }
 #endif
-  return rms_norm(x, scale);
+  cpu::rms_norm(dt, in.data_ptr(), scale.data_ptr<float>(), out.data_ptr(), rows, dim, eps);
+  return out;
+}
+
+void FastForward::qk_norm_rope(const at::Tensor& qkv, const FusedBlock& b, const at::Tensor& cos, const at::Tensor& sin, at::Tensor& q,
+                               at::Tensor& k, at::Tensor& v) const {
+  const int64_t batch = q.size(0), heads = q.size(1), seq = q.size(2), hd = q.size(3), groups = k.size(1);
+  const int dt = cuda_kernel_dtype(qkv.scalar_type());
+  const float* q_norm = config_.qk_norm ? b.q_norm.data_ptr<float>() : nullptr;
+  const float* k_norm = config_.qk_norm ? b.k_norm.data_ptr<float>() : nullptr;
+  const auto eps = static_cast<float>(kNormEps);
+#ifdef QWEN3_WITH_CUDA_KERNELS
+  if (qkv.is_cuda()) {
+    // cos/sin start at the first token's position, so the kernel's position base is 0 and
+    // token t lands in slot t of k and v.
+    cuda::qk_norm_rope_cache(dt, qkv.data_ptr(), q_norm, k_norm, config_.qk_norm, cos.data_ptr<float>(), sin.data_ptr<float>(),
+                             zero_position_.data_ptr<int64_t>(), static_cast<int>(seq), q.data_ptr(), k.data_ptr(), v.data_ptr(),
+                             static_cast<int>(batch), static_cast<int>(heads), static_cast<int>(groups), static_cast<int>(hd),
+                             static_cast<int>(seq), eps, c10::cuda::getCurrentCUDAStream().stream());
+    return;
+  }
+#endif
+  cpu::qk_norm_rope(dt, qkv.data_ptr(), q_norm, k_norm, config_.qk_norm, cos.data_ptr<float>(), sin.data_ptr<float>(), q.data_ptr(),
+                    k.data_ptr(), v.data_ptr(), batch, seq, heads, groups, hd, eps);
+}
+
+at::Tensor FastForward::silu_mul(const at::Tensor& gate_up) const {
+  const int64_t hidden = gate_up.size(-1) / 2, rows = gate_up.numel() / gate_up.size(-1);
+  at::Tensor act = at::empty({rows, hidden}, gate_up.options());  // (rows, hidden_dim)
+  const int dt = cuda_kernel_dtype(gate_up.scalar_type());
+#ifdef QWEN3_WITH_CUDA_KERNELS
+  if (gate_up.is_cuda()) {
+    cuda::silu_mul(dt, gate_up.data_ptr(), act.data_ptr(), static_cast<int>(rows), static_cast<int>(hidden),
+                   c10::cuda::getCurrentCUDAStream().stream());
+    return act;
+  }
+#endif
+  cpu::silu_mul(dt, gate_up.data_ptr(), act.data_ptr(), rows, hidden);
+  return act;
+}
+
+void FastForward::add_projection(at::Tensor& residual, const at::Tensor& input, const at::Tensor& w) const {
+  if (residual.is_cuda()) {
+    residual.addmm_(input, w.t());  // cuBLAS adds the residual in its epilogue
+  } else {
+    residual.add_(project(input, w));  // rounded product, then the add: the reference's order
+  }
 }
 
 at::Tensor FastForward::hidden(const at::Tensor& ids, const at::Tensor& cos, const at::Tensor& sin, const AttendFn& attend) const {
@@ -66,14 +129,12 @@ at::Tensor FastForward::hidden(const at::Tensor& ids, const at::Tensor& cos, con
   const int64_t heads = config_.n_heads, groups = config_.n_kv_groups;
   // Token embeddings.
   at::Tensor x = at::embedding(tok_emb_, ids);  // (batch, seq, emb_dim)
-#ifdef QWEN3_WITH_CUDA_KERNELS
   // Rows with their own positions (cos of 3 dims) take the ATen path.
-  if (fused_cuda_ && cos.dim() == 2) return hidden_fused(x, cos, sin, attend);
-#endif
+  if (fused_ && cos.dim() == 2) return hidden_fused(x, cos, sin, attend);
   for (size_t l = 0; l < blocks_.size(); ++l) {
     const FusedBlock& b = blocks_[l];
     // One matrix product for queries, keys and values, then split heads.
-    const at::Tensor qkv = at::linear(norm(x, b.norm1), b.w_qkv);  // (batch, seq, (heads + 2 groups) * hd)
+    const at::Tensor qkv = project(norm(x, b.norm1), b.w_qkv);  // (batch, seq, (heads + 2 groups) * hd)
     const auto parts = qkv.split_with_sizes({heads * hd, groups * hd, groups * hd}, -1);
     at::Tensor q = parts[0].view({batch, seq, heads, hd}).transpose(1, 2);   // (batch, heads, seq, hd)
     at::Tensor k = parts[1].view({batch, seq, groups, hd}).transpose(1, 2);  // (batch, groups, seq, hd)
@@ -87,52 +148,41 @@ at::Tensor FastForward::hidden(const at::Tensor& ids, const at::Tensor& cos, con
     k = apply_rope(k, cos, sin);
     // Attention and output projection, with the residual connection.
     const at::Tensor context = attend(static_cast<int64_t>(l), q, k, v);  // (batch, heads, seq, hd)
-    x = at::linear(context.transpose(1, 2).reshape({batch, seq, heads * hd}), b.out_proj) + x;
+    x = project(context.transpose(1, 2).reshape({batch, seq, heads * hd}), b.out_proj) + x;
     // SwiGLU with gate and up from one matrix product, with the residual connection.
-    const auto gate_up = at::linear(norm(x, b.norm2), b.w_gate_up).chunk(2, -1);  // 2 x (batch, seq, hidden_dim)
-    x = at::linear(at::silu(gate_up[0]) * gate_up[1], b.fc3) + x;
+    const auto gate_up = project(norm(x, b.norm2), b.w_gate_up).chunk(2, -1);  // 2 x (batch, seq, hidden_dim)
+    x = project(at::silu(gate_up[0]) * gate_up[1], b.fc3) + x;
   }
   return x;
 }
 
-#ifdef QWEN3_WITH_CUDA_KERNELS
-// The same blocks with the fused CUDA kernels: about 14 kernels a block instead of about 55.
+// The same blocks with fused kernels (CUDA or CPU): about 14 operations a block instead of
+// about 55.
 at::Tensor FastForward::hidden_fused(at::Tensor x, const at::Tensor& cos, const at::Tensor& sin, const AttendFn& attend) const {
-  const int64_t batch = x.size(0), seq = x.size(1), hd = config_.head_dim, D = config_.emb_dim, F = config_.hidden_dim;
+  const int64_t batch = x.size(0), seq = x.size(1), hd = config_.head_dim, D = config_.emb_dim;
   const int64_t heads = config_.n_heads, groups = config_.n_kv_groups;
-  const int dt = cuda_kernel_dtype(x.scalar_type());
-  void* stream = c10::cuda::getCurrentCUDAStream().stream();
-  const auto eps = static_cast<float>(kNormEps);
-  const at::Tensor residual = x.view({batch * seq, D});  // (batch * seq, emb_dim), updated in place
+  at::Tensor residual = x.view({batch * seq, D});  // (batch * seq, emb_dim), updated in place
   for (size_t l = 0; l < blocks_.size(); ++l) {
     const FusedBlock& b = blocks_[l];
     // Queries, keys and values of the normed residual stream.
-    const at::Tensor qkv = at::linear(norm(x, b.norm1), b.w_qkv);  // (batch, seq, (heads + 2 groups) * hd)
-    // Per-head norm and RoPE in one kernel. cos/sin start at the first token's position, so
-    // the kernel's position base is 0 and token t lands in slot t of k and v.
+    const at::Tensor qkv = project(norm(x, b.norm1), b.w_qkv);  // (batch, seq, (heads + 2 groups) * hd)
+    // Per-head norm and RoPE in one kernel.
     at::Tensor q = at::empty({batch, heads, seq, hd}, x.options());  // (batch, heads, seq, hd)
     at::Tensor k = at::empty({batch, groups, seq, hd}, x.options());  // (batch, groups, seq, hd)
     at::Tensor v = at::empty({batch, groups, seq, hd}, x.options());  // (batch, groups, seq, hd)
-    cuda::qk_norm_rope_cache(dt, qkv.data_ptr(), config_.qk_norm ? b.q_norm.data_ptr<float>() : nullptr,
-                             config_.qk_norm ? b.k_norm.data_ptr<float>() : nullptr, config_.qk_norm, cos.data_ptr<float>(),
-                             sin.data_ptr<float>(), zero_position_.data_ptr<int64_t>(), static_cast<int>(seq), q.data_ptr(),
-                             k.data_ptr(), v.data_ptr(), static_cast<int>(batch), static_cast<int>(heads), static_cast<int>(groups),
-                             static_cast<int>(hd), static_cast<int>(seq), eps, stream);
-    // Attention, then the output projection added onto the residual stream by cuBLAS.
+    qk_norm_rope(qkv, b, cos, sin, q, k, v);
+    // Attention, then the output projection added onto the residual stream.
     const at::Tensor context = attend(static_cast<int64_t>(l), q, k, v);  // (batch, heads, seq, hd)
-    residual.addmm_(context.transpose(1, 2).reshape({batch * seq, heads * hd}), b.out_proj.t());
+    add_projection(residual, context.transpose(1, 2).reshape({batch * seq, heads * hd}), b.out_proj);
     // SwiGLU: gate and up from one product, SiLU*up in one kernel, down added onto the stream.
-    const at::Tensor gate_up = at::linear(norm(x, b.norm2), b.w_gate_up);  // (batch, seq, 2 * hidden_dim)
-    at::Tensor act = at::empty({batch * seq, F}, x.options());            // (batch * seq, hidden_dim)
-    cuda::silu_mul(dt, gate_up.data_ptr(), act.data_ptr(), static_cast<int>(batch * seq), static_cast<int>(F), stream);
-    residual.addmm_(act, b.fc3.t());
+    const at::Tensor gate_up = project(norm(x, b.norm2), b.w_gate_up);  // (batch, seq, 2 * hidden_dim)
+    add_projection(residual, silu_mul(gate_up), b.fc3);
   }
   return x;
 }
-#endif
 
 at::Tensor FastForward::logits(const at::Tensor& hidden) const {
-  return at::linear(norm(hidden, final_norm_), out_head_);
+  return project(norm(hidden, final_norm_), out_head_);
 }
 
 int64_t FastForward::parameter_bytes() const {

@@ -56,14 +56,19 @@ class FastForward {
   const at::Tensor& out_head() const { return out_head_; }
 
  private:
-#ifdef QWEN3_WITH_CUDA_KERNELS
   at::Tensor hidden_fused(at::Tensor x, const at::Tensor& cos, const at::Tensor& sin, const AttendFn& attend) const;
-#endif
+  // The fused steps, on whichever device the tensors are (cuda_kernels.h, cpu_kernels.h).
+  void qk_norm_rope(const at::Tensor& qkv, const FusedBlock& b, const at::Tensor& cos, const at::Tensor& sin, at::Tensor& q, at::Tensor& k,
+                    at::Tensor& v) const;
+  at::Tensor silu_mul(const at::Tensor& gate_up) const;                                        // (rows, 2F) -> (rows, F)
+  void add_projection(at::Tensor& residual, const at::Tensor& input, const at::Tensor& w) const;  // residual += input W^T
+  // x W^T: at::linear, or for one bfloat16 row on a CPU with AVX512-BF16 the faster cpu_gemv.
+  at::Tensor project(const at::Tensor& x, const at::Tensor& w) const;
   // RMSNorm of the rows of x (..., emb_dim), through the fused kernel where there is one.
   at::Tensor norm(const at::Tensor& x, const at::Tensor& scale) const;
 
   ModelConfig config_;
-  bool fused_cuda_ = false;    // weights on CUDA and the fused kernels built and fitting the model
+  bool fused_ = false;         // fused kernels for this device: always on the CPU; on CUDA where built and fitting
   at::Tensor zero_position_;   // (1,) int64 0 on the device: the fused RoPE kernel's position base
   at::Tensor tok_emb_;  // (vocab_size, emb_dim)
   std::vector<FusedBlock> blocks_;
