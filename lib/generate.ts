@@ -21,7 +21,7 @@ export interface GenerateOptions {
   topP?: number;
   /** Same seed, same sampled tokens. Default: random. */
   seed?: number;
-  /** Stops within one step; what was generated so far is kept. */
+  /** Stops within one step (one native call of up to 16 steps on CUDA); what was generated so far is kept. */
   signal?: AbortSignal;
 }
 

@@ -15,7 +15,11 @@ export interface LoadOptions {
   device?: string;
   /** Compute dtype; default the config's dtype. */
   dtype?: Dtype;
-  /** Optimised execution (issue 4); outputs stay the same. */
+  /**
+   * Optimised execution (see the README's table): on the CPU fused weights and kernels instead
+   * of the reference's operations; on CUDA, CUDA-graph replay of the decode step. Greedy tokens
+   * stay those of the eager path (up to ties in bfloat16 on the CPU).
+   */
   compile?: boolean;
   /**
    * Aborts the load: the Promise rejects with an AbortError as soon as the signal fires. Reading

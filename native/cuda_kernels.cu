@@ -56,11 +56,10 @@ __device__ float block_sum(float v, float* scratch) {
   return v;
 }
 
+// dst = cast(row * rsqrt(mean(row^2) + eps) * w) for one row, by the whole block.
 template <typename T>
-__global__ void rms_norm_kernel(const T* __restrict__ x, const float* __restrict__ w, T* __restrict__ out, int dim, float eps) {
-  __shared__ float scratch[32];
-  const T* row = x + static_cast<size_t>(blockIdx.x) * dim;
-  T* dst = out + static_cast<size_t>(blockIdx.x) * dim;
+__device__ void block_rms_norm(const T* __restrict__ row, const float* __restrict__ w, T* __restrict__ dst, int dim, float eps,
+                               float* scratch) {
   float sq = 0.f;
   for (int i = threadIdx.x; i < dim; i += blockDim.x) {
     const float v = to_f(row[i]);
@@ -68,6 +67,12 @@ __global__ void rms_norm_kernel(const T* __restrict__ x, const float* __restrict
   }
   const float rstd = rsqrtf(block_sum(sq, scratch) / dim + eps);
   for (int i = threadIdx.x; i < dim; i += blockDim.x) dst[i] = from_f<T>((to_f(row[i]) * rstd) * w[i]);
+}
+
+template <typename T>
+__global__ void rms_norm_kernel(const T* __restrict__ x, const float* __restrict__ w, T* __restrict__ out, int dim, float eps) {
+  __shared__ float scratch[32];
+  block_rms_norm(x + static_cast<size_t>(blockIdx.x) * dim, w, out + static_cast<size_t>(blockIdx.x) * dim, dim, eps, scratch);
 }
 
 // One block per (row, token, head) with hd threads. Heads [0, heads) are queries, then keys, then
@@ -220,13 +225,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const T* __restrict_
   pdl_wait();  // the input (and the residual, for in-place updates) is the previous kernel's output
   pdl_launch_dependents();
   if constexpr (kInput == kGemvRmsNorm) {
-    float sq = 0.f;
-    for (int i = threadIdx.x; i < k; i += blockDim.x) {
-      const float v = to_f(x[i]);
-      sq += v * v;
-    }
-    const float rstd = rsqrtf(block_sum(sq, scratch) / k + eps);
-    for (int i = threadIdx.x; i < k; i += blockDim.x) xs[i] = from_f<T>((to_f(x[i]) * rstd) * norm[i]);
+    block_rms_norm(x, norm, xs, k, eps, scratch);
   } else if constexpr (kInput == kGemvSiluMul) {
     for (int i = threadIdx.x; i < k; i += blockDim.x) {
       const float g = to_f(x[i]), u = to_f(x[k + i]);

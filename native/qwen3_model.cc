@@ -1,5 +1,5 @@
 // The engine behind a loaded model: validates each step, keeps the KV cache and runs the
-// reference-order forward pass, or the compiled one when the model was loaded with compile.
+// reference-order forward pass or the fast one (compile, and eager on CUDA; see Impl).
 #include "qwen3_model.h"
 
 #include <ATen/TensorOperators.h>
@@ -74,7 +74,7 @@ struct Qwen3Engine::Impl {
     if (r.compile) compile_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
 
-  // Compiled pass for a prefill or an uncached forward. ids: (batch, seq). Returns logits for
+  // Fast pass for a prefill or an uncached forward. ids: (batch, seq). Returns logits for
   // every position (all_logits) or only the last: (batch, seq or 1, vocab).
   at::Tensor fast_forward(const at::Tensor& ids, bool use_cache, bool all_logits, const Padding* padding) {
     const int64_t batch = ids.size(0), seq = ids.size(1);
@@ -246,22 +246,22 @@ std::unique_ptr<Qwen3Engine> Qwen3Engine::load(const LoadRequest& request) {
 Qwen3Engine::Qwen3Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Qwen3Engine::~Qwen3Engine() = default;
 
-StepResult Qwen3Engine::prefill(const StepRequest& request) {
-  if (!profile_wanted("prefill")) return impl_->run(request, Impl::Kind::Prefill);
+// Runs one step, bracketed for an external profiler when QWEN3_PROFILE asks for it (device.h).
+StepResult Qwen3Engine::profiled(const char* what, const StepRequest& request, int kind) {
+  const auto k = static_cast<Impl::Kind>(kind);
+  if (!profile_wanted(what)) return impl_->run(request, k);
   profiler_range(impl_->device_name, true);
-  StepResult out = impl_->run(request, Impl::Kind::Prefill);
+  StepResult out = impl_->run(request, k);
   profiler_range(impl_->device_name, false);
   return out;
 }
 
+StepResult Qwen3Engine::prefill(const StepRequest& request) { return profiled("prefill", request, static_cast<int>(Impl::Kind::Prefill)); }
+
 StepResult Qwen3Engine::decode(const StepRequest& request) {
   if (request.seq != 1) throw std::invalid_argument("decode takes exactly one token per row");
   if (impl_->cache.length() == 0) throw std::invalid_argument("decode needs a prefilled KV cache: call prefill first");
-  if (!profile_wanted("decode")) return impl_->run(request, Impl::Kind::Decode);
-  profiler_range(impl_->device_name, true);
-  StepResult out = impl_->run(request, Impl::Kind::Decode);
-  profiler_range(impl_->device_name, false);
-  return out;
+  return profiled("decode", request, static_cast<int>(Impl::Kind::Decode));
 }
 
 StepResult Qwen3Engine::decode_steps(const StepRequest& request) {

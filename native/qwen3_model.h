@@ -49,6 +49,7 @@ class Qwen3Engine {
  private:
   struct Impl;
   explicit Qwen3Engine(std::unique_ptr<Impl> impl);
+  StepResult profiled(const char* what, const StepRequest& request, int kind);
   std::unique_ptr<Impl> impl_;
   std::mutex mutex_;
   EngineThread thread_;
