@@ -35,6 +35,21 @@ for (const [name, dtype] of CASES) {
       expect(model.compileSeconds).toBeGreaterThan(0);
     });
 
+    it('decode-step logits stay within the parity tolerance of the reference at every step', async () => {
+      // The one-token path (on the CPU: the AVX512-BF16 GEMV where the CPU has it, the decode
+      // attention loop; on CUDA: the fused decode kernels), fed the reference's own tokens.
+      const sequence = [...fx.prompt, ...run.hf_greedy];
+      const vocab = fx.config.vocab_size;
+      const ref = fx.refLogits(dtype);
+      const tol = dtype === 'float32' ? 1e-5 : 3e-2;
+      await model.resetCache();
+      let step = await model.prefill(fx.prompt, { logits: 'last' });
+      for (let pos = fx.prompt.length - 1; pos < sequence.length - 1; pos++) {
+        expect(relativeMaxError(step.logits!.data, rows(ref, vocab, pos, pos + 1))).toBeLessThan(tol);
+        step = await model.decode([sequence[pos + 1]!], { logits: 'last' });
+      }
+    });
+
     it('logits stay within the parity tolerance of Hugging Face', async () => {
       const sequence = [...fx.prompt, ...run.hf_greedy];
       const out = await model.forward(sequence);
