@@ -1,7 +1,7 @@
 // Text generation over a Qwen3Model: the book's generate_text_basic family (no cache, cache,
 // streaming) plus sampling, abort and statistics. The core is one async generator of token ids.
 import { z } from 'zod';
-import { Qwen3Model, type ModelSession, type SamplingOptions, type StepOutput } from './model.js';
+import { Qwen3Model, type ModelSession, type SamplingOptions } from './model.js';
 import { InvalidOptionError, abortSignal, boolean, describeValue, integer, number, parseOptions } from './validate.js';
 
 export interface GenerateOptions {

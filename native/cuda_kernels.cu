@@ -181,9 +181,11 @@ __global__ void decode_attention_kernel(const T* __restrict__ q, const T* __rest
 // picks tile shapes meant for matrices and reaches well under half the memory bandwidth. Every
 // block first prepares the input row x' in shared memory: x itself, RMSNorm(x) * norm, or
 // silu(gate) * up from a [gate | up] row, rounded to T where the reference rounds; the weights
-// its warps will need first are already in flight meanwhile. Each output row is streamed by
-// kParts warps (each a contiguous slice of k, 16-byte loads, float32 sums), so that even a
-// 1024-row matrix spreads over enough warps to keep every SM's memory pipe full.
+// its warps will need first are already in flight meanwhile (and, with programmatic dependent
+// launch, while the kernel before is still finishing). Each output row is streamed by kParts
+// warps (each a contiguous slice of k, 16-byte loads, float32 sums), so that a 1024-row matrix
+// still fills about four blocks per SM; on an H200 that changed little: at 4-12 MB these
+// products are bound by latency more than by how many loads are in flight.
 constexpr int kGemvThreads = 256;
 constexpr int kGemvWarps = kGemvThreads / 32;
 constexpr int kGemvUnroll = 4;
