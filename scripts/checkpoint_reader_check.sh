@@ -244,24 +244,7 @@ print("ok   zip comment containing a decoy end-of-central-directory signature")
 
 
 # --- checkpoints crafted through a pickler that mimics torch.save -------------
-class FakeStorage:
-    def __init__(self, type_name, key, numel):
-        self.type_name, self.key, self.numel = type_name, key, numel
-
-
-class FakeTensor:
-    def __init__(self, storage, offset, size, stride):
-        self.args = (storage, offset, size, stride, False, collections.OrderedDict())
-
-    def __reduce__(self):
-        return (torch._utils._rebuild_tensor_v2, self.args)
-
-
-class TorchLikePickler(pickle.Pickler):
-    def persistent_id(self, obj):
-        if isinstance(obj, FakeStorage):
-            return ("storage", getattr(torch, obj.type_name), obj.key, "cpu", obj.numel)
-        return None
+from torch_like_pickle import FakeStorage, FakeTensor, TorchLikePickler  # noqa: E402
 
 
 def write_zip(name, pickle_bytes, records, prefix="archive", compression=zipfile.ZIP_STORED):
@@ -318,13 +301,7 @@ expect_error(save({"step": 3}, "int_value.pth"), "entry 'step' holds a value of 
 
 
 # --- malicious pickles in an otherwise valid archive ----------------------------
-class Call:
-    def __init__(self, fn, *args):
-        self.fn, self.args = fn, args
-
-    def __reduce__(self):
-        return (self.fn, self.args)
-
+from torch_like_pickle import Call  # noqa: E402
 
 import builtins
 for fn, args, protocol, global_name in [

@@ -38,41 +38,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from torch_like_pickle import Call, FakeStorage, FakeTensor, TorchLikePickler  # noqa: E402
 from zip64 import zip64ify  # noqa: E402
 
 COMMAND = 'touch "$QWEN3_HOSTILE_MARKER"'
 
-
-class Call:
-    """Pickles as a call of fn(*args): what a malicious checkpoint smuggles in."""
-
-    def __init__(self, fn, *args):
-        self.fn, self.args = fn, args
-
-    def __reduce__(self):
-        return (self.fn, self.args)
-
-
-class FakeStorage:
-    def __init__(self, type_name, key, numel):
-        self.type_name, self.key, self.numel = type_name, key, numel
-
-
-class FakeTensor:
-    """A tensor record as torch.save writes it, with arguments of our choosing."""
-
-    def __init__(self, storage, size, hooks):
-        self.args = (storage, 0, size, (1,), False, hooks)
-
-    def __reduce__(self):
-        return (torch._utils._rebuild_tensor_v2, self.args)
-
-
-class TorchLikePickler(pickle.Pickler):
-    def persistent_id(self, obj):
-        if isinstance(obj, FakeStorage):
-            return ("storage", getattr(torch, obj.type_name), obj.key, "cpu", obj.numel)
-        return None
 
 
 def write_zip(path, pickle_bytes, records=None):
@@ -125,7 +95,7 @@ def hostile(good, out):
 
     def in_tensor_args(p):
         buf = io.BytesIO()
-        TorchLikePickler(buf, protocol=2).dump({"w": FakeTensor(FakeStorage("FloatStorage", "0", 4), (4,), system)})
+        TorchLikePickler(buf, protocol=2).dump({"w": FakeTensor(FakeStorage("FloatStorage", "0", 4), 0, (4,), (1,), system)})
         write_zip(p, buf.getvalue(), {"0": bytes(16)})
     add("in-tensor-args.pth", disallowed.format("posix.system"), in_tensor_args)
     add("raw-pickle.pth", disallowed.format("posix.system"),
