@@ -87,6 +87,20 @@ async function resolveConfig(config: unknown): Promise<Qwen3Config> {
   return parseConfig(config);
 }
 
+/** The native request for checked ids (batch, seq) and sampling settings. */
+function stepRequest(ids: Int32Array, batch: number, seq: number, logits: LogitsMode, sampling: SamplingOptions): NativeStepRequest {
+  return {
+    ids,
+    batch,
+    seq,
+    logits: LOGITS_CODE[logits],
+    temperature: sampling.temperature,
+    topK: sampling.topK,
+    topP: sampling.topP,
+    uniforms: sampling.uniforms ?? null,
+  };
+}
+
 /** Re-throws a native rejection with the stack of the JS call that started it. */
 async function withCallerStack<T>(promise: Promise<T>, caller: Error): Promise<T> {
   try {
@@ -331,17 +345,7 @@ export class Qwen3Model {
     if (kind === 'decode' && seq !== 1) {
       throw new InvalidOptionError(`Expected one token per row for ids but received ${seq}`, 'ids');
     }
-    const request: NativeStepRequest = {
-      ids: flat,
-      batch,
-      seq,
-      logits: LOGITS_CODE[logits],
-      temperature: sampling.temperature,
-      topK: sampling.topK,
-      topP: sampling.topP,
-      uniforms: sampling.uniforms ?? null,
-      pad: pad ? Int32Array.from(pad) : null,
-    };
+    const request = { ...stepRequest(flat, batch, seq, logits, sampling), pad: pad ? Int32Array.from(pad) : null };
     const result: NativeStepResult = await withCallerStack(handle[kind](request), caller);
     return {
       next: Array.from(result.next),
@@ -357,18 +361,7 @@ export class Qwen3Model {
     const { flat, batch, seq } = this.#checkIds(ids, cached);
     if (seq !== 1) throw new InvalidOptionError(`Expected one token per row for ids but received ${seq}`, 'ids');
     parseOptions(z.object({ steps: integer(1, this.config.context_length - cached) }), { steps });
-    const request: NativeStepRequest = {
-      ids: flat,
-      batch,
-      seq,
-      logits: 0,
-      temperature: sampling.temperature,
-      topK: sampling.topK,
-      topP: sampling.topP,
-      uniforms: sampling.uniforms ?? null,
-      steps,
-      stopId: stopId ?? -1,
-    };
+    const request = { ...stepRequest(flat, batch, seq, 'none', sampling), steps, stopId: stopId ?? -1 };
     const result: NativeStepResult = await withCallerStack(handle.decodeSteps(request), caller);
     const out: number[][] = [];
     for (let i = 0; i < result.next.length; i += batch) out.push(Array.from(result.next.subarray(i, i + batch)));

@@ -21,8 +21,8 @@ namespace {
 
 // Dot products of rows [begin, end) of w (n, k) with x, 4 rows at a time so that 4 streams of
 // weights are in flight and each 64-byte chunk of x is loaded once for all 4.
-__attribute__((target("avx512f,avx512bf16"))) void dot_rows(const uint16_t* w, const uint16_t* x, float* out, int64_t begin, int64_t end,
-                                                             int64_t k) {
+__attribute__((target("avx512f,avx512bf16"))) void dot_rows(const uint16_t* w, const uint16_t* x, at::BFloat16* out, int64_t begin,
+                                                             int64_t end, int64_t k) {
   int64_t n = begin;
   for (; n + 4 <= end; n += 4) {
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
@@ -34,17 +34,18 @@ __attribute__((target("avx512f,avx512bf16"))) void dot_rows(const uint16_t* w, c
       a2 = _mm512_dpbf16_ps(a2, (__m512bh)_mm512_loadu_si512(r + 2 * k + i), xv);
       a3 = _mm512_dpbf16_ps(a3, (__m512bh)_mm512_loadu_si512(r + 3 * k + i), xv);
     }
-    out[n] = _mm512_reduce_add_ps(a0);
-    out[n + 1] = _mm512_reduce_add_ps(a1);
-    out[n + 2] = _mm512_reduce_add_ps(a2);
-    out[n + 3] = _mm512_reduce_add_ps(a3);
+    // Rounded once from the float32 sums (round to nearest even), as at::linear does.
+    out[n] = c10::BFloat16(_mm512_reduce_add_ps(a0));
+    out[n + 1] = c10::BFloat16(_mm512_reduce_add_ps(a1));
+    out[n + 2] = c10::BFloat16(_mm512_reduce_add_ps(a2));
+    out[n + 3] = c10::BFloat16(_mm512_reduce_add_ps(a3));
   }
   for (; n < end; ++n) {
     __m512 a = _mm512_setzero_ps();
     for (int64_t i = 0; i < k; i += 32) {
       a = _mm512_dpbf16_ps(a, (__m512bh)_mm512_loadu_si512(w + n * k + i), (__m512bh)_mm512_loadu_si512(x + i));
     }
-    out[n] = _mm512_reduce_add_ps(a);
+    out[n] = c10::BFloat16(_mm512_reduce_add_ps(a));
   }
 }
 
@@ -64,16 +65,12 @@ at::Tensor cpu_gemv(const at::Tensor& x, const at::Tensor& w) {
   const int64_t n = w.size(0);
   const auto* wp = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());
   const auto* xp = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
-  std::vector<float> sums(static_cast<size_t>(n));
-  // Whole blocks of 4 rows per thread: a split inside a block would leave single-row tails.
-  at::parallel_for(0, (n + 3) / 4, 64, [&](int64_t begin, int64_t end) {
-    dot_rows(wp, xp, sums.data(), begin * 4, std::min(end * 4, n), k);
-  });
   std::vector<int64_t> shape = x.sizes().vec();
   shape.back() = n;
   at::Tensor out = at::empty(shape, x.options());
-  auto* op = out.data_ptr<at::BFloat16>();
-  for (int64_t i = 0; i < n; ++i) op[i] = c10::BFloat16(sums[static_cast<size_t>(i)]);
+  at::BFloat16* op = out.data_ptr<at::BFloat16>();
+  // Whole blocks of 4 rows per thread: a split inside a block would leave single-row tails.
+  at::parallel_for(0, (n + 3) / 4, 64, [&](int64_t begin, int64_t end) { dot_rows(wp, xp, op, begin * 4, std::min(end * 4, n), k); });
   return out;
 }
 

@@ -104,7 +104,7 @@ struct CudaGraphDecoder::State {
   // product with SiLU*up on its input plus residual (cuda::gemv). Larger batches: nine, with
   // cuBLAS products (the residual added by cuBLAS) between separate RMSNorm and SiLU*up kernels.
   bool gemv_fits() const {
-    const int dt = dtype == at::kFloat ? 0 : dtype == at::kBFloat16 ? 1 : 2;
+    const int dt = kernel_dtype(dtype);
     for (const int64_t k : {config.emb_dim, config.n_heads * config.head_dim, config.hidden_dim}) {
       if (!cuda::gemv_supported(dt, static_cast<int>(k))) return false;
     }
@@ -113,7 +113,7 @@ struct CudaGraphDecoder::State {
 
   void run_fused() {
     const int64_t D = config.emb_dim, H = config.n_heads, G = config.n_kv_groups, hd = config.head_dim, F = config.hidden_dim;
-    const int dt = dtype == at::kFloat ? 0 : dtype == at::kBFloat16 ? 1 : 2;
+    const int dt = kernel_dtype(dtype);
     void* stream = c10::cuda::getCurrentCUDAStream().stream();
     const auto eps = static_cast<float>(kNormEps);
     const int64_t* pos = position.data_ptr<int64_t>();

@@ -22,7 +22,7 @@
 
 namespace qwen3 {
 
-int cuda_kernel_dtype(at::ScalarType dtype) { return dtype == at::kFloat ? 0 : dtype == at::kBFloat16 ? 1 : 2; }
+int kernel_dtype(at::ScalarType dtype) { return dtype == at::kFloat ? 0 : dtype == at::kBFloat16 ? 1 : 2; }
 
 FastForward::FastForward(const ModelConfig& config, Weights&& w) : config_(config) {
   tok_emb_ = std::move(w.tok_emb);
@@ -66,7 +66,7 @@ at::Tensor FastForward::norm(const at::Tensor& x, const at::Tensor& scale) const
   const at::Tensor in = x.contiguous();
   at::Tensor out = at::empty_like(in);
   const int64_t dim = in.size(-1), rows = in.numel() / dim;
-  const int dt = cuda_kernel_dtype(in.scalar_type());
+  const int dt = kernel_dtype(in.scalar_type());
   const auto eps = static_cast<float>(kNormEps);
 #ifdef QWEN3_WITH_CUDA_KERNELS
   if (in.is_cuda()) {
@@ -82,7 +82,7 @@ at::Tensor FastForward::norm(const at::Tensor& x, const at::Tensor& scale) const
 void FastForward::qk_norm_rope(const at::Tensor& qkv, const FusedBlock& b, const at::Tensor& cos, const at::Tensor& sin, at::Tensor& q,
                                at::Tensor& k, at::Tensor& v) const {
   const int64_t batch = q.size(0), heads = q.size(1), seq = q.size(2), hd = q.size(3), groups = k.size(1);
-  const int dt = cuda_kernel_dtype(qkv.scalar_type());
+  const int dt = kernel_dtype(qkv.scalar_type());
   const float* q_norm = config_.qk_norm ? b.q_norm.data_ptr<float>() : nullptr;
   const float* k_norm = config_.qk_norm ? b.k_norm.data_ptr<float>() : nullptr;
   const auto eps = static_cast<float>(kNormEps);
@@ -104,7 +104,7 @@ void FastForward::qk_norm_rope(const at::Tensor& qkv, const FusedBlock& b, const
 at::Tensor FastForward::silu_mul(const at::Tensor& gate_up) const {
   const int64_t hidden = gate_up.size(-1) / 2, rows = gate_up.numel() / gate_up.size(-1);
   at::Tensor act = at::empty({rows, hidden}, gate_up.options());  // (rows, hidden_dim)
-  const int dt = cuda_kernel_dtype(gate_up.scalar_type());
+  const int dt = kernel_dtype(gate_up.scalar_type());
 #ifdef QWEN3_WITH_CUDA_KERNELS
   if (gate_up.is_cuda()) {
     cuda::silu_mul(dt, gate_up.data_ptr(), act.data_ptr(), static_cast<int>(rows), static_cast<int>(hidden),

@@ -31,8 +31,8 @@ struct FusedBlock {
 // buffer) is the caller's business.
 using AttendFn = std::function<at::Tensor(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v)>;
 
-// The element type code of the fused CUDA kernels: 0 float32, 1 bfloat16, 2 float16.
-int cuda_kernel_dtype(at::ScalarType dtype);
+// The element type code of the fused kernels (CUDA and CPU): 0 float32, 1 bfloat16, 2 float16.
+int kernel_dtype(at::ScalarType dtype);
 
 class FastForward {
  public:

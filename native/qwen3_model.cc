@@ -95,7 +95,7 @@ struct Qwen3Engine::Impl {
       // layer setting up for a single query row.
       if (seq == 1 && !padding && q.is_cpu() && keys.stride(3) == 1 && keys.stride(2) == config.head_dim && q.is_contiguous()) {
         at::Tensor out = at::empty_like(q);  // (batch, heads, 1, hd)
-        cpu::decode_attention(cuda_kernel_dtype(q.scalar_type()), q.data_ptr(), keys.data_ptr(), values.data_ptr(), out.data_ptr(), batch,
+        cpu::decode_attention(kernel_dtype(q.scalar_type()), q.data_ptr(), keys.data_ptr(), values.data_ptr(), out.data_ptr(), batch,
                               config.n_heads, config.n_kv_groups, keys.size(2), config.head_dim, keys.stride(0), keys.stride(1),
                               static_cast<float>(1.0 / std::sqrt(static_cast<double>(config.head_dim))));
         return out;
@@ -120,20 +120,26 @@ struct Qwen3Engine::Impl {
 
   enum class Kind { Prefill, Decode, Uncached };
 
+  // A step that would hold `total` tokens must fit the context; one after cached tokens
+  // (cache_batch > 0) must have the cache's batch size.
+  void check_fits(int64_t total, int64_t cache_batch) const {
+    if (total > config.context_length) {
+      throw std::invalid_argument("Context length exceeded: " + std::to_string(total) + " tokens would pass the model's context_length of " +
+                                  std::to_string(config.context_length));
+    }
+    if (cache_batch > 0 && cache.length() > 0 && cache_batch != cache.batch()) {
+      throw std::invalid_argument("The KV cache holds " + std::to_string(cache.batch()) + " row(s), not " + std::to_string(cache_batch) +
+                                  ": reset it before a step with another batch size");
+    }
+  }
+
   StepResult run(const StepRequest& r, Kind kind) {
     c10::InferenceMode guard;
     const c10::DeviceGuard on_device(device);  // the fused kernels launch on the current device's stream
     // Token ids and shapes were checked where the request was copied from JS (model_wrap.cc).
     const bool use_cache = kind != Kind::Uncached;
     const int64_t start = use_cache ? cache.length() : 0;
-    if (start + r.seq > config.context_length) {
-      throw std::invalid_argument("Context length exceeded: " + std::to_string(start + r.seq) +
-                                  " tokens would pass the model's context_length of " + std::to_string(config.context_length));
-    }
-    if (use_cache && start > 0 && r.batch != cache.batch()) {
-      throw std::invalid_argument("The KV cache holds " + std::to_string(cache.batch()) + " row(s), not " + std::to_string(r.batch) +
-                                  ": reset it before a step with another batch size");
-    }
+    check_fits(start + r.seq, use_cache ? r.batch : 0);
     // Left padding: set by the step that starts a cache (kept for its decode steps) or given to
     // an uncached step; all-zero padding is no padding, which keeps the fast paths.
     std::vector<int64_t> pad = r.pad;
@@ -185,27 +191,20 @@ struct Qwen3Engine::Impl {
   StepResult run_steps(const StepRequest& r) {
     c10::InferenceMode guard;
     const int64_t start = cache.length(), batch = r.batch;
-    if (start + r.steps > config.context_length) {
-      throw std::invalid_argument("Context length exceeded: " + std::to_string(r.steps) + " steps after " + std::to_string(start) +
-                                  " cached tokens would pass the model's context_length of " + std::to_string(config.context_length));
-    }
-    if (batch != cache.batch()) {
-      throw std::invalid_argument("The KV cache holds " + std::to_string(cache.batch()) + " row(s), not " + std::to_string(batch) +
-                                  ": reset it before a step with another batch size");
-    }
+    check_fits(start + r.steps, batch);
     const bool chained = graph && CudaGraphDecoder::can_chain(config) && row_pad.empty() && r.sampling.temperature <= 0;
     StepResult out;
     std::vector<bool> stopped(static_cast<size_t>(batch), false);
     int64_t stopped_rows = 0, done = 0;
-    std::vector<int32_t> ids = r.ids;
+    StepRequest one = r;  // a single step's request: this step's ids and draws
+    one.logits = LogitsMode::None;
+    one.steps = 1;
+    std::vector<int32_t>& ids = one.ids;
     while (done < r.steps) {
       std::vector<int32_t> got;  // (n, batch)
       if (chained) {
         got = graph->chain(ids, batch, std::min(r.steps - done, CudaGraphDecoder::kMaxChain));
       } else {
-        StepRequest one = r;
-        one.ids = ids;
-        one.logits = LogitsMode::None;
         if (!r.sampling.uniforms.empty()) {
           const auto first = r.sampling.uniforms.begin() + done * batch;
           one.sampling.uniforms.assign(first, first + batch);
