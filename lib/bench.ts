@@ -34,6 +34,10 @@ export interface BenchRow {
   device: string;
   row: string;
   tokensPerSecond: number;
+  /** Median time to the first token (the prompt's prefill), seconds. */
+  prefillSeconds: number;
+  /** Median rate of the tokens after the first: the decode steps alone. */
+  decodeTokensPerSecond: number;
   peakMemoryBytes: number | null;
   /** The same measurement from Hugging Face transformers, where --baseline ran it. */
   baselineTokensPerSecond?: number;
@@ -112,13 +116,20 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
         for (const row of wanted) {
           const useCache = row.startsWith('KV cache');
           const peaks: (number | null)[] = [];
+          const prefills: number[] = [];
+          const decodes: number[] = [];
           const rates = await timedRuns(runs, async () => {
             const { stats } = await generateStats(model, prompt, { ...gen, useCache });
             peaks.push(stats.peakMemoryBytes);
+            prefills.push(stats.prefillSeconds);
+            decodes.push(stats.decodeTokensPerSecond);
             return stats.tokensPerSecond;
           });
           const tokensPerSecond = median(rates);
-          report.rows.push({ device, row, tokensPerSecond, peakMemoryBytes: peaks.at(-1) ?? null });
+          // Medians of the timed runs (the warm-up's entries come first).
+          const prefillSeconds = median(prefills.slice(1));
+          const decodeTokensPerSecond = median(decodes.slice(1));
+          report.rows.push({ device, row, tokensPerSecond, prefillSeconds, decodeTokensPerSecond, peakMemoryBytes: peaks.at(-1) ?? null });
           log(`${device} ${row}: ${tokensPerSecond.toFixed(1)} tokens/s`);
           if (row === 'KV cache compiled') {
             const measured = await native().measureBandwidth(device, 1 << 30);
@@ -187,9 +198,12 @@ export function formatBenchReport(r: BenchReport): string {
     `Machine: ${r.machine.cpu} (${r.machine.cores} cores)${r.machine.gpus.length ? `, ${r.machine.gpus.join(', ')}` : ''}; libtorch ${r.machine.libtorch}; Node ${r.machine.node}`,
     `Weights: ${r.weights}. Prompt ${r.promptTokens} tokens, ${r.newTokens} new tokens (EOS ignored), median of ${r.runs} runs after 1 warm-up.`,
     '',
-    `| Device | Mode | Tokens/sec | Peak device memory${base ? ' | transformers tokens/sec | ours/theirs' : ''} |`,
-    `|---|---|---|---${base ? '|---|---' : ''}|`,
-    ...r.rows.map((x) => `| ${x.device} | ${x.row} | ${x.tokensPerSecond.toFixed(1)} | ${gb(x.peakMemoryBytes)}${vs(x.tokensPerSecond, x.baselineTokensPerSecond)} |`),
+    `| Device | Mode | Tokens/sec | Peak device memory${base ? ' | transformers tokens/sec | ours/theirs' : ''} | First token | Decode tokens/sec |`,
+    `|---|---|---|---${base ? '|---|---' : ''}|---|---|`,
+    ...r.rows.map(
+      (x) =>
+        `| ${x.device} | ${x.row} | ${x.tokensPerSecond.toFixed(1)} | ${gb(x.peakMemoryBytes)}${vs(x.tokensPerSecond, x.baselineTokensPerSecond)} | ${(x.prefillSeconds * 1000).toFixed(1)} ms | ${x.decodeTokensPerSecond.toFixed(1)} |`,
+    ),
   ];
   if (r.prefill.length) {
     const b2 = r.prefill.some((p) => p.baselineTokensPerSecond);
