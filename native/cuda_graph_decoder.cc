@@ -76,6 +76,8 @@ struct CudaGraphDecoder::State {
   at::Tensor next;       // (batch,) int64
   at::Tensor history;    // (batch, kMaxChain) int64: the tokens of a chain of steps
   at::Tensor counter;    // (1,) int64: the chain's next column of history
+  at::Tensor partials;   // float32 scratch of the split attention (cuda::attention_partials_floats)
+  at::Tensor done;       // (batch, groups) int32: splits finished per group, back to zero after each step
 
   State(const ModelConfig& c, const FastForward& f, KVCache& k, c10::Device d, at::ScalarType t)
       : config(c), forward(f), cache(k), device(d), dtype(t), rope(c.head_dim, c.rope_base, c.context_length, d) {}
@@ -99,10 +101,11 @@ struct CudaGraphDecoder::State {
   }
 
 #ifdef QWEN3_WITH_CUDA_KERNELS
-  // Batch 1, six kernels a block: QKV product with RMSNorm on its input, norm+RoPE+cache write,
-  // attention, output product plus residual, gate/up product with RMSNorm on its input, down
-  // product with SiLU*up on its input plus residual (cuda::gemv). Larger batches: nine, with
-  // cuBLAS products (the residual added by cuBLAS) between separate RMSNorm and SiLU*up kernels.
+  // Batch 1, five kernels a block: QKV product with RMSNorm on its input, attention (with the
+  // step's norm, RoPE and cache write), output product plus residual, gate/up product with
+  // RMSNorm on its input, down product with SiLU*up on its input plus residual (cuda::gemv).
+  // Larger batches: eight, with cuBLAS products (the residual added by cuBLAS) between separate
+  // RMSNorm and SiLU*up kernels.
   bool gemv_fits() const {
     const int dt = kernel_dtype(dtype);
     for (const int64_t k : {config.emb_dim, config.n_heads * config.head_dim, config.hidden_dim}) {
@@ -122,7 +125,6 @@ struct CudaGraphDecoder::State {
     at::Tensor x = at::embedding(forward.tok_emb(), ids).view({batch, D});  // (batch, emb_dim) residual stream
     at::Tensor h = at::empty({batch, D}, opts);                             // (batch, emb_dim) normed
     at::Tensor qkv = at::empty({batch, (H + 2 * G) * hd}, opts);            // (batch, (heads + 2 groups) * hd)
-    at::Tensor q = at::empty({batch, H, hd}, opts);                         // (batch, heads, hd)
     at::Tensor context = at::empty({batch, H * hd}, opts);                  // (batch, heads * hd)
     at::Tensor gate_up = at::empty({batch, 2 * F}, opts);                   // (batch, 2 * hidden_dim)
     at::Tensor act = at::empty({batch, F}, opts);                           // (batch, hidden_dim)
@@ -138,13 +140,12 @@ struct CudaGraphDecoder::State {
         cuda::rms_norm(dt, x.data_ptr(), w.norm1.data_ptr<float>(), h.data_ptr(), b, D, eps, stream);
         at::mm_out(qkv, h, w.w_qkv.t());
       }
-      // Per-head norm and RoPE; keys and values go straight into the cache at the position.
-      cuda::qk_norm_rope_cache(dt, qkv.data_ptr(), config.qk_norm ? w.q_norm.data_ptr<float>() : nullptr,
-                               config.qk_norm ? w.k_norm.data_ptr<float>() : nullptr, config.qk_norm, cos.data_ptr<float>(),
-                               sin.data_ptr<float>(), pos, 1, q.data_ptr(), cache.keys(layer).data_ptr(), cache.values(layer).data_ptr(),
-                               b, H, G, hd, capacity, eps, stream);
-      cuda::decode_attention(dt, q.data_ptr(), cache.keys(layer).data_ptr(), cache.values(layer).data_ptr(), pos, context.data_ptr(), b, H,
-                             G, hd, capacity, static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd))), stream);
+      // Per-head norm and RoPE, the new key and value into the cache, attention: one kernel.
+      cuda::group_attention(dt, qkv.data_ptr(), config.qk_norm ? w.q_norm.data_ptr<float>() : nullptr,
+                            config.qk_norm ? w.k_norm.data_ptr<float>() : nullptr, config.qk_norm, cos.data_ptr<float>(),
+                            sin.data_ptr<float>(), pos, cache.keys(layer).data_ptr(), cache.values(layer).data_ptr(), context.data_ptr(),
+                            partials.data_ptr<float>(), done.data_ptr<int>(), b, H, G, hd, capacity,
+                            static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd))), eps, stream);
       // Output projection added to the residual stream, then the SwiGLU feed-forward likewise.
       if (one_row) {
         cuda::gemv(dt, 0, w.out_proj.data_ptr(), context.data_ptr(), nullptr, x.data_ptr(), x.data_ptr(), static_cast<int>(D),
@@ -204,6 +205,12 @@ struct CudaGraphDecoder::State {
     next = at::empty({batch}, opts.dtype(at::kLong));
     history = at::zeros({batch, kMaxChain}, opts.dtype(at::kLong));
     counter = at::zeros({1}, opts.dtype(at::kLong));
+#ifdef QWEN3_WITH_CUDA_KERNELS
+    const auto floats = cuda::attention_partials_floats(static_cast<int>(batch), static_cast<int>(config.n_heads),
+                                                        static_cast<int>(config.head_dim), static_cast<int>(capacity));
+    partials = at::empty({static_cast<int64_t>(floats)}, opts.dtype(at::kFloat));
+    done = at::zeros({batch, config.n_kv_groups}, opts.dtype(at::kInt));
+#endif
   }
 
   // Records the step (with its chain tail). The warm-up run is a real step at `pos`: it writes
@@ -239,7 +246,8 @@ bool CudaGraphDecoder::supported(c10::Device device) { return device.is_cuda(); 
 
 bool CudaGraphDecoder::fused_kernels(const ModelConfig& config) {
 #ifdef QWEN3_WITH_CUDA_KERNELS
-  return config.head_dim % 32 == 0 && config.head_dim <= 256;
+  const auto H = static_cast<int>(config.n_heads), G = static_cast<int>(config.n_kv_groups), hd = static_cast<int>(config.head_dim);
+  return cuda::group_attention_supported(0, H, G, hd) && cuda::group_attention_supported(1, H, G, hd);
 #else
   return false;
 #endif

@@ -22,7 +22,7 @@ class CudaGraphDecoder {
   // True when this build has CUDA and the device is a CUDA device.
   static bool supported(c10::Device device);
   // True when this build has the fused kernels (native/cuda_kernels.cu) and they fit the model
-  // (each attention lane holds head_dim / 32 dimensions, at most 8).
+  // (head_dim a power of two from 32 to 256, at most 16 query heads per key/value group).
   static bool fused_kernels(const ModelConfig& config);
 
   CudaGraphDecoder(const ModelConfig& config, const FastForward& forward, KVCache& cache, c10::Device device, at::ScalarType dtype,

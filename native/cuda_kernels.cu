@@ -7,6 +7,7 @@
 #include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <stdexcept>
 #include <type_traits>
@@ -114,67 +115,219 @@ __global__ void qk_norm_rope_cache_kernel(const T* __restrict__ qkv, const float
   }
 }
 
-// One block of 16 warps per (row, query head); each warp runs an online softmax over every 16th
-// position, then the warps' partial results are merged. Each lane holds hd/32 dims.
-constexpr int kAttnWarps = 16;
-constexpr int kMaxDimsPerLane = 8;  // head_dim up to 256
+// The decode step's attention with the step's own heads finished in the same kernel: one block
+// per (row, key/value group, split of the positions). The block first applies the per-head
+// RMSNorm and RoPE to the group's query heads and its key head, straight from the QKV product
+// (same arithmetic and rounding as qk_norm_rope_cache); the split that holds the new position
+// writes its key and value into the cache. Then each of the group's query heads attends over the
+// split's positions: a team of lanes reads one position's key (16 bytes a lane), and each team
+// keeps an online softmax, merged across teams, warps and (through `partials`, by the block
+// that finishes last) splits.
+constexpr int kGroupAttnThreads = 512;
+constexpr int kGroupAttnWarps = kGroupAttnThreads / 32;
+constexpr int kGroupAttnMaxSplits = 32;
+// A split takes at least this many positions per row of the batch, up to 128: at batch 1, 32
+// beat 64 and 128 on an H200 (898 against 888 and 872 tokens/s); larger batches have blocks
+// enough, and more splits only repeat the prologue (batch 32 fell from 13,743 to 10,881).
+constexpr int kPositionsPerSplitPerRow = 32;
+constexpr int kMaxPositionsPerSplit = 128;
+constexpr int kLaneFloats = 16;  // at most two 16-byte loads of float32 a lane and position
 
 template <typename T>
-__global__ void decode_attention_kernel(const T* __restrict__ q, const T* __restrict__ k_cache, const T* __restrict__ v_cache,
-                                        const int64_t* __restrict__ position, T* __restrict__ out, int heads, int groups, int hd,
-                                        int capacity, float scale) {
-  __shared__ float part_m[kAttnWarps], part_s[kAttnWarps];
-  extern __shared__ float part_acc[];  // kAttnWarps * hd
-  pdl_wait();
+__global__ void __launch_bounds__(kGroupAttnThreads)
+    group_attention_kernel(const T* __restrict__ qkv, const float* __restrict__ q_norm, const float* __restrict__ k_norm, bool qk_norm,
+                           const float* __restrict__ cos, const float* __restrict__ sin, const int64_t* __restrict__ position, T* k_cache,
+                           T* v_cache, T* __restrict__ out, float* partials, int* done, int heads, int groups, int hd, int capacity, int splits,
+                           int min_per_split, float scale, float eps) {
+  extern __shared__ float group_smem[];
+  constexpr int V = 16 / sizeof(T);
+  const int reps = heads / groups;
+  float* qs = group_smem;                          // (reps, hd) this step's finished queries
+  float* vec = qs + reps * hd;                     // (threads,) staging for RoPE's rotation
+  float* part_acc = vec + kGroupAttnThreads;       // (warps, hd)
+  float* part_m = part_acc + kGroupAttnWarps * hd;  // (warps,)
+  float* part_s = part_m + kGroupAttnWarps;        // (warps,)
+  float* red = part_s + kGroupAttnWarps;           // (warps,)
+  __shared__ bool last_block;
   pdl_launch_dependents();
-  const int row = blockIdx.x / heads, head = blockIdx.x % heads, g = head / (heads / groups);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, per_lane = hd / 32;
-  const int64_t length = *position + 1;
-  float qv[kMaxDimsPerLane], acc[kMaxDimsPerLane];
-  const T* qh = q + (static_cast<size_t>(row) * heads + head) * hd;
-  // Loops over the lane's dimensions run to a compile-time bound so the arrays stay in registers.
-#pragma unroll
-  for (int i = 0; i < kMaxDimsPerLane; ++i) {
-    qv[i] = i < per_lane ? to_f(qh[lane + 32 * i]) : 0.f;
-    acc[i] = 0.f;
-  }
+  pdl_wait();
+  const int split = blockIdx.x % splits, g = (blockIdx.x / splits) % groups, row = blockIdx.x / (splits * groups);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t pos = *position, length = pos + 1;
+  // How the positions split depends on the length alone (not on the grid, which follows the
+  // buffer's capacity), so eager steps and graph replays add in the same order.
+  const int64_t per = max(static_cast<int64_t>(min_per_split), (length + kGroupAttnMaxSplits - 1) / kGroupAttnMaxSplits);
+  const int active = static_cast<int>((length + per - 1) / per);
+  if (split >= active) return;  // the grid covers the longest length the cache can hold
+  const int64_t lo = split * per, hi = min(lo + per, length);
+  const bool owner = lo <= pos && pos < hi;
+  const T* src = qkv + static_cast<size_t>(row) * (heads + 2 * groups) * hd;
   const size_t base = (static_cast<size_t>(row) * groups + g) * capacity * hd;
+
+  // 1. RMSNorm and RoPE of the group's query heads (j < reps) and key head (j == reps).
+  const int per_pass = kGroupAttnThreads / hd, head_warps = hd / 32;
+  for (int j0 = 0; j0 <= reps; j0 += per_pass) {
+    const int j = j0 + threadIdx.x / hd, d = threadIdx.x % hd;
+    const bool active = j <= reps;
+    float v = active ? to_f(src[(j < reps ? g * reps + j : heads + g) * hd + d]) : 0.f;
+    if (qk_norm) {
+      float sq = v * v;
+      for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
+      if (lane == 0) red[warp] = sq;
+      __syncthreads();
+      // The head's warps summed pairwise, as block_sum's shuffles add them.
+      float w_sums[8];
+      const int w0 = (threadIdx.x / hd) * head_warps;
+#pragma unroll
+      for (int w = 0; w < 8; ++w) w_sums[w] = w < head_warps ? red[w0 + w] : 0.f;
+#pragma unroll
+      for (int stride = 4; stride > 0; stride >>= 1) {
+#pragma unroll
+        for (int w = 0; w < stride; ++w) w_sums[w] += w_sums[w + stride];
+      }
+      const float rstd = rsqrtf(w_sums[0] / hd + eps);
+      if (active) v = to_f(from_f<T>((v * rstd) * (j < reps ? q_norm : k_norm)[d]));  // the reference rounds here
+    }
+    vec[threadIdx.x] = v;
+    __syncthreads();
+    if (active) {
+      const int half = hd / 2;
+      const float rotated = d < half ? -vec[threadIdx.x + half] : vec[threadIdx.x - half];
+      const T roped = from_f<T>(v * cos[pos * hd + d] + rotated * sin[pos * hd + d]);
+      if (j < reps) {
+        qs[j * hd + d] = to_f(roped);
+      } else if (owner) {
+        k_cache[base + pos * hd + d] = roped;
+      }
+    }
+    __syncthreads();  // vec and red are reused by the next pass
+  }
+  if (owner) {
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) v_cache[base + pos * hd + d] = src[(heads + groups + g) * hd + d];
+  }
+  __syncthreads();  // the new key and value are in the cache for the loop below
+
+  // 2. Each query head r of the group gets warps_per_head warps; a team of `team` lanes takes one
+  // position at a time, each lane `chunks` 16-byte pieces of the key and value.
+  const int team = min(32, hd / V), chunks = hd / (team * V), teams = 32 / team;
+  const int warps_per_head = kGroupAttnWarps / reps, r = warp / warps_per_head;
+  const int t_id = lane / team, t_lane = lane % team;
+  float q[kLaneFloats], acc[kLaneFloats];
   float m = -INFINITY, s = 0.f;
-  for (int64_t p = warp; p < length; p += kAttnWarps) {
-    const T* kp = k_cache + base + p * hd;
-    float dot = 0.f;
 #pragma unroll
-    for (int i = 0; i < kMaxDimsPerLane; ++i) if (i < per_lane) dot += qv[i] * to_f(kp[lane + 32 * i]);
-    for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-    const float score = dot * scale;
-    const float m_new = fmaxf(m, score);
-    const float correction = __expf(m - m_new), weight = __expf(score - m_new);
-    s = s * correction + weight;
-    const T* vp = v_cache + base + p * hd;
+  for (int i = 0; i < kLaneFloats; ++i) acc[i] = 0.f;
+  if (r < reps) {
 #pragma unroll
-    for (int i = 0; i < kMaxDimsPerLane; ++i) if (i < per_lane) acc[i] = acc[i] * correction + weight * to_f(vp[lane + 32 * i]);
+    for (int c = 0; c < 2; ++c) {
+#pragma unroll
+      for (int e = 0; e < V; ++e) q[c * V + e] = c < chunks ? qs[r * hd + (c * team + t_lane) * V + e] : 0.f;
+    }
+    const int stride = warps_per_head * teams;
+    for (int64_t p0 = lo + (warp % warps_per_head) * teams; p0 < hi; p0 += stride) {  // the same trip count for the whole warp
+      const int64_t p = p0 + t_id;
+      const bool valid = p < hi;
+      float dot = 0.f;
+      uint4 kv[2], vv[2];
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        if (valid && c < chunks) {
+          kv[c] = *reinterpret_cast<const uint4*>(k_cache + base + p * hd + (c * team + t_lane) * V);
+          vv[c] = *reinterpret_cast<const uint4*>(v_cache + base + p * hd + (c * team + t_lane) * V);
+          const T* kk = reinterpret_cast<const T*>(&kv[c]);
+#pragma unroll
+          for (int e = 0; e < V; ++e) dot += q[c * V + e] * to_f(kk[e]);
+        }
+      }
+      for (int o = team / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+      if (valid) {
+        const float score = dot * scale, m_new = fmaxf(m, score);
+        const float correction = __expf(m - m_new), weight = __expf(score - m_new);
+        s = s * correction + weight;
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          if (c < chunks) {
+            const T* vp = reinterpret_cast<const T*>(&vv[c]);
+#pragma unroll
+            for (int e = 0; e < V; ++e) acc[c * V + e] = acc[c * V + e] * correction + weight * to_f(vp[e]);
+          }
+        }
+        m = m_new;
+      }
+    }
+  }
+  // Merge the warp's teams (lanes t_lane of every team hold the same dims).
+  for (int o = team; o < 32; o <<= 1) {
+    const float m_o = __shfl_xor_sync(0xffffffffu, m, o), s_o = __shfl_xor_sync(0xffffffffu, s, o);
+    const float m_new = fmaxf(m, m_o);
+    const float a = m == -INFINITY ? 0.f : __expf(m - m_new), b = m_o == -INFINITY ? 0.f : __expf(m_o - m_new);
+#pragma unroll
+    for (int i = 0; i < kLaneFloats; ++i) acc[i] = acc[i] * a + __shfl_xor_sync(0xffffffffu, acc[i], o) * b;
+    s = s * a + s_o * b;
     m = m_new;
+  }
+  if (lane < team) {
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+#pragma unroll
+      for (int e = 0; e < V; ++e) if (c < chunks) part_acc[warp * hd + (c * team + lane) * V + e] = acc[c * V + e];
+    }
   }
   if (lane == 0) {
     part_m[warp] = m;
     part_s[warp] = s;
   }
-#pragma unroll
-  for (int i = 0; i < kMaxDimsPerLane; ++i) if (i < per_lane) part_acc[warp * hd + lane + 32 * i] = acc[i];
   __syncthreads();
-  // Merge the warps' (max, sum, acc) with the usual rescaling; thread t finishes dimension t.
-  float m_all = -INFINITY;
-  for (int w = 0; w < kAttnWarps; ++w) m_all = fmaxf(m_all, part_m[w]);
-  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+
+  // 3. Merge each head's warps; with one split that is the answer, else a partial for the last block.
+  const size_t stride_p = hd + 2;
+  for (int t = threadIdx.x; t < reps * hd; t += blockDim.x) {
+    const int rh = t / hd, d = t % hd, w0 = rh * warps_per_head;
+    float m_all = -INFINITY;
+    for (int w = w0; w < w0 + warps_per_head; ++w) m_all = fmaxf(m_all, part_m[w]);
     float total = 0.f, sum = 0.f;
-    for (int w = 0; w < kAttnWarps; ++w) {
+    for (int w = w0; w < w0 + warps_per_head; ++w) {
       if (part_m[w] == -INFINITY) continue;  // a warp that saw no position
       const float f = __expf(part_m[w] - m_all);
       total += part_acc[w * hd + d] * f;
       sum += part_s[w] * f;
     }
-    out[(static_cast<size_t>(row) * heads + head) * hd + d] = from_f<T>(total / sum);
+    const size_t head = static_cast<size_t>(row) * heads + g * reps + rh;
+    if (active == 1) {
+      out[head * hd + d] = from_f<T>(total / sum);
+    } else {
+      float* pp = partials + (head * splits + split) * stride_p;
+      pp[2 + d] = total;
+      if (d == 0) {
+        pp[0] = m_all;
+        pp[1] = sum;
+      }
+    }
   }
+  if (active == 1) return;
+  __threadfence();
+  __syncthreads();
+  int* counter = done + static_cast<size_t>(row) * groups + g;
+  if (threadIdx.x == 0) last_block = atomicAdd(counter, 1) == active - 1;
+  __syncthreads();
+  if (!last_block) return;
+  __threadfence();
+  for (int t = threadIdx.x; t < reps * hd; t += blockDim.x) {
+    const int rh = t / hd, d = t % hd;
+    const size_t head = static_cast<size_t>(row) * heads + g * reps + rh;
+    const float* pp = partials + head * splits * stride_p;
+    float m_all = -INFINITY;
+    for (int sp = 0; sp < active; ++sp) m_all = fmaxf(m_all, __ldcg(pp + sp * stride_p));
+    float total = 0.f, sum = 0.f;
+    for (int sp = 0; sp < active; ++sp) {
+      const float m_sp = __ldcg(pp + sp * stride_p);
+      if (m_sp == -INFINITY) continue;  // a split with no positions
+      const float f = __expf(m_sp - m_all);
+      total += __ldcg(pp + sp * stride_p + 2 + d) * f;
+      sum += __ldcg(pp + sp * stride_p + 1) * f;
+    }
+    out[head * hd + d] = from_f<T>(total / sum);
+  }
+  if (threadIdx.x == 0) *counter = 0;  // ready for the next step
 }
 
 // One-row matrix-vector product y = x' W^T (+ residual), for a batch-1 decode step, where cuBLAS
@@ -184,8 +337,11 @@ __global__ void decode_attention_kernel(const T* __restrict__ q, const T* __rest
 // its warps will need first are already in flight meanwhile (and, with programmatic dependent
 // launch, while the kernel before is still finishing). Each output row is streamed by kParts
 // warps (each a contiguous slice of k, 16-byte loads, float32 sums), so that a 1024-row matrix
-// still fills about four blocks per SM; on an H200 that changed little: at 4-12 MB these
-// products are bound by latency more than by how many loads are in flight.
+// still fills about four blocks per SM. On an H200 at 4-12 MB these products are bound by
+// latency more than by loads in flight: a minimum of 256 or 128 blocks was within 1%, and
+// 1,024 (more, shorter parts) took the compiled decode from 842 to 654 tokens/s. Fetching each
+// block's rows into shared memory with Hopper bulk copies (TMA) before the wait was slower too
+// (683 against 839 tokens/s, and slower still with more blocks per SM).
 constexpr int kGemvThreads = 256;
 constexpr int kGemvWarps = kGemvThreads / 32;
 constexpr int kGemvUnroll = 4;
@@ -201,6 +357,20 @@ __device__ __forceinline__ float dot16(const uint4& packed_w, const T* xs) {
 #pragma unroll
   for (int j = 0; j < static_cast<int>(16 / sizeof(T)); ++j) sum += to_f(w[j]) * to_f(x[j]);
   return sum;
+}
+
+template <typename T, int kInput>
+__device__ __forceinline__ void gemv_input(const T* x, const float* norm, T* xs, int k, float eps, float* scratch) {
+  if constexpr (kInput == kGemvRmsNorm) {
+    block_rms_norm(x, norm, xs, k, eps, scratch);
+  } else if constexpr (kInput == kGemvSiluMul) {
+    for (int i = threadIdx.x; i < k; i += blockDim.x) {
+      const float g = to_f(x[i]), u = to_f(x[k + i]);
+      xs[i] = from_f<T>(g / (1.f + __expf(-g)) * u);
+    }
+  } else {
+    for (int i = threadIdx.x; i < k; i += blockDim.x) xs[i] = x[i];
+  }
 }
 
 template <typename T, int kInput, int kParts>
@@ -226,16 +396,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const T* __restrict_
   }
   pdl_wait();  // the input (and the residual, for in-place updates) is the previous kernel's output
   pdl_launch_dependents();
-  if constexpr (kInput == kGemvRmsNorm) {
-    block_rms_norm(x, norm, xs, k, eps, scratch);
-  } else if constexpr (kInput == kGemvSiluMul) {
-    for (int i = threadIdx.x; i < k; i += blockDim.x) {
-      const float g = to_f(x[i]), u = to_f(x[k + i]);
-      xs[i] = from_f<T>(g / (1.f + __expf(-g)) * u);
-    }
-  } else {
-    for (int i = threadIdx.x; i < k; i += blockDim.x) xs[i] = x[i];
-  }
+  gemv_input<T, kInput>(x, norm, xs, k, eps, scratch);
   __syncthreads();
   float acc = 0.f;
   if (active) {
@@ -369,16 +530,36 @@ void qk_norm_rope_cache(int dtype, const void* qkv, const float* q_norm, const f
   check("qk_norm_rope_cache");
 }
 
-void decode_attention(int dtype, const void* q, const void* k_cache, const void* v_cache, const int64_t* position, void* out,
-                      int rows, int heads, int groups, int hd, int capacity, float scale, void* stream) {
-  if (hd % 32 != 0 || hd / 32 > kMaxDimsPerLane) throw std::invalid_argument("fused attention needs head_dim a multiple of 32, at most 256");
+int min_positions_per_split(int rows) { return std::min(kMaxPositionsPerSplit, kPositionsPerSplitPerRow * std::max(1, rows)); }
+
+int attention_splits(int rows, int capacity) {
+  const int per = min_positions_per_split(rows);
+  return std::max(1, std::min(kGroupAttnMaxSplits, (capacity + per - 1) / per));
+}
+
+size_t attention_partials_floats(int rows, int heads, int hd, int capacity) {
+  return static_cast<size_t>(rows) * heads * attention_splits(rows, capacity) * (hd + 2);
+}
+
+bool group_attention_supported(int dtype, int heads, int groups, int hd) {
+  const int bytes = dtype == 0 ? 4 : 2, team = std::min(32, hd * bytes / 16);
+  const bool pow2 = hd >= 32 && (hd & (hd - 1)) == 0;
+  return pow2 && hd <= 256 && groups > 0 && heads % groups == 0 && heads / groups <= kGroupAttnWarps && hd / (team * (16 / bytes)) <= 2;
+}
+
+void group_attention(int dtype, const void* qkv, const float* q_norm, const float* k_norm, bool qk_norm, const float* cos, const float* sin,
+                     const int64_t* position, void* k_cache, void* v_cache, void* out, float* partials, int* done, int rows, int heads,
+                     int groups, int hd, int capacity, float scale, float eps, void* stream) {
+  if (!group_attention_supported(dtype, heads, groups, hd)) throw std::invalid_argument("group_attention: unsupported head layout");
+  const int splits = attention_splits(rows, capacity), reps = heads / groups;
+  const size_t shared = (static_cast<size_t>(reps) * hd + kGroupAttnThreads + kGroupAttnWarps * hd + 3 * kGroupAttnWarps) * sizeof(float);
   dispatch(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    launch("decode_attention", decode_attention_kernel<T>, true, dim3(rows * heads), dim3(32 * kAttnWarps), kAttnWarps * hd * sizeof(float),
-           stream, static_cast<const T*>(q), static_cast<const T*>(k_cache), static_cast<const T*>(v_cache), position, static_cast<T*>(out),
-           heads, groups, hd, capacity, scale);
+    launch("group_attention", group_attention_kernel<T>, true, dim3(rows * groups * splits), dim3(kGroupAttnThreads), shared, stream,
+           static_cast<const T*>(qkv), q_norm, k_norm, qk_norm, cos, sin, position, static_cast<T*>(k_cache), static_cast<T*>(v_cache),
+           static_cast<T*>(out), partials, done, heads, groups, hd, capacity, splits, min_positions_per_split(rows), scale, eps);
   });
-  check("decode_attention");
+  check("group_attention");
 }
 
 void silu_mul(int dtype, const void* gate_up, void* out, int rows, int hidden, void* stream) {

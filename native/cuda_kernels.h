@@ -3,6 +3,7 @@
 // 1 bfloat16, 2 float16; `stream` is a cudaStream_t. Norm scales and cos/sin are float32.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace qwen3::cuda {
@@ -18,10 +19,18 @@ void qk_norm_rope_cache(int dtype, const void* qkv, const float* q_norm, const f
                         const float* cos, const float* sin, const int64_t* position, int seq, void* q_out, void* k_cache,
                         void* v_cache, int rows, int heads, int groups, int hd, int capacity, float eps, void* stream);
 
-// Attention of each query head over positions 0..*position of its key/value group.
-// q: (rows, heads, hd); caches: (rows, groups, capacity, hd); out: (rows, heads * hd)
-void decode_attention(int dtype, const void* q, const void* k_cache, const void* v_cache, const int64_t* position,
-                      void* out, int rows, int heads, int groups, int hd, int capacity, float scale, void* stream);
+// The decode step's attention in one kernel: per-head RMSNorm and RoPE of this step's queries and
+// keys (as qk_norm_rope_cache, from qkv (rows, (heads + 2 groups) * hd)), the key and value
+// written into the caches at *position, and each query head's attention over positions
+// 0..*position; out: (rows, heads * hd). The positions are split up to
+// attention_splits(rows, capacity) ways; `partials` holds attention_partials_floats(...) floats
+// and `done` rows * groups ints, zero before the first call and left zero by each.
+int attention_splits(int rows, int capacity);
+size_t attention_partials_floats(int rows, int heads, int hd, int capacity);
+bool group_attention_supported(int dtype, int heads, int groups, int hd);
+void group_attention(int dtype, const void* qkv, const float* q_norm, const float* k_norm, bool qk_norm, const float* cos, const float* sin,
+                     const int64_t* position, void* k_cache, void* v_cache, void* out, float* partials, int* done, int rows, int heads,
+                     int groups, int hd, int capacity, float scale, float eps, void* stream);
 
 // out = cast(silu(g) * u) where gate_up is (rows, 2 * hidden) = [g | u]; out: (rows, hidden)
 void silu_mul(int dtype, const void* gate_up, void* out, int rows, int hidden, void* stream);
