@@ -373,62 +373,71 @@ __device__ __forceinline__ void gemv_input(const T* x, const float* norm, T* xs,
   }
 }
 
-template <typename T, int kInput, int kParts>
+template <typename T, int kInput, int kParts, int kRows>
 __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const T* __restrict__ w, const T* __restrict__ x, const float* __restrict__ norm,
                                                             const T* residual, T* y, int n_out, int k, float eps) {
+  static_assert(kRows == 1 || kParts == 1, "a warp takes several rows or a part of one");
   extern __shared__ __align__(16) unsigned char gemv_smem[];
   T* xs = reinterpret_cast<T*>(gemv_smem);  // (k,) the prepared input row
   __shared__ float scratch[32];
   __shared__ float partial[kGemvWarps];
   constexpr int V = 16 / sizeof(T);  // elements per 16-byte load
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, part = warp % kParts;
-  const int n = blockIdx.x * (kGemvWarps / kParts) + warp / kParts;
-  const bool active = n < n_out;
+  const int n0 = (blockIdx.x * (kGemvWarps / kParts) + warp / kParts) * kRows;  // this warp's first row
   const int slice = k / kParts;  // the host guarantees k % (kParts * V) == 0
   const int begin = part * slice, end = begin + slice;
-  const T* row = w + static_cast<size_t>(active ? n : 0) * k;
-  // Start this warp's first loads before the input is ready.
-  uint4 first[kGemvUnroll];
+  // Start this warp's first loads (of each of its rows) before the input is ready.
+  uint4 first[kRows][kGemvUnroll];
 #pragma unroll
-  for (int u = 0; u < kGemvUnroll; ++u) {
-    const int i = begin + (lane + 32 * u) * V;
-    if (active && i < end) first[u] = __ldcs(reinterpret_cast<const uint4*>(row + i));
+  for (int j = 0; j < kRows; ++j) {
+    const T* row = w + static_cast<size_t>(n0 + j < n_out ? n0 + j : 0) * k;
+#pragma unroll
+    for (int u = 0; u < kGemvUnroll; ++u) {
+      const int i = begin + (lane + 32 * u) * V;
+      if (n0 + j < n_out && i < end) first[j][u] = __ldcs(reinterpret_cast<const uint4*>(row + i));
+    }
   }
   pdl_wait();  // the input (and the residual, for in-place updates) is the previous kernel's output
   pdl_launch_dependents();
   gemv_input<T, kInput>(x, norm, xs, k, eps, scratch);
   __syncthreads();
-  float acc = 0.f;
-  if (active) {
 #pragma unroll
-    for (int u = 0; u < kGemvUnroll; ++u) {
-      const int i = begin + (lane + 32 * u) * V;
-      if (i < end) acc += dot16<T>(first[u], xs + i);
+  for (int j = 0; j < kRows; ++j) {
+    const int n = n0 + j;
+    const bool active = n < n_out;
+    const T* row = w + static_cast<size_t>(active ? n : 0) * k;
+    float acc = 0.f;
+    if (active) {
+#pragma unroll
+      for (int u = 0; u < kGemvUnroll; ++u) {
+        const int i = begin + (lane + 32 * u) * V;
+        if (i < end) acc += dot16<T>(first[j][u], xs + i);
+      }
+      int i = begin + (lane + 32 * kGemvUnroll) * V;
+      for (; i + 32 * V * (kGemvUnroll - 1) < end; i += 32 * V * kGemvUnroll) {
+        uint4 next[kGemvUnroll];
+#pragma unroll
+        for (int u = 0; u < kGemvUnroll; ++u) next[u] = __ldcs(reinterpret_cast<const uint4*>(row + i + 32 * V * u));
+#pragma unroll
+        for (int u = 0; u < kGemvUnroll; ++u) acc += dot16<T>(next[u], xs + i + 32 * V * u);
+      }
+      for (; i < end; i += 32 * V) acc += dot16<T>(__ldcs(reinterpret_cast<const uint4*>(row + i)), xs + i);
     }
-    int i = begin + (lane + 32 * kGemvUnroll) * V;
-    for (; i + 32 * V * (kGemvUnroll - 1) < end; i += 32 * V * kGemvUnroll) {
-      uint4 next[kGemvUnroll];
+    for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if constexpr (kParts > 1) {
+      // The row's first warp adds the parts in a fixed order.
+      if (lane == 0) partial[warp] = acc;
+      __syncthreads();
+      if (part != 0) return;
+      acc = 0.f;
 #pragma unroll
-      for (int u = 0; u < kGemvUnroll; ++u) next[u] = __ldcs(reinterpret_cast<const uint4*>(row + i + 32 * V * u));
-#pragma unroll
-      for (int u = 0; u < kGemvUnroll; ++u) acc += dot16<T>(next[u], xs + i + 32 * V * u);
+      for (int p = 0; p < kParts; ++p) acc += partial[warp + p];
     }
-    for (; i < end; i += 32 * V) acc += dot16<T>(__ldcs(reinterpret_cast<const uint4*>(row + i)), xs + i);
-  }
-  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-  if constexpr (kParts > 1) {
-    // The row's first warp adds the parts in a fixed order.
-    if (lane == 0) partial[warp] = acc;
-    __syncthreads();
-    if (part != 0) return;
-    acc = 0.f;
-#pragma unroll
-    for (int p = 0; p < kParts; ++p) acc += partial[warp + p];
-  }
-  if (lane == 0 && active) {
-    T out = from_f<T>(acc);  // the product rounds before the residual add, as in the reference
-    if (residual != nullptr) out = from_f<T>(to_f(out) + to_f(residual[n]));
-    y[n] = out;
+    if (lane == 0 && active) {
+      T out = from_f<T>(acc);  // the product rounds before the residual add, as in the reference
+      if (residual != nullptr) out = from_f<T>(to_f(out) + to_f(residual[n]));
+      y[n] = out;
+    }
   }
 }
 
@@ -589,21 +598,25 @@ void gemv(int dtype, int input, const void* w, const void* x, const float* norm,
            k % (2 * parts * V) == 0) {
       parts *= 2;
     }
-    const int rows_per_block = kGemvWarps / parts;
+    // Where rows are many enough that each has a warp to itself, a warp takes two: half the
+    // blocks, so more of the next kernel's blocks fit beside them and start their loads early
+    // (on an H200 the compiled decode went from 890 to 930 tokens/s).
+    const int warp_rows = parts == 1 ? 2 : 1;
+    const int rows_per_block = kGemvWarps / parts * warp_rows;
     const int blocks = (n_out + rows_per_block - 1) / rows_per_block;
     const size_t shared = static_cast<size_t>(k) * sizeof(T);
     auto start = [&](auto kernel) {
       launch("gemv", kernel, true, dim3(blocks), dim3(kGemvThreads), shared, stream, static_cast<const T*>(w), static_cast<const T*>(x), norm,
              static_cast<const T*>(residual), static_cast<T*>(y), n_out, k, eps);
     };
-    // One instantiation per (input kind, parts).
+    // One instantiation per (input kind, parts); whole rows go two to a warp.
     auto by_parts = [&](auto input_tag) {
       constexpr int I = decltype(input_tag)::value;
       switch (parts) {
-        case 1: start(gemv_kernel<T, I, 1>); break;
-        case 2: start(gemv_kernel<T, I, 2>); break;
-        case 4: start(gemv_kernel<T, I, 4>); break;
-        default: start(gemv_kernel<T, I, 8>); break;
+        case 1: start(gemv_kernel<T, I, 1, 2>); break;
+        case 2: start(gemv_kernel<T, I, 2, 1>); break;
+        case 4: start(gemv_kernel<T, I, 4, 1>); break;
+        default: start(gemv_kernel<T, I, 8, 1>); break;
       }
     };
     switch (input) {
