@@ -168,8 +168,8 @@ __global__ void __launch_bounds__(kGroupAttnThreads)
   const int per_pass = kGroupAttnThreads / hd, head_warps = hd / 32;
   for (int j0 = 0; j0 <= reps; j0 += per_pass) {
     const int j = j0 + threadIdx.x / hd, d = threadIdx.x % hd;
-    const bool active = j <= reps;
-    float v = active ? to_f(src[(j < reps ? g * reps + j : heads + g) * hd + d]) : 0.f;
+    const bool in_head = j <= reps;  // threads past the last head only join the reductions
+    float v = in_head ? to_f(src[(j < reps ? g * reps + j : heads + g) * hd + d]) : 0.f;
     if (qk_norm) {
       float sq = v * v;
       for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
@@ -186,11 +186,11 @@ __global__ void __launch_bounds__(kGroupAttnThreads)
         for (int w = 0; w < stride; ++w) w_sums[w] += w_sums[w + stride];
       }
       const float rstd = rsqrtf(w_sums[0] / hd + eps);
-      if (active) v = to_f(from_f<T>((v * rstd) * (j < reps ? q_norm : k_norm)[d]));  // the reference rounds here
+      if (in_head) v = to_f(from_f<T>((v * rstd) * (j < reps ? q_norm : k_norm)[d]));  // the reference rounds here
     }
     vec[threadIdx.x] = v;
     __syncthreads();
-    if (active) {
+    if (in_head) {
       const int half = hd / 2;
       const float rotated = d < half ? -vec[threadIdx.x + half] : vec[threadIdx.x - half];
       const T roped = from_f<T>(v * cos[pos * hd + d] + rotated * sin[pos * hd + d]);
