@@ -1,11 +1,13 @@
 #include "cpu_gemv.h"
 
-#include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <c10/util/BFloat16.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
+
+#include "cpu_parallel.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -19,26 +21,35 @@ namespace qwen3 {
 #ifdef QWEN3_CPU_GEMV
 namespace {
 
-// Dot products of rows [begin, end) of w (n, k) with x, 4 rows at a time so that 4 streams of
-// weights are in flight and each 64-byte chunk of x is loaded once for all 4.
+// Dot products of rows [begin, end) of w (n, k) with x, kRows rows at a time: kRows streams of
+// weights in flight, and each 64-byte chunk of x loaded once for all of them. On a 2-core AMD
+// EPYC, 8 rows read 65-69 GB/s where 4 read 59-64 (and 16 fewer) in a microbenchmark. Each row
+// still sums its chunks in order, so the result does not depend on kRows.
+constexpr int kRows = 8;
+// The loops over the rows must be unrolled for the accumulators to live in registers: left to
+// itself, GCC 12 read about 34 GB/s at -O3 and 19 at -O2 (node-gyp's level), unrolled 67.
+#if defined(__clang__)
+#define QWEN3_UNROLL_ROWS _Pragma("unroll")
+#else
+#define QWEN3_UNROLL_ROWS _Pragma("GCC unroll 8")
+#endif
+
 __attribute__((target("avx512f,avx512bf16"))) void dot_rows(const uint16_t* w, const uint16_t* x, at::BFloat16* out, int64_t begin,
                                                              int64_t end, int64_t k) {
   int64_t n = begin;
-  for (; n + 4 <= end; n += 4) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    const uint16_t* r = w + n * k;
+  for (; n + kRows <= end; n += kRows) {
+    __m512 acc[kRows];
+    QWEN3_UNROLL_ROWS
+    for (int r = 0; r < kRows; ++r) acc[r] = _mm512_setzero_ps();
+    const uint16_t* rows = w + n * k;
     for (int64_t i = 0; i < k; i += 32) {
       const __m512bh xv = (__m512bh)_mm512_loadu_si512(x + i);
-      a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(r + i), xv);
-      a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512(r + k + i), xv);
-      a2 = _mm512_dpbf16_ps(a2, (__m512bh)_mm512_loadu_si512(r + 2 * k + i), xv);
-      a3 = _mm512_dpbf16_ps(a3, (__m512bh)_mm512_loadu_si512(r + 3 * k + i), xv);
+      QWEN3_UNROLL_ROWS
+      for (int r = 0; r < kRows; ++r) acc[r] = _mm512_dpbf16_ps(acc[r], (__m512bh)_mm512_loadu_si512(rows + r * k + i), xv);
     }
     // Rounded once from the float32 sums (round to nearest even), as at::linear does.
-    out[n] = c10::BFloat16(_mm512_reduce_add_ps(a0));
-    out[n + 1] = c10::BFloat16(_mm512_reduce_add_ps(a1));
-    out[n + 2] = c10::BFloat16(_mm512_reduce_add_ps(a2));
-    out[n + 3] = c10::BFloat16(_mm512_reduce_add_ps(a3));
+    QWEN3_UNROLL_ROWS
+    for (int r = 0; r < kRows; ++r) out[n + r] = c10::BFloat16(_mm512_reduce_add_ps(acc[r]));
   }
   for (; n < end; ++n) {
     __m512 a = _mm512_setzero_ps();
@@ -69,8 +80,10 @@ at::Tensor cpu_gemv(const at::Tensor& x, const at::Tensor& w) {
   shape.back() = n;
   at::Tensor out = at::empty(shape, x.options());
   at::BFloat16* op = out.data_ptr<at::BFloat16>();
-  // Whole blocks of 4 rows per thread: a split inside a block would leave single-row tails.
-  at::parallel_for(0, (n + 3) / 4, 64, [&](int64_t begin, int64_t end) { dot_rows(wp, xp, op, begin * 4, std::min(end * 4, n), k); });
+  // Whole blocks of kRows rows per thread: a split inside a block would leave single-row tails.
+  parallel_parts((n + kRows - 1) / kRows, 32, [&](int64_t begin, int64_t end) {
+    dot_rows(wp, xp, op, begin * kRows, std::min(end * kRows, n), k);
+  });
   return out;
 }
 

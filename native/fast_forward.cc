@@ -103,6 +103,11 @@ void FastForward::qk_norm_rope(const at::Tensor& qkv, const FusedBlock& b, const
 
 at::Tensor FastForward::silu_mul(const at::Tensor& gate_up) const {
   const int64_t hidden = gate_up.size(-1) / 2, rows = gate_up.numel() / gate_up.size(-1);
+  if (gate_up.is_cpu() && rows > 1) {
+    // A prompt's rows on the CPU: ATen's vectorised SiLU and product (each rounded, as in the
+    // reference) beat the loop's scalar exp by about 2x there.
+    return at::silu(gate_up.narrow(-1, 0, hidden)).mul_(gate_up.narrow(-1, hidden, hidden)).view({rows, hidden});
+  }
   at::Tensor act = at::empty({rows, hidden}, gate_up.options());  // (rows, hidden_dim)
   const int dt = kernel_dtype(gate_up.scalar_type());
 #ifdef QWEN3_WITH_CUDA_KERNELS
