@@ -60,9 +60,8 @@ float rstd_of(const T* v, int64_t n, float eps) {
 // The element-wise loops of a many-token prompt, for bfloat16 through its bits: c10's
 // conversions round the same way (to nearest even, NaN kept) but with a branch that keeps the
 // compiler from vectorising. On x86-64 Linux each loop is also built for AVX2 and AVX-512, and
-// the loader picks the widest the CPU has.
-// Products and sums stay separately rounded (no fused multiply-add) in every version, so each
-// CPU computes the same bits.
+// the loader picks the widest the CPU has. Products and sums stay separately rounded (no fused
+// multiply-add) in every version, so each CPU computes the same bits.
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
 #define QWEN3_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default"), optimize("fp-contract=off")))
 #else
