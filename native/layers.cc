@@ -5,6 +5,7 @@
 #include <ATen/ops/argmax.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/from_blob.h>
+#include <ATen/ops/matmul.h>
 #include <ATen/ops/pow.h>
 #include <ATen/ops/rsqrt.h>
 #include <ATen/ops/searchsorted.h>
@@ -13,6 +14,7 @@
 #include <ATen/ops/topk.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <vector>
 
@@ -37,6 +39,24 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
   const at::Tensor s = sin.dim() == 3 ? sin.unsqueeze(1) : sin.unsqueeze(0).unsqueeze(0);
   const at::Tensor rotated_x = x * c + rotated * s;
   return rotated_x.to(x.scalar_type());
+}
+
+at::Tensor causal_attention_blocks(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t start) {
+  const int64_t seq = q.size(2), hd = q.size(3);
+  // 64-query blocks for short prompts, 128 for long ones: the fastest measured at 512 and 2,048.
+  const int64_t block = std::clamp<int64_t>(seq / 8, 64, 128);
+  const auto positions = at::TensorOptions().device(q.device()).dtype(at::kLong);
+  std::vector<at::Tensor> out;
+  for (int64_t s = 0; s < seq; s += block) {
+    const int64_t rows = std::min(block, seq - s), visible = start + s + rows;
+    const at::Tensor keys = k.narrow(2, 0, visible), values = v.narrow(2, 0, visible);  // (batch, heads, visible, hd)
+    at::Tensor scores = at::matmul(q.narrow(2, s, rows), keys.transpose(2, 3));           // (batch, heads, rows, visible)
+    // Query s + i sits at position start + s + i and sees the keys up to it.
+    const at::Tensor hidden = at::arange(visible, positions).unsqueeze(0) > (at::arange(rows, positions) + start + s).unsqueeze(1);
+    scores = scores.masked_fill(hidden, -std::numeric_limits<double>::infinity());
+    out.push_back(at::matmul(at::softmax(scores / std::sqrt(static_cast<double>(hd)), -1), values));  // (batch, heads, rows, hd)
+  }
+  return out.size() == 1 ? out[0] : at::cat(out, 2);
 }
 
 RopeTable::RopeTable(int64_t head_dim, double theta, int64_t max_length, c10::Device device)

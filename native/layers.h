@@ -20,6 +20,12 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& scale);
 // (batch, seq, head_dim) when rows sit at different positions (left padding).
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
 
+// Causal attention of `seq` new queries after `start` cached positions, a block of queries at a
+// time over the keys that block can see, in the reference's operations (matrix product, mask,
+// softmax of scores / sqrt(head_dim), matrix product). q: (batch, heads, seq, hd); k, v:
+// (batch, heads, start + seq, hd). Returns (batch, heads, seq, hd). For prompts on the CPU,
+// where SDPA's flash kernel converts bfloat16 to float32 for MKL and took 2-2.5x as long.
+at::Tensor causal_attention_blocks(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t start);
 
 // cos/sin of position * inverse frequency, computed on the CPU exactly as the reference builds
 // its buffers, grown on demand instead of filled for all context_length positions up front.

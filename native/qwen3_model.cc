@@ -109,6 +109,7 @@ struct Qwen3Engine::Impl {
         keys = keys.repeat_interleave(repeat, 1);
         values = values.repeat_interleave(repeat, 1);
       }
+      if (q.is_cpu() && seq > 1 && !padding) return causal_attention_blocks(q, keys, values, start);
       return at::scaled_dot_product_attention(q, keys, values, visible.defined() ? std::optional<at::Tensor>(visible) : std::nullopt,
                                               0.0, causal, std::nullopt, /*enable_gqa=*/seq == 1 && repeat > 1);
     };
