@@ -73,9 +73,11 @@ class PartPool {
 };
 
 PartPool& pool() {
-  // As many threads in all as libtorch uses for its own operations. Never destroyed: a step
-  // still running on another thread while the process exits must not find it gone.
-  static PartPool* instance = new PartPool(std::max(0, at::get_num_threads() - 1));
+  // As many threads in all as libtorch uses for its own operations, at most 8: a few cores
+  // already take what memory gives, and every helper checks in after each loop. Never
+  // destroyed: a step still running on another thread while the process exits must not find
+  // it gone.
+  static PartPool* instance = new PartPool(std::clamp(at::get_num_threads() - 1, 0, 7));
   return *instance;
 }
 

@@ -13,7 +13,7 @@
 namespace qwen3 {
 
 // Calls fn(begin, end) on contiguous parts of [0, n), at most at::get_num_threads() of them
-// and each at least `grain` long; part 0 runs on the calling thread. Returns when every part
+// (and at most 8) and each at least `grain` long; part 0 runs on the calling thread. Returns when every part
 // is done. fn must not throw. One call at a time runs (others wait their turn).
 void parallel_parts(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
