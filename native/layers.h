@@ -20,11 +20,20 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& scale);
 // (batch, seq, head_dim) when rows sit at different positions (left padding).
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
 
-// Causal attention of `seq` new queries after `start` cached positions, a block of queries at a
-// time over the keys that block can see, in the reference's operations (matrix product, mask,
-// softmax of scores / sqrt(head_dim), matrix product). q: (batch, heads, seq, hd); k, v:
-// (batch, heads, start + seq, hd). Returns (batch, heads, seq, hd). For prompts on the CPU,
-// where SDPA's flash kernel converts bfloat16 to float32 for MKL and took 2-2.5x as long.
+// (rows, keys) bool, true where query i, at position first + i, must not see key j: j > first + i.
+at::Tensor future_keys(int64_t rows, int64_t first, int64_t keys, c10::Device device);
+
+// softmax(q k^T / sqrt(head_dim)) v with the scores masked to -inf where `hidden` is true (an
+// undefined `hidden` masks nothing), in the reference's operations and order.
+// q: (batch, heads, rows, hd); k, v: (batch, heads, keys, hd); hidden broadcasts to
+// (batch, heads, rows, keys). Returns (batch, heads, rows, hd).
+at::Tensor masked_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& hidden);
+
+// Causal attention of `seq` new queries after `start` cached positions, through
+// masked_attention a block of queries at a time over the keys that block can see.
+// q: (batch, heads, seq, hd); k, v: (batch, heads, start + seq, hd). Returns (batch, heads, seq, hd).
+// For prompts on the CPU, where SDPA's flash kernel converts bfloat16 to float32 for MKL and
+// took 2-2.5x as long.
 at::Tensor causal_attention_blocks(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t start);
 
 // cos/sin of position * inverse frequency, computed on the CPU exactly as the reference builds

@@ -4,7 +4,6 @@
 
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/arange.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/scaled_dot_product_attention.h>
@@ -84,9 +83,8 @@ struct Qwen3Engine::Impl {
     at::Tensor visible;  // (seq, start + seq) bool, true where attention is allowed; only for start > 0
     if (padding) {
       visible = padding->visible;  // (batch, 1, seq, start + seq)
-    } else if (seq > 1 && start > 0) {
-      const auto opts = at::TensorOptions().device(device).dtype(at::kLong);
-      visible = at::arange(start + seq, opts).unsqueeze(0) <= (at::arange(seq, opts) + start).unsqueeze(1);
+    } else if (seq > 1 && start > 0 && !device.is_cpu()) {  // the CPU's blocked attention builds its own
+      visible = future_keys(seq, start, start + seq, device).logical_not();
     }
     auto attend = [&](int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
       at::Tensor keys = k, values = v;

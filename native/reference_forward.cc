@@ -1,15 +1,9 @@
 #include "reference_forward.h"
 
 #include <ATen/TensorOperators.h>
-#include <ATen/ops/arange.h>
 #include <ATen/ops/embedding.h>
 #include <ATen/ops/linear.h>
-#include <ATen/ops/matmul.h>
 #include <ATen/ops/silu.h>
-#include <ATen/ops/softmax.h>
-
-#include <cmath>
-#include <limits>
 
 namespace qwen3 {
 
@@ -38,17 +32,13 @@ at::Tensor ReferenceForward::attention(const BlockWeights& b, int64_t layer, con
   keys = keys.repeat_interleave(heads / groups, 1);      // (batch, heads, total, hd)
   values = values.repeat_interleave(heads / groups, 1);  // (batch, heads, total, hd)
   // Causal softmax(QK^T / sqrt(hd)) V; a single new token may see everything, so no mask.
-  at::Tensor scores = at::matmul(q, keys.transpose(2, 3));  // (batch, heads, seq, total)
+  at::Tensor hidden;  // (seq, total) or (batch, 1, seq, total) bool
   if (padding) {
-    scores = scores.masked_fill(padding->visible.logical_not(), -std::numeric_limits<double>::infinity());
+    hidden = padding->visible.logical_not();
   } else if (seq > 1) {
-    const int64_t total = keys.size(2);
-    const auto opts = at::TensorOptions().device(device_).dtype(at::kLong);
-    const at::Tensor mask = at::arange(total, opts).unsqueeze(0) > (at::arange(seq, opts) + start).unsqueeze(1);  // (seq, total)
-    scores = scores.masked_fill(mask, -std::numeric_limits<double>::infinity());
+    hidden = future_keys(seq, start, keys.size(2), device_);
   }
-  const at::Tensor weights = at::softmax(scores / std::sqrt(static_cast<double>(hd)), -1);
-  const at::Tensor context = at::matmul(weights, values).transpose(1, 2).reshape({batch, seq, heads * hd});  // (batch, seq, heads * hd)
+  const at::Tensor context = masked_attention(q, keys, values, hidden).transpose(1, 2).reshape({batch, seq, heads * hd});  // (batch, seq, heads * hd)
   return at::linear(context, b.out_proj);  // (batch, seq, emb_dim)
 }
 
