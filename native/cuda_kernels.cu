@@ -85,8 +85,6 @@ __global__ void qk_norm_rope_cache_kernel(const T* __restrict__ qkv, const float
                                           const int64_t* __restrict__ position, int seq, T* __restrict__ q_out, T* __restrict__ k_cache,
                                           T* __restrict__ v_cache, int heads, int groups, int hd, int capacity, float eps) {
   extern __shared__ float smem[];  // hd floats, then 32 for the reduction
-  pdl_wait();
-  pdl_launch_dependents();
   const int total_heads = heads + 2 * groups;
   const int token = blockIdx.x / total_heads, head = blockIdx.x % total_heads, t = threadIdx.x;
   const int row = token / seq, step = token % seq;
@@ -530,9 +528,9 @@ void qk_norm_rope_cache(int dtype, const void* qkv, const float* q_norm, const f
   dispatch(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     const size_t shared = (hd + 32) * sizeof(float);
-    // A decode step (one token) overlaps its launch with the product before; a prefill's many
-    // waves of blocks are better left to run on their own.
-    launch("qk_norm_rope_cache", qk_norm_rope_cache_kernel<T>, seq == 1, dim3(rows * seq * (heads + 2 * groups)), dim3(hd), shared, stream,
+    // Prompts only (decode steps use group_attention), after cuBLAS products, which start no
+    // kernel early: a plain launch.
+    launch("qk_norm_rope_cache", qk_norm_rope_cache_kernel<T>, false, dim3(rows * seq * (heads + 2 * groups)), dim3(hd), shared, stream,
            static_cast<const T*>(qkv), q_norm, k_norm, qk_norm, cos, sin, position, seq, static_cast<T*>(q_out), static_cast<T*>(k_cache),
            static_cast<T*>(v_cache), heads, groups, hd, capacity, eps);
   });
