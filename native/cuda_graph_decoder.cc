@@ -78,6 +78,9 @@ struct CudaGraphDecoder::State {
   at::Tensor counter;    // (1,) int64: the chain's next column of history
   at::Tensor partials;   // float32 scratch of the split attention (cuda::attention_partials_floats)
   at::Tensor done;       // (batch, groups) int32: splits finished per group, back to zero after each step
+  at::Tensor x_row;         // (1, emb_dim): batch 1's residual stream, which the step starts from
+  at::Tensor head_scratch;  // float32 scratch of the head's argmax (cuda::head_scratch_floats)
+  at::Tensor head_done;     // (1,) int32: head blocks finished, back to zero after each step
 
   State(const ModelConfig& c, const FastForward& f, KVCache& k, c10::Device d, at::ScalarType t)
       : config(c), forward(f), cache(k), device(d), dtype(t), rope(c.head_dim, c.rope_base, c.context_length, d) {}
@@ -88,7 +91,7 @@ struct CudaGraphDecoder::State {
   void run(bool chained) {
 #ifdef QWEN3_WITH_CUDA_KERNELS
     if (fused_kernels(config)) {
-      run_fused();
+      if (run_fused(chained)) return;
       if (chained) {
         cuda::chain_step(next.data_ptr<int64_t>(), ids.data_ptr<int64_t>(), position.data_ptr<int64_t>(), history.data_ptr<int64_t>(),
                          counter.data_ptr<int64_t>(), static_cast<int>(batch), static_cast<int>(kMaxChain),
@@ -103,9 +106,10 @@ struct CudaGraphDecoder::State {
 #ifdef QWEN3_WITH_CUDA_KERNELS
   // Batch 1, five kernels a block: QKV product with RMSNorm on its input, attention (with the
   // step's norm, RoPE and cache write), output product plus residual, gate/up product with
-  // RMSNorm on its input, down product with SiLU*up on its input plus residual (cuda::gemv).
-  // Larger batches: eight, with cuBLAS products (the residual added by cuBLAS) between separate
-  // RMSNorm and SiLU*up kernels.
+  // RMSNorm on its input and SiLU*up on its output, down product plus residual (cuda::gemv);
+  // then one kernel for the final norm, the head, the argmax and the hand-over to the next step.
+  // Larger batches: eight kernels a block, with cuBLAS products (the residual added by cuBLAS)
+  // between separate RMSNorm and SiLU*up kernels.
   bool gemv_fits() const {
     const int dt = kernel_dtype(dtype);
     for (const int64_t k : {config.emb_dim, config.n_heads * config.head_dim, config.hidden_dim}) {
@@ -114,15 +118,20 @@ struct CudaGraphDecoder::State {
     return true;
   }
 
-  void run_fused() {
+  bool one_row() const { return batch == 1 && gemv_fits(); }
+
+  // Returns whether it also ended the step for a chain (batch 1 does, in the head's kernel).
+  bool run_fused(bool chained) {
     const int64_t D = config.emb_dim, H = config.n_heads, G = config.n_kv_groups, hd = config.head_dim, F = config.hidden_dim;
     const int dt = kernel_dtype(dtype);
     void* stream = c10::cuda::getCurrentCUDAStream().stream();
     const auto eps = static_cast<float>(kNormEps);
     const int64_t* pos = position.data_ptr<int64_t>();
     const auto opts = at::TensorOptions().device(device).dtype(dtype);
-    const bool one_row = batch == 1 && gemv_fits();
-    at::Tensor x = at::embedding(forward.tok_emb(), ids).view({batch, D});  // (batch, emb_dim) residual stream
+    const bool one_row = this->one_row();
+    // (batch, emb_dim) residual stream: batch 1 starts from x_row, which set_inputs or the step
+    // before wrote.
+    at::Tensor x = one_row ? x_row : at::embedding(forward.tok_emb(), ids).view({batch, D});
     at::Tensor h = at::empty({batch, D}, opts);                             // (batch, emb_dim) normed
     at::Tensor qkv = at::empty({batch, (H + 2 * G) * hd}, opts);            // (batch, (heads + 2 groups) * hd)
     at::Tensor context = at::empty({batch, H * hd}, opts);                  // (batch, heads * hd)
@@ -150,9 +159,9 @@ struct CudaGraphDecoder::State {
       if (one_row) {
         cuda::gemv(dt, 0, w.out_proj.data_ptr(), context.data_ptr(), nullptr, x.data_ptr(), x.data_ptr(), static_cast<int>(D),
                    static_cast<int>(H * hd), eps, stream);
-        cuda::gemv(dt, 1, w.w_gate_up.data_ptr(), x.data_ptr(), w.norm2.data_ptr<float>(), nullptr, gate_up.data_ptr(),
-                   static_cast<int>(2 * F), static_cast<int>(D), eps, stream);
-        cuda::gemv(dt, 2, w.fc3.data_ptr(), gate_up.data_ptr(), nullptr, x.data_ptr(), x.data_ptr(), static_cast<int>(D),
+        cuda::gemv(dt, 2, w.w_gate_up.data_ptr(), x.data_ptr(), w.norm2.data_ptr<float>(), nullptr, act.data_ptr(),
+                   static_cast<int>(F), static_cast<int>(D), eps, stream);
+        cuda::gemv(dt, 0, w.fc3.data_ptr(), act.data_ptr(), nullptr, x.data_ptr(), x.data_ptr(), static_cast<int>(D),
                    static_cast<int>(F), eps, stream);
       } else {
         x.addmm_(context, w.out_proj.t());
@@ -162,10 +171,22 @@ struct CudaGraphDecoder::State {
         x.addmm_(act, w.fc3.t());
       }
     }
-    // Final norm, the vocabulary head (cuBLAS streams it near the bandwidth limit) and argmax.
+    if (one_row) {
+      // Final norm, the vocabulary head and argmax in one kernel; in a chain it also moves the
+      // step on (as chain_step) and writes the next token's embedding into x_row.
+      const at::Tensor& table = forward.tok_emb();
+      cuda::StepChain chain{ids.data_ptr<int64_t>(), position.data_ptr<int64_t>(), history.data_ptr<int64_t>(), counter.data_ptr<int64_t>(),
+                            static_cast<int>(kMaxChain), table.data_ptr(), x_row.data_ptr()};
+      cuda::gemv_argmax(dt, forward.out_head().data_ptr(), x.data_ptr(), forward.final_norm().data_ptr<float>(), logits.data_ptr(),
+                        static_cast<int>(config.vocab_size), static_cast<int>(D), eps, head_scratch.data_ptr<float>(),
+                        head_done.data_ptr<int>(), next.data_ptr<int64_t>(), chained ? &chain : nullptr, stream);
+      return true;
+    }
+    // Final norm, the vocabulary head (cuBLAS) and argmax.
     cuda::rms_norm(dt, x.data_ptr(), forward.final_norm().data_ptr<float>(), h.data_ptr(), b, D, eps, stream);
     at::mm_out(logits, h, forward.out_head().t());
     next.copy_(at::argmax(logits, -1));
+    return false;
   }
 #endif
 
@@ -190,6 +211,9 @@ struct CudaGraphDecoder::State {
     ids.copy_(at::from_blob(ids64.data(), {batch, 1}, at::kLong));
     position.fill_(pos);
     counter.zero_();
+#ifdef QWEN3_WITH_CUDA_KERNELS
+    if (x_row.defined()) x_row.copy_(at::embedding(forward.tok_emb(), ids).view({1, config.emb_dim}));
+#endif
   }
 
   // Fixed buffers for this batch size and KV capacity.
@@ -210,6 +234,12 @@ struct CudaGraphDecoder::State {
                                                         static_cast<int>(config.head_dim), static_cast<int>(capacity));
     partials = at::empty({static_cast<int64_t>(floats)}, opts.dtype(at::kFloat));
     done = at::zeros({batch, config.n_kv_groups}, opts.dtype(at::kInt));
+    x_row = head_scratch = head_done = at::Tensor();
+    if (fused_kernels(config) && one_row()) {
+      x_row = at::empty({1, config.emb_dim}, opts.dtype(dtype));
+      head_scratch = at::empty({static_cast<int64_t>(cuda::head_scratch_floats(static_cast<int>(config.vocab_size)))}, opts.dtype(at::kFloat));
+      head_done = at::zeros({1}, opts.dtype(at::kInt));
+    }
 #endif
   }
 

@@ -1,7 +1,7 @@
 // The one-token decode step on CUDA. With graphs (compile), the whole step (embedding, 28 blocks,
 // head, argmax) is captured once per (batch, KV capacity) and replayed per token, so the host
-// launches one graph instead of ~170 kernels; without (eager), the same kernels are launched one
-// by one. Inputs go through fixed buffers and the kernels read the position from the device.
+// launches one graph instead of 141 kernels (batch 1); without (eager), the same kernels are
+// launched one by one. Inputs go through fixed buffers and the kernels read the position from the device.
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -36,12 +36,33 @@ void group_attention(int dtype, const void* qkv, const float* q_norm, const floa
 void silu_mul(int dtype, const void* gate_up, void* out, int rows, int hidden, void* stream);
 
 // y (n_out,) = x' (k,) W^T (+ residual) for one row; W: (n_out, k) contiguous. x' is x
-// (input 0), RMSNorm(x) * norm (1), or silu(x[:k]) * x[k:2k] (2), rounded to the dtype; with a
-// residual, the rounded product plus the residual. y may be the residual (updated in place).
+// (input 0) or RMSNorm(x) * norm (1), rounded to the dtype; with a residual, the rounded product
+// plus the residual. y may be the residual (updated in place). Input 2 is RMSNorm(x) * norm into
+// a [gate | up] matrix W (2 n_out, k) with the SwiGLU out: y[j] = silu(g_j) * u_j, from the
+// rounded products g_j (row j) and u_j (row n_out + j), rounded once.
 constexpr int kGemvMaxInputBytes = 40960;
 bool gemv_supported(int dtype, int k);
 void gemv(int dtype, int input, const void* w, const void* x, const float* norm, const void* residual, void* y, int n_out, int k,
           float eps, void* stream);
+
+// The end of a batch-1 decode step in one kernel: logits (n_out,) = RMSNorm(x) * norm W^T (as
+// gemv with input 1) and their argmax into *next (the first of equal maxima, NaN above all, as
+// at::argmax). `scratch` holds head_scratch_floats(n_out) floats and `done` one int, zero before
+// the first call and left zero by each. With `chain`, the block that finishes last also does
+// chain_step's work for the one row and writes the next token's row of the embedding table into
+// chain->x_next (the next step's input).
+struct StepChain {
+  int64_t* ids;
+  int64_t* position;
+  int64_t* history;
+  int64_t* counter;
+  int max_steps;
+  const void* table;  // (vocab, k) token embeddings
+  void* x_next;       // (k,)
+};
+size_t head_scratch_floats(int n_out);
+void gemv_argmax(int dtype, const void* w, const void* x, const float* norm, void* logits, int n_out, int k, float eps, float* scratch,
+                 int* done, int64_t* next, const StepChain* chain, void* stream);
 
 // Ends a decode step that the next one follows on the device: ids (rows,) = next (rows,),
 // history[r, *counter] = next[r] (history: (rows, max_steps); columns past max_steps are not
