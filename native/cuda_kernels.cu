@@ -121,7 +121,9 @@ __global__ void qk_norm_rope_cache_kernel(const T* __restrict__ qkv, const float
 // writes its key and value into the cache. Then each of the group's query heads attends over the
 // split's positions: a team of lanes reads one position's key (16 bytes a lane), and each team
 // keeps an online softmax, merged across teams, warps and (through `partials`, by the block
-// that finishes last) splits.
+// that finishes last) splits. A variant with no block barrier before the merge (every warp
+// normed and rotated its own query with shuffles, and loaded its first keys and values before
+// the wait) was slower on an H200: 8.8 against 7.9 us a call, 1,105 against 1,124 tokens/s.
 constexpr int kGroupAttnThreads = 512;
 constexpr int kGroupAttnWarps = kGroupAttnThreads / 32;
 constexpr int kGroupAttnMaxSplits = 32;

@@ -63,6 +63,9 @@ if want fullsize; then
   step full-size-cuda-compiled node scripts/full_size_check.mjs --fixture $FULL --device cuda --steps 30 --compile
   step compile-check-f32 node scripts/compile_check.mjs --model $FULL/model.pth --device cuda --dtype float32 --steps 200
   step compile-check-bf16 node scripts/compile_check.mjs --model $FULL/model.pth --device cuda --dtype bfloat16 --steps 200
+  for dtype in bfloat16 float32; do
+    step decode-attention-$dtype node scripts/decode_attention_check.mjs --model $FULL/model.pth --device cuda --dtype $dtype --compile
+  done
 fi
 # Device memory back to the baseline after dispose() and flat over 200 generations, eager and
 # compiled (the host RSS half of the check is the CPU's job: kept short here).
