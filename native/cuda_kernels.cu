@@ -347,7 +347,9 @@ __global__ void __launch_bounds__(kGroupAttnThreads)
 // against 842 tokens/s; 256 or 128 were within 1%); fetching each block's rows into shared
 // memory with Hopper bulk copies (TMA) before the wait (683 against 839); prefetching the next
 // kernels' weights into L2 with cp.async.bulk.prefetch, 8 to 32 MB ahead (849 down to 765
-// against 910), or with per-line prefetch.global.L2 (900 against 934).
+// against 910), or with per-line prefetch.global.L2 (900 against 934); capping the RMSNorm
+// products at 64 registers, so that four blocks fit an SM beside the next kernel's (907 against
+// 1,029, from spills), and the attention kernel likewise at two blocks an SM (979).
 constexpr int kGemvThreads = 256;
 constexpr int kGemvWarps = kGemvThreads / 32;
 constexpr int kGemvUnroll = 4;
