@@ -132,11 +132,14 @@ struct CudaGraphDecoder::State {
     // (batch, emb_dim) residual stream: batch 1 starts from x_row, which set_inputs or the step
     // before wrote.
     at::Tensor x = one_row ? x_row : at::embedding(forward.tok_emb(), ids).view({batch, D});
-    at::Tensor h = at::empty({batch, D}, opts);                             // (batch, emb_dim) normed
     at::Tensor qkv = at::empty({batch, (H + 2 * G) * hd}, opts);            // (batch, (heads + 2 groups) * hd)
     at::Tensor context = at::empty({batch, H * hd}, opts);                  // (batch, heads * hd)
-    at::Tensor gate_up = at::empty({batch, 2 * F}, opts);                   // (batch, 2 * hidden_dim)
     at::Tensor act = at::empty({batch, F}, opts);                           // (batch, hidden_dim)
+    at::Tensor h, gate_up;  // the cuBLAS path's separate norm and product outputs; batch 1 folds them into its kernels
+    if (!one_row) {
+      h = at::empty({batch, D}, opts);            // (batch, emb_dim) normed
+      gate_up = at::empty({batch, 2 * F}, opts);  // (batch, 2 * hidden_dim)
+    }
     const int b = static_cast<int>(batch);
     for (size_t l = 0; l < forward.blocks().size(); ++l) {
       const FusedBlock& w = forward.blocks()[l];
