@@ -1,4 +1,4 @@
-// The one typed contract for the native addon (native/addon.cc), and where it is loaded from.
+// The one typed contract for the native addon (native/binding/addon.cc), and where it is loaded from.
 // Everything here is raw: callers go through the validated classes in model.ts and device.ts.
 import { resolve } from 'node:path';
 import { type BuiltAgainst, type LoadReport, loadAddon } from './binary.js';

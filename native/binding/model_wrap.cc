@@ -1,0 +1,278 @@
+#include "binding/model_wrap.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "binding/model_workers.h"
+
+namespace qwen3 {
+namespace {
+
+// lib/model.ts validates everything first, with friendlier messages. The raw binding is still
+// reachable by anyone who requires the .node file, so it checks again what would otherwise reach
+// libtorch or C++ unchecked: casting NaN or 1e300 to an integer type is undefined behaviour,
+// batch * seq can overflow, a zero n_kv_groups divides by zero in attention, and an unknown
+// logits mode or a NaN probability would flow straight into tensor code.
+
+// A string as it was given, quoted, with control characters escaped and long ones cut.
+std::string Quoted(const std::string& s) {
+  std::string out = "\"";
+  for (size_t i = 0; i < s.size() && i < 60; ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == 0x7f) {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      out += hex;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + (s.size() > 60 ? "...\"" : "\"");
+}
+
+std::string Received(const Napi::Value& v) {
+  switch (v.Type()) {
+    case napi_undefined: return "undefined";
+    case napi_null: return "null";
+    case napi_number: return v.ToString().Utf8Value();  // JS spelling: NaN, Infinity, 1.5, 1e+300
+    case napi_boolean: return v.As<Napi::Boolean>().Value() ? "true" : "false";
+    case napi_string: return Quoted(v.As<Napi::String>().Utf8Value());
+    case napi_object: return v.IsTypedArray() ? "a typed array" : v.IsArray() ? "an array" : "an object";
+    case napi_function: return "a function";
+    case napi_bigint: return "a bigint";
+    default: return "a value of another type";
+  }
+}
+
+[[noreturn]] void Fail(const Napi::Env& env, const std::string& expected, const std::string& name, const Napi::Value& v) {
+  const std::string message = "Expected " + expected + " for " + name + " but received " + Received(v);
+  if (v.IsNumber()) throw Napi::RangeError::New(env, message);
+  throw Napi::TypeError::New(env, message);
+}
+
+Napi::Object ObjectArg(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (info.Length() <= i || !info[i].IsObject()) {
+    Fail(info.Env(), "object", name, info.Length() > i ? info[i] : info.Env().Undefined());
+  }
+  return info[i].As<Napi::Object>();
+}
+
+// An integer in [min, max], checked as a double before any cast.
+int64_t IntegerField(const Napi::Object& o, const char* key, int64_t min, int64_t max, const std::string& prefix = "") {
+  const Napi::Value v = o.Get(key);
+  const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
+  if (!std::isfinite(d) || std::trunc(d) != d || d < static_cast<double>(min) || d > static_cast<double>(max)) {
+    Fail(o.Env(), "integer between " + std::to_string(min) + " and " + std::to_string(max), prefix + key, v);
+  }
+  return static_cast<int64_t>(d);
+}
+
+// A finite number in [min, max] (or (min, max] with `above_min`).
+double NumberField(const Napi::Object& o, const char* key, double min, double max, bool above_min = false) {
+  const Napi::Value v = o.Get(key);
+  const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
+  if (!std::isfinite(d) || d > max || (above_min ? d <= min : d < min)) {
+    char range[96];
+    std::snprintf(range, sizeof range, "finite number %s %g and at most %g", above_min ? "above" : "of at least", min, max);
+    Fail(o.Env(), range, key, v);
+  }
+  return d;
+}
+
+std::string StringField(const Napi::Object& o, const char* key) {
+  const Napi::Value v = o.Get(key);
+  if (!v.IsString()) Fail(o.Env(), "non-empty string", key, v);
+  std::string s = v.As<Napi::String>().Utf8Value();
+  // A NUL would silently cut a path short when it reaches open().
+  if (s.empty() || s.find('\0') != std::string::npos) Fail(o.Env(), "non-empty string without NUL characters", key, v);
+  return s;
+}
+
+bool BooleanField(const Napi::Object& o, const char* key, const std::string& prefix = "") {
+  const Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return false;
+  if (!v.IsBoolean()) Fail(o.Env(), "boolean", prefix + key, v);
+  return v.As<Napi::Boolean>().Value();
+}
+
+// The same bounds as lib/config.ts: what a Qwen3 config may hold at all.
+ModelConfig ParseConfig(const Napi::Object& o) {
+  const Napi::Value value = o.Get("config");
+  if (!value.IsObject()) Fail(o.Env(), "object", "config", value);
+  const Napi::Object cfg = value.As<Napi::Object>();
+  const std::string p = "config.";
+  ModelConfig c;
+  c.vocab_size = IntegerField(cfg, "vocab_size", 1, 1 << 24, p);
+  c.context_length = IntegerField(cfg, "context_length", 1, 1 << 24, p);
+  c.emb_dim = IntegerField(cfg, "emb_dim", 1, 1 << 20, p);
+  c.n_heads = IntegerField(cfg, "n_heads", 1, 1024, p);
+  c.n_layers = IntegerField(cfg, "n_layers", 1, 1024, p);
+  c.hidden_dim = IntegerField(cfg, "hidden_dim", 1, 1 << 20, p);
+  c.head_dim = IntegerField(cfg, "head_dim", 2, 4096, p);
+  c.n_kv_groups = IntegerField(cfg, "n_kv_groups", 1, 1024, p);
+  c.qk_norm = BooleanField(cfg, "qk_norm", p);
+  c.rope_base = NumberField(cfg, "rope_base", 0, 1e12, /*above_min=*/true);
+  if (c.n_heads % c.n_kv_groups != 0) {
+    Fail(o.Env(), "a divisor of n_heads (" + std::to_string(c.n_heads) + ")", "config.n_kv_groups", cfg.Get("n_kv_groups"));
+  }
+  if (c.head_dim % 2 != 0) Fail(o.Env(), "even integer", "config.head_dim", cfg.Get("head_dim"));
+  return c;
+}
+
+StepRequest ParseStep(const Napi::CallbackInfo& info, const Qwen3Engine& engine, bool many_steps) {
+  const Napi::Object o = ObjectArg(info, 0, "step request");
+  const Napi::Env env = info.Env();
+  StepRequest r;
+  const Napi::Value ids = o.Get("ids");
+  if (!ids.IsTypedArray() || ids.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    Fail(env, "Int32Array", "ids", ids);
+  }
+  const auto array = ids.As<Napi::Int32Array>();
+  r.ids.assign(array.Data(), array.Data() + array.ElementLength());  // copied: later JS writes cannot reach the worker
+  constexpr int64_t kMaxDim = (int64_t(1) << 31) - 1;
+  r.batch = IntegerField(o, "batch", 1, kMaxDim);
+  r.seq = IntegerField(o, "seq", 1, kMaxDim);
+  if (static_cast<uint64_t>(r.batch) * static_cast<uint64_t>(r.seq) != r.ids.size()) {  // < 2^62: no overflow
+    throw Napi::RangeError::New(env, "Expected ids to hold batch * seq = " + std::to_string(r.batch) + " * " +
+                                         std::to_string(r.seq) + " tokens but received " + std::to_string(r.ids.size()));
+  }
+  const int64_t vocab = engine.config().vocab_size;
+  for (size_t i = 0; i < r.ids.size(); ++i) {
+    if (r.ids[i] < 0 || r.ids[i] >= vocab) {
+      throw Napi::RangeError::New(env, "Expected integer between 0 and " + std::to_string(vocab - 1) + " for token id at index " +
+                                           std::to_string(i) + " but received " + std::to_string(r.ids[i]));
+    }
+  }
+  r.logits = static_cast<LogitsMode>(IntegerField(o, "logits", 0, 2));
+  if (many_steps) {
+    r.steps = IntegerField(o, "steps", 1, engine.config().context_length);
+    r.stop_id = IntegerField(o, "stopId", -1, kMaxDim);
+  }
+  r.sampling.temperature = NumberField(o, "temperature", 0, 1e6);
+  r.sampling.top_k = IntegerField(o, "topK", 0, kMaxDim);
+  r.sampling.top_p = NumberField(o, "topP", 0, 1, /*above_min=*/true);
+  if (r.sampling.temperature > 0) {
+    const Napi::Value uniforms = o.Get("uniforms");
+    if (!uniforms.IsTypedArray() || uniforms.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
+        uniforms.As<Napi::Float64Array>().ElementLength() != static_cast<size_t>(r.batch * r.steps)) {
+      Fail(env, many_steps ? "Float64Array of one uniform draw per row and step" : "Float64Array of one uniform draw per row", "uniforms", uniforms);
+    }
+    const auto u = uniforms.As<Napi::Float64Array>();
+    r.sampling.uniforms.assign(u.Data(), u.Data() + u.ElementLength());
+    for (const double draw : r.sampling.uniforms) {
+      if (!(draw >= 0 && draw <= 1)) {  // also false for NaN
+        throw Napi::RangeError::New(env, "Expected uniform draws between 0 and 1 for uniforms but received " + std::to_string(draw));
+      }
+    }
+  }
+  const Napi::Value pad = o.Get("pad");
+  if (!pad.IsUndefined() && !pad.IsNull()) {
+    if (!pad.IsTypedArray() || pad.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+        pad.As<Napi::Int32Array>().ElementLength() != static_cast<size_t>(r.batch)) {
+      Fail(env, "Int32Array of one padding count per row", "pad", pad);
+    }
+    const auto counts = pad.As<Napi::Int32Array>();
+    for (size_t i = 0; i < counts.ElementLength(); ++i) {
+      if (counts[i] < 0 || counts[i] >= r.seq) {
+        throw Napi::RangeError::New(env, "Expected padding between 0 and " + std::to_string(r.seq - 1) + " for pad[" + std::to_string(i) +
+                                             "] but received " + std::to_string(counts[i]));
+      }
+      r.pad.push_back(counts[i]);
+    }
+  }
+  return r;
+}
+
+}  // namespace
+
+Napi::Value LoadModel(const Napi::CallbackInfo& info) {
+  const Napi::Object o = ObjectArg(info, 0, "load request");
+  LoadRequest r;
+  r.path = StringField(o, "path");
+  r.device = StringField(o, "device");
+  r.dtype = StringField(o, "dtype");
+  if (r.dtype != "float32" && r.dtype != "bfloat16" && r.dtype != "float16") {
+    Fail(info.Env(), "one of \"float32\", \"bfloat16\", \"float16\"", "dtype", o.Get("dtype"));
+  }
+  r.compile = BooleanField(o, "compile");
+  r.config = ParseConfig(o);
+  return QueueLoad(info.Env(), std::move(r));
+}
+
+Napi::Function ModelWrap::Init(Napi::Env env) {
+  return DefineClass(env, "NativeModel",
+                     {InstanceMethod<&ModelWrap::Prefill>("prefill"), InstanceMethod<&ModelWrap::Decode>("decode"),
+                      InstanceMethod<&ModelWrap::Forward>("forward"), InstanceMethod<&ModelWrap::DecodeSteps>("decodeSteps"), InstanceMethod<&ModelWrap::ResetCache>("resetCache"),
+                      InstanceMethod<&ModelWrap::CacheLength>("cacheLength"), InstanceMethod<&ModelWrap::Info>("info"),
+                      InstanceMethod<&ModelWrap::Dispose>("dispose")});
+}
+
+Napi::Object ModelWrap::NewInstance(Napi::Env env, std::shared_ptr<Qwen3Engine> engine) {
+  Napi::Object obj = env.GetInstanceData<Napi::FunctionReference>()->New({});
+  ModelWrap* wrap = Unwrap(obj);
+  wrap->status_ = std::make_shared<EngineStatus>();
+  wrap->status_->Refresh(*engine);  // no step can run yet: the engine is not shared
+  wrap->engine_ = std::move(engine);
+  return obj;
+}
+
+ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {}
+
+std::shared_ptr<Qwen3Engine> ModelWrap::engine(const Napi::Env& env) const {
+  if (!engine_) throw Napi::Error::New(env, "Model is disposed");
+  return engine_;
+}
+
+Napi::Value ModelWrap::Step(const Napi::CallbackInfo& info, StepKind kind) {
+  auto e = engine(info.Env());
+  StepRequest request = ParseStep(info, *e, kind == StepKind::DecodeSteps);
+  return QueueStep(info.Env(), std::move(e), status_, kind, std::move(request));
+}
+
+Napi::Value ModelWrap::Prefill(const Napi::CallbackInfo& info) { return Step(info, StepKind::Prefill); }
+Napi::Value ModelWrap::Decode(const Napi::CallbackInfo& info) { return Step(info, StepKind::Decode); }
+Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) { return Step(info, StepKind::Uncached); }
+Napi::Value ModelWrap::DecodeSteps(const Napi::CallbackInfo& info) { return Step(info, StepKind::DecodeSteps); }
+
+Napi::Value ModelWrap::ResetCache(const Napi::CallbackInfo& info) {
+  auto e = engine(info.Env());
+  const Napi::Value release = info.Length() > 0 ? info[0] : info.Env().Undefined();
+  if (!release.IsUndefined() && !release.IsBoolean()) Fail(info.Env(), "boolean", "release", release);
+  // Never wait on the JS thread: the TypeScript side queues calls, so a held lock means misuse.
+  std::unique_lock<std::mutex> lock(e->mutex(), std::try_to_lock);
+  if (!lock.owns_lock()) throw Napi::Error::New(info.Env(), "Model is busy: cannot reset the KV cache during a step");
+  e->reset_cache(release.IsBoolean() && release.As<Napi::Boolean>().Value());
+  status_->Refresh(*e);
+  return info.Env().Undefined();
+}
+
+Napi::Value ModelWrap::CacheLength(const Napi::CallbackInfo& info) {
+  engine(info.Env());
+  return Napi::Number::New(info.Env(), static_cast<double>(status_->Get().cache_length));
+}
+
+Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {
+  auto e = engine(info.Env());
+  const EngineStatus::Values s = status_->Get();
+  Napi::Object out = Napi::Object::New(info.Env());
+  // Fixed at load: safe to read while a step runs.
+  out.Set("device", e->device());
+  out.Set("dtype", e->dtype());
+  out.Set("parameterBytes", static_cast<double>(e->parameter_bytes()));
+  out.Set("compiled", e->compiled());
+  // Changed by steps: the copy made after the last one.
+  out.Set("cacheCapacity", static_cast<double>(s.cache_capacity));
+  out.Set("compileSeconds", s.compile_seconds);
+  out.Set("graphCaptures", s.graph_captures);
+  return out;
+}
+
+Napi::Value ModelWrap::Dispose(const Napi::CallbackInfo& info) {
+  // A step in flight holds its own reference; the weights go when it finishes.
+  engine_.reset();
+  return info.Env().Undefined();
+}
+
+}  // namespace qwen3
