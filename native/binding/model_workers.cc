@@ -32,39 +32,41 @@ class LoadWorker : public PromiseWorker {
   LoadWorker(Napi::Env env, LoadRequest request) : PromiseWorker(env, "qwen3.load"), request_(std::move(request)) {}
 
  protected:
-  void Work() override { engine_ = Qwen3Engine::load(request_); }
+  void Work() override { engine_ = std::make_shared<LoadedEngine>(Qwen3Engine::load(request_)); }
   // Hands the engine over only on success; if wrapping fails, the worker still owns it and
   // frees it when it is destroyed.
   Napi::Value Result(Napi::Env env) override { return ModelWrap::NewInstance(env, engine_); }
 
  private:
   LoadRequest request_;
-  std::shared_ptr<Qwen3Engine> engine_;
+  std::shared_ptr<LoadedEngine> engine_;
 };
 
 class StepWorker : public PromiseWorker {
  public:
-  StepWorker(Napi::Env env, std::shared_ptr<Qwen3Engine> engine, std::shared_ptr<EngineStatus> status, StepKind kind,
+  StepWorker(Napi::Env env, std::shared_ptr<LoadedEngine> engine, std::shared_ptr<EngineStatus> status, StepKind kind,
              StepRequest request)
       : PromiseWorker(env, "qwen3.step"), engine_(std::move(engine)), status_(std::move(status)), kind_(kind),
-        request_(std::move(request)) {}
+        request_(std::move(request)) {
+    status_->StepQueued();
+  }
 
  protected:
   void Work() override {
-    std::lock_guard<std::mutex> lock(engine_->mutex());
+    std::lock_guard<std::mutex> lock(engine_->mutex);
     // The counters change even when a step fails half-way (a cache that grew), so refresh them
     // on every way out.
     struct RefreshOnExit {
       EngineStatus& status;
       const Qwen3Engine& engine;
       ~RefreshOnExit() { status.Refresh(engine); }
-    } refresh{*status_, *engine_};
-    engine_->thread().run([this] {
+    } refresh{*status_, *engine_->engine};
+    engine_->thread.run([this] {
       switch (kind_) {
-        case StepKind::Prefill: result_ = engine_->prefill(request_); break;
-        case StepKind::Decode: result_ = engine_->decode(request_); break;
-        case StepKind::Uncached: result_ = engine_->forward_uncached(request_); break;
-        case StepKind::DecodeSteps: result_ = engine_->decode_steps(request_); break;
+        case StepKind::Prefill: result_ = engine_->engine->prefill(request_); break;
+        case StepKind::Decode: result_ = engine_->engine->decode(request_); break;
+        case StepKind::Uncached: result_ = engine_->engine->forward_uncached(request_); break;
+        case StepKind::DecodeSteps: result_ = engine_->engine->decode_steps(request_); break;
       }
     });
   }
@@ -88,8 +90,10 @@ class StepWorker : public PromiseWorker {
     return out;
   }
 
+  void Finished() override { status_->StepSettled(); }
+
  private:
-  std::shared_ptr<Qwen3Engine> engine_;  // keeps the engine alive even if dispose() runs meanwhile
+  std::shared_ptr<LoadedEngine> engine_;  // keeps the engine alive even if dispose() runs meanwhile
   std::shared_ptr<EngineStatus> status_;
   StepKind kind_;
   StepRequest request_;
@@ -105,7 +109,7 @@ Napi::Promise QueueLoad(Napi::Env env, LoadRequest request) {
   return promise;
 }
 
-Napi::Promise QueueStep(Napi::Env env, std::shared_ptr<Qwen3Engine> engine, std::shared_ptr<EngineStatus> status,
+Napi::Promise QueueStep(Napi::Env env, std::shared_ptr<LoadedEngine> engine, std::shared_ptr<EngineStatus> status,
                         StepKind kind, StepRequest request) {
   auto* worker = new StepWorker(env, std::move(engine), std::move(status), kind, std::move(request));
   Napi::Promise promise = worker->Promise();

@@ -10,11 +10,12 @@
 namespace qwen3 {
 namespace {
 
-// lib/model.ts validates everything first, with friendlier messages. The raw binding is still
-// reachable by anyone who requires the .node file, so it checks again what would otherwise reach
-// libtorch or C++ unchecked: casting NaN or 1e300 to an integer type is undefined behaviour,
-// batch * seq can overflow, a zero n_kv_groups divides by zero in attention, and an unknown
-// logits mode or a NaN probability would flow straight into tensor code.
+// The rule for checks: lib/ validates every option first, with messages that name the option.
+// The binding is still reachable by anyone who requires the .node file, so it checks every
+// argument's type and range again: casting NaN or 1e300 to an integer type is undefined
+// behaviour, batch * seq can overflow, a zero n_kv_groups divides by zero in attention, and an
+// unknown logits mode or a NaN probability would flow straight into tensor code. The engine
+// checks only what depends on its state (the context left, the cache's batch, padding).
 
 // A string as it was given, quoted, with control characters escaped and long ones cut.
 std::string Quoted(const std::string& s) {
@@ -121,67 +122,81 @@ ModelConfig ParseConfig(const Napi::Object& o) {
   return c;
 }
 
-StepRequest ParseStep(const Napi::CallbackInfo& info, const Qwen3Engine& engine, bool many_steps) {
-  const Napi::Object o = ObjectArg(info, 0, "step request");
-  const Napi::Env env = info.Env();
-  StepRequest r;
+constexpr int64_t kMaxDim = (int64_t(1) << 31) - 1;
+
+// ids (an Int32Array of batch * seq token ids, each below the vocabulary size), batch and seq.
+void ParseIds(const Napi::Object& o, int64_t vocab, StepRequest& r) {
+  const Napi::Env env = o.Env();
   const Napi::Value ids = o.Get("ids");
-  if (!ids.IsTypedArray() || ids.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
-    Fail(env, "Int32Array", "ids", ids);
-  }
+  if (!ids.IsTypedArray() || ids.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) Fail(env, "Int32Array", "ids", ids);
   const auto array = ids.As<Napi::Int32Array>();
   r.ids.assign(array.Data(), array.Data() + array.ElementLength());  // copied: later JS writes cannot reach the worker
-  constexpr int64_t kMaxDim = (int64_t(1) << 31) - 1;
   r.batch = IntegerField(o, "batch", 1, kMaxDim);
   r.seq = IntegerField(o, "seq", 1, kMaxDim);
   if (static_cast<uint64_t>(r.batch) * static_cast<uint64_t>(r.seq) != r.ids.size()) {  // < 2^62: no overflow
     throw Napi::RangeError::New(env, "Expected ids to hold batch * seq = " + std::to_string(r.batch) + " * " +
                                          std::to_string(r.seq) + " tokens but received " + std::to_string(r.ids.size()));
   }
-  const int64_t vocab = engine.config().vocab_size;
   for (size_t i = 0; i < r.ids.size(); ++i) {
     if (r.ids[i] < 0 || r.ids[i] >= vocab) {
       throw Napi::RangeError::New(env, "Expected integer between 0 and " + std::to_string(vocab - 1) + " for token id at index " +
                                            std::to_string(i) + " but received " + std::to_string(r.ids[i]));
     }
   }
+}
+
+// temperature, topK, topP, and with a temperature one uniform draw in [0, 1] per row and step.
+void ParseSampling(const Napi::Object& o, bool many_steps, StepRequest& r) {
+  const Napi::Env env = o.Env();
+  r.sampling.temperature = NumberField(o, "temperature", 0, 1e6);
+  r.sampling.top_k = IntegerField(o, "topK", 0, kMaxDim);
+  r.sampling.top_p = NumberField(o, "topP", 0, 1, /*above_min=*/true);
+  if (r.sampling.temperature <= 0) return;
+  const Napi::Value uniforms = o.Get("uniforms");
+  if (!uniforms.IsTypedArray() || uniforms.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
+      uniforms.As<Napi::Float64Array>().ElementLength() != static_cast<size_t>(r.batch * r.steps)) {
+    Fail(env, many_steps ? "Float64Array of one uniform draw per row and step" : "Float64Array of one uniform draw per row", "uniforms", uniforms);
+  }
+  const auto u = uniforms.As<Napi::Float64Array>();
+  r.sampling.uniforms.assign(u.Data(), u.Data() + u.ElementLength());
+  for (const double draw : r.sampling.uniforms) {
+    if (!(draw >= 0 && draw <= 1)) {  // also false for NaN
+      throw Napi::RangeError::New(env, "Expected uniform draws between 0 and 1 for uniforms but received " + std::to_string(draw));
+    }
+  }
+}
+
+// pad: absent, or an Int32Array of one left-padding count per row, each leaving a real token.
+void ParsePad(const Napi::Object& o, StepRequest& r) {
+  const Napi::Value pad = o.Get("pad");
+  if (pad.IsUndefined() || pad.IsNull()) return;
+  if (!pad.IsTypedArray() || pad.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+      pad.As<Napi::Int32Array>().ElementLength() != static_cast<size_t>(r.batch)) {
+    Fail(o.Env(), "Int32Array of one padding count per row", "pad", pad);
+  }
+  const auto counts = pad.As<Napi::Int32Array>();
+  for (size_t i = 0; i < counts.ElementLength(); ++i) {
+    if (counts[i] < 0 || counts[i] >= r.seq) {
+      throw Napi::RangeError::New(o.Env(), "Expected padding between 0 and " + std::to_string(r.seq - 1) + " for pad[" + std::to_string(i) +
+                                               "] but received " + std::to_string(counts[i]));
+    }
+    r.pad.push_back(counts[i]);
+  }
+}
+
+// A step request, checked field by field (types and ranges; the engine checks what depends on
+// its state).
+StepRequest ParseStep(const Napi::CallbackInfo& info, const Qwen3Engine& engine, bool many_steps) {
+  const Napi::Object o = ObjectArg(info, 0, "step request");
+  StepRequest r;
+  ParseIds(o, engine.config().vocab_size, r);
   r.logits = static_cast<LogitsMode>(IntegerField(o, "logits", 0, 2));
   if (many_steps) {
     r.steps = IntegerField(o, "steps", 1, engine.config().context_length);
     r.stop_id = IntegerField(o, "stopId", -1, kMaxDim);
   }
-  r.sampling.temperature = NumberField(o, "temperature", 0, 1e6);
-  r.sampling.top_k = IntegerField(o, "topK", 0, kMaxDim);
-  r.sampling.top_p = NumberField(o, "topP", 0, 1, /*above_min=*/true);
-  if (r.sampling.temperature > 0) {
-    const Napi::Value uniforms = o.Get("uniforms");
-    if (!uniforms.IsTypedArray() || uniforms.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
-        uniforms.As<Napi::Float64Array>().ElementLength() != static_cast<size_t>(r.batch * r.steps)) {
-      Fail(env, many_steps ? "Float64Array of one uniform draw per row and step" : "Float64Array of one uniform draw per row", "uniforms", uniforms);
-    }
-    const auto u = uniforms.As<Napi::Float64Array>();
-    r.sampling.uniforms.assign(u.Data(), u.Data() + u.ElementLength());
-    for (const double draw : r.sampling.uniforms) {
-      if (!(draw >= 0 && draw <= 1)) {  // also false for NaN
-        throw Napi::RangeError::New(env, "Expected uniform draws between 0 and 1 for uniforms but received " + std::to_string(draw));
-      }
-    }
-  }
-  const Napi::Value pad = o.Get("pad");
-  if (!pad.IsUndefined() && !pad.IsNull()) {
-    if (!pad.IsTypedArray() || pad.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
-        pad.As<Napi::Int32Array>().ElementLength() != static_cast<size_t>(r.batch)) {
-      Fail(env, "Int32Array of one padding count per row", "pad", pad);
-    }
-    const auto counts = pad.As<Napi::Int32Array>();
-    for (size_t i = 0; i < counts.ElementLength(); ++i) {
-      if (counts[i] < 0 || counts[i] >= r.seq) {
-        throw Napi::RangeError::New(env, "Expected padding between 0 and " + std::to_string(r.seq - 1) + " for pad[" + std::to_string(i) +
-                                             "] but received " + std::to_string(counts[i]));
-      }
-      r.pad.push_back(counts[i]);
-    }
-  }
+  ParseSampling(o, many_steps, r);
+  ParsePad(o, r);
   return r;
 }
 
@@ -209,25 +224,25 @@ Napi::Function ModelWrap::Init(Napi::Env env) {
                       InstanceMethod<&ModelWrap::Dispose>("dispose")});
 }
 
-Napi::Object ModelWrap::NewInstance(Napi::Env env, std::shared_ptr<Qwen3Engine> engine) {
+Napi::Object ModelWrap::NewInstance(Napi::Env env, std::shared_ptr<LoadedEngine> engine) {
   Napi::Object obj = env.GetInstanceData<Napi::FunctionReference>()->New({});
   ModelWrap* wrap = Unwrap(obj);
   wrap->status_ = std::make_shared<EngineStatus>();
-  wrap->status_->Refresh(*engine);  // no step can run yet: the engine is not shared
+  wrap->status_->Refresh(*engine->engine);  // no step can run yet: the engine is not shared
   wrap->engine_ = std::move(engine);
   return obj;
 }
 
 ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {}
 
-std::shared_ptr<Qwen3Engine> ModelWrap::engine(const Napi::Env& env) const {
+std::shared_ptr<LoadedEngine> ModelWrap::engine(const Napi::Env& env) const {
   if (!engine_) throw Napi::Error::New(env, "Model is disposed");
   return engine_;
 }
 
 Napi::Value ModelWrap::Step(const Napi::CallbackInfo& info, StepKind kind) {
   auto e = engine(info.Env());
-  StepRequest request = ParseStep(info, *e, kind == StepKind::DecodeSteps);
+  StepRequest request = ParseStep(info, *e->engine, kind == StepKind::DecodeSteps);
   return QueueStep(info.Env(), std::move(e), status_, kind, std::move(request));
 }
 
@@ -240,11 +255,13 @@ Napi::Value ModelWrap::ResetCache(const Napi::CallbackInfo& info) {
   auto e = engine(info.Env());
   const Napi::Value release = info.Length() > 0 ? info[0] : info.Env().Undefined();
   if (!release.IsUndefined() && !release.IsBoolean()) Fail(info.Env(), "boolean", "release", release);
-  // Never wait on the JS thread: the TypeScript side queues calls, so a held lock means misuse.
-  std::unique_lock<std::mutex> lock(e->mutex(), std::try_to_lock);
+  // Busy from a step's call until its Promise settles (EngineStatus::Busy). Once none is in
+  // flight no worker holds the engine's lock, so taking it here never waits.
+  if (status_->Busy()) throw Napi::Error::New(info.Env(), "Model is busy: cannot reset the KV cache during a step");
+  std::unique_lock<std::mutex> lock(e->mutex, std::try_to_lock);
   if (!lock.owns_lock()) throw Napi::Error::New(info.Env(), "Model is busy: cannot reset the KV cache during a step");
-  e->reset_cache(release.IsBoolean() && release.As<Napi::Boolean>().Value());
-  status_->Refresh(*e);
+  e->engine->reset_cache(release.IsBoolean() && release.As<Napi::Boolean>().Value());
+  status_->Refresh(*e->engine);
   return info.Env().Undefined();
 }
 
@@ -258,10 +275,10 @@ Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {
   const EngineStatus::Values s = status_->Get();
   Napi::Object out = Napi::Object::New(info.Env());
   // Fixed at load: safe to read while a step runs.
-  out.Set("device", e->device());
-  out.Set("dtype", e->dtype());
-  out.Set("parameterBytes", static_cast<double>(e->parameter_bytes()));
-  out.Set("compiled", e->compiled());
+  out.Set("device", e->engine->device());
+  out.Set("dtype", e->engine->dtype());
+  out.Set("parameterBytes", static_cast<double>(e->engine->parameter_bytes()));
+  out.Set("compiled", e->engine->compiled());
   // Changed by steps: the copy made after the last one.
   out.Set("cacheCapacity", static_cast<double>(s.cache_capacity));
   out.Set("compileSeconds", s.compile_seconds);

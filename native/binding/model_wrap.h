@@ -18,11 +18,11 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
  public:
   static Napi::Function Init(Napi::Env env);
   // Wraps a loaded engine in a new JS object (called when a load completes).
-  static Napi::Object NewInstance(Napi::Env env, std::shared_ptr<Qwen3Engine> engine);
+  static Napi::Object NewInstance(Napi::Env env, std::shared_ptr<LoadedEngine> engine);
   explicit ModelWrap(const Napi::CallbackInfo& info);
 
  private:
-  std::shared_ptr<Qwen3Engine> engine(const Napi::Env& env) const;
+  std::shared_ptr<LoadedEngine> engine(const Napi::Env& env) const;
   Napi::Value Step(const Napi::CallbackInfo& info, StepKind kind);
 
   Napi::Value Prefill(const Napi::CallbackInfo& info);
@@ -34,7 +34,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value Info(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 
-  std::shared_ptr<Qwen3Engine> engine_;  // null once disposed
+  std::shared_ptr<LoadedEngine> engine_;  // null once disposed
   std::shared_ptr<EngineStatus> status_;  // what the getters report; steps refresh it
 };
 

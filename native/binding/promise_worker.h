@@ -21,6 +21,8 @@ class PromiseWorker : public Napi::AsyncWorker {
  protected:
   virtual void Work() = 0;
   virtual Napi::Value Result(Napi::Env env) = 0;
+  // Runs on the JS thread once the Promise is settled (or could not be), before the worker goes.
+  virtual void Finished() {}
 
   void Execute() override {
     try {
@@ -55,6 +57,7 @@ class PromiseWorker : public Napi::AsyncWorker {
         // The environment is shutting down: the promise has no one left to tell.
       }
     }
+    Finished();
     Destroy();
   }
 

@@ -3,10 +3,8 @@
 #pragma once
 
 #include <memory>
-#include <mutex>
 #include <string>
 
-#include "binding/engine_thread.h"
 #include "model/step.h"
 
 namespace qwen3 {
@@ -41,18 +39,11 @@ class Qwen3Engine {
   double compile_seconds() const;
   int graph_captures() const;
 
-  // Serialises use of one engine: the worker threads of two calls must never interleave.
-  std::mutex& mutex() { return mutex_; }
-  // Where steps run (see engine_thread.h); callers hold mutex() around it.
-  EngineThread& thread() { return thread_; }
-
  private:
   struct Impl;
   explicit Qwen3Engine(std::unique_ptr<Impl> impl);
   StepResult profiled(const char* what, const StepRequest& request, StepKind kind);
   std::unique_ptr<Impl> impl_;
-  std::mutex mutex_;
-  EngineThread thread_;
 };
 
 }  // namespace qwen3

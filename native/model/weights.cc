@@ -33,34 +33,40 @@ std::string shape_string(const std::vector<int64_t>& shape) {
   return out + "]";
 }
 
-// What the config says each key must hold.
-struct Expected {
+// One tensor of the checkpoint: its key, where it goes, the shape the config gives it, and
+// whether it is a norm scale (those stay float32).
+struct Slot {
+  std::string name;
+  at::Tensor* dest;
   std::vector<int64_t> shape;
-  bool is_norm;  // norm scales stay float32
+  bool is_norm;
 };
 
-std::map<std::string, Expected> expected_tensors(const ModelConfig& c) {
+// Every tensor a Qwen3 model with this config holds, in the reference's key names, pointing into
+// `w` (whose blocks it sizes).
+std::vector<Slot> weight_slots(const ModelConfig& c, Weights& w) {
   const int64_t q_out = c.n_heads * c.head_dim, kv_out = c.n_kv_groups * c.head_dim;
-  std::map<std::string, Expected> out;
-  out["tok_emb.weight"] = {{c.vocab_size, c.emb_dim}, false};
+  w.blocks.resize(static_cast<size_t>(c.n_layers));
+  std::vector<Slot> out{{"tok_emb.weight", &w.tok_emb, {c.vocab_size, c.emb_dim}, false}};
   for (int64_t i = 0; i < c.n_layers; ++i) {
     const std::string p = "trf_blocks." + std::to_string(i) + ".";
-    out[p + "att.W_query.weight"] = {{q_out, c.emb_dim}, false};
-    out[p + "att.W_key.weight"] = {{kv_out, c.emb_dim}, false};
-    out[p + "att.W_value.weight"] = {{kv_out, c.emb_dim}, false};
-    out[p + "att.out_proj.weight"] = {{c.emb_dim, q_out}, false};
+    BlockWeights& b = w.blocks[static_cast<size_t>(i)];
+    out.push_back({p + "att.W_query.weight", &b.w_query, {q_out, c.emb_dim}, false});
+    out.push_back({p + "att.W_key.weight", &b.w_key, {kv_out, c.emb_dim}, false});
+    out.push_back({p + "att.W_value.weight", &b.w_value, {kv_out, c.emb_dim}, false});
+    out.push_back({p + "att.out_proj.weight", &b.out_proj, {c.emb_dim, q_out}, false});
     if (c.qk_norm) {
-      out[p + "att.q_norm.scale"] = {{c.head_dim}, true};
-      out[p + "att.k_norm.scale"] = {{c.head_dim}, true};
+      out.push_back({p + "att.q_norm.scale", &b.q_norm, {c.head_dim}, true});
+      out.push_back({p + "att.k_norm.scale", &b.k_norm, {c.head_dim}, true});
     }
-    out[p + "ff.fc1.weight"] = {{c.hidden_dim, c.emb_dim}, false};
-    out[p + "ff.fc2.weight"] = {{c.hidden_dim, c.emb_dim}, false};
-    out[p + "ff.fc3.weight"] = {{c.emb_dim, c.hidden_dim}, false};
-    out[p + "norm1.scale"] = {{c.emb_dim}, true};
-    out[p + "norm2.scale"] = {{c.emb_dim}, true};
+    out.push_back({p + "ff.fc1.weight", &b.fc1, {c.hidden_dim, c.emb_dim}, false});
+    out.push_back({p + "ff.fc2.weight", &b.fc2, {c.hidden_dim, c.emb_dim}, false});
+    out.push_back({p + "ff.fc3.weight", &b.fc3, {c.emb_dim, c.hidden_dim}, false});
+    out.push_back({p + "norm1.scale", &b.norm1, {c.emb_dim}, true});
+    out.push_back({p + "norm2.scale", &b.norm2, {c.emb_dim}, true});
   }
-  out["final_norm.scale"] = {{c.emb_dim}, true};
-  out["out_head.weight"] = {{c.vocab_size, c.emb_dim}, false};
+  out.push_back({"final_norm.scale", &w.final_norm, {c.emb_dim}, true});
+  out.push_back({"out_head.weight", &w.out_head, {c.vocab_size, c.emb_dim}, false});
   return out;
 }
 
@@ -120,54 +126,34 @@ at::Tensor read_tensor(const FileHandle& file, const TensorRecord& r) {
 
 Weights load_weights(const std::string& path, const ModelConfig& config, at::ScalarType dtype, c10::Device device) {
   const std::vector<TensorRecord> records = read_checkpoint_index(path);
-  const auto expected = expected_tensors(config);
+  Weights w;
+  const std::vector<Slot> slots = weight_slots(config, w);
+  std::map<std::string, const Slot*> expected;
+  for (const Slot& slot : slots) expected[slot.name] = &slot;
 
+  // Every record must be a tensor of the model, in the shape the config gives it, and every
+  // tensor of the model must be there.
   std::map<std::string, const TensorRecord*> by_name;
   for (const auto& r : records) {
     const auto it = expected.find(r.name);
     if (it == expected.end()) {
       throw std::runtime_error("Checkpoint has unexpected tensor '" + r.name + "' (not part of a Qwen3 model with this config)");
     }
-    if (r.shape != it->second.shape) {
+    if (r.shape != it->second->shape) {
       throw std::runtime_error("Checkpoint tensor '" + r.name + "' has shape " + shape_string(r.shape) +
-                               " but the config needs " + shape_string(it->second.shape));
+                               " but the config needs " + shape_string(it->second->shape));
     }
     by_name[r.name] = &r;
   }
-  for (const auto& [name, want] : expected) {
-    if (!by_name.count(name)) throw std::runtime_error("Checkpoint is missing tensor '" + name + "'");
+  for (const Slot& slot : slots) {
+    if (!by_name.count(slot.name)) throw std::runtime_error("Checkpoint is missing tensor '" + slot.name + "'");
   }
 
   const FileHandle file(path);
-  auto load = [&](const std::string& name) {
-    at::Tensor t = read_tensor(file, *by_name.at(name));
-    const auto target = expected.at(name).is_norm ? at::kFloat : dtype;
-    // One conversion per tensor: dtype and device together, so at most one staging copy lives at a time.
-    return t.to(device, target);
-  };
-
-  Weights w;
-  w.tok_emb = load("tok_emb.weight");
-  for (int64_t i = 0; i < config.n_layers; ++i) {
-    const std::string p = "trf_blocks." + std::to_string(i) + ".";
-    BlockWeights b;
-    b.w_query = load(p + "att.W_query.weight");
-    b.w_key = load(p + "att.W_key.weight");
-    b.w_value = load(p + "att.W_value.weight");
-    b.out_proj = load(p + "att.out_proj.weight");
-    if (config.qk_norm) {
-      b.q_norm = load(p + "att.q_norm.scale");
-      b.k_norm = load(p + "att.k_norm.scale");
-    }
-    b.fc1 = load(p + "ff.fc1.weight");
-    b.fc2 = load(p + "ff.fc2.weight");
-    b.fc3 = load(p + "ff.fc3.weight");
-    b.norm1 = load(p + "norm1.scale");
-    b.norm2 = load(p + "norm2.scale");
-    w.blocks.push_back(std::move(b));
+  for (const Slot& slot : slots) {
+    // One conversion per tensor, dtype and device together, so at most one staging copy lives at a time.
+    *slot.dest = read_tensor(file, *by_name.at(slot.name)).to(device, slot.is_norm ? at::kFloat : dtype);
   }
-  w.final_norm = load("final_norm.scale");
-  w.out_head = load("out_head.weight");
   return w;
 }
 
