@@ -22,12 +22,11 @@ namespace qwen3 {
 namespace {
 
 // Dot products of rows [begin, end) of w (n, k) with x, kRows rows at a time: kRows streams of
-// weights in flight, and each 64-byte chunk of x loaded once for all of them. On a 2-core AMD
-// EPYC, 8 rows read 65-69 GB/s where 4 read 59-64 (and 16 fewer) in a microbenchmark. Each row
-// still sums its chunks in order, so the result does not depend on kRows.
+// weights in flight, and each 64-byte chunk of x loaded once for all of them (8 read faster than
+// 4 or 16). Each row still sums its chunks in order, so the result does not depend on kRows.
 constexpr int kRows = 8;
-// The loops over the rows must be unrolled for the accumulators to live in registers: left to
-// itself, GCC 12 read about 34 GB/s at -O3 and 19 at -O2 (node-gyp's level), unrolled 67.
+// The loops over the rows must be unrolled for the accumulators to live in registers (GCC 12
+// does not, at -O3 or at node-gyp's -O2).
 #if defined(__clang__)
 #define QWEN3_UNROLL_ROWS _Pragma("unroll")
 #else

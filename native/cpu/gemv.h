@@ -1,8 +1,7 @@
 // A matrix-vector product for batch-1 bfloat16 decoding on x86-64 CPUs with AVX512-BF16. The
-// step streams every weight once per token, so its speed is the memory bandwidth one gets: on
-// the 2-core EPYC this was written on, oneDNN's kernel for a 1-row product read 21 GB/s from
-// memory; this one, split over both cores, reads 46-67 GB/s on the decode step's shapes, out of
-// the 74 GB/s that a plain float32 sum reads there.
+// step streams every weight once per token, so its speed is the memory bandwidth one gets;
+// oneDNN's kernel for a 1-row product reaches a fraction of it, this one (split over the cores)
+// most of it (docs/performance.md).
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -13,10 +13,9 @@
 namespace qwen3 {
 namespace {
 
-// Helper threads that take parts of a loop. A decode step runs ~115 such loops of 50-300 us
-// each, so a helper spins for 100 us after each before it sleeps on `wake_`: waking a sleeping
-// thread for every product (as libtorch's inter-op pool does) held them to 40 GB/s, where they
-// read 46-67 GB/s with threads at hand.
+// Helper threads that take parts of a loop. A decode step runs ~115 such short loops, so a
+// helper spins for 100 us after each before it sleeps on `wake_`: waking a sleeping thread for
+// every product (as libtorch's inter-op pool does) cost a good part of the bandwidth.
 class PartPool {
  public:
   explicit PartPool(int helpers) {

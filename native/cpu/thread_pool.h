@@ -3,8 +3,8 @@
 // without OpenMP (as this addon is) it runs on one thread. Compiling with OpenMP made decoding
 // faster but every prompt about 8% slower, even in the reference path that never entered our
 // loops; libtorch's inter-op pool (at::launch) sleeps between tasks, and waking it for each of
-// the ~115 products of a step held them to 40 GB/s. So the parts run on a small pool of our
-// own whose threads spin for 100 us after each task before they sleep.
+// the ~115 products of a step was slow. So the parts run on a small pool of our own whose
+// threads spin for 100 us after each task before they sleep.
 #pragma once
 
 #include <cstdint>

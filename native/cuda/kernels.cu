@@ -1,7 +1,7 @@
-// Fused kernels for the one-token decode step: each replaces 6-20 small ATen kernels, which is
-// what bounds a batch-1 decode once the step is a CUDA graph (the weights stream in ~0.3 ms on
-// an H200; each kernel costs ~2 us to launch and drain). Arithmetic is float32 throughout and
-// rounds to the model dtype where the reference rounds.
+// Fused kernels for decode steps and prompts: each replaces 6-20 small ATen kernels, whose
+// launches and drains, not the weight reads, bound a batch-1 decode once the step is a CUDA
+// graph. Arithmetic is float32 throughout and rounds to the model dtype where the reference
+// rounds. Measurements behind the choices here: docs/performance.md.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_profiler_api.h>
@@ -122,15 +122,12 @@ __global__ void qk_norm_rope_cache_kernel(const T* __restrict__ qkv, const float
 // writes its key and value into the cache. Then each of the group's query heads attends over the
 // split's positions: a team of lanes reads one position's key (16 bytes a lane), and each team
 // keeps an online softmax, merged across teams, warps and (through `partials`, by the block
-// that finishes last) splits. A variant with no block barrier before the merge (every warp
-// normed and rotated its own query with shuffles, and loaded its first keys and values before
-// the wait) was slower on an H200: 8.8 against 7.9 us a call, 1,105 against 1,124 tokens/s.
+// that finishes last) splits. (A variant with no block barrier before the merge measured slower.)
 constexpr int kGroupAttnThreads = 512;
 constexpr int kGroupAttnWarps = kGroupAttnThreads / 32;
 constexpr int kGroupAttnMaxSplits = 32;
-// A split takes at least this many positions per row of the batch, up to 128: at batch 1, 32
-// beat 64 and 128 on an H200 (898 against 888 and 872 tokens/s); larger batches have blocks
-// enough, and more splits only repeat the prologue (batch 32 fell from 13,743 to 10,881).
+// A split takes at least this many positions per row of the batch, up to 128: the fastest at
+// batch 1; larger batches have blocks enough, and more splits there only repeat the prologue.
 constexpr int kPositionsPerSplitPerRow = 32;
 constexpr int kMaxPositionsPerSplit = 128;
 constexpr int kLaneFloats = 16;  // at most two 16-byte loads of float32 a lane and position
@@ -340,21 +337,14 @@ __global__ void __launch_bounds__(kGroupAttnThreads)
 // matrix still fills about four blocks per SM.
 // Where a warp's slice fits in its first loads (k up to 1,024 bf16 per slice: all of Qwen3-0.6B's
 // products), every lane prepares the input x' for its own positions in registers: x itself, or
-// RMSNorm(x) * norm with the sum of squares from warp shuffles. Preparing x' once per block in
-// shared memory instead put two block-wide barriers and a load of the scales between the
-// previous kernel's end and the sums: on an H200 the compiled decode went from 1,046 to 1,126
-// tokens/s without them. Larger k takes that shared-memory path.
-// Also measured on an H200, and slower: a minimum of 1,024 blocks (more, shorter parts: 654
-// against 842 tokens/s; 256 or 128 were within 1%); fetching each block's rows into shared
-// memory with Hopper bulk copies (TMA) before the wait (683 against 839); prefetching the next
-// kernels' weights into L2 with cp.async.bulk.prefetch, 8 to 32 MB ahead (849 down to 765
-// against 910), or with per-line prefetch.global.L2 (900 against 934); capping the RMSNorm
-// products at 64 registers, so that four blocks fit an SM beside the next kernel's (907 against
-// 1,029, from spills), and the attention kernel likewise at two blocks an SM (979).
+// RMSNorm(x) * norm with the sum of squares from warp shuffles: no block-wide barrier or load of
+// the scales stands between the previous kernel's end and the sums. Larger k prepares x' once
+// per block in shared memory. (More blocks, TMA staging, L2 prefetching and register caps all
+// measured slower: docs/performance.md.)
 constexpr int kGemvThreads = 256;
 constexpr int kGemvWarps = kGemvThreads / 32;
 constexpr int kGemvUnroll = 4;
-constexpr int kGemvMinBlocks = 512;  // about four blocks per SM on an H100/H200
+constexpr int kGemvMinBlocks = 512;  // about four blocks per SM on a 132-SM Hopper GPU
 
 template <typename T>
 __device__ __forceinline__ float dot16(const uint4& packed_w, const T* xs) {
@@ -631,10 +621,9 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const T* __restrict_
 
 // The batch-1 vocabulary head with its argmax: a grid that fits on the GPU at once, each warp
 // taking rows n, n + (all warps), ..., with the next row's loads in flight while it sums the
-// current one; RMSNorm of the input once per block. On an H200 it streams the 311 MB of
-// Qwen3-0.6B's head in 82 us (3.8 TB/s). As a gemv grid of 16 rows a block, each block with its
-// own RMSNorm, it took 141 us; cuBLAS plus the separate norm, argmax and chain kernels cost the
-// compiled decode 2% (1,102 against 1,126 tokens/s).
+// current one; RMSNorm of the input once per block. It streams the head near the copy
+// bandwidth, where a GEMV grid (an RMSNorm per block) or cuBLAS with separate norm, argmax and
+// chain kernels measured slower.
 constexpr int kHeadBlocksPerSm = 4;
 
 template <typename T>
@@ -838,9 +827,8 @@ void gemv(int dtype, GemvInput input, const void* w, const void* x, const float*
       parts *= 2;
     }
     // Where rows are many enough that each has a warp to itself, a warp takes two: half the
-    // blocks, so more of the next kernel's blocks fit beside them and start their loads early
-    // (on an H200 the compiled decode went from 890 to 930 tokens/s). A SwiGLU warp takes a
-    // gate row and its up row.
+    // blocks, so more of the next kernel's blocks fit beside them and start their loads early.
+    // A SwiGLU warp takes a gate row and its up row.
     const int outputs_per_block = swiglu ? kGemvWarps : kGemvWarps / parts * (parts == 1 ? 2 : 1);
     const int blocks = (n_out + outputs_per_block - 1) / outputs_per_block;
     // The register path where the warp's slice fits in its first loads (and, for RMSNorm, is the whole row).
