@@ -70,7 +70,7 @@ void ZipArchive::read_at(uint64_t offset, void* out, size_t length) {
   }
 }
 
-void ZipArchive::read_central_directory() {
+ZipArchive::Directory ZipArchive::find_central_directory() {
   // The end-of-central-directory record sits in the last 22 bytes plus an
   // optional comment of up to 64 KiB. Scan backwards and accept the first
   // signature whose comment length reaches exactly to the end of the file, so
@@ -96,10 +96,13 @@ void ZipArchive::read_central_directory() {
   const unsigned char* end = &tail[eocd];
   const uint64_t eocd_offset = tail_start + eocd;
   uint64_t disk = le16(end + 4), cd_disk = le16(end + 6);
-  uint64_t entries_here = le16(end + 8), entry_count = le16(end + 10);
-  uint64_t cd_size = le32(end + 12), cd_offset = le32(end + 16);
+  uint64_t entries_here = le16(end + 8);
+  Directory dir;
+  dir.entries = le16(end + 10);
+  dir.size = le32(end + 12);
+  dir.offset = le32(end + 16);
   // The central directory must end before whichever end record follows it.
-  uint64_t cd_limit = eocd_offset;
+  dir.limit = eocd_offset;
 
   // ZIP64: a locator right before the classic record points at the 64-bit
   // end record, whose counts and offsets replace the 16/32-bit ones. torch
@@ -119,31 +122,88 @@ void ZipArchive::read_central_directory() {
       disk = le32(end64 + 16);
       cd_disk = le32(end64 + 20);
       entries_here = le64(end64 + 24);
-      entry_count = le64(end64 + 32);
-      cd_size = le64(end64 + 40);
-      cd_offset = le64(end64 + 48);
-      cd_limit = end64_offset;
+      dir.entries = le64(end64 + 32);
+      dir.size = le64(end64 + 40);
+      dir.offset = le64(end64 + 48);
+      dir.limit = end64_offset;
     }
   }
 
-  if (disk != 0 || cd_disk != 0 || entries_here != entry_count) {
+  if (disk != 0 || cd_disk != 0 || entries_here != dir.entries) {
     fail("multi-disk zip archives are not supported");
   }
-  if (!fits(cd_offset, cd_size, cd_limit)) {
-    fail("checkpoint is truncated (the zip central directory at byte " + std::to_string(cd_offset) +
-         " with " + std::to_string(cd_size) + " bytes does not fit before byte " + std::to_string(cd_limit) + ")");
+  if (!fits(dir.offset, dir.size, dir.limit)) {
+    fail("checkpoint is truncated (the zip central directory at byte " + std::to_string(dir.offset) +
+         " with " + std::to_string(dir.size) + " bytes does not fit before byte " + std::to_string(dir.limit) + ")");
   }
-  if (cd_size > kMaxCentralDirBytes) fail("zip central directory is larger than 64 MiB");
-  if (entry_count > cd_size / kCentralHeaderSize) {
-    fail("zip central directory claims " + std::to_string(entry_count) + " entries but has only " +
-         std::to_string(cd_size) + " bytes");
+  if (dir.size > kMaxCentralDirBytes) fail("zip central directory is larger than 64 MiB");
+  if (dir.entries > dir.size / kCentralHeaderSize) {
+    fail("zip central directory claims " + std::to_string(dir.entries) + " entries but has only " +
+         std::to_string(dir.size) + " bytes");
   }
+  return dir;
+}
 
-  std::vector<unsigned char> cd(cd_size);
-  if (cd_size > 0) read_at(cd_offset, cd.data(), cd.size());
+ZipEntry ZipArchive::parse_entry(const unsigned char* h, size_t name_len, size_t extra_len, uint64_t cd_offset) {
+  ZipEntry entry;
+  entry.name.assign(reinterpret_cast<const char*>(h + kCentralHeaderSize), name_len);
+  entry.flags = le16(h + 8);
+  entry.method = le16(h + 10);
+  uint64_t compressed = le32(h + 20), uncompressed = le32(h + 24);
+  uint64_t local_offset = le32(h + 42);
+  uint32_t start_disk = le16(h + 34);
+
+  // A 32-bit field of all ones means "the real value is in the zip64 extra
+  // field"; the extra carries only those fields, in this fixed order.
+  const bool need_uncompressed = uncompressed == 0xFFFFFFFFu, need_compressed = compressed == 0xFFFFFFFFu;
+  const bool need_offset = local_offset == 0xFFFFFFFFu, need_disk = start_disk == 0xFFFFu;
+  bool zip64_seen = false;
+  const unsigned char* extra = h + kCentralHeaderSize + name_len;
+  for (size_t at = 0; at + 4 <= extra_len;) {
+    const uint16_t id = le16(extra + at), size = le16(extra + at + 2);
+    if (size > extra_len - at - 4) fail("zip entry '" + entry.name + "' has a malformed extra field");
+    if (id == kZip64ExtraId && !zip64_seen) {
+      zip64_seen = true;
+      const unsigned char* field = extra + at + 4;
+      const size_t needed = 8 * (need_uncompressed + need_compressed + need_offset) + 4 * need_disk;
+      if (size < needed) fail("zip entry '" + entry.name + "' has a truncated zip64 extra field");
+      if (need_uncompressed) uncompressed = le64(field), field += 8;
+      if (need_compressed) compressed = le64(field), field += 8;
+      if (need_offset) local_offset = le64(field), field += 8;
+      if (need_disk) start_disk = le32(field);
+    }
+    at += 4 + size;
+  }
+  if (!zip64_seen && (need_uncompressed || need_compressed || need_offset || need_disk)) {
+    fail("zip entry '" + entry.name + "' needs a zip64 extra field but has none");
+  }
+  if (start_disk != 0) fail("multi-disk zip archives are not supported");
+  // Records precede the directory; this also keeps later arithmetic on the
+  // offset far from overflow.
+  if (!fits(local_offset, kLocalHeaderSize + name_len, cd_offset)) {
+    fail("zip entry '" + entry.name + "' has its local header at byte " + std::to_string(local_offset) +
+         ", not before the central directory at byte " + std::to_string(cd_offset));
+  }
+  if (entry.flags & 1) fail("zip entry '" + entry.name + "' is encrypted");
+  if (entry.method != 0) {
+    fail("zip entry '" + entry.name + "' is compressed (method " + std::to_string(entry.method) +
+         "); only stored entries are supported, as torch.save writes them");
+  }
+  if (compressed != uncompressed) {
+    fail("zip entry '" + entry.name + "' is stored but its compressed and uncompressed sizes differ");
+  }
+  entry.size = uncompressed;
+  entry.local_header_offset = local_offset;
+  return entry;
+}
+
+void ZipArchive::read_central_directory() {
+  const Directory dir = find_central_directory();
+  std::vector<unsigned char> cd(dir.size);
+  if (dir.size > 0) read_at(dir.offset, cd.data(), cd.size());
   size_t pos = 0;
-  entries_.reserve(entry_count);  // bounded by cd_size / 46 above
-  for (uint64_t n = 0; n < entry_count; ++n) {
+  entries_.reserve(dir.entries);  // bounded by dir.size / 46 above
+  for (uint64_t n = 0; n < dir.entries; ++n) {
     if (cd.size() - pos < kCentralHeaderSize || le32(&cd[pos]) != kCentralHeaderSig) {
       fail("zip central directory entry " + std::to_string(n) + " is malformed");
     }
@@ -152,55 +212,7 @@ void ZipArchive::read_central_directory() {
     if (cd.size() - pos - kCentralHeaderSize < name_len + extra_len + comment_len) {
       fail("zip central directory entry " + std::to_string(n) + " runs past the directory's end");
     }
-    ZipEntry entry;
-    entry.name.assign(reinterpret_cast<const char*>(h + kCentralHeaderSize), name_len);
-    entry.flags = le16(h + 8);
-    entry.method = le16(h + 10);
-    uint64_t compressed = le32(h + 20), uncompressed = le32(h + 24);
-    uint64_t local_offset = le32(h + 42);
-    uint32_t start_disk = le16(h + 34);
-
-    // A 32-bit field of all ones means "the real value is in the zip64 extra
-    // field"; the extra carries only those fields, in this fixed order.
-    const bool need_uncompressed = uncompressed == 0xFFFFFFFFu, need_compressed = compressed == 0xFFFFFFFFu;
-    const bool need_offset = local_offset == 0xFFFFFFFFu, need_disk = start_disk == 0xFFFFu;
-    bool zip64_seen = false;
-    const unsigned char* extra = h + kCentralHeaderSize + name_len;
-    for (size_t at = 0; at + 4 <= extra_len;) {
-      const uint16_t id = le16(extra + at), size = le16(extra + at + 2);
-      if (size > extra_len - at - 4) fail("zip entry '" + entry.name + "' has a malformed extra field");
-      if (id == kZip64ExtraId && !zip64_seen) {
-        zip64_seen = true;
-        const unsigned char* field = extra + at + 4;
-        const size_t needed = 8 * (need_uncompressed + need_compressed + need_offset) + 4 * need_disk;
-        if (size < needed) fail("zip entry '" + entry.name + "' has a truncated zip64 extra field");
-        if (need_uncompressed) uncompressed = le64(field), field += 8;
-        if (need_compressed) compressed = le64(field), field += 8;
-        if (need_offset) local_offset = le64(field), field += 8;
-        if (need_disk) start_disk = le32(field);
-      }
-      at += 4 + size;
-    }
-    if (!zip64_seen && (need_uncompressed || need_compressed || need_offset || need_disk)) {
-      fail("zip entry '" + entry.name + "' needs a zip64 extra field but has none");
-    }
-    if (start_disk != 0) fail("multi-disk zip archives are not supported");
-    // Records precede the directory; this also keeps later arithmetic on the
-    // offset far from overflow.
-    if (!fits(local_offset, kLocalHeaderSize + name_len, cd_offset)) {
-      fail("zip entry '" + entry.name + "' has its local header at byte " + std::to_string(local_offset) +
-           ", not before the central directory at byte " + std::to_string(cd_offset));
-    }
-    if (entry.flags & 1) fail("zip entry '" + entry.name + "' is encrypted");
-    if (entry.method != 0) {
-      fail("zip entry '" + entry.name + "' is compressed (method " + std::to_string(entry.method) +
-           "); only stored entries are supported, as torch.save writes them");
-    }
-    if (compressed != uncompressed) {
-      fail("zip entry '" + entry.name + "' is stored but its compressed and uncompressed sizes differ");
-    }
-    entry.size = uncompressed;
-    entry.local_header_offset = local_offset;
+    ZipEntry entry = parse_entry(h, name_len, extra_len, dir.offset);
     if (!index_by_name_.emplace(entry.name, entries_.size()).second) {
       fail("zip archive has two entries named '" + entry.name + "'");
     }

@@ -50,6 +50,15 @@ class ZipArchive {
  private:
   void read_at(uint64_t offset, void* out, size_t length);
   [[noreturn]] void fail(const std::string& problem) const;
+  // Where the central directory is (from the end records, zip64 or not), checked against the file.
+  struct Directory {
+    uint64_t offset = 0, size = 0, entries = 0;
+    uint64_t limit = 0;  // the directory must end before this byte (the end record after it)
+  };
+  Directory find_central_directory();
+  // One central-directory header h (with its name and extra field), checked; local headers must
+  // lie before cd_offset.
+  ZipEntry parse_entry(const unsigned char* h, size_t name_len, size_t extra_len, uint64_t cd_offset);
   void read_central_directory();
 
   std::string path_;
