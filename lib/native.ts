@@ -18,6 +18,9 @@ export interface NativeMemoryStats {
   currentBytes: number;
   /** null where the device tracks no peak (MPS). */
   peakBytes: number | null;
+  /** What new allocations could still get (CUDA: free plus cached but unused); null where unknown. */
+  freeBytes: number | null;
+  totalBytes: number | null;
 }
 
 /** Which logits a step returns: 0 none, 1 the last position's, 2 every position's. */
