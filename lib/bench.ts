@@ -6,10 +6,10 @@ import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { modelHome } from './cli-common.js';
 import { MODEL_SIZES } from './config.js';
 import { availableDevices, resolveDevice } from './device.js';
 import { generateBatchCache, generateStats } from './generate.js';
+import { modelHome } from './home.js';
 import { Qwen3Model } from './model.js';
 import { native, packageRoot } from './native.js';
 import { Qwen3Tokenizer } from './tokenizer.js';
@@ -17,6 +17,8 @@ import { Qwen3Tokenizer } from './tokenizer.js';
 export const BENCH_PROMPT = 'Explain large language models in a single sentence.';
 export const BENCH_ROWS = ['Regular', 'Regular compiled', 'KV cache', 'KV cache compiled'] as const;
 export type BenchRowName = (typeof BENCH_ROWS)[number];
+/** What a run measures when an option is left out (the CLI shows these in its help). */
+export const BENCH_DEFAULTS = { newTokens: 200, runs: 2, batches: [1, 8, 32], prefill: [512, 2048] } as const;
 
 export interface BenchOptions {
   devices?: string[];
@@ -60,6 +62,33 @@ export interface BenchReport {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
+/** What a benchmark run measures: the options with every default filled in. */
+interface BenchPlan {
+  devices: string[];
+  model: string | undefined;
+  newTokens: number;
+  runs: number;
+  rows: BenchRowName[];
+  batches: number[];
+  prefill: number[];
+  baseline: 'transformers' | undefined;
+  log: (line: string) => void;
+}
+
+function benchPlan(options: BenchOptions): BenchPlan {
+  return {
+    devices: (options.devices ?? availableDevices().filter((d) => !/:\d+$/.test(d))).map((d) => resolveDevice(d)),
+    model: options.model,
+    newTokens: options.newTokens ?? BENCH_DEFAULTS.newTokens,
+    runs: options.runs ?? BENCH_DEFAULTS.runs,
+    rows: options.rows ?? [...BENCH_ROWS],
+    batches: options.batches ?? [...BENCH_DEFAULTS.batches],
+    prefill: options.prefill ?? [...BENCH_DEFAULTS.prefill],
+    baseline: options.baseline,
+    log: options.log ?? ((s: string) => process.stderr.write(`${s}\n`)),
+  };
+}
+
 /** Real 0.6B base weights if downloaded, else a random-weight 0.6B checkpoint made once by the Python reference. */
 function benchWeights(log: (s: string) => void): { path: string; kind: string } {
   const real = join(modelHome(), 'qwen3-0.6B-base.pth');
@@ -73,6 +102,22 @@ function benchWeights(log: (s: string) => void): { path: string; kind: string } 
   return { path, kind: 'random weights of the Qwen3-0.6B shape (no real weights downloaded)' };
 }
 
+function emptyReport(plan: BenchPlan, weights: string, promptTokens: number): BenchReport {
+  const info = native().buildInfo();
+  return {
+    machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, gpus: native().devices().cudaNames, libtorch: info.torchVersion, node: process.version },
+    weights,
+    promptTokens,
+    newTokens: plan.newTokens,
+    runs: plan.runs,
+    rows: [],
+    prefill: [],
+    batched: [],
+    compileSeconds: {},
+    bandwidth: [],
+  };
+}
+
 async function timedRuns(runs: number, fn: () => Promise<number>): Promise<number[]> {
   await fn(); // warm-up: first-use allocations, kernel selection, CUDA graph capture
   const out: number[] = [];
@@ -80,103 +125,112 @@ async function timedRuns(runs: number, fn: () => Promise<number>): Promise<numbe
   return out;
 }
 
+/** One row of the speed table: whole generations of the book's prompt, with or without the KV cache. */
+async function measureRow(model: Qwen3Model, device: string, row: BenchRowName, prompt: number[], plan: BenchPlan, report: BenchReport): Promise<number> {
+  const useCache = row.startsWith('KV cache');
+  const peaks: (number | null)[] = [];
+  const prefills: number[] = [];
+  const decodes: number[] = [];
+  const rates = await timedRuns(plan.runs, async () => {
+    const { stats } = await generateStats(model, prompt, { maxNewTokens: plan.newTokens, ignoreEos: true, useCache });
+    peaks.push(stats.peakMemoryBytes);
+    prefills.push(stats.prefillSeconds);
+    decodes.push(stats.decodeTokensPerSecond);
+    return stats.tokensPerSecond;
+  });
+  const tokensPerSecond = median(rates);
+  // Medians of the timed runs (the warm-up's entries come first).
+  const prefillSeconds = median(prefills.slice(1));
+  const decodeTokensPerSecond = median(decodes.slice(1));
+  report.rows.push({ device, row, tokensPerSecond, prefillSeconds, decodeTokensPerSecond, peakMemoryBytes: peaks.at(-1) ?? null });
+  plan.log(`${device} ${row}: ${tokensPerSecond.toFixed(1)} tokens/s`);
+  return tokensPerSecond;
+}
+
+/** The device's copy bandwidth next to what the fastest row achieved. */
+async function measureBandwidth(model: Qwen3Model, device: string, tokensPerSecond: number, report: BenchReport): Promise<void> {
+  const config = MODEL_SIZES['0.6B'];
+  const measured = await native().measureBandwidth(device, 1 << 30);
+  // A decode step reads every weight once except the embedding table (one row of it).
+  const bytesPerToken = model.parameterBytes - config.vocab_size * config.emb_dim * 2;
+  const achieved = bytesPerToken * tokensPerSecond;
+  report.bandwidth.push({ device, measuredGBps: measured / 1e9, bytesPerToken, achievedGBps: achieved / 1e9, fraction: achieved / measured });
+}
+
+/** Prompt throughput: one prefill of each length from an empty cache. */
+async function measurePrefill(model: Qwen3Model, device: string, prompt: number[], plan: BenchPlan, report: BenchReport): Promise<void> {
+  for (const tokens of plan.prefill) {
+    const ids = Array.from({ length: tokens }, (_, i) => prompt[i % prompt.length]!);
+    const seconds = await timedRuns(plan.runs, async () => {
+      await model.resetCache();
+      const t0 = performance.now();
+      await model.prefill(ids);
+      return (performance.now() - t0) / 1000;
+    });
+    report.prefill.push({ device, tokens, tokensPerSecond: tokens / median(seconds) });
+    plan.log(`${device} prefill ${tokens}: ${(tokens / median(seconds)).toFixed(0)} tokens/s`);
+  }
+}
+
+/** Batched decode: the same prompt in every row, total tokens per second. */
+async function measureBatches(model: Qwen3Model, device: string, prompt: number[], plan: BenchPlan, report: BenchReport): Promise<void> {
+  for (const batch of plan.batches) {
+    const prompts = Array.from({ length: batch }, () => prompt);
+    const seconds = await timedRuns(plan.runs, async () => {
+      const t0 = performance.now();
+      await generateBatchCache(model, prompts, { maxNewTokens: plan.newTokens, ignoreEos: true });
+      return (performance.now() - t0) / 1000;
+    });
+    report.batched.push({ device, batch, tokensPerSecond: (batch * plan.newTokens) / median(seconds) });
+    plan.log(`${device} batch ${batch}: ${((batch * plan.newTokens) / median(seconds)).toFixed(0)} tokens/s`);
+  }
+}
+
+/**
+ * Everything measured on one device: the eager model for the uncompiled rows, then the compiled
+ * one for its rows, the bandwidth, prefill and batched decode (each model loaded only if needed).
+ */
+async function benchDevice(device: string, weightsPath: string, prompt: number[], plan: BenchPlan, report: BenchReport): Promise<void> {
+  for (const compile of [false, true]) {
+    const wanted = plan.rows.filter((r) => r.endsWith('compiled') === compile);
+    const needsModel = wanted.length > 0 || (compile && (plan.batches.length > 0 || plan.prefill.length > 0));
+    if (!needsModel) continue;
+    plan.log(`${device}: loading ${compile ? 'compiled' : 'eager'} model`);
+    const model = await Qwen3Model.load(weightsPath, { config: MODEL_SIZES['0.6B'], device, dtype: 'bfloat16', compile });
+    try {
+      for (const row of wanted) {
+        const tokensPerSecond = await measureRow(model, device, row, prompt, plan, report);
+        if (row === 'KV cache compiled') await measureBandwidth(model, device, tokensPerSecond, report);
+      }
+      if (!compile) continue;
+      report.compileSeconds[device] = model.compileSeconds;
+      await measurePrefill(model, device, prompt, plan, report);
+      await measureBatches(model, device, prompt, plan, report);
+    } finally {
+      model.dispose();
+    }
+  }
+}
+
 export async function runBench(options: BenchOptions = {}): Promise<BenchReport> {
-  const log = options.log ?? ((s: string) => process.stderr.write(`${s}\n`));
-  const devices = (options.devices ?? availableDevices().filter((d) => !/:\d+$/.test(d))).map((d) => resolveDevice(d));
-  const newTokens = options.newTokens ?? 200;
-  const runs = options.runs ?? 2;
-  const rows = options.rows ?? [...BENCH_ROWS];
-  const weights = options.model ? { path: options.model, kind: options.model } : benchWeights(log);
+  const plan = benchPlan(options);
+  const weights = plan.model ? { path: plan.model, kind: plan.model } : benchWeights(plan.log);
   const tokenizer = await Qwen3Tokenizer.load();
   const prompt = await tokenizer.encode(BENCH_PROMPT);
-  const config = MODEL_SIZES['0.6B'];
-  const gen = { maxNewTokens: newTokens, ignoreEos: true };
-  const info = native().buildInfo();
-  const report: BenchReport = {
-    machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, gpus: native().devices().cudaNames, libtorch: info.torchVersion, node: process.version },
-    weights: weights.kind,
-    promptTokens: prompt.length,
-    newTokens,
-    runs,
-    rows: [],
-    prefill: [],
-    batched: [],
-    compileSeconds: {},
-    bandwidth: [],
-  };
-
-  for (const device of devices) {
-    for (const compile of [false, true]) {
-      const wanted = rows.filter((r) => r.endsWith('compiled') === compile);
-      const needsModel = wanted.length > 0 || (compile && ((options.batches?.length ?? 3) > 0 || (options.prefill?.length ?? 2) > 0));
-      if (!needsModel) continue;
-      log(`${device}: loading ${compile ? 'compiled' : 'eager'} model`);
-      const model = await Qwen3Model.load(weights.path, { config, device, dtype: 'bfloat16', compile });
-      try {
-        for (const row of wanted) {
-          const useCache = row.startsWith('KV cache');
-          const peaks: (number | null)[] = [];
-          const prefills: number[] = [];
-          const decodes: number[] = [];
-          const rates = await timedRuns(runs, async () => {
-            const { stats } = await generateStats(model, prompt, { ...gen, useCache });
-            peaks.push(stats.peakMemoryBytes);
-            prefills.push(stats.prefillSeconds);
-            decodes.push(stats.decodeTokensPerSecond);
-            return stats.tokensPerSecond;
-          });
-          const tokensPerSecond = median(rates);
-          // Medians of the timed runs (the warm-up's entries come first).
-          const prefillSeconds = median(prefills.slice(1));
-          const decodeTokensPerSecond = median(decodes.slice(1));
-          report.rows.push({ device, row, tokensPerSecond, prefillSeconds, decodeTokensPerSecond, peakMemoryBytes: peaks.at(-1) ?? null });
-          log(`${device} ${row}: ${tokensPerSecond.toFixed(1)} tokens/s`);
-          if (row === 'KV cache compiled') {
-            const measured = await native().measureBandwidth(device, 1 << 30);
-            // A decode step reads every weight once except the embedding table (one row of it).
-            const bytesPerToken = model.parameterBytes - config.vocab_size * config.emb_dim * 2;
-            const achieved = bytesPerToken * tokensPerSecond;
-            report.bandwidth.push({ device, measuredGBps: measured / 1e9, bytesPerToken, achievedGBps: achieved / 1e9, fraction: achieved / measured });
-          }
-        }
-        if (!compile) continue;
-        report.compileSeconds[device] = model.compileSeconds;
-        for (const tokens of options.prefill ?? [512, 2048]) {
-          const ids = Array.from({ length: tokens }, (_, i) => prompt[i % prompt.length]!);
-          const seconds = await timedRuns(runs, async () => {
-            await model.resetCache();
-            const t0 = performance.now();
-            await model.prefill(ids);
-            return (performance.now() - t0) / 1000;
-          });
-          report.prefill.push({ device, tokens, tokensPerSecond: tokens / median(seconds) });
-          log(`${device} prefill ${tokens}: ${(tokens / median(seconds)).toFixed(0)} tokens/s`);
-        }
-        for (const batch of options.batches ?? [1, 8, 32]) {
-          const prompts = Array.from({ length: batch }, () => prompt);
-          const seconds = await timedRuns(runs, async () => {
-            const t0 = performance.now();
-            await generateBatchCache(model, prompts, gen);
-            return (performance.now() - t0) / 1000;
-          });
-          report.batched.push({ device, batch, tokensPerSecond: (batch * newTokens) / median(seconds) });
-          log(`${device} batch ${batch}: ${((batch * newTokens) / median(seconds)).toFixed(0)} tokens/s`);
-        }
-      } finally {
-        model.dispose();
-      }
-    }
-    if (options.baseline === 'transformers') mergeBaseline(report, device, weights.path, prompt, options, log);
+  const report = emptyReport(plan, weights.kind, prompt.length);
+  for (const device of plan.devices) {
+    await benchDevice(device, weights.path, prompt, plan, report);
+    if (plan.baseline === 'transformers') mergeBaseline(report, device, weights.path, prompt, plan);
   }
   return report;
 }
 
 /** Runs scripts/bench_transformers.py for one device and stores its numbers next to ours. */
-function mergeBaseline(report: BenchReport, device: string, weights: string, prompt: number[], options: BenchOptions, log: (s: string) => void): void {
-  log(`${device}: running the Hugging Face transformers baseline (torch.compile takes a while)`);
+function mergeBaseline(report: BenchReport, device: string, weights: string, prompt: number[], plan: BenchPlan): void {
+  plan.log(`${device}: running the Hugging Face transformers baseline (torch.compile takes a while)`);
   const args = [join(packageRoot, 'scripts', 'bench_transformers.py'), '--model', weights, '--device', device, '--prompt-ids', prompt.join(','),
     '--new-tokens', String(report.newTokens), '--runs', String(report.runs),
-    '--batches', (options.batches ?? [1, 8, 32]).join(','), '--prefill', (options.prefill ?? [512, 2048]).join(',')];
+    '--batches', plan.batches.join(','), '--prefill', plan.prefill.join(',')];
   const theirs = JSON.parse(execFileSync('python3', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24 })) as {
     rows: Record<string, number>;
     batched: Record<string, number>;

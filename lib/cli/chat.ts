@@ -1,21 +1,18 @@
 // `qwen3 chat`: a multi-turn conversation with the reasoning model. The whole history is kept
 // and re-sent through the chat template each turn; Ctrl-C stops the answer being generated
 // (the program goes on), Ctrl-C at the prompt or Ctrl-D quits.
+import type { Command } from 'commander';
 import { createInterface } from 'node:readline';
-import { type ModelFlags, loadFromFlags } from './cli-common.js';
-import { generateTextBasicStreamCache } from './generate.js';
-import { type ChatMessage, formatChat } from './tokenizer.js';
+import { generateTextBasicStreamCache } from '../generate.js';
+import { type ChatMessage, formatChat } from '../tokenizer.js';
+import { type ModelFlags, type SamplingFlags, intArg, loadFromFlags, modelOptions } from './common.js';
 
-interface ChatFlags extends ModelFlags {
+interface ChatFlags extends ModelFlags, SamplingFlags {
   maxNewTokens: number;
   think?: boolean;
-  temperature?: number;
-  topK?: number;
-  topP?: number;
-  seed?: number;
 }
 
-export async function chatCommand(flags: ChatFlags): Promise<void> {
+async function chatCommand(flags: ChatFlags): Promise<void> {
   const { model, tokenizer } = await loadFromFlags(flags, 'reasoning');
   const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: Boolean(process.stdin.isTTY) });
   const history: ChatMessage[] = [];
@@ -59,4 +56,11 @@ export async function chatCommand(flags: ChatFlags): Promise<void> {
     rl.close();
     model.dispose();
   }
+}
+
+export function registerChat(program: Command): void {
+  modelOptions(program.command('chat').description('multi-turn chat with the reasoning model; Ctrl-C stops an answer, Ctrl-D quits'), 'reasoning')
+    .option('--max-new-tokens <n>', 'tokens per answer at most', intArg('--max-new-tokens'), 2048)
+    .option('--think', 'let the model think before answering')
+    .action(chatCommand);
 }
