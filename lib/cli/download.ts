@@ -2,10 +2,11 @@
 import { type Command, Option } from 'commander';
 import { downloadQwen3Small } from '../download.js';
 import { baseUrl, modelHome } from '../home.js';
+import { write } from './output.js';
 
 async function downloadCommand(opts: { kind: 'base' | 'reasoning'; tokenizerOnly?: boolean; outDir?: string }): Promise<void> {
   const got = await downloadQwen3Small({ kind: opts.kind, tokenizerOnly: opts.tokenizerOnly, outDir: opts.outDir ?? modelHome(), baseUrl: baseUrl(), progress: 'auto' });
-  for (const path of [got.modelPath, got.tokenizerPath]) if (path) process.stdout.write(`${path}\n`);
+  for (const path of [got.modelPath, got.tokenizerPath]) if (path) write(`${path}\n`);
 }
 
 export function registerDownload(program: Command): void {

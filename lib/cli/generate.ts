@@ -1,11 +1,13 @@
-// `qwen3 generate`: one prompt, its continuation streamed to stdout, the stats to stderr.
+// `qwen3 generate`: one prompt, its continuation streamed to stdout, the stats to stderr. Ctrl-C
+// stops it (within one prefill chunk or decode step) and it exits 130 with what it had; a reader
+// that goes away ends it quietly with 0.
 import type { Command } from 'commander';
-import { formatStats, generateStats } from '../generate.js';
+import { PREFILL_CHUNK_SIZE, formatStats, generateStats } from '../generate.js';
 import { type ModelFlags, type SamplingFlags, idList, intArg, loadFromFlags, modelOptions } from './common.js';
+import { EXIT_INTERRUPTED, catchInterrupt, outputClosed, write } from './output.js';
+import { type PromptFlags, readPrompt } from './prompt-input.js';
 
-interface GenerateFlags extends ModelFlags, SamplingFlags {
-  prompt?: string;
-  promptIds?: number[];
+interface GenerateFlags extends ModelFlags, SamplingFlags, PromptFlags {
   chat?: boolean;
   maxNewTokens: number;
   cache: boolean;
@@ -16,13 +18,14 @@ interface GenerateFlags extends ModelFlags, SamplingFlags {
 }
 
 async function generateCommand(flags: GenerateFlags): Promise<void> {
-  if ((flags.prompt === undefined) === (flags.promptIds === undefined)) throw new Error('Give exactly one of --prompt and --prompt-ids');
+  const prompt = await readPrompt(flags);
   const { model, tokenizer } = await loadFromFlags(flags, 'base');
-  const abort = new AbortController();
-  const onSigint = () => abort.abort();
-  process.on('SIGINT', onSigint);
+  const interrupt = catchInterrupt();
   try {
-    const promptIds = flags.promptIds ?? (await tokenizer.encode(flags.prompt!, { chat: flags.chat }));
+    const promptIds = 'ids' in prompt ? prompt.ids : await tokenizer.encode(prompt.text, { chat: flags.chat });
+    if (flags.cache && promptIds.length > PREFILL_CHUNK_SIZE) {
+      process.stderr.write(`Prefilling ${promptIds.length} prompt tokens, ${PREFILL_CHUNK_SIZE} at a time (Ctrl-C stops between them)\n`);
+    }
     const streaming = flags.stream && !flags.json;
     const decoder = tokenizer.createStreamDecoder();
     const { ids, stats } = await generateStats(model, promptIds, {
@@ -34,20 +37,22 @@ async function generateCommand(flags: GenerateFlags): Promise<void> {
       topK: flags.topK,
       topP: flags.topP,
       seed: flags.seed,
-      signal: abort.signal,
-      onToken: streaming ? (id) => process.stdout.write(decoder.push(id)) : undefined,
+      signal: AbortSignal.any([interrupt.signal, outputClosed()]),
+      onToken: streaming ? (id) => write(decoder.push(id)) : undefined,
     });
+    const aborted = interrupt.interrupted;
+    if (aborted) process.exitCode = EXIT_INTERRUPTED;
+    if (outputClosed().aborted) return; // nobody reads the rest
     const text = tokenizer.decode(ids);
     if (flags.json) {
       const { seconds, tokensPerSecond, prefillSeconds, decodeTokensPerSecond, peakMemoryBytes, device } = stats;
-      const out = { ids, text, stats: { seconds, tokensPerSecond, prefillSeconds, decodeTokensPerSecond, peakMemoryBytes, device } };
-      process.stdout.write(`${JSON.stringify(out)}\n`);
+      write(`${JSON.stringify({ ids, text, aborted, stats: { seconds, tokensPerSecond, prefillSeconds, decodeTokensPerSecond, peakMemoryBytes, device } })}\n`);
       return;
     }
-    process.stdout.write(streaming ? `${decoder.flush()}\n` : `${text}\n`);
-    process.stderr.write(`\n${formatStats(stats)}\n`);
+    write(streaming ? `${decoder.flush()}\n` : `${text}\n`);
+    process.stderr.write(`\n${formatStats(stats)}\n${aborted ? `Interrupted after ${ids.length} new tokens\n` : ''}`);
   } finally {
-    process.off('SIGINT', onSigint);
+    interrupt.dispose();
     model.dispose();
   }
 }
@@ -56,6 +61,8 @@ export function registerGenerate(program: Command): void {
   modelOptions(program.command('generate').description('generate text, streamed to stdout, with stats at the end'), 'base')
     .option('--prompt <text>', 'prompt text')
     .option('--prompt-ids <ids>', 'comma-separated prompt token ids', idList)
+    .option('--prompt-file <file>', 'read the prompt text from a file ("-": standard input)')
+    .option('--prompt-ids-file <file>', 'read comma- or space-separated prompt token ids from a file ("-": standard input)')
     .option('--chat', 'wrap the prompt in the chat template')
     .option('--max-new-tokens <n>', 'tokens to generate at most', intArg('--max-new-tokens'), 50)
     .option('--no-cache', 're-feed the whole sequence every step instead of using the KV cache')
@@ -63,6 +70,6 @@ export function registerGenerate(program: Command): void {
     .option('--no-stream', 'print the text once at the end')
     .option('--eos-token-id <id>', "stop at this token (default: the tokenizer's end token)", intArg('--eos-token-id'))
     .option('--ignore-eos', 'do not stop at the end-of-text token')
-    .option('--json', 'print {"ids": [...], "text": "...", "stats": {...}}')
+    .option('--json', 'print {"ids": [...], "text": "...", "aborted": false, "stats": {...}}')
     .action(generateCommand);
 }

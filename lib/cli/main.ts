@@ -7,6 +7,7 @@ import { registerChat } from './chat.js';
 import { registerDownload } from './download.js';
 import { registerGenerate } from './generate.js';
 import { registerInfo } from './info.js';
+import { watchOutput } from './output.js';
 import { registerTokenize } from './tokenize.js';
 
 export function buildProgram(): Command {
@@ -22,6 +23,7 @@ export function buildProgram(): Command {
 
 /** Runs the program on `argv` (process.argv's layout). */
 export async function main(argv: readonly string[]): Promise<void> {
+  watchOutput();
   try {
     await buildProgram().parseAsync([...argv]);
   } catch (err) {
