@@ -4,21 +4,28 @@
 // Hugging Face transformers on the same weights and device.
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { cpus, freemem, totalmem } from 'node:os';
 import { join } from 'node:path';
+import { z } from 'zod';
 import { MODEL_SIZES } from './config.js';
 import { availableDevices, resolveDevice } from './device.js';
-import { generateBatchCache, generateStats } from './generate.js';
+import { MAX_BATCH_SIZE, PREFILL_CHUNK_SIZE, generateBatchCache, generateStats } from './generate.js';
 import { modelHome } from './home.js';
+import { describeEstimate, estimateGenerationMemory, formatGB } from './memory-estimate.js';
 import { Qwen3Model } from './model.js';
 import { native, packageRoot } from './native.js';
 import { Qwen3Tokenizer } from './tokenizer.js';
+import { InvalidOptionError, integer, nonEmptyString, oneOf, parseOptions } from './validate.js';
 
 export const BENCH_PROMPT = 'Explain large language models in a single sentence.';
 export const BENCH_ROWS = ['Regular', 'Regular compiled', 'KV cache', 'KV cache compiled'] as const;
 export type BenchRowName = (typeof BENCH_ROWS)[number];
 /** What a run measures when an option is left out (the CLI shows these in its help). */
 export const BENCH_DEFAULTS = { newTokens: 200, runs: 2, batches: [1, 8, 32], prefill: [512, 2048] } as const;
+/** The benchmark always runs the Qwen3-0.6B shape, in bfloat16. */
+const BENCH_CONFIG = MODEL_SIZES['0.6B'];
+const BENCH_DTYPE = 'bfloat16';
+const MAX_RUNS = 1000;
 
 export interface BenchOptions {
   devices?: string[];
@@ -75,18 +82,62 @@ interface BenchPlan {
   log: (line: string) => void;
 }
 
-function benchPlan(options: BenchOptions): BenchPlan {
+function optionsSchema(promptTokens: number) {
+  const context = BENCH_CONFIG.context_length;
+  return z
+    .object({
+      devices: z.array(nonEmptyString(), { error: 'Expected array of device names' }).optional(),
+      model: nonEmptyString().optional(),
+      newTokens: integer(1, context - promptTokens).optional(),
+      runs: integer(1, MAX_RUNS).optional(),
+      rows: z.array(oneOf(BENCH_ROWS), { error: 'Expected array of row names' }).optional(),
+      batches: z.array(integer(1, MAX_BATCH_SIZE), { error: 'Expected array of batch sizes' }).optional(),
+      prefill: z.array(integer(1, context), { error: 'Expected array of prompt lengths' }).optional(),
+      baseline: oneOf(['transformers']).optional(),
+      log: z.custom<(line: string) => void>((f) => typeof f === 'function', { error: 'Expected function' }).optional(),
+    })
+    .strict();
+}
+
+/** Every option checked and defaulted before anything is loaded, built or run. */
+function benchPlan(options: BenchOptions, promptTokens: number): BenchPlan {
+  const o = parseOptions(optionsSchema(promptTokens), options);
   return {
-    devices: (options.devices ?? availableDevices().filter((d) => !/:\d+$/.test(d))).map((d) => resolveDevice(d)),
-    model: options.model,
-    newTokens: options.newTokens ?? BENCH_DEFAULTS.newTokens,
-    runs: options.runs ?? BENCH_DEFAULTS.runs,
-    rows: options.rows ?? [...BENCH_ROWS],
-    batches: options.batches ?? [...BENCH_DEFAULTS.batches],
-    prefill: options.prefill ?? [...BENCH_DEFAULTS.prefill],
-    baseline: options.baseline,
-    log: options.log ?? ((s: string) => process.stderr.write(`${s}\n`)),
+    devices: (o.devices ?? availableDevices().filter((d) => !/:\d+$/.test(d))).map((d) => resolveDevice(d, 'devices')),
+    model: o.model,
+    newTokens: o.newTokens ?? BENCH_DEFAULTS.newTokens,
+    runs: o.runs ?? BENCH_DEFAULTS.runs,
+    rows: o.rows ?? [...BENCH_ROWS],
+    batches: o.batches ?? [...BENCH_DEFAULTS.batches],
+    prefill: o.prefill ?? [...BENCH_DEFAULTS.prefill],
+    baseline: o.baseline,
+    log: o.log ?? ((s: string) => process.stderr.write(`${s}\n`)),
   };
+}
+
+/**
+ * Refuses, with the numbers, a measurement that cannot fit in this machine's memory (one that
+ * would otherwise end with the kernel's OOM killer). Checked for the CPU, against the memory
+ * available now; device memory is not queried, so GPU runs are not checked here.
+ */
+function checkMemory(plan: BenchPlan, promptTokens: number): void {
+  if (!plan.devices.includes('cpu')) return;
+  const tokens = promptTokens + plan.newTokens;
+  const work = [
+    ...(plan.rows.length > 0 ? [{ what: `Generating ${plan.newTokens} tokens`, batch: 1, tokens, passTokens: tokens }] : []),
+    ...plan.batches.map((batch) => ({ what: `Batch ${batch}`, batch, tokens, passTokens: Math.min(promptTokens, PREFILL_CHUNK_SIZE) })),
+    ...plan.prefill.map((length) => ({ what: `A prefill of ${length} tokens`, batch: 1, tokens: length, passTokens: length })),
+  ];
+  const available = freemem();
+  for (const { what, ...size } of work) {
+    const estimate = estimateGenerationMemory(BENCH_CONFIG, BENCH_DTYPE, size);
+    if (estimate.total > available) {
+      throw new InvalidOptionError(
+        `${what} needs about ${formatGB(estimate.total)} of memory (${describeEstimate(estimate)}); this machine has ${formatGB(available)} available of ${formatGB(totalmem())}`,
+        what.startsWith('Batch') ? 'batches' : what.startsWith('A prefill') ? 'prefill' : 'newTokens',
+      );
+    }
+  }
 }
 
 /** Real 0.6B base weights if downloaded, else a random-weight 0.6B checkpoint made once by the Python reference. */
@@ -97,7 +148,8 @@ function benchWeights(log: (s: string) => void): { path: string; kind: string } 
   const path = join(dir, 'qwen3-0.6b-random', 'model.pth');
   if (!existsSync(path)) {
     log('No downloaded weights: making a random-weight Qwen3-0.6B checkpoint with scripts/make_fixtures.py ...');
-    execFileSync('python3', [join(packageRoot, 'scripts', 'make_fixtures.py'), '--out', dir, '--full-size', '--only', 'qwen3-0.6b-random'], { stdio: 'inherit' });
+    // Its progress goes to stderr with the rest of the log: stdout belongs to the report (--json).
+    execFileSync('python3', [join(packageRoot, 'scripts', 'make_fixtures.py'), '--out', dir, '--full-size', '--only', 'qwen3-0.6b-random'], { stdio: ['ignore', 2, 'inherit'] });
   }
   return { path, kind: 'random weights of the Qwen3-0.6B shape (no real weights downloaded)' };
 }
@@ -149,7 +201,7 @@ async function measureRow(model: Qwen3Model, device: string, row: BenchRowName, 
 
 /** The device's copy bandwidth next to what the fastest row achieved. */
 async function measureBandwidth(model: Qwen3Model, device: string, tokensPerSecond: number, report: BenchReport): Promise<void> {
-  const config = MODEL_SIZES['0.6B'];
+  const config = BENCH_CONFIG;
   const measured = await native().measureBandwidth(device, 1 << 30);
   // A decode step reads every weight once except the embedding table (one row of it).
   const bytesPerToken = model.parameterBytes - config.vocab_size * config.emb_dim * 2;
@@ -196,7 +248,7 @@ async function benchDevice(device: string, weightsPath: string, prompt: number[]
     const needsModel = wanted.length > 0 || (compile && (plan.batches.length > 0 || plan.prefill.length > 0));
     if (!needsModel) continue;
     plan.log(`${device}: loading ${compile ? 'compiled' : 'eager'} model`);
-    const model = await Qwen3Model.load(weightsPath, { config: MODEL_SIZES['0.6B'], device, dtype: 'bfloat16', compile });
+    const model = await Qwen3Model.load(weightsPath, { config: BENCH_CONFIG, device, dtype: BENCH_DTYPE, compile });
     try {
       for (const row of wanted) {
         const tokensPerSecond = await measureRow(model, device, row, prompt, plan, report);
@@ -212,11 +264,16 @@ async function benchDevice(device: string, weightsPath: string, prompt: number[]
   }
 }
 
+/**
+ * Runs the benchmark. Every option is checked first, and work that cannot fit in memory is
+ * refused, before any weights are made or loaded.
+ */
 export async function runBench(options: BenchOptions = {}): Promise<BenchReport> {
-  const plan = benchPlan(options);
-  const weights = plan.model ? { path: plan.model, kind: plan.model } : benchWeights(plan.log);
   const tokenizer = await Qwen3Tokenizer.load();
   const prompt = await tokenizer.encode(BENCH_PROMPT);
+  const plan = benchPlan(options, prompt.length);
+  checkMemory(plan, prompt.length);
+  const weights = plan.model ? { path: plan.model, kind: plan.model } : benchWeights(plan.log);
   const report = emptyReport(plan, weights.kind, prompt.length);
   for (const device of plan.devices) {
     await benchDevice(device, weights.path, prompt, plan, report);
