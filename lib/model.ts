@@ -1,9 +1,9 @@
 // Qwen3Model: the public handle on a loaded model. Validates every argument, serialises use of
 // the native engine (one step at a time per model) and gives native errors the caller's stack.
-import { access } from 'node:fs/promises';
 import { z } from 'zod';
 import { DTYPES, MODEL_SIZES, type Dtype, type ModelSize, type Qwen3Config, loadConfigFile, parseConfig } from './config.js';
 import { type DeviceName, type MemoryStats, memoryStats, resetPeakMemory, resolveDevice } from './device.js';
+import { resolveModelSource } from './model-path.js';
 import { formatModelSummary } from './summary.js';
 import { type NativeModel, type NativeStepRequest, type NativeStepResult, native } from './native.js';
 import { InvalidOptionError, abortSignal, boolean, describeValue, integer, nonEmptyString, oneOf, parseOptions } from './validate.js';
@@ -74,17 +74,18 @@ export interface SamplingOptions {
 
 const GREEDY: SamplingOptions = { temperature: 0, topK: 0, topP: 1 };
 
-async function resolveConfig(config: unknown): Promise<Qwen3Config> {
+/** An explicit `dtype` stands in for a config (object or file) that has none. */
+async function resolveConfig(config: unknown, dtype: Dtype | undefined): Promise<Qwen3Config> {
   if (config === undefined) return MODEL_SIZES['0.6B'];
   if (typeof config === 'string') {
     if (config in MODEL_SIZES) return MODEL_SIZES[config as ModelSize];
-    if (config.toLowerCase().endsWith('.json')) return loadConfigFile(config);
+    if (config.toLowerCase().endsWith('.json')) return loadConfigFile(config, { dtype });
     throw new InvalidOptionError(
       `Expected one of ${Object.keys(MODEL_SIZES).join(', ')} or a .json file for config but received ${describeValue(config)}`,
       'config',
     );
   }
-  return parseConfig(config);
+  return parseConfig(config, { dtype });
 }
 
 /** The native request for checked ids (batch, seq) and sampling settings. */
@@ -185,14 +186,10 @@ export class Qwen3Model {
     parseOptions(nonEmptyString(), path, 'path');
     const opts = parseOptions(loadSchema, options);
     if (opts.signal?.aborted) throw loadAborted(path, opts.signal);
-    const config = await resolveConfig(opts.config);
+    const config = await resolveConfig(opts.config, opts.dtype);
     const device = resolveDevice(opts.device ?? 'auto');
     const dtype = opts.dtype ?? config.dtype;
-    try {
-      await access(path);
-    } catch {
-      throw new Error(`Model file not found: ${path}`);
-    }
+    await resolveModelSource(path);
     if (opts.signal?.aborted) throw loadAborted(path, opts.signal);
     const { dtype: _stored, ...nativeConfig } = config;
     const loading = native().loadModel({ path, config: nativeConfig, device, dtype, compile: opts.compile ?? false });
