@@ -372,7 +372,6 @@ export class Qwen3Model {
     this.#recordCache(Array.from({ length: batch }, (_, r) => [flat[r]!, ...out.slice(0, -1).map((ids) => ids[r]!)]), undefined, result.cacheLength);
     return { steps: out, cacheLength: result.cacheLength };
   }
-
 }
 
 function parseLogitsOption(options: { logits?: LogitsMode }): LogitsMode {
