@@ -2,7 +2,7 @@
 // reads it (the CLI's --model goes through the same check), and configs without a dtype when
 // the caller names one.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -52,6 +52,18 @@ describe('model paths', () => {
       expect(await generateTextBasicCache(model, fx.prompt, { maxNewTokens: 3, eosTokenId: null })).toEqual(greedy.slice(0, 3));
     } finally {
       model.dispose();
+    }
+  });
+
+  it('the CLI refuses --model "" instead of downloading the default model', () => {
+    const home = mkdtempSync(join(tmpdir(), 'qwen3-home-'));
+    try {
+      const r = spawnSync(process.execPath, [CLI, 'generate', '--model', '', '--prompt-ids', '1,2'], { encoding: 'utf8', env: { ...process.env, QWEN3_HOME: home } });
+      expect(r.status, r.stderr).toBe(1);
+      expect(r.stderr).toContain('Expected non-empty string for path but received ""');
+      expect(readdirSync(home).filter((f) => f !== 'load-checks')).toEqual([]);
+    } finally {
+      rmSync(home, { recursive: true, force: true });
     }
   });
 

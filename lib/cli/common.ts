@@ -82,7 +82,7 @@ export async function loadFromFlags(flags: ModelFlags, kind: 'base' | 'reasoning
   if (flags.config && flags.size) throw new Error('Use either --config or --size, not both');
   let modelPath = flags.model;
   let tokenizerPath = flags.tokenizer;
-  if (!modelPath) {
+  if (modelPath === undefined) {
     const got = await downloadQwen3Small({ kind, outDir: modelHome(), baseUrl: baseUrl(), progress: 'auto' });
     modelPath = got.modelPath!;
     tokenizerPath ??= got.tokenizerPath;
