@@ -73,7 +73,7 @@ describe.skipIf(offline)('installed from the packed tarball', () => {
       for (const f of ['dist/index.js', 'dist/index.mjs', 'dist/index.d.ts', 'dist/index.d.mts', 'dist/cli.js', 'dist/binary.js', 'native/sources.json', 'native/platform/preload.cc', 'CMakeLists.txt', 'binding.gyp', `prebuilds/linux-x64/${prebuildFile}`, 'prebuilds/linux-x64/qwen3_torch_preload.so', 'scripts/find-libtorch.js', 'scripts/install.js', 'package.json', 'README.md']) {
         expect(files).toContain(f);
       }
-      const allowed = /^(dist\/[\w-]+\.(js|mjs|d\.ts|d\.mts)|native\/[\w-]+\.(cc|h|cu|cuh|json)|prebuilds\/[\w-]+\/[\w.-]+\.(node|so|dylib|dll)|CMakeLists\.txt|binding\.gyp|scripts\/(find-libtorch|install)\.js|scripts\/(make_fixtures|qwen3_reference|bench_transformers)\.py|package\.json|README\.md|LICENSE)$/;
+      const allowed = /^(dist\/(cli\/)?[\w-]+\.(js|mjs|d\.ts|d\.mts)|native\/[\w-]+\.(cc|h|cu|cuh|json)|prebuilds\/[\w-]+\/[\w.-]+\.(node|so|dylib|dll)|CMakeLists\.txt|binding\.gyp|scripts\/(find-libtorch|install)\.js|scripts\/(make_fixtures|qwen3_reference|bench_transformers)\.py|package\.json|README\.md|LICENSE)$/;
       expect(files.filter((f) => !allowed.test(f))).toEqual([]);
     });
 
