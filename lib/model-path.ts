@@ -1,13 +1,11 @@
-// What a model path names, checked before anything native reads it. Today a model is one
-// checkpoint file (the zip that torch.save writes); this is the one place that decides what a
-// path may be, so that folders (Hugging Face model directories) can be added here later.
+// What a model path names, checked before anything native reads it: a checkpoint file (the zip
+// that torch.save writes, in the book's layout) or a Hugging Face model folder (config.json and
+// safetensors). This is the one place that decides what a path may be.
 import { open, stat } from 'node:fs/promises';
+import { type HuggingFaceModel, isHuggingFaceDir, readHuggingFaceModel } from './hf-model.js';
 
 /** A model source that the loader can read. */
-export interface ModelSource {
-  kind: 'checkpoint';
-  path: string;
-}
+export type ModelSource = { kind: 'checkpoint'; path: string } | { kind: 'huggingface'; path: string; model: HuggingFaceModel };
 
 const ZIP_MAGIC = Buffer.from('PK\x03\x04', 'latin1');
 
@@ -28,7 +26,10 @@ export async function resolveModelSource(path: string): Promise<ModelSource> {
     throw new Error(`Cannot read model file ${path}: ${(err as Error).message}`, { cause: err });
   }
   if (info.isDirectory()) {
-    throw new Error(`Model path ${path} is a directory; expected a checkpoint file written by torch.save(state_dict) (.pth)`);
+    if (await isHuggingFaceDir(path)) return { kind: 'huggingface', path, model: await readHuggingFaceModel(path) };
+    throw new Error(
+      `Model path ${path} is a directory without a config.json; expected a Hugging Face model folder or a checkpoint file written by torch.save(state_dict) (.pth)`,
+    );
   }
   if (!info.isFile()) throw new Error(`Model path ${path} is not a regular file; expected a checkpoint file written by torch.save(state_dict) (.pth)`);
   if (info.size === 0) throw new Error(`Model file ${path} is empty; expected a checkpoint file written by torch.save(state_dict) (.pth)`);

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import type { Dtype, Qwen3Config } from './config.js';
 import { type DeviceName, type MemoryStats, memoryStats, resetPeakMemory, resolveDevice } from './device.js';
 import { IDLE_HANDOVER_MS, type LoadOptions, abortableLoad, loadAborted, loadSchema, resolveConfig } from './model-load.js';
+import { checkMemoryFits } from './memory-estimate.js';
 import { resolveModelSource } from './model-path.js';
 import { type CacheContent, Lease, ModelLock, appendRows, contentLength, copyContent } from './model-queue.js';
 import { GREEDY, type LogitsMode, type SamplingOptions, type TokenIds, checkTokenIds, stepRequest, withCallerStack } from './model-request.js';
@@ -71,21 +72,35 @@ export class Qwen3Model {
   }
 
   /**
-   * Loads a torch.save(state_dict) checkpoint in the reference layout onto a device. The
-   * checkpoint is only ever read as data (no pickle code runs); `signal` aborts the load.
+   * Loads a model onto a device: a torch.save(state_dict) checkpoint in the book's layout (with
+   * `config`), or a Hugging Face Qwen3 folder (config.json and safetensors, single or sharded).
+   * Checkpoints are only ever read as data (no pickle code runs); a model that cannot fit the
+   * device's free memory is refused before loading; `signal` aborts the load.
    */
   static async load(path: string, options: LoadOptions = {}): Promise<Qwen3Model> {
     const caller = new Error();
     parseOptions(nonEmptyString(), path, 'path');
     const opts = parseOptions(loadSchema, options);
     if (opts.signal?.aborted) throw loadAborted(path, opts.signal);
-    const config = await resolveConfig(opts.config, opts.dtype);
+    const source = await resolveModelSource(path);
+    const hf = source.kind === 'huggingface' ? source.model : null;
+    if (hf && opts.config !== undefined) {
+      throw new InvalidOptionError(`A Hugging Face model folder brings its own config.json: leave config out for ${path}`, 'config');
+    }
+    const config = hf ? hf.config : await resolveConfig(opts.config, opts.dtype);
     const device = resolveDevice(opts.device ?? 'auto');
     const dtype = opts.dtype ?? config.dtype;
-    await resolveModelSource(path);
+    checkMemoryFits(config, dtype, device, hf?.tieWordEmbeddings ?? false);
     if (opts.signal?.aborted) throw loadAborted(path, opts.signal);
-    const { dtype: _stored, ...nativeConfig } = config;
-    const loading = native().loadModel({ path, config: nativeConfig, device, dtype, compile: opts.compile ?? false });
+    const { dtype: _stored, ...architecture } = config;
+    const loading = native().loadModel({
+      path,
+      config: { ...architecture, tie_word_embeddings: hf?.tieWordEmbeddings ?? false },
+      device,
+      dtype,
+      compile: opts.compile ?? false,
+      safetensors: hf ? { files: hf.files, tensors: hf.tensors } : null,
+    });
     const handle = await withCallerStack(abortableLoad(loading, path, opts.signal), caller);
     return new Qwen3Model(path, config, device, dtype, opts.compile ?? false, handle, opts.idleHandoverMs ?? IDLE_HANDOVER_MS);
   }

@@ -1,11 +1,14 @@
 // Hugging Face model folders: transformers' own save_pretrained output loads with logits and
 // greedy tokens equal to transformers', and corrupt folders, configs and safetensors files are
 // refused by name without harming the process.
+import { spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { configFromHuggingFace, readHuggingFaceModel } from '../lib/hf-model.js';
+import { InvalidOptionError, QWEN_CONFIG_06_B, QWEN_CONFIG_32_B, Qwen3Model, generateTextBasicCache } from '../lib/index.js';
+import { memoryShortfall } from '../lib/memory-estimate.js';
 import { native } from '../lib/native.js';
 
 const FIXTURES = join(__dirname, '.fixtures');
@@ -165,5 +168,61 @@ describe('config.json', () => {
     ['a missing size', { hidden_size: undefined }, /hidden_size/],
   ])('refuses %s', (_label, change, message) => {
     expect(() => configFromHuggingFace({ ...base, ...change }, 'config.json')).toThrow(message);
+  });
+});
+
+describe('Qwen3Model.load with a folder, and the CLI', () => {
+  const dir = join(FIXTURES, 'hf-tied-bf16-sharded');
+  const ref = reference('hf-tied-bf16-sharded');
+
+  it('loads with the folder\'s own config and generates transformers\' greedy tokens; bfloat16 logits within the bf16 tolerance', async () => {
+    const model = await Qwen3Model.load(dir, { device: 'cpu', dtype: 'float32' });
+    try {
+      expect(model.config).toMatchObject({ emb_dim: 128, n_layers: 2, dtype: 'bfloat16' });
+      expect(await generateTextBasicCache(model, ref.prompt, { maxNewTokens: ref.steps, eosTokenId: null })).toEqual(ref.runs.float32.greedy);
+    } finally {
+      model.dispose();
+    }
+    const bf16 = await Qwen3Model.load(dir, { device: 'cpu' });
+    try {
+      expect(bf16.dtype).toBe('bfloat16');
+      const ids = [...ref.prompt, ...ref.runs.bfloat16.greedy];
+      const out = await bf16.forward([ids], { logits: 'all' });
+      const want = new Float32Array(readFileSync(join(dir, 'hf_logits_bfloat16.f32')).buffer.slice(0));
+      let err = 0;
+      let scale = 0;
+      want.forEach((w, i) => {
+        err = Math.max(err, Math.abs(w - out.logits!.data[i]!));
+        scale = Math.max(scale, Math.abs(w));
+      });
+      expect(err / scale).toBeLessThan(3e-2);
+    } finally {
+      bf16.dispose();
+    }
+  });
+
+  it('refuses a config option for a folder, which brings its own', async () => {
+    await expect(Qwen3Model.load(dir, { config: '0.6B', device: 'cpu' })).rejects.toThrow(InvalidOptionError);
+    await expect(Qwen3Model.load(dir, { config: '0.6B', device: 'cpu' })).rejects.toThrow('brings its own config.json');
+  });
+
+  it('qwen3 generate --model FOLDER gives the same tokens', () => {
+    const r = spawnSync(process.execPath, [join(__dirname, '..', 'dist', 'cli.js'), 'generate', '--model', dir, '--device', 'cpu', '--dtype', 'float32',
+      '--prompt-ids', ref.prompt.join(','), '--max-new-tokens', '20', '--ignore-eos', '--json'], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect((JSON.parse(r.stdout) as { ids: number[] }).ids).toEqual(ref.runs.float32.greedy.slice(0, 20));
+  });
+});
+
+describe('memory', () => {
+  it('a model that cannot fit is refused with the numbers', () => {
+    expect(memoryShortfall(QWEN_CONFIG_32_B, 'bfloat16', false, 'cuda:0', 40.2e9)).toMatch(
+      /^Qwen3-32B in bfloat16 needs 6\d\.\d GB \(weights 65\.\d GB, KV cache for 4096 tokens 1\.1 GB\); cuda:0 has 40\.2 GB free$/);
+    expect(memoryShortfall(QWEN_CONFIG_32_B, 'bfloat16', false, 'cuda:0', 100e9)).toBeNull();
+    // Tied heads count the embedding table once.
+    const untied = memoryShortfall(QWEN_CONFIG_06_B, 'float32', false, 'cpu', 1e6)!;
+    const tied = memoryShortfall(QWEN_CONFIG_06_B, 'float32', true, 'cpu', 1e6)!;
+    const weights = (m: string) => Number(/weights ([\d.]+) GB/.exec(m)![1]);
+    expect(weights(untied) - weights(tied)).toBeCloseTo((151936 * 1024 * 4) / 1e9, 1);
   });
 });

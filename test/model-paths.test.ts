@@ -34,7 +34,7 @@ describe('model paths', () => {
   const cases: [string, () => string, string][] = [
     ['an empty string', () => '', 'Expected non-empty string for path but received ""'],
     ['a missing file', () => join(dir, 'nope.pth'), `Model file not found: ${join(dir, 'nope.pth')}`],
-    ['a directory', () => join(dir, 'folder.pth'), `Model path ${join(dir, 'folder.pth')} is a directory; expected a checkpoint file`],
+    ['a directory', () => join(dir, 'folder.pth'), `Model path ${join(dir, 'folder.pth')} is a directory without a config.json; expected a Hugging Face model folder or a checkpoint file`],
     ['a link to a directory', () => join(dir, 'link-to-folder.pth'), `Model path ${join(dir, 'link-to-folder.pth')} is a directory`],
     ['a text file', () => join(dir, 'notes.txt'), `Model file ${join(dir, 'notes.txt')} is not a PyTorch checkpoint: its format is not recognised (it looks like a text file)`],
     ['a safetensors file', () => join(dir, 'model.safetensors'), 'its format is not recognised (it looks like a safetensors file)'],

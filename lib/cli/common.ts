@@ -1,10 +1,13 @@
 // What the `qwen3` commands share: flag parsers that turn strings into values (the library then
 // checks ranges and names the option), the flags of every command that loads a model, and how
 // those flags become a loaded model and tokenizer.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { MODEL_SIZES } from '../config.js';
 import { downloadQwen3Small } from '../download.js';
 import { baseUrl, modelHome } from '../home.js';
+import { isHuggingFaceDir } from '../hf-model.js';
 import { Qwen3Model } from '../model.js';
 import { Qwen3Tokenizer } from '../tokenizer.js';
 
@@ -87,9 +90,12 @@ export async function loadFromFlags(flags: ModelFlags, kind: 'base' | 'reasoning
     modelPath = got.modelPath!;
     tokenizerPath ??= got.tokenizerPath;
   }
+  // A Hugging Face folder brings its config, and its tokenizer.json unless --tokenizer names one.
+  const folder = await isHuggingFaceDir(modelPath);
+  if (folder && existsSync(join(modelPath, 'tokenizer.json'))) tokenizerPath ??= join(modelPath, 'tokenizer.json');
   const tokenizer = await Qwen3Tokenizer.load(tokenizerPath ? { tokenizerFilePath: tokenizerPath } : {});
   const model = await Qwen3Model.load(modelPath, {
-    config: flags.config ?? flags.size ?? '0.6B',
+    config: folder ? flags.config ?? flags.size : flags.config ?? flags.size ?? '0.6B',
     device: flags.device,
     dtype: flags.dtype,
     compile: flags.compile,
