@@ -12,6 +12,8 @@ import { memoryShortfall } from '../lib/memory-estimate.js';
 import { native } from '../lib/native.js';
 
 const FIXTURES = join(__dirname, '.fixtures');
+// The CUDA host recipe runs this file with QWEN3_TEST_DEVICE=cuda.
+const DEVICE = process.env.QWEN3_TEST_DEVICE ?? 'cpu';
 const NAMES = ['hf-untied-f32', 'hf-tied-f32-sharded', 'hf-tied-bf16-sharded'] as const;
 const step = { temperature: 0, topK: 0, topP: 1, uniforms: null };
 
@@ -26,7 +28,7 @@ const reference = (name: string): HfReference => JSON.parse(readFileSync(join(FI
 async function loadDir(dir: string, compile = false, dtype = 'float32') {
   const hf = await readHuggingFaceModel(dir);
   const { dtype: _stored, ...config } = hf.config;
-  return native().loadModel({ path: dir, config: { ...config, tie_word_embeddings: hf.tieWordEmbeddings }, device: 'cpu', dtype, compile,
+  return native().loadModel({ path: dir, config: { ...config, tie_word_embeddings: hf.tieWordEmbeddings }, device: DEVICE, dtype, compile,
                               safetensors: { files: hf.files, tensors: hf.tensors } });
 }
 
@@ -176,14 +178,14 @@ describe('Qwen3Model.load with a folder, and the CLI', () => {
   const ref = reference('hf-tied-bf16-sharded');
 
   it('loads with the folder\'s own config and generates transformers\' greedy tokens; bfloat16 logits within the bf16 tolerance', async () => {
-    const model = await Qwen3Model.load(dir, { device: 'cpu', dtype: 'float32' });
+    const model = await Qwen3Model.load(dir, { device: DEVICE, dtype: 'float32' });
     try {
       expect(model.config).toMatchObject({ emb_dim: 128, n_layers: 2, dtype: 'bfloat16' });
       expect(await generateTextBasicCache(model, ref.prompt, { maxNewTokens: ref.steps, eosTokenId: null })).toEqual(ref.runs.float32.greedy);
     } finally {
       model.dispose();
     }
-    const bf16 = await Qwen3Model.load(dir, { device: 'cpu' });
+    const bf16 = await Qwen3Model.load(dir, { device: DEVICE });
     try {
       expect(bf16.dtype).toBe('bfloat16');
       const ids = [...ref.prompt, ...ref.runs.bfloat16.greedy];
@@ -207,7 +209,7 @@ describe('Qwen3Model.load with a folder, and the CLI', () => {
   });
 
   it('qwen3 generate --model FOLDER gives the same tokens', () => {
-    const r = spawnSync(process.execPath, [join(__dirname, '..', 'dist', 'cli.js'), 'generate', '--model', dir, '--device', 'cpu', '--dtype', 'float32',
+    const r = spawnSync(process.execPath, [join(__dirname, '..', 'dist', 'cli.js'), 'generate', '--model', dir, '--device', DEVICE, '--dtype', 'float32',
       '--prompt-ids', ref.prompt.join(','), '--max-new-tokens', '20', '--ignore-eos', '--json'], { encoding: 'utf8' });
     expect(r.status, r.stderr).toBe(0);
     expect((JSON.parse(r.stdout) as { ids: number[] }).ids).toEqual(ref.runs.float32.greedy.slice(0, 20));
