@@ -16,6 +16,8 @@ export {
 } from './config.js';
 export { availableDevices, getDevice, memoryStats, resetPeakMemory, resolveDevice, setTensorCores, type DeviceName, type MemoryStats } from './device.js';
 export {
+  MAX_BATCH_SIZE,
+  PREFILL_CHUNK_SIZE,
   generateTextBasic,
   generateTextBasicCache,
   generateTextBasicStream,
