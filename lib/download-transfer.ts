@@ -31,6 +31,9 @@ export interface TransferJob {
   meter?: Meter;
 }
 
+/** What a single request needs of a job: its name and URL for messages, the signal, the credentials. */
+export type RequestJob = Pick<TransferJob, 'name' | 'url' | 'signal' | 'headersFor'>;
+
 /** What the server announced before the transfer: the size and, for LFS files, the SHA-256. */
 export interface RemoteInfo {
   size?: number;
@@ -167,7 +170,7 @@ export class UnreachableError extends Error {
  * Redirects are followed here rather than by fetch (unless `init.redirect` says otherwise), so
  * that `job.headersFor` decides the credentials of every hop.
  */
-export async function request(job: TransferJob, url: string, init: RequestInit): Promise<Response> {
+export async function request(job: RequestJob, url: string, init: RequestInit): Promise<Response> {
   const follow = init.redirect === undefined;
   for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
     let res: Response;
@@ -208,17 +211,17 @@ export function describeError(err: unknown): string {
   return message || 'network error';
 }
 
-export function httpError(job: TransferJob, res: Response): Error {
+export function httpError(job: RequestJob, res: Response): Error {
   return new Error(`Failed to download ${job.name} from ${job.url}: HTTP ${res.status} ${res.statusText}`.trimEnd());
 }
 
-export function abortError(job: TransferJob): Error {
+export function abortError(job: RequestJob): Error {
   const err = new Error(`Download of ${job.name} from ${job.url} was aborted`, { cause: job.signal?.reason });
   err.name = 'AbortError';
   return err;
 }
 
-export function throwIfAborted(job: TransferJob): void {
+export function throwIfAborted(job: RequestJob): void {
   if (job.signal?.aborted) throw abortError(job);
 }
 

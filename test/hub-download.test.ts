@@ -221,6 +221,17 @@ describe('downloadModel', { timeout: 30_000 }, () => {
     );
   });
 
+  it('a Hub that answers with a server error counts as unreachable: the cached snapshot stands in', async () => {
+    const got = await downloadModel(SINGLE);
+    hub.failWith = 503;
+    const events: HubProgress[] = [];
+    expect(await downloadModel(SINGLE, { onProgress: (p) => events.push(p) })).toEqual({ ...got, downloaded: [], offline: true });
+    expect(events).toEqual([{ type: 'cached', repoId: SINGLE, reason: expect.stringContaining('answered HTTP 503: The Hub is down') }]);
+    await expect(downloadModel(SHARDED)).rejects.toThrow(
+      `The Hub at ${hub.endpoint} answered HTTP 503: The Hub is down when resolving revision main of ${SHARDED} and ${SHARDED} at revision main is not in the cache`,
+    );
+  });
+
   it('offline, names what the cache lacks', async () => {
     process.env.HF_HUB_OFFLINE = 'true';
     await expect(downloadModel(SINGLE)).rejects.toThrow(`HF_HUB_OFFLINE is set and ${SINGLE} at revision main is not in the cache at ${cache()}`);

@@ -95,7 +95,7 @@ export async function headFile(ctx: HubContext, commit: string, file: string): P
   const code = res.headers.get('x-error-code');
   if (res.status === 404 && (code === null || code === 'EntryNotFound')) return undefined;
   const redirected = res.status >= 300 && res.status < 400;
-  if (!res.ok && !redirected) throw refused(ctx, res.status, `asking for ${file}`, code ?? res.statusText);
+  if (!res.ok && !redirected) throw refused(ctx, res.status, `asking for ${file} of ${repoId}`, code ?? res.statusText);
 
   const announced = res.headers.get('x-repo-commit');
   if (announced !== null && announced !== commit) {
@@ -111,17 +111,24 @@ export async function headFile(ctx: HubContext, commit: string, file: string): P
   return { file, url, etag, size, sha256: sha256Of(res.headers.get('x-linked-etag')) };
 }
 
-/** An error for an answer that refuses the request, with what to do about it. */
+/**
+ * An error for an answer that refuses the request, with what to do about it. A server error
+ * (5xx) counts as the Hub being unreachable, as huggingface_hub counts it: a cached snapshot may
+ * stand in.
+ */
 function refused(ctx: HubContext, status: number, doing: string, detail: string): Error {
   const { repoId } = ctx.repo;
   const said = `HTTP ${status}${detail ? `: ${detail}` : ''}`;
+  if (status >= 500) {
+    return new UnreachableError(`The Hub at ${ctx.settings.endpoint} answered ${said} when ${doing}`, said, {});
+  }
   if (status === 401 || status === 403 || status === 404) {
     const hint = ctx.settings.token === undefined
       ? 'if it is private or gated, set HF_TOKEN to a token that can read it'
-      : 'if it is gated, accept its terms on the Hub with the account whose token is in HF_TOKEN';
+      : 'the token in use (HF_TOKEN, else the saved one) cannot read it: if it is gated, accept its terms on the Hub with that account';
     return new Error(`${repoId} at revision ${ctx.revision} was not found on ${ctx.settings.endpoint} or cannot be read (${said} when ${doing}); ${hint}`);
   }
-  return new Error(`The Hub at ${ctx.settings.endpoint} answered ${said} when ${doing} of ${repoId}`);
+  return new Error(`The Hub at ${ctx.settings.endpoint} answered ${said} when ${doing}`);
 }
 
 /**

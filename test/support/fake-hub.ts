@@ -46,6 +46,8 @@ export class FakeHub {
   readonly blobBehaviour = new Map<string, BlobBehaviour>();
   /** When set, the Hub (not the CDN) answers 401 to requests without `Authorization: Bearer <token>`. */
   token: string | undefined;
+  /** When set, the Hub (not the CDN) answers every request with this status, as when it is down. */
+  failWith: number | undefined;
   /** Path prefix the Hub is served under (a mirror's HF_ENDPOINT may have one). */
   prefix = '';
   private hub = http.createServer((req, res) => this.onHub(req, res));
@@ -92,6 +94,7 @@ export class FakeHub {
   private onHub(req: http.IncomingMessage, res: http.ServerResponse): void {
     this.record('hub', req);
     const url = new URL(req.url!, 'http://x');
+    if (this.failWith !== undefined) return void json(res, this.failWith, { error: 'The Hub is down' });
     if (!url.pathname.startsWith(`${this.prefix}/`)) return void res.writeHead(404).end();
     const route = url.pathname.slice(this.prefix.length);
     if (this.token !== undefined && req.headers.authorization !== `Bearer ${this.token}`) {
