@@ -184,6 +184,7 @@ describe('downloadModel', { timeout: 30_000 }, () => {
     await expect(resolveModelDir('./no/such/model')).rejects.toThrow(
       'Model "./no/such/model" not found: it is neither a file or folder here nor a Hugging Face repo id (owner/name, such as Qwen/Qwen3-0.6B)',
     );
+    await expect(resolveModelDir('Qwen/x\0y')).rejects.toThrow('Model "Qwen/x\\u0000y" not found');
     expect(hub.log).toEqual([]);
   });
 

@@ -122,7 +122,8 @@ export async function resolveModelDir(idOrDir: string, options: HubDownloadOptio
     return idOrDir;
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code !== 'ENOENT' && code !== 'ENOTDIR') throw new Error(`Cannot read model path ${idOrDir}: ${(err as Error).message}`, { cause: err });
+    // A NUL byte (ERR_INVALID_ARG_VALUE) names no file either.
+    if (code !== 'ENOENT' && code !== 'ENOTDIR' && code !== 'ERR_INVALID_ARG_VALUE') throw new Error(`Cannot read model path ${idOrDir}: ${(err as Error).message}`, { cause: err });
   }
   if (!isRepoId(idOrDir)) {
     throw new Error(`Model ${JSON.stringify(idOrDir)} not found: it is neither a file or folder here nor a Hugging Face repo id (owner/name, such as Qwen/Qwen3-0.6B)`);
@@ -186,6 +187,8 @@ async function fetchOne(ctx: HubContext, plan: Plan, remote: RemoteFile, report:
   const meter: Meter = { start: (_total, offset) => emit(offset), update: (received) => emit(received), stop: () => {} };
   if (await fetchToCache(ctx, plan.commit, remote, meter, () => report({ type: 'waiting', repoId, file: remote.file }))) {
     plan.downloaded.push(remote.file);
+  } else {
+    emit(remote.size); // already in the cache (another revision's, or another process's): done all the same
   }
   plan.doneBytes = before + remote.size;
 }
