@@ -5,14 +5,17 @@ import type { NativeModel } from './native.js';
 import { InvalidOptionError, abortSignal, boolean, describeValue, integer, nonEmptyString, oneOf } from './validate.js';
 
 export interface LoadOptions {
-  /** A config object, a path to a config JSON file, or a built-in size ("0.6B", "1.7B", ...). Default "0.6B". */
+  /**
+   * For a checkpoint in the book's layout: a config object, a path to a config JSON file, or a
+   * built-in size ("0.6B", "1.7B", ...). Default "0.6B". A Hugging Face folder brings its own.
+   */
   config?: Qwen3Config | string;
   /** "auto" (default: cuda > mps > xpu > cpu), "cpu", "cuda", "cuda:N", "mps", "xpu". */
   device?: string;
   /** Compute dtype; default the config's dtype. */
   dtype?: Dtype;
   /**
-   * Optimised execution (see the README's table): on the CPU fused weights and kernels instead
+   * Optimised execution (docs/performance.md): on the CPU fused weights and kernels instead
    * of the reference's operations; on CUDA, CUDA-graph replay of the decode step. Greedy tokens
    * stay those of the eager path (up to ties in bfloat16 on the CPU).
    */
@@ -28,6 +31,8 @@ export interface LoadOptions {
    * call goes first (see Qwen3Model.exclusive). Milliseconds, default IDLE_HANDOVER_MS.
    */
   idleHandoverMs?: number;
+  /** For a Hugging Face repo id: the branch, tag or commit to download (default "main"). */
+  revision?: string;
 }
 
 /** Default of LoadOptions.idleHandoverMs. */
@@ -41,6 +46,7 @@ export const loadSchema = z
     compile: boolean().optional(),
     signal: abortSignal().optional(),
     idleHandoverMs: integer(0, 2 ** 31 - 1).optional(),
+    revision: nonEmptyString().optional(),
   })
   .strict();
 

@@ -5,6 +5,8 @@ import type { Dtype, Qwen3Config } from './config.js';
 import { type DeviceName, type MemoryStats, memoryStats, resetPeakMemory, resolveDevice } from './device.js';
 import { IDLE_HANDOVER_MS, type LoadOptions, abortableLoad, loadAborted, loadSchema, resolveConfig } from './model-load.js';
 import { checkMemoryFits } from './memory-estimate.js';
+import { resolveModelDir } from './hub/model.js';
+import { isRepoId } from './hub/settings.js';
 import { resolveModelSource } from './model-path.js';
 import { type CacheContent, Lease, ModelLock, appendRows, contentLength, copyContent } from './model-queue.js';
 import { GREEDY, type LogitsMode, type SamplingOptions, type TokenIds, checkTokenIds, stepRequest, withCallerStack } from './model-request.js';
@@ -73,7 +75,8 @@ export class Qwen3Model {
 
   /**
    * Loads a model onto a device: a torch.save(state_dict) checkpoint in the book's layout (with
-   * `config`), or a Hugging Face Qwen3 folder (config.json and safetensors, single or sharded).
+   * `config`), a Hugging Face Qwen3 folder (config.json and safetensors, single or sharded), or
+   * a Hub repo id such as "Qwen/Qwen3-8B" (downloaded into the Hugging Face cache first).
    * Checkpoints are only ever read as data (no pickle code runs); a model that cannot fit the
    * device's free memory is refused before loading; `signal` aborts the load.
    */
@@ -82,7 +85,9 @@ export class Qwen3Model {
     parseOptions(nonEmptyString(), path, 'path');
     const opts = parseOptions(loadSchema, options);
     if (opts.signal?.aborted) throw loadAborted(path, opts.signal);
-    const source = await resolveModelSource(path);
+    // A Hub repo id (owner/name) that names no local path is downloaded into the shared cache first.
+    const where = isRepoId(path) ? await resolveModelDir(path, { revision: opts.revision, signal: opts.signal }) : path;
+    const source = await resolveModelSource(where);
     const hf = source.kind === 'huggingface' ? source.model : null;
     if (hf && opts.config !== undefined) {
       throw new InvalidOptionError(`A Hugging Face model folder brings its own config.json: leave config out for ${path}`, 'config');
@@ -94,7 +99,7 @@ export class Qwen3Model {
     if (opts.signal?.aborted) throw loadAborted(path, opts.signal);
     const { dtype: _stored, ...architecture } = config;
     const loading = native().loadModel({
-      path,
+      path: where,
       config: { ...architecture, tie_word_embeddings: hf?.tieWordEmbeddings ?? false },
       device,
       dtype,

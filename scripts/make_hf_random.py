@@ -20,7 +20,7 @@ SIZES = {  # hidden, intermediate, layers, heads (all: 8 KV heads, head_dim 128,
     "0.6B": (1024, 3072, 28, 16), "1.7B": (2048, 6144, 28, 16), "4B": (2560, 9728, 36, 32),
     "8B": (4096, 12288, 36, 32), "14B": (5120, 17408, 40, 40), "32B": (5120, 25600, 64, 64),
 }
-PROMPT = [151644, 9707, 11, 1879, 0, 42, 1000, 2000]
+PROMPT = [151644, 9707, 11, 1879, 7, 42, 1000, 2000]
 
 
 def tensors(size):
@@ -103,7 +103,9 @@ def reference(out, steps, device):
     load = time.time() - t0
     ids = torch.tensor([PROMPT], device=device)
     with torch.no_grad():
-        tokens = model.generate(ids, max_new_tokens=steps, do_sample=False, eos_token_id=None, pad_token_id=0)[0, len(PROMPT):].tolist()
+        # An explicit mask: without one, generate takes pad_token_id for padding wherever it occurs.
+        tokens = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=steps, do_sample=False, eos_token_id=None,
+                                pad_token_id=151643)[0, len(PROMPT):].tolist()
         last = model(ids).logits[0, -1].float().cpu().contiguous()
     (out / "last_logits_float32.f32").write_bytes(last.numpy().tobytes())
     (out / "reference.json").write_text(json.dumps({"prompt": PROMPT, "greedy_float32": tokens, "transformers_load_seconds": load}) + "\n")

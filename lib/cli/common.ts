@@ -8,6 +8,9 @@ import { MODEL_SIZES } from '../config.js';
 import { downloadQwen3Small } from '../download.js';
 import { baseUrl, modelHome } from '../home.js';
 import { isHuggingFaceDir } from '../hf-model.js';
+import { resolveModelDir } from '../hub/model.js';
+import { isRepoId } from '../hub/settings.js';
+import { hubProgressView } from './hub-progress.js';
 import { Qwen3Model } from '../model.js';
 import { Qwen3Tokenizer } from '../tokenizer.js';
 
@@ -45,6 +48,7 @@ export function idList(value: string): number[] {
 
 export interface ModelFlags {
   model?: string;
+  revision?: string;
   config?: string;
   size?: string;
   tokenizer?: string;
@@ -64,7 +68,8 @@ export interface SamplingFlags {
 /** Flags shared by every command that loads a model and generates with it. */
 export function modelOptions(cmd: Command, kind: string): Command {
   return cmd
-    .option('--model <file>', `checkpoint written by torch.save(state_dict) (default: download the ${kind} Qwen3-0.6B)`)
+    .option('--model <path|id>', `a .pth checkpoint, a Hugging Face folder or a Hub repo id such as Qwen/Qwen3-0.6B (default: download the book's ${kind} Qwen3-0.6B)`)
+    .option('--revision <rev>', 'branch, tag or commit of a Hub repo id (default: main)')
     .option('--config <file>', 'model config JSON (reference key names)')
     .addOption(new Option('--size <size>', 'built-in model size').choices(Object.keys(MODEL_SIZES)))
     .option('--tokenizer <file>', 'tokenizer.json (default: the downloaded one, else the bundled Qwen3 tokenizer)')
@@ -89,6 +94,16 @@ export async function loadFromFlags(flags: ModelFlags, kind: 'base' | 'reasoning
     const got = await downloadQwen3Small({ kind, outDir: modelHome(), baseUrl: baseUrl(), progress: 'auto' });
     modelPath = got.modelPath!;
     tokenizerPath ??= got.tokenizerPath;
+  }
+  if (flags.revision !== undefined && !isRepoId(modelPath)) throw new Error('--revision goes with a Hub repo id for --model');
+  if (isRepoId(modelPath)) {
+    // Downloaded into the shared Hugging Face cache (or found there), with a progress bar.
+    const view = hubProgressView();
+    try {
+      modelPath = await resolveModelDir(modelPath, { revision: flags.revision, onProgress: view.onProgress });
+    } finally {
+      view.stop();
+    }
   }
   // A Hugging Face folder brings its config, and its tokenizer.json unless --tokenizer names one.
   const folder = await isHuggingFaceDir(modelPath);
