@@ -1,5 +1,6 @@
 // Runs once before the suite: makes sure the addon is built and the parity fixtures exist
-// (random-weight checkpoints plus PyTorch and Hugging Face reference outputs, made by Python).
+// (random-weight checkpoints in the book's layout and Hugging Face folders, with the PyTorch and
+// transformers reference outputs, made by Python).
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -9,7 +10,7 @@ export default function setup(): void {
   if (!existsSync(join(root, 'build', 'Release', 'qwen3_torch.node'))) {
     throw new Error('The native addon is not built: run `npm run build` first (needs `pip install torch`).');
   }
-  execFileSync('python3', [join(root, 'scripts', 'make_fixtures.py'), '--out', join(root, 'test', '.fixtures')], {
-    stdio: 'inherit',
-  });
+  for (const script of ['make_fixtures.py', 'make_hf_fixtures.py']) {
+    execFileSync('python3', [join(root, 'scripts', script), '--out', join(root, 'test', '.fixtures')], { stdio: 'inherit' });
+  }
 }

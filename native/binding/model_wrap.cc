@@ -115,6 +115,7 @@ ModelConfig ParseConfig(const Napi::Object& o) {
   c.n_kv_groups = IntegerField(cfg, "n_kv_groups", 1, 1024, p);
   c.qk_norm = BooleanField(cfg, "qk_norm", p);
   c.rope_base = NumberField(cfg, "rope_base", 0, 1e12, /*above_min=*/true);
+  c.tie_word_embeddings = BooleanField(cfg, "tie_word_embeddings", p);
   if (c.n_heads % c.n_kv_groups != 0) {
     Fail(o.Env(), "a divisor of n_heads (" + std::to_string(c.n_heads) + ")", "config.n_kv_groups", cfg.Get("n_kv_groups"));
   }
@@ -200,6 +201,48 @@ StepRequest ParseStep(const Napi::CallbackInfo& info, const Qwen3Engine& engine,
   return r;
 }
 
+// safetensors: absent or null (a .pth at path), or {files: [paths], tensors: [{name, file, dtype,
+// shape, begin, end}]} as lib/ read the files' headers.
+void ParseSafetensors(const Napi::Object& o, LoadRequest& r) {
+  const Napi::Env env = o.Env();
+  const Napi::Value value = o.Get("safetensors");
+  if (value.IsUndefined() || value.IsNull()) return;
+  if (!value.IsObject()) Fail(env, "object", "safetensors", value);
+  const Napi::Object st = value.As<Napi::Object>();
+  const Napi::Value files = st.Get("files"), tensors = st.Get("tensors");
+  if (!files.IsArray() || files.As<Napi::Array>().Length() == 0) Fail(env, "non-empty array of file paths", "safetensors.files", files);
+  if (!tensors.IsArray()) Fail(env, "array", "safetensors.tensors", tensors);
+  const Napi::Array file_list = files.As<Napi::Array>(), tensor_list = tensors.As<Napi::Array>();
+  for (uint32_t i = 0; i < file_list.Length(); ++i) {
+    const Napi::Object holder = Napi::Object::New(env);
+    holder.Set("path", file_list.Get(i));
+    r.files.push_back(StringField(holder, "path"));
+  }
+  constexpr int64_t kMaxDim = (int64_t(1) << 31) - 1;
+  constexpr int64_t kMaxByte = int64_t(1) << 52;  // exact in a double
+  for (uint32_t i = 0; i < tensor_list.Length(); ++i) {
+    const std::string at = "safetensors.tensors[" + std::to_string(i) + "].";
+    const Napi::Value item = tensor_list.Get(i);
+    if (!item.IsObject()) Fail(env, "object", "safetensors.tensors[" + std::to_string(i) + "]", item);
+    const Napi::Object t = item.As<Napi::Object>();
+    StoredTensor s;
+    s.name = StringField(t, "name");
+    s.file = IntegerField(t, "file", 0, static_cast<int64_t>(r.files.size()) - 1, at);
+    s.dtype = StringField(t, "dtype");
+    const Napi::Value shape = t.Get("shape");
+    if (!shape.IsArray() || shape.As<Napi::Array>().Length() > 8) Fail(env, "array of at most 8 dimensions", at + "shape", shape);
+    const Napi::Array dims = shape.As<Napi::Array>();
+    for (uint32_t d = 0; d < dims.Length(); ++d) {
+      const Napi::Object holder = Napi::Object::New(env);
+      holder.Set("dim", dims.Get(d));
+      s.shape.push_back(IntegerField(holder, "dim", 0, kMaxDim, at + "shape."));
+    }
+    s.begin = static_cast<uint64_t>(IntegerField(t, "begin", 0, kMaxByte, at));
+    s.end = static_cast<uint64_t>(IntegerField(t, "end", 0, kMaxByte, at));
+    r.tensors.push_back(std::move(s));
+  }
+}
+
 }  // namespace
 
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
@@ -213,6 +256,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   }
   r.compile = BooleanField(o, "compile");
   r.config = ParseConfig(o);
+  ParseSafetensors(o, r);
   return QueueLoad(info.Env(), std::move(r));
 }
 

@@ -86,6 +86,8 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   Napi::Object out = Napi::Object::New(env);
   out.Set("currentBytes", static_cast<double>(s.current_bytes));
   out.Set("peakBytes", s.peak_bytes < 0 ? env.Null() : Napi::Number::New(env, static_cast<double>(s.peak_bytes)));
+  out.Set("freeBytes", s.free_bytes < 0 ? env.Null() : Napi::Number::New(env, static_cast<double>(s.free_bytes)));
+  out.Set("totalBytes", s.total_bytes < 0 ? env.Null() : Napi::Number::New(env, static_cast<double>(s.total_bytes)));
   return out;
 }
 

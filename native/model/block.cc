@@ -30,7 +30,7 @@ FusedWeights FusedWeights::fuse(Weights&& w) {
 }
 
 int64_t FusedWeights::parameter_bytes() const {
-  int64_t total = tok_emb.nbytes() + final_norm.nbytes() + out_head.nbytes();
+  int64_t total = tok_emb.nbytes() + final_norm.nbytes() + (out_head.is_same(tok_emb) ? 0 : out_head.nbytes());
   for (const FusedBlock& b : blocks) {
     for (const at::Tensor* t : {&b.w_qkv, &b.out_proj, &b.q_norm, &b.k_norm, &b.w_gate_up, &b.fc3, &b.norm1, &b.norm2}) {
       if (t->defined()) total += static_cast<int64_t>(t->nbytes());

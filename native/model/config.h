@@ -18,6 +18,7 @@ struct ModelConfig {
   bool qk_norm = true;
   int64_t n_kv_groups = 0;
   double rope_base = 1e6;
+  bool tie_word_embeddings = false;  // the vocabulary head is the embedding table (one tensor)
 };
 
 }  // namespace qwen3

@@ -59,7 +59,7 @@ struct Qwen3Engine::Impl {
         cache(r.config.n_layers, r.config.n_kv_groups, r.config.head_dim, r.config.context_length),
         rope(r.config.head_dim, r.config.rope_base, r.config.context_length, dev), backend(choose_backend(dev, r.config, r.compile)),
         compiled(r.compile) {
-    Weights w = load_weights(r.path, r.config, dt, dev);
+    Weights w = load_weights(r, dt, dev);
     if (backend == Backend::Reference) {
       reference = std::make_unique<ReferenceForward>(config, std::move(w), dev, dt);
       return;

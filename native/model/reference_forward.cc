@@ -64,7 +64,7 @@ at::Tensor ReferenceForward::forward(const at::Tensor& ids, KVCache* cache, Rope
 }
 
 int64_t ReferenceForward::parameter_bytes() const {
-  int64_t total = w_.tok_emb.nbytes() + w_.final_norm.nbytes() + w_.out_head.nbytes();
+  int64_t total = w_.tok_emb.nbytes() + w_.final_norm.nbytes() + (w_.out_head.is_same(w_.tok_emb) ? 0 : w_.out_head.nbytes());
   for (const auto& b : w_.blocks) {
     for (const at::Tensor* t : {&b.w_query, &b.w_key, &b.w_value, &b.out_proj, &b.q_norm, &b.k_norm, &b.fc1, &b.fc2,
                                 &b.fc3, &b.norm1, &b.norm2}) {

@@ -13,12 +13,25 @@ namespace qwen3 {
 // The kinds of step the engine runs; the binding names its calls after them.
 enum class StepKind { Prefill, Decode, Uncached, DecodeSteps };
 
+// One tensor of a Hugging Face safetensors checkpoint, where lib/ found it in the file's header.
+// The binding checks every field again, and the loader checks the range against the file.
+struct StoredTensor {
+  std::string name;             // Hugging Face name, e.g. "model.layers.0.self_attn.q_proj.weight"
+  int64_t file = 0;             // index into LoadRequest::files
+  std::string dtype;            // "F32", "F16" or "BF16"
+  std::vector<int64_t> shape;
+  uint64_t begin = 0, end = 0;  // absolute byte range in the file
+};
+
 struct LoadRequest {
-  std::string path;    // a torch.save(state_dict) checkpoint
+  std::string path;    // a torch.save(state_dict) checkpoint, or the Hugging Face model folder (for messages)
   ModelConfig config;
   std::string device;  // "cpu", "cuda", "cuda:1", "mps", "xpu" (already resolved from "auto")
   std::string dtype;   // compute dtype: "float32", "bfloat16" or "float16"
   bool compile = false;  // fused weights, SDPA, CUDA graphs for decode steps
+  // Safetensors files and every tensor in them (Hugging Face layout); empty: `path` is a .pth.
+  std::vector<std::string> files;
+  std::vector<StoredTensor> tensors;
 };
 
 // Which logits a step hands back to JS: none (generation), the last position's, or every position's.

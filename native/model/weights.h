@@ -1,12 +1,13 @@
 // Qwen3 weights on the device, read from a torch.save(state_dict) checkpoint in the reference
-// implementation's layout and checked key by key against the config.
+// implementation's layout or from Hugging Face safetensors files, and checked key by key
+// against the config.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
 #include <vector>
 
-#include "model/config.h"
+#include "model/step.h"
 
 namespace qwen3 {
 
@@ -28,11 +29,12 @@ struct Weights {
   at::Tensor tok_emb;     // (vocab_size, emb_dim)
   std::vector<BlockWeights> blocks;
   at::Tensor final_norm;  // (emb_dim,) float32
-  at::Tensor out_head;    // (vocab_size, emb_dim)
+  at::Tensor out_head;    // (vocab_size, emb_dim); the same tensor as tok_emb when the config ties them
 };
 
 // Matrices are cast to `dtype`; norm scales stay float32 as in the reference, where RMSNorm
 // parameters are created in float32 and only the Linear/Embedding layers take cfg["dtype"].
-Weights load_weights(const std::string& path, const ModelConfig& config, at::ScalarType dtype, c10::Device device);
+// request.files empty: the .pth at request.path; else the safetensors tensors listed.
+Weights load_weights(const LoadRequest& request, at::ScalarType dtype, c10::Device device);
 
 }  // namespace qwen3

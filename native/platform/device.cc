@@ -20,6 +20,7 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAGuard.h>
 #endif
 #ifdef QWEN3_WITH_CUDA_KERNELS
 #include "cuda/kernels.h"
@@ -109,13 +110,21 @@ MemoryUsage memory_stats(const std::string& device) {
   if (parsed.is_cuda()) {
     const auto index = parsed.has_index() ? parsed.index() : c10::cuda::current_device();
     stats.available = true;
+    int64_t cached_unused = 0;
     try {
       const auto s = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
-      const auto& bytes = s.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)];
-      stats.current_bytes = bytes.current;
-      stats.peak_bytes = bytes.peak;
+      const auto aggregate = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+      stats.current_bytes = s.allocated_bytes[aggregate].current;
+      stats.peak_bytes = s.allocated_bytes[aggregate].peak;
+      cached_unused = s.reserved_bytes[aggregate].current - s.allocated_bytes[aggregate].current;
     } catch (const c10::Error&) {
       // The caching allocator starts with the first CUDA tensor; before that nothing is allocated.
+    }
+    size_t free = 0, total = 0;
+    const c10::cuda::CUDAGuard guard(index);
+    if (cudaMemGetInfo(&free, &total) == cudaSuccess) {
+      stats.free_bytes = static_cast<int64_t>(free) + cached_unused;
+      stats.total_bytes = static_cast<int64_t>(total);
     }
     return stats;
   }

@@ -28,6 +28,8 @@ struct MemoryUsage {
   bool available = false;  // false where this libtorch reports nothing for the device
   int64_t current_bytes = 0;
   int64_t peak_bytes = 0;   // -1 where the device tracks no peak
+  int64_t free_bytes = -1;  // what a new allocation could still get (CUDA: free plus cached but unused); -1 unknown
+  int64_t total_bytes = -1;
 };
 
 // Allocated bytes now and at the peak since the last reset; unavailable for CPU.
