@@ -4,8 +4,9 @@
 //     folder has them, else from tokenizer_config.json's `chat_template`, a string or a list of
 //     {name, template}; of several, "tool_use" is taken when tools are given and it exists, else
 //     "default";
-//   - messages keys whose value is null are dropped, and reasoning given as `reasoning` or
-//     `thinking` is also passed as `reasoning_content` (and the other way round for `thinking`);
+//   - message keys whose value is null are dropped, and reasoning given under any of
+//     `reasoning_content`, `thinking` or `reasoning` is passed as both `reasoning_content` and
+//     `thinking`;
 //   - the template sees messages, tools (null when none), documents (null), add_generation_prompt,
 //     the folder's named special tokens (bos_token, eos_token, ... when set), and enable_thinking
 //     only when the caller sets it; raise_exception and strftime_now are defined; blocks are

@@ -224,6 +224,12 @@ export class Qwen3Tokenizer {
     return (await this.#tokenizer.encode(prepared, null, { addSpecialTokens: false })).getIds();
   }
 
+  /** The id of `token` when the vocabulary holds it as one token (added tokens such as `<think>` included), else null. */
+  tokenToId(token: string): number | null {
+    parseOptions(textSchema, token, 'token');
+    return this.#tokenizer.tokenToId(token) ?? null;
+  }
+
   /**
    * Text for `ids`, special tokens included. Ids the tokenizer has no token for (the model's
    * embedding is larger than the vocabulary) contribute nothing, as in Python's `tokenizers`.

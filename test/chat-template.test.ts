@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ChatTemplate, type TemplateMessage, splitThinking } from '../lib/chat-template.js';
-import { Qwen3Tokenizer } from '../lib/tokenizer.js';
+import { Qwen3Tokenizer, formatChat } from '../lib/tokenizer.js';
 
 const FIXTURE = join(__dirname, '.fixtures', 'chat-template');
 const TOKENIZER_DIR = join(FIXTURE, 'tokenizer');
@@ -83,10 +83,15 @@ describe('parity with transformers apply_chat_template', () => {
     expect(tokenizer.applyChatTemplate(last.messages, options(last))).toContain('<think>\nThe user greets me. I should answer briefly.\n</think>\n\nHello!');
   });
 
-  it('the bundled tokenizer carries the official template too', async () => {
+  it('the bundled tokenizer carries the official template too, which matches the book\'s layout for one user turn', async () => {
     const bundled = await Qwen3Tokenizer.load();
     const c = cases.find((x) => x.name === 'one tool call and its answer')!;
     expect(bundled.applyChatTemplate(c.messages, options(c))).toBe(c.text);
+    // What encode({ chat: true }) renders (the tokenizer parity tests pin it) is what the official template gives.
+    const user = [{ role: 'user' as const, content: 'Explain large language models.' }];
+    expect(formatChat(user)).toBe(bundled.applyChatTemplate(user));
+    expect(formatChat(user, { addGenerationPrompt: true })).toBe(bundled.applyChatTemplate(user, { addGenerationPrompt: true, enableThinking: false }));
+    expect(formatChat(user, { addGenerationPrompt: true, addThinking: true })).toBe(bundled.applyChatTemplate(user, { addGenerationPrompt: true, enableThinking: true }));
   });
 });
 
