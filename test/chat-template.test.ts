@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ChatTemplate, type TemplateMessage, splitThinking } from '../lib/chat-template.js';
+import { readGenerationConfig, withSamplingDefaults } from '../lib/generation-config.js';
 import { Qwen3Tokenizer, formatChat } from '../lib/tokenizer.js';
 
 const FIXTURE = join(__dirname, '.fixtures', 'chat-template');
@@ -149,6 +150,20 @@ describe('model folders', () => {
     expect(() => none.applyChatTemplate([{ role: 'user', content: 'x' }])).toThrow(/has no chat template/);
     const file = await Qwen3Tokenizer.load({ tokenizerFilePath: join(TOKENIZER_DIR, 'tokenizer.json') });
     expect(file.chatTemplate).toBeNull();
+  });
+});
+
+describe('generation settings of a folder', () => {
+  it("sample only with do_sample, filling what is left out with transformers' defaults; the user's values win", async () => {
+    const settings = async (json: object) => (await readGenerationConfig(folder(`gen-${JSON.stringify(json).replace(/\W/g, '')}`, { 'generation_config.json': JSON.stringify(json) }))).sampling;
+    expect(await settings({ do_sample: true, temperature: 0.6, top_k: 20, top_p: 0.95 })).toEqual({ temperature: 0.6, topK: 20, topP: 0.95 });
+    expect(await settings({ do_sample: true, temperature: 0.7 })).toEqual({ temperature: 0.7, topK: 50, topP: 1 });
+    expect(await settings({ temperature: 0.7, top_k: 20 })).toBeNull(); // greedy in transformers too
+    expect((await readGenerationConfig(TOKENIZER_DIR)).sampling).toBeNull();
+    const defaults = { temperature: 0.6, topK: 20, topP: 0.95 };
+    expect(withSamplingDefaults({ temperature: undefined, topK: undefined, topP: undefined }, defaults)).toEqual(defaults);
+    expect(withSamplingDefaults({ temperature: 0, topK: undefined, topP: 0.5 }, defaults)).toEqual({ temperature: 0, topK: 20, topP: 0.5 });
+    expect(withSamplingDefaults({ temperature: 1 }, null)).toEqual({ temperature: 1 });
   });
 });
 
