@@ -32,6 +32,8 @@ export { runtimeInfo, type RuntimeInfo } from './info.js';
 export { IDLE_HANDOVER_MS, Qwen3Model, type LoadOptions, type Logits, type LogitsMode, type StepOutput, type StepsOutput, type TokenIds } from './model.js';
 export { InvalidOptionError } from './validate.js';
 export { Qwen3Tokenizer, SPECIAL_TOKENS, defaultTokenizerFilePath, formatChat, type ChatMessage, type StreamDecoder, type TokenizerLoadOptions } from './tokenizer.js';
+export { CHAT_ROLES, ChatTemplate, splitThinking, type ApplyChatTemplateOptions, type ChatRole, type TemplateMessage, type ToolCall } from './chat-template.js';
+export { readGenerationConfig, withSamplingDefaults, type GenerationConfig, type SamplingDefaults } from './generation-config.js';
 export { DEFAULT_BASE_URL, downloadQwen3Small, type DownloadOptions, type DownloadResult } from './download.js';
 export { formatModelSummary } from './summary.js';
 export { downloadModel, resolveModelDir, type HubDownloadOptions, type HubDownloadResult, type HubProgress } from './hub/model.js';

@@ -1,12 +1,15 @@
-// Qwen3 tokenizer on top of Hugging Face's `tokenizers` binding.
+// Qwen3 tokenizer on top of Hugging Face's `tokenizers` binding, from a tokenizer.json file or a
+// Hugging Face model folder (whose chat template and end tokens come with it).
 //
 // Encoding is asynchronous because the Node binding only offers a Promise-returning `encode`
 // (BPE runs on the libuv pool, off the event loop). Decoding is synchronous: `idToToken` and the
 // tokenizer's ByteLevel decoder are plain calls.
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { type Decoder, Tokenizer } from 'tokenizers';
 import { z } from 'zod';
+import { type ApplyChatTemplateOptions, ChatTemplate, type TemplateMessage, readChatTemplate, specialTokensOf } from './chat-template.js';
+import { readGenerationConfig, readOptionalJson } from './generation-config.js';
 import { MAX_DECODED_LENGTH, MAX_WHITESPACE_RUN_UNKNOWN_PATTERN, checkEncodable, linearizePreTokenizer } from './tokenizer-limits.js';
 import { InvalidOptionError, boolean, describeValue, nonEmptyString, oneOf, parseOptions } from './validate.js';
 
@@ -21,6 +24,13 @@ export interface ChatMessage { role: 'system' | 'user' | 'assistant'; content: s
 export interface ChatTemplateOptions { addGenerationPrompt?: boolean; addThinking?: boolean }
 export interface TokenizerLoadOptions extends ChatTemplateOptions {
   tokenizerFilePath?: string;
+  /**
+   * A Hugging Face model folder: its tokenizer.json, the chat template of its
+   * tokenizer_config.json (or chat_template.jinja), and the end tokens its generation_config.json
+   * (else config.json, else tokenizer_config.json) names. Not together with tokenizerFilePath.
+   */
+  modelDir?: string;
+  /** encode() wraps text as a user turn in the book's ChatML layout (see formatChat) unless told otherwise. */
   applyChatTemplate?: boolean;
 }
 export interface StreamDecoder {
@@ -33,7 +43,7 @@ export interface StreamDecoder {
 const objectError = { error: 'Expected object' };
 const templateShape = { addGenerationPrompt: boolean().optional(), addThinking: boolean().optional() };
 const loadSchema = z.strictObject(
-  { tokenizerFilePath: nonEmptyString().optional(), applyChatTemplate: boolean().optional(), ...templateShape },
+  { tokenizerFilePath: nonEmptyString().optional(), modelDir: nonEmptyString().optional(), applyChatTemplate: boolean().optional(), ...templateShape },
   objectError,
 );
 const templateSchema = z.strictObject(templateShape, objectError);
@@ -76,13 +86,33 @@ const CHAR_TO_BYTE: ReadonlyMap<string, number> = (() => {
   return map;
 })();
 
+/** What a model folder adds to its tokenizer.json. */
+interface FolderParts {
+  dir: string;
+  chatTemplate: ChatTemplate | null;
+  eosTokenIds: number[];
+  /** tokenizer_config.json's eos_token and pad_token, when it names them. */
+  eosToken?: string;
+  padToken?: string;
+}
+
 export class Qwen3Tokenizer {
   readonly tokenizerFilePath: string;
-  readonly applyChatTemplate: boolean;
+  /** The model folder it was loaded from (TokenizerLoadOptions.modelDir), else null. */
+  readonly modelDir: string | null;
+  /** Whether encode() wraps text as a user turn by default (the load option applyChatTemplate). */
+  readonly chatByDefault: boolean;
   readonly addGenerationPrompt: boolean;
   readonly addThinking: boolean;
-  /** `<|endoftext|>` for base-model tokenizer files, `<|im_end|>` otherwise (chat/reasoning). */
+  /**
+   * The id that ends a reply. From a model folder: the first end token it names. From a file:
+   * `<|endoftext|>` for base-model tokenizer files, `<|im_end|>` otherwise (chat/reasoning).
+   */
   readonly eosTokenId: number;
+  /** Every id that ends a reply (a model folder may name several, e.g. `<|im_end|>` and `<|endoftext|>`); eosTokenId first. */
+  readonly eosTokenIds: readonly number[];
+  /** The model folder's chat template (the bundled tokenizer has Qwen3's official one), else null. */
+  readonly chatTemplate: ChatTemplate | null;
   readonly padTokenId: number;
   /**
    * Number of ids the tokenizer has a token for (added tokens included), i.e. ids [0, vocabSize).
@@ -97,27 +127,49 @@ export class Qwen3Tokenizer {
   /** Longest whitespace run encode() passes to the binding (see tokenizer-limits.ts). */
   readonly #maxWhitespaceRun: number;
 
-  private constructor(file: string, tokenizer: Tokenizer, opts: z.output<typeof loadSchema>, linear: boolean) {
+  private constructor(file: string, tokenizer: Tokenizer, opts: z.output<typeof loadSchema>, linear: boolean, folder: FolderParts | null, template: ChatTemplate | null) {
     this.tokenizerFilePath = file;
+    this.modelDir = folder?.dir ?? null;
     this.#tokenizer = tokenizer;
     this.#maxWhitespaceRun = linear ? Infinity : MAX_WHITESPACE_RUN_UNKNOWN_PATTERN;
     this.#decoder = tokenizer.getDecoder()!; // byte-level, checked in load()
-    this.applyChatTemplate = opts.applyChatTemplate ?? false;
+    this.chatByDefault = opts.applyChatTemplate ?? false;
     this.addGenerationPrompt = opts.addGenerationPrompt ?? false;
     this.addThinking = opts.addThinking ?? false;
+    this.chatTemplate = template;
     this.specialTokens = new Map(SPECIAL_TOKENS.map((t) => [t, tokenizer.tokenToId(t)!]));
     this.vocabSize = tokenizer.getVocabSize(true);
-    this.padTokenId = this.specialTokens.get('<|endoftext|>')!;
+    const named = (token: string | undefined) => (token === undefined ? undefined : (tokenizer.tokenToId(token) ?? undefined));
+    this.padTokenId = named(folder?.padToken) ?? this.specialTokens.get('<|endoftext|>')!;
     // Base checkpoints were trained to end documents with <|endoftext|>; the chat-tuned
-    // (reasoning) ones end each assistant turn with <|im_end|>. The file name is the only hint.
+    // (reasoning) ones end each assistant turn with <|im_end|>. A lone file's name is the only hint.
     const name = path.basename(file).toLowerCase();
     const isBase = name.includes('base') && !name.includes('reasoning');
-    this.eosTokenId = this.specialTokens.get(isBase ? '<|endoftext|>' : '<|im_end|>')!;
+    const guessed = this.specialTokens.get(isBase ? '<|endoftext|>' : '<|im_end|>')!;
+    const fromConfig = named(folder?.eosToken);
+    this.eosTokenIds = Object.freeze(folder && folder.eosTokenIds.length > 0 ? folder.eosTokenIds : [fromConfig ?? guessed]);
+    this.eosTokenId = this.eosTokenIds[0]!;
   }
 
   static async load(options?: TokenizerLoadOptions): Promise<Qwen3Tokenizer> {
     const opts = parseOptions(loadSchema, options ?? {});
-    const file = path.resolve(opts.tokenizerFilePath ?? defaultTokenizerFilePath());
+    if (opts.modelDir !== undefined && opts.tokenizerFilePath !== undefined) {
+      throw new InvalidOptionError('Expected either modelDir or tokenizerFilePath for options but received both', 'modelDir');
+    }
+    let folder: FolderParts | null = null;
+    let template: ChatTemplate | null = null;
+    let file: string;
+    if (opts.modelDir !== undefined) {
+      const dir = path.resolve(opts.modelDir);
+      await checkFolder(dir);
+      file = path.join(dir, 'tokenizer.json');
+      folder = await readFolderParts(dir);
+      template = folder.chatTemplate;
+    } else {
+      file = path.resolve(opts.tokenizerFilePath ?? defaultTokenizerFilePath());
+      // The bundled tokenizer.json sits next to Qwen3's tokenizer_config.json, with the official template.
+      if (opts.tokenizerFilePath === undefined) template = (await readFolderParts(path.dirname(file))).chatTemplate;
+    }
     let json: string;
     try {
       json = await readFile(file, 'utf8');
@@ -140,7 +192,24 @@ export class Qwen3Tokenizer {
       throw new Error(`Invalid tokenizer file ${file}: expected a byte-level BPE tokenizer like Qwen3's`);
     }
     await ensureSpecialsSplit(tokenizer, file);
-    return new Qwen3Tokenizer(file, tokenizer, opts, linear);
+    return new Qwen3Tokenizer(file, tokenizer, opts, linear, folder, template);
+  }
+
+  /**
+   * The prompt text for `messages` by the model folder's chat template, exactly as transformers'
+   * `apply_chat_template(messages, tools=..., add_generation_prompt=..., enable_thinking=...,
+   * tokenize=False)` renders it (see chat-template.ts). Throws when the tokenizer has no template.
+   */
+  applyChatTemplate(messages: readonly TemplateMessage[], options: ApplyChatTemplateOptions = {}): string {
+    if (this.chatTemplate === null) {
+      throw new Error(`The tokenizer from ${this.modelDir ?? this.tokenizerFilePath} has no chat template: load it with modelDir set to a model folder whose tokenizer_config.json has one`);
+    }
+    return this.chatTemplate.render(messages, options);
+  }
+
+  /** Token ids of applyChatTemplate's text (what apply_chat_template(..., tokenize=True) gives). */
+  async encodeChat(messages: readonly TemplateMessage[], options: ApplyChatTemplateOptions = {}): Promise<number[]> {
+    return this.encode(this.applyChatTemplate(messages, options), { chat: false });
   }
 
   /**
@@ -153,6 +222,12 @@ export class Qwen3Tokenizer {
     if (typeof prepared !== 'string') return prepared;
     checkEncodable(prepared, this.#maxWhitespaceRun);
     return (await this.#tokenizer.encode(prepared, null, { addSpecialTokens: false })).getIds();
+  }
+
+  /** The id of `token` when the vocabulary holds it as one token (added tokens such as `<think>` included), else null. */
+  tokenToId(token: string): number | null {
+    parseOptions(textSchema, token, 'token');
+    return this.#tokenizer.tokenToId(token) ?? null;
   }
 
   /**
@@ -204,7 +279,7 @@ export class Qwen3Tokenizer {
   /** Returns ids directly when no tokenization is needed, else the string to tokenize. */
   #prepare(text: string, options: { chat?: boolean } | undefined): number[] | string {
     parseOptions(textSchema, text, 'text');
-    const chat = parseOptions(encodeSchema, options ?? {}).chat ?? this.applyChatTemplate;
+    const chat = parseOptions(encodeSchema, options ?? {}).chat ?? this.chatByDefault;
     // A prompt that is exactly one special token (e.g. "<|endoftext|>" to start unconditioned
     // generation) is passed through as that id even in chat mode, as the Python reference does.
     const special = this.specialTokens.get(text);
@@ -254,6 +329,28 @@ export class Qwen3Tokenizer {
     }
     return bytes;
   }
+}
+
+async function checkFolder(dir: string): Promise<void> {
+  const info = await stat(dir).catch((err: NodeJS.ErrnoException) => {
+    throw new Error(err.code === 'ENOENT' ? `Model folder not found: ${dir}` : `Cannot read model folder ${dir}: ${err.message}`, { cause: err });
+  });
+  if (!info.isDirectory()) throw new Error(`Expected a model folder for modelDir but ${dir} is not a directory`);
+  if (!(await stat(path.join(dir, 'tokenizer.json')).then((s) => s.isFile(), () => false))) {
+    throw new Error(`Model folder ${dir} has no tokenizer.json; a model folder needs its tokenizer files (tokenizer.json, tokenizer_config.json)`);
+  }
+}
+
+/** tokenizer_config.json's chat template and named tokens, and the folder's end tokens. */
+async function readFolderParts(dir: string): Promise<FolderParts> {
+  const configJson = (await readOptionalJson(dir, 'tokenizer_config.json')) ?? {};
+  if (typeof configJson !== 'object' || configJson === null || Array.isArray(configJson)) {
+    throw new Error(`${path.join(dir, 'tokenizer_config.json')} is not a JSON object`);
+  }
+  const config = configJson as Record<string, unknown>;
+  const { eos_token: eosToken, pad_token: padToken } = specialTokensOf(config);
+  const { eosTokenIds } = await readGenerationConfig(dir);
+  return { dir, chatTemplate: await readChatTemplate(dir, config), eosTokenIds, eosToken, padToken };
 }
 
 // The stock Qwen3 tokenizer.json lists all special tokens in added_tokens, so the library

@@ -1,18 +1,20 @@
 // What the `qwen3` commands share: flag parsers that turn strings into values (the library then
 // checks ranges and names the option), the flags of every command that loads a model, and how
-// those flags become a loaded model and tokenizer.
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+// those flags become a loaded model and tokenizer: a checkpoint file (the book's layout) with a
+// tokenizer file, or a Hugging Face model folder (or Hub repo id) with its own tokenizer, chat
+// template and generation settings.
+import { stat } from 'node:fs/promises';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { MODEL_SIZES } from '../config.js';
 import { downloadQwen3Small } from '../download.js';
+import { type GenerationConfig, readGenerationConfig } from '../generation-config.js';
 import { baseUrl, modelHome } from '../home.js';
 import { isHuggingFaceDir } from '../hf-model.js';
 import { resolveModelDir } from '../hub/model.js';
 import { isRepoId } from '../hub/settings.js';
 import { hubProgressView } from './hub-progress.js';
 import { Qwen3Model } from '../model.js';
-import { Qwen3Tokenizer } from '../tokenizer.js';
+import { Qwen3Tokenizer, type TokenizerLoadOptions } from '../tokenizer.js';
 
 export function intArg(name: string) {
   return (value: string): number => {
@@ -70,9 +72,9 @@ export function modelOptions(cmd: Command, kind: string): Command {
   return cmd
     .option('--model <path|id>', `a .pth checkpoint, a Hugging Face folder or a Hub repo id such as Qwen/Qwen3-0.6B (default: download the book's ${kind} Qwen3-0.6B)`)
     .option('--revision <rev>', 'branch, tag or commit of a Hub repo id (default: main)')
-    .option('--config <file>', 'model config JSON (reference key names)')
+    .option('--config <file>', 'model config JSON (reference key names); not for a model folder')
     .addOption(new Option('--size <size>', 'built-in model size').choices(Object.keys(MODEL_SIZES)))
-    .option('--tokenizer <file>', 'tokenizer.json (default: the downloaded one, else the bundled Qwen3 tokenizer)')
+    .option('--tokenizer <path>', "tokenizer.json, or a model folder's tokenizer and chat template (default: the model folder's, the downloaded one, else the bundled Qwen3 tokenizer)")
     .option('--device <device>', 'auto, cpu, cuda, cuda:N, mps or xpu', 'auto')
     .addOption(new Option('--dtype <dtype>', "compute dtype (default: the config's)").choices(['bfloat16', 'float32', 'float16']))
     .option('--compile', 'optimised execution (CUDA graphs, fused weights); same outputs')
@@ -82,38 +84,70 @@ export function modelOptions(cmd: Command, kind: string): Command {
     .option('--seed <s>', 'random seed for sampling', intArg('--seed'));
 }
 
+async function isDirectory(path: string): Promise<boolean> {
+  return stat(path).then((s) => s.isDirectory(), () => false);
+}
+
+/**
+ * What --model names on this machine: a local file or folder as it is, or a Hub repo id
+ * downloaded into the Hugging Face cache (or found there) with a progress bar on stderr.
+ */
+export async function resolveModelFlag(model: string, revision: string | undefined): Promise<string> {
+  if (revision !== undefined && !isRepoId(model)) throw new Error('--revision goes with a Hub repo id for --model');
+  if (!isRepoId(model)) return model;
+  const view = hubProgressView();
+  try {
+    return await resolveModelDir(model, { revision, onProgress: view.onProgress });
+  } finally {
+    view.stop();
+  }
+}
+
+/** A tokenizer flag's value: a model folder (tokenizer, chat template, end tokens) or a tokenizer.json file. */
+export async function loadTokenizer(path: string, options: Omit<TokenizerLoadOptions, 'modelDir' | 'tokenizerFilePath'> = {}): Promise<Qwen3Tokenizer> {
+  return Qwen3Tokenizer.load({ ...((await isDirectory(path)) ? { modelDir: path } : { tokenizerFilePath: path }), ...options });
+}
+
+export interface Loaded {
+  model: Qwen3Model;
+  tokenizer: Qwen3Tokenizer;
+  /**
+   * The generation settings of the model folder (--model), else of the folder --tokenizer names;
+   * null when neither is a folder.
+   */
+  generation: GenerationConfig | null;
+}
+
 /**
  * Loads the model and tokenizer the flags name; with no --model, the book's Qwen3-0.6B
- * checkpoint of `kind` is downloaded to modelHome() first (and its tokenizer file used).
+ * checkpoint of `kind` is downloaded to modelHome() first (and its tokenizer file used). A model
+ * folder brings its tokenizer and config; --tokenizer still replaces the tokenizer.
  */
-export async function loadFromFlags(flags: ModelFlags, kind: 'base' | 'reasoning'): Promise<{ model: Qwen3Model; tokenizer: Qwen3Tokenizer }> {
+export async function loadFromFlags(flags: ModelFlags, kind: 'base' | 'reasoning'): Promise<Loaded> {
   if (flags.config && flags.size) throw new Error('Use either --config or --size, not both');
-  let modelPath = flags.model;
+  let modelPath = flags.model === undefined ? undefined : await resolveModelFlag(flags.model, flags.revision);
+  const folder = modelPath !== undefined && (await isHuggingFaceDir(modelPath)) ? modelPath : null;
+  if (folder !== null && (flags.config || flags.size)) {
+    throw new Error(`--config and --size do not apply to a model folder: the config.json in ${folder} describes the model`);
+  }
   let tokenizerPath = flags.tokenizer;
   if (modelPath === undefined) {
     const got = await downloadQwen3Small({ kind, outDir: modelHome(), baseUrl: baseUrl(), progress: 'auto' });
     modelPath = got.modelPath!;
     tokenizerPath ??= got.tokenizerPath;
   }
-  if (flags.revision !== undefined && !isRepoId(modelPath)) throw new Error('--revision goes with a Hub repo id for --model');
-  if (isRepoId(modelPath)) {
-    // Downloaded into the shared Hugging Face cache (or found there), with a progress bar.
-    const view = hubProgressView();
-    try {
-      modelPath = await resolveModelDir(modelPath, { revision: flags.revision, onProgress: view.onProgress });
-    } finally {
-      view.stop();
-    }
-  }
-  // A Hugging Face folder brings its config, and its tokenizer.json unless --tokenizer names one.
-  const folder = await isHuggingFaceDir(modelPath);
-  if (folder && existsSync(join(modelPath, 'tokenizer.json'))) tokenizerPath ??= join(modelPath, 'tokenizer.json');
-  const tokenizer = await Qwen3Tokenizer.load(tokenizerPath ? { tokenizerFilePath: tokenizerPath } : {});
-  const model = await Qwen3Model.load(modelPath, {
-    config: folder ? flags.config ?? flags.size : flags.config ?? flags.size ?? '0.6B',
-    device: flags.device,
-    dtype: flags.dtype,
-    compile: flags.compile,
-  });
-  return { model, tokenizer };
+  let tokenizer: Qwen3Tokenizer;
+  if (tokenizerPath) tokenizer = await loadTokenizer(tokenizerPath);
+  else tokenizer = await Qwen3Tokenizer.load(folder !== null ? { modelDir: folder } : {});
+  const settingsDir = folder ?? tokenizer.modelDir;
+  const generation = settingsDir !== null ? await readGenerationConfig(settingsDir) : null;
+  const model = folder !== null
+    ? await Qwen3Model.load(folder, { device: flags.device, dtype: flags.dtype, compile: flags.compile })
+    : await Qwen3Model.load(modelPath, {
+      config: flags.config ?? flags.size ?? '0.6B',
+      device: flags.device,
+      dtype: flags.dtype,
+      compile: flags.compile,
+    });
+  return { model, tokenizer, generation };
 }
