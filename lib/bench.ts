@@ -6,6 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
+import { projectPython } from './addon/index.js';
 import { modelHome } from './cli-common.js';
 import { MODEL_SIZES } from './config.js';
 import { availableDevices, resolveDevice } from './device.js';
@@ -67,8 +68,8 @@ function benchWeights(log: (s: string) => void): { path: string; kind: string } 
   const dir = join(modelHome(), 'bench');
   const path = join(dir, 'qwen3-0.6b-random', 'model.pth');
   if (!existsSync(path)) {
-    log('No downloaded weights: making a random-weight Qwen3-0.6B checkpoint with scripts/make_fixtures.py ...');
-    execFileSync('python3', [join(packageRoot, 'scripts', 'make_fixtures.py'), '--out', dir, '--full-size', '--only', 'qwen3-0.6b-random'], { stdio: 'inherit' });
+    log('No downloaded weights: making a random-weight Qwen3-0.6B checkpoint with scripts/python/make_fixtures.py ...');
+    execFileSync(projectPython(), [join(packageRoot, 'scripts', 'python', 'make_fixtures.py'), '--out', dir, '--full-size', '--only', 'qwen3-0.6b-random'], { stdio: 'inherit' });
   }
   return { path, kind: 'random weights of the Qwen3-0.6B shape (no real weights downloaded)' };
 }
@@ -171,13 +172,13 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
   return report;
 }
 
-/** Runs scripts/bench_transformers.py for one device and stores its numbers next to ours. */
+/** Runs scripts/python/bench_transformers.py for one device and stores its numbers next to ours. */
 function mergeBaseline(report: BenchReport, device: string, weights: string, prompt: number[], options: BenchOptions, log: (s: string) => void): void {
   log(`${device}: running the Hugging Face transformers baseline (torch.compile takes a while)`);
-  const args = [join(packageRoot, 'scripts', 'bench_transformers.py'), '--model', weights, '--device', device, '--prompt-ids', prompt.join(','),
+  const args = [join(packageRoot, 'scripts', 'python', 'bench_transformers.py'), '--model', weights, '--device', device, '--prompt-ids', prompt.join(','),
     '--new-tokens', String(report.newTokens), '--runs', String(report.runs),
     '--batches', (options.batches ?? [1, 8, 32]).join(','), '--prefill', (options.prefill ?? [512, 2048]).join(',')];
-  const theirs = JSON.parse(execFileSync('python3', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24 })) as {
+  const theirs = JSON.parse(execFileSync(projectPython(), args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24 })) as {
     rows: Record<string, number>;
     batched: Record<string, number>;
     prefill: Record<string, number>;

@@ -7,7 +7,7 @@ the ids of the plain text, the ids of its three chat-wrapped forms, and Python's
 ids. It also records random id sequences (many of them partial UTF-8 byte tokens) with their
 decode, to pin down lossy decoding. The Node tokenizer must reproduce all of it exactly.
 
-usage: python3 scripts/tokenizer_parity.py OUT.json [--tokenizer tokenizer.json] [--seed N] [--count N]
+usage: python3 scripts/python/tokenizer_parity.py OUT.json [--tokenizer tokenizer.json] [--seed N] [--count N]
 """
 import argparse
 import hashlib
