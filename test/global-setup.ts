@@ -1,15 +1,17 @@
 // Runs once before the suite: makes sure the addon is built and the parity fixtures exist
-// (random-weight checkpoints plus PyTorch and Hugging Face reference outputs, made by Python).
+// (random-weight checkpoints plus PyTorch and Hugging Face reference outputs, made by the
+// project's Python; `npm test` installs what that Python needs first, scripts/dev/setup.js).
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { projectPython } from '../lib/addon/python.js';
 
 export default function setup(): void {
   const root = join(__dirname, '..');
   if (!existsSync(join(root, 'build', 'Release', 'qwen3_torch.node'))) {
-    throw new Error('The native addon is not built: run `npm run build` first (needs `pip install torch`).');
+    throw new Error('The native addon is not built: run `npm test`, or `npm run build` before `npx vitest`.');
   }
-  execFileSync('python3', [join(root, 'scripts', 'make_fixtures.py'), '--out', join(root, 'test', '.fixtures')], {
+  execFileSync(projectPython(root), [join(root, 'scripts', 'python', 'make_fixtures.py'), '--out', join(root, 'test', '.fixtures')], {
     stdio: 'inherit',
   });
 }
