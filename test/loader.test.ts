@@ -2,9 +2,9 @@
 // chosen for which libtorch, that a binary which crashes on load is caught in a child process,
 // the error a user sees, and what `npm install` decides to do.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { delimiter, dirname, isAbsolute, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AddonLoadError, chooseAddon, findLibtorch, inspectLibtorch, listPrebuilds, matchPrebuild, parsePrebuildName, planInstall } from '../lib/addon/index.js';
 
@@ -17,20 +17,18 @@ const found = findLibtorch(process.env, repo)!;
 const [torchVersion, torchCuda] = execFileSync(found.python!, ['-c', 'import torch; print(torch.__version__.split("+")[0], torch.version.cuda or "", end="")'], { encoding: 'utf8' }).split(' ') as [string, string];
 const variant = torchCuda ? `cu${torchCuda.replace('.', '')}` : 'cpu';
 const torchRoot = found.root;
-const via = found.via;
 const tag = `torch${torchVersion}.${variant}`;
-const repoVenv = join(repo, '.venv');
+// The fake package roots below have no .venv: they find that libtorch as an installed package
+// does, through python3 on PATH, which for the .venv's torch is the .venv's own (bin/ first).
+const userPath = [...(isAbsolute(found.python!) ? [dirname(found.python!)] : []), ...(process.env.PATH ?? '').split(delimiter)].join(delimiter);
+const via = 'python: python3';
 
 let work: string;
 let n = 0;
-/**
- * An empty package root, with files copied in: { 'prebuilds/linux-x64/x.node': source }. It shares
- * the checkout's .venv (where libtorch may live) unless `venv` is false.
- */
-function fakeRoot(files: Record<string, string>, { venv = true } = {}): string {
+/** An empty package root, with files copied in: { 'prebuilds/linux-x64/x.node': source }. */
+function fakeRoot(files: Record<string, string>): string {
   const root = join(work, `root${n++}`);
   mkdirSync(root, { recursive: true });
-  if (venv && existsSync(repoVenv)) symlinkSync(repoVenv, join(root, '.venv'));
   for (const [dest, src] of Object.entries(files)) {
     mkdirSync(join(root, dest, '..'), { recursive: true });
     copyFileSync(src, join(root, dest));
@@ -38,7 +36,7 @@ function fakeRoot(files: Record<string, string>, { venv = true } = {}): string {
   return root;
 }
 // Each test checks binaries in a fresh cache, so no earlier success is remembered.
-const env = (extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv => ({ ...process.env, QWEN3_HOME: join(work, `home${n++}`), ...extra });
+const env = (extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv => ({ ...process.env, PATH: userPath, QWEN3_HOME: join(work, `home${n++}`), ...extra });
 
 function errorOf(fn: () => unknown): Error {
   try {
@@ -112,7 +110,7 @@ describe('libtorch discovery', () => {
   });
 
   it('follows the build order: LIBTORCH, then Torch_DIR, then python3, then the project .venv', () => {
-    const root = fakeRoot({}, { venv: false });
+    const root = fakeRoot({});
     const torch = join(root, '.venv', 'lib', 'python3.11', 'site-packages', 'torch');
     mkdirSync(join(torch, 'lib'), { recursive: true });
     writeFileSync(join(torch, 'lib', 'libtorch.so'), '');
@@ -122,7 +120,7 @@ describe('libtorch discovery', () => {
     const python3HasTorch = spawnSync('python3', ['-c', 'import importlib.util, sys; sys.exit(importlib.util.find_spec("torch") is None)']).status === 0;
     expect(findLibtorch({ PATH: process.env.PATH }, root)?.via).toBe(python3HasTorch ? 'python: python3' : `project .venv: ${join(root, '.venv')}`);
     expect(findLibtorch({ PATH: '/nonexistent' }, root)).toEqual({ root: torch, via: `project .venv: ${join(root, '.venv')}`, explicit: false, python: join(root, '.venv', 'bin', 'python') });
-    expect(findLibtorch({ PATH: '/nonexistent' }, fakeRoot({}, { venv: false }))).toBeNull();
+    expect(findLibtorch({ PATH: '/nonexistent' }, fakeRoot({}))).toBeNull();
   });
 });
 
@@ -196,7 +194,7 @@ describe('choosing the binary', () => {
   });
 
   it('with no libtorch to be found, still uses a local build through its run path', () => {
-    const root = fakeRoot({ 'build/Release/qwen3_torch.node': localBuild }, { venv: false });
+    const root = fakeRoot({ 'build/Release/qwen3_torch.node': localBuild });
     const choice = chooseAddon({ root, env: env({ PATH: '/nonexistent' }) });
     expect(choice.kind).toBe('build');
     expect(choice.libtorch).toMatchObject({ root: torchRoot, via: 'the run path of the local build', version: torchVersion });
@@ -230,11 +228,10 @@ describe('what npm install does', () => {
   });
 
   it('without libtorch, succeeds with the fixes, unless a source build was asked for', () => {
-    const withPrebuildNoVenv = () => fakeRoot({ [`prebuilds/linux-x64/qwen3-torch.${tag}.glibc.node`]: crasher }, { venv: false });
-    const none = planInstall({ root: withPrebuildNoVenv(), env: { PATH: '/nonexistent' } });
+    const none = planInstall({ root: withPrebuild(), env: { PATH: '/nonexistent' } });
     expect(none.action).toBe('none');
     expect(none.message).toContain(`pip install torch==${torchVersion} --index-url https://download.pytorch.org/whl/${variant}`);
-    const forced = planInstall({ root: withPrebuildNoVenv(), env: { PATH: '/nonexistent', QWEN3_TORCH_BUILD_FROM_SOURCE: '1' } });
+    const forced = planInstall({ root: withPrebuild(), env: { PATH: '/nonexistent', QWEN3_TORCH_BUILD_FROM_SOURCE: '1' } });
     expect(forced.action).toBe('fail');
     expect(forced.message).toMatch(/^cannot build from source \(QWEN3_TORCH_BUILD_FROM_SOURCE=1\)/);
   });
