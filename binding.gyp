@@ -8,6 +8,7 @@
       "target_name": "qwen3_torch",
       "sources": ["<!@(node -p \"require('./native/sources.json').sources.join(' ')\")"],
       "include_dirs": [
+        "native",
         "<!(node -p \"require('node-addon-api').include_dir\")",
         "<!@(node scripts/find-libtorch.js include)"
       ],
@@ -34,7 +35,7 @@
     },
     {
       # The libtorch-free helper that opens libtorch's libraries before a prebuilt addon loads
-      # (native/preload.cc). Not a .node file, so prebuildify ships it as a library beside the addon.
+      # (native/platform/preload.cc). Not a .node file, so prebuildify ships it as a library beside the addon.
       "target_name": "qwen3_torch_preload",
       "sources": ["<!@(node -p \"require('./native/sources.json').preload.join(' ')\")"],
       "defines": ["NAPI_VERSION=8"],

@@ -4,20 +4,29 @@
 // Hugging Face transformers on the same weights and device.
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { cpus, freemem, totalmem } from 'node:os';
 import { join } from 'node:path';
+import { z } from 'zod';
 import { projectPython } from './addon/index.js';
-import { modelHome } from './cli-common.js';
 import { MODEL_SIZES } from './config.js';
 import { availableDevices, resolveDevice } from './device.js';
-import { generateBatchCache, generateStats } from './generate.js';
+import { MAX_BATCH_SIZE, PREFILL_CHUNK_SIZE, generateBatchCache, generateStats } from './generate.js';
+import { modelHome } from './home.js';
+import { describeEstimate, estimateGenerationMemory, formatGB } from './memory-estimate.js';
 import { Qwen3Model } from './model.js';
 import { native, packageRoot } from './native.js';
 import { Qwen3Tokenizer } from './tokenizer.js';
+import { InvalidOptionError, integer, nonEmptyString, oneOf, parseOptions } from './validate.js';
 
 export const BENCH_PROMPT = 'Explain large language models in a single sentence.';
 export const BENCH_ROWS = ['Regular', 'Regular compiled', 'KV cache', 'KV cache compiled'] as const;
 export type BenchRowName = (typeof BENCH_ROWS)[number];
+/** What a run measures when an option is left out (the CLI shows these in its help). */
+export const BENCH_DEFAULTS = { newTokens: 200, runs: 2, batches: [1, 8, 32], prefill: [512, 2048] } as const;
+/** The benchmark always runs the Qwen3-0.6B shape, in bfloat16. */
+const BENCH_CONFIG = MODEL_SIZES['0.6B'];
+const BENCH_DTYPE = 'bfloat16';
+const MAX_RUNS = 1000;
 
 export interface BenchOptions {
   devices?: string[];
@@ -61,6 +70,77 @@ export interface BenchReport {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
+/** What a benchmark run measures: the options with every default filled in. */
+interface BenchPlan {
+  devices: string[];
+  model: string | undefined;
+  newTokens: number;
+  runs: number;
+  rows: BenchRowName[];
+  batches: number[];
+  prefill: number[];
+  baseline: 'transformers' | undefined;
+  log: (line: string) => void;
+}
+
+function optionsSchema(promptTokens: number) {
+  const context = BENCH_CONFIG.context_length;
+  return z
+    .object({
+      devices: z.array(nonEmptyString(), { error: 'Expected array of device names' }).optional(),
+      model: nonEmptyString().optional(),
+      newTokens: integer(1, context - promptTokens).optional(),
+      runs: integer(1, MAX_RUNS).optional(),
+      rows: z.array(oneOf(BENCH_ROWS), { error: 'Expected array of row names' }).optional(),
+      batches: z.array(integer(1, MAX_BATCH_SIZE), { error: 'Expected array of batch sizes' }).optional(),
+      prefill: z.array(integer(1, context), { error: 'Expected array of prompt lengths' }).optional(),
+      baseline: oneOf(['transformers']).optional(),
+      log: z.custom<(line: string) => void>((f) => typeof f === 'function', { error: 'Expected function' }).optional(),
+    })
+    .strict();
+}
+
+/** Every option checked and defaulted before anything is loaded, built or run. */
+function benchPlan(options: BenchOptions, promptTokens: number): BenchPlan {
+  const o = parseOptions(optionsSchema(promptTokens), options);
+  return {
+    devices: (o.devices ?? availableDevices().filter((d) => !/:\d+$/.test(d))).map((d) => resolveDevice(d, 'devices')),
+    model: o.model,
+    newTokens: o.newTokens ?? BENCH_DEFAULTS.newTokens,
+    runs: o.runs ?? BENCH_DEFAULTS.runs,
+    rows: o.rows ?? [...BENCH_ROWS],
+    batches: o.batches ?? [...BENCH_DEFAULTS.batches],
+    prefill: o.prefill ?? [...BENCH_DEFAULTS.prefill],
+    baseline: o.baseline,
+    log: o.log ?? ((s: string) => process.stderr.write(`${s}\n`)),
+  };
+}
+
+/**
+ * Refuses, with the numbers, a measurement that cannot fit in this machine's memory (one that
+ * would otherwise end with the kernel's OOM killer). Checked for the CPU, against the memory
+ * available now; device memory is not queried, so GPU runs are not checked here.
+ */
+function checkMemory(plan: BenchPlan, promptTokens: number): void {
+  if (!plan.devices.includes('cpu')) return;
+  const tokens = promptTokens + plan.newTokens;
+  const work = [
+    ...(plan.rows.length > 0 ? [{ what: `Generating ${plan.newTokens} tokens`, batch: 1, tokens, passTokens: tokens }] : []),
+    ...plan.batches.map((batch) => ({ what: `Batch ${batch}`, batch, tokens, passTokens: Math.min(promptTokens, PREFILL_CHUNK_SIZE) })),
+    ...plan.prefill.map((length) => ({ what: `A prefill of ${length} tokens`, batch: 1, tokens: length, passTokens: length })),
+  ];
+  const available = freemem();
+  for (const { what, ...size } of work) {
+    const estimate = estimateGenerationMemory(BENCH_CONFIG, BENCH_DTYPE, size);
+    if (estimate.total > available) {
+      throw new InvalidOptionError(
+        `${what} needs about ${formatGB(estimate.total)} of memory (${describeEstimate(estimate)}); this machine has ${formatGB(available)} available of ${formatGB(totalmem())}`,
+        what.startsWith('Batch') ? 'batches' : what.startsWith('A prefill') ? 'prefill' : 'newTokens',
+      );
+    }
+  }
+}
+
 /** Real 0.6B base weights if downloaded, else a random-weight 0.6B checkpoint made once by the Python reference. */
 function benchWeights(log: (s: string) => void): { path: string; kind: string } {
   const real = join(modelHome(), 'qwen3-0.6B-base.pth');
@@ -69,9 +149,26 @@ function benchWeights(log: (s: string) => void): { path: string; kind: string } 
   const path = join(dir, 'qwen3-0.6b-random', 'model.pth');
   if (!existsSync(path)) {
     log('No downloaded weights: making a random-weight Qwen3-0.6B checkpoint with scripts/python/make_fixtures.py ...');
-    execFileSync(projectPython(), [join(packageRoot, 'scripts', 'python', 'make_fixtures.py'), '--out', dir, '--full-size', '--only', 'qwen3-0.6b-random'], { stdio: 'inherit' });
+    // Its progress goes to stderr with the rest of the log: stdout belongs to the report (--json).
+    execFileSync(projectPython(), [join(packageRoot, 'scripts', 'python', 'make_fixtures.py'), '--out', dir, '--full-size', '--only', 'qwen3-0.6b-random'], { stdio: ['ignore', 2, 'inherit'] });
   }
   return { path, kind: 'random weights of the Qwen3-0.6B shape (no real weights downloaded)' };
+}
+
+function emptyReport(plan: BenchPlan, weights: string, promptTokens: number): BenchReport {
+  const info = native().buildInfo();
+  return {
+    machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, gpus: native().devices().cudaNames, libtorch: info.torchVersion, node: process.version },
+    weights,
+    promptTokens,
+    newTokens: plan.newTokens,
+    runs: plan.runs,
+    rows: [],
+    prefill: [],
+    batched: [],
+    compileSeconds: {},
+    bandwidth: [],
+  };
 }
 
 async function timedRuns(runs: number, fn: () => Promise<number>): Promise<number[]> {
@@ -81,103 +178,117 @@ async function timedRuns(runs: number, fn: () => Promise<number>): Promise<numbe
   return out;
 }
 
+/** One row of the speed table: whole generations of the book's prompt, with or without the KV cache. */
+async function measureRow(model: Qwen3Model, device: string, row: BenchRowName, prompt: number[], plan: BenchPlan, report: BenchReport): Promise<number> {
+  const useCache = row.startsWith('KV cache');
+  const peaks: (number | null)[] = [];
+  const prefills: number[] = [];
+  const decodes: number[] = [];
+  const rates = await timedRuns(plan.runs, async () => {
+    const { stats } = await generateStats(model, prompt, { maxNewTokens: plan.newTokens, ignoreEos: true, useCache });
+    peaks.push(stats.peakMemoryBytes);
+    prefills.push(stats.prefillSeconds);
+    decodes.push(stats.decodeTokensPerSecond);
+    return stats.tokensPerSecond;
+  });
+  const tokensPerSecond = median(rates);
+  // Medians of the timed runs (the warm-up's entries come first).
+  const prefillSeconds = median(prefills.slice(1));
+  const decodeTokensPerSecond = median(decodes.slice(1));
+  report.rows.push({ device, row, tokensPerSecond, prefillSeconds, decodeTokensPerSecond, peakMemoryBytes: peaks.at(-1) ?? null });
+  plan.log(`${device} ${row}: ${tokensPerSecond.toFixed(1)} tokens/s`);
+  return tokensPerSecond;
+}
+
+/** The device's copy bandwidth next to what the fastest row achieved. */
+async function measureBandwidth(model: Qwen3Model, device: string, tokensPerSecond: number, report: BenchReport): Promise<void> {
+  const config = BENCH_CONFIG;
+  const measured = await native().measureBandwidth(device, 1 << 30);
+  // A decode step reads every weight once except the embedding table (one row of it).
+  const bytesPerToken = model.parameterBytes - config.vocab_size * config.emb_dim * 2;
+  const achieved = bytesPerToken * tokensPerSecond;
+  report.bandwidth.push({ device, measuredGBps: measured / 1e9, bytesPerToken, achievedGBps: achieved / 1e9, fraction: achieved / measured });
+}
+
+/** Prompt throughput: one prefill of each length from an empty cache. */
+async function measurePrefill(model: Qwen3Model, device: string, prompt: number[], plan: BenchPlan, report: BenchReport): Promise<void> {
+  for (const tokens of plan.prefill) {
+    const ids = Array.from({ length: tokens }, (_, i) => prompt[i % prompt.length]!);
+    const seconds = await timedRuns(plan.runs, async () => {
+      await model.resetCache();
+      const t0 = performance.now();
+      await model.prefill(ids);
+      return (performance.now() - t0) / 1000;
+    });
+    report.prefill.push({ device, tokens, tokensPerSecond: tokens / median(seconds) });
+    plan.log(`${device} prefill ${tokens}: ${(tokens / median(seconds)).toFixed(0)} tokens/s`);
+  }
+}
+
+/** Batched decode: the same prompt in every row, total tokens per second. */
+async function measureBatches(model: Qwen3Model, device: string, prompt: number[], plan: BenchPlan, report: BenchReport): Promise<void> {
+  for (const batch of plan.batches) {
+    const prompts = Array.from({ length: batch }, () => prompt);
+    const seconds = await timedRuns(plan.runs, async () => {
+      const t0 = performance.now();
+      await generateBatchCache(model, prompts, { maxNewTokens: plan.newTokens, ignoreEos: true });
+      return (performance.now() - t0) / 1000;
+    });
+    report.batched.push({ device, batch, tokensPerSecond: (batch * plan.newTokens) / median(seconds) });
+    plan.log(`${device} batch ${batch}: ${((batch * plan.newTokens) / median(seconds)).toFixed(0)} tokens/s`);
+  }
+}
+
+/**
+ * Everything measured on one device: the eager model for the uncompiled rows, then the compiled
+ * one for its rows, the bandwidth, prefill and batched decode (each model loaded only if needed).
+ */
+async function benchDevice(device: string, weightsPath: string, prompt: number[], plan: BenchPlan, report: BenchReport): Promise<void> {
+  for (const compile of [false, true]) {
+    const wanted = plan.rows.filter((r) => r.endsWith('compiled') === compile);
+    const needsModel = wanted.length > 0 || (compile && (plan.batches.length > 0 || plan.prefill.length > 0));
+    if (!needsModel) continue;
+    plan.log(`${device}: loading ${compile ? 'compiled' : 'eager'} model`);
+    const model = await Qwen3Model.load(weightsPath, { config: BENCH_CONFIG, device, dtype: BENCH_DTYPE, compile });
+    try {
+      for (const row of wanted) {
+        const tokensPerSecond = await measureRow(model, device, row, prompt, plan, report);
+        if (row === 'KV cache compiled') await measureBandwidth(model, device, tokensPerSecond, report);
+      }
+      if (!compile) continue;
+      report.compileSeconds[device] = model.compileSeconds;
+      await measurePrefill(model, device, prompt, plan, report);
+      await measureBatches(model, device, prompt, plan, report);
+    } finally {
+      model.dispose();
+    }
+  }
+}
+
+/**
+ * Runs the benchmark. Every option is checked first, and work that cannot fit in memory is
+ * refused, before any weights are made or loaded.
+ */
 export async function runBench(options: BenchOptions = {}): Promise<BenchReport> {
-  const log = options.log ?? ((s: string) => process.stderr.write(`${s}\n`));
-  const devices = (options.devices ?? availableDevices().filter((d) => !/:\d+$/.test(d))).map((d) => resolveDevice(d));
-  const newTokens = options.newTokens ?? 200;
-  const runs = options.runs ?? 2;
-  const rows = options.rows ?? [...BENCH_ROWS];
-  const weights = options.model ? { path: options.model, kind: options.model } : benchWeights(log);
   const tokenizer = await Qwen3Tokenizer.load();
   const prompt = await tokenizer.encode(BENCH_PROMPT);
-  const config = MODEL_SIZES['0.6B'];
-  const gen = { maxNewTokens: newTokens, ignoreEos: true };
-  const info = native().buildInfo();
-  const report: BenchReport = {
-    machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, gpus: native().devices().cudaNames, libtorch: info.torchVersion, node: process.version },
-    weights: weights.kind,
-    promptTokens: prompt.length,
-    newTokens,
-    runs,
-    rows: [],
-    prefill: [],
-    batched: [],
-    compileSeconds: {},
-    bandwidth: [],
-  };
-
-  for (const device of devices) {
-    for (const compile of [false, true]) {
-      const wanted = rows.filter((r) => r.endsWith('compiled') === compile);
-      const needsModel = wanted.length > 0 || (compile && ((options.batches?.length ?? 3) > 0 || (options.prefill?.length ?? 2) > 0));
-      if (!needsModel) continue;
-      log(`${device}: loading ${compile ? 'compiled' : 'eager'} model`);
-      const model = await Qwen3Model.load(weights.path, { config, device, dtype: 'bfloat16', compile });
-      try {
-        for (const row of wanted) {
-          const useCache = row.startsWith('KV cache');
-          const peaks: (number | null)[] = [];
-          const prefills: number[] = [];
-          const decodes: number[] = [];
-          const rates = await timedRuns(runs, async () => {
-            const { stats } = await generateStats(model, prompt, { ...gen, useCache });
-            peaks.push(stats.peakMemoryBytes);
-            prefills.push(stats.prefillSeconds);
-            decodes.push(stats.decodeTokensPerSecond);
-            return stats.tokensPerSecond;
-          });
-          const tokensPerSecond = median(rates);
-          // Medians of the timed runs (the warm-up's entries come first).
-          const prefillSeconds = median(prefills.slice(1));
-          const decodeTokensPerSecond = median(decodes.slice(1));
-          report.rows.push({ device, row, tokensPerSecond, prefillSeconds, decodeTokensPerSecond, peakMemoryBytes: peaks.at(-1) ?? null });
-          log(`${device} ${row}: ${tokensPerSecond.toFixed(1)} tokens/s`);
-          if (row === 'KV cache compiled') {
-            const measured = await native().measureBandwidth(device, 1 << 30);
-            // A decode step reads every weight once except the embedding table (one row of it).
-            const bytesPerToken = model.parameterBytes - config.vocab_size * config.emb_dim * 2;
-            const achieved = bytesPerToken * tokensPerSecond;
-            report.bandwidth.push({ device, measuredGBps: measured / 1e9, bytesPerToken, achievedGBps: achieved / 1e9, fraction: achieved / measured });
-          }
-        }
-        if (!compile) continue;
-        report.compileSeconds[device] = model.compileSeconds;
-        for (const tokens of options.prefill ?? [512, 2048]) {
-          const ids = Array.from({ length: tokens }, (_, i) => prompt[i % prompt.length]!);
-          const seconds = await timedRuns(runs, async () => {
-            await model.resetCache();
-            const t0 = performance.now();
-            await model.prefill(ids);
-            return (performance.now() - t0) / 1000;
-          });
-          report.prefill.push({ device, tokens, tokensPerSecond: tokens / median(seconds) });
-          log(`${device} prefill ${tokens}: ${(tokens / median(seconds)).toFixed(0)} tokens/s`);
-        }
-        for (const batch of options.batches ?? [1, 8, 32]) {
-          const prompts = Array.from({ length: batch }, () => prompt);
-          const seconds = await timedRuns(runs, async () => {
-            const t0 = performance.now();
-            await generateBatchCache(model, prompts, gen);
-            return (performance.now() - t0) / 1000;
-          });
-          report.batched.push({ device, batch, tokensPerSecond: (batch * newTokens) / median(seconds) });
-          log(`${device} batch ${batch}: ${((batch * newTokens) / median(seconds)).toFixed(0)} tokens/s`);
-        }
-      } finally {
-        model.dispose();
-      }
-    }
-    if (options.baseline === 'transformers') mergeBaseline(report, device, weights.path, prompt, options, log);
+  const plan = benchPlan(options, prompt.length);
+  checkMemory(plan, prompt.length);
+  const weights = plan.model ? { path: plan.model, kind: plan.model } : benchWeights(plan.log);
+  const report = emptyReport(plan, weights.kind, prompt.length);
+  for (const device of plan.devices) {
+    await benchDevice(device, weights.path, prompt, plan, report);
+    if (plan.baseline === 'transformers') mergeBaseline(report, device, weights.path, prompt, plan);
   }
   return report;
 }
 
 /** Runs scripts/python/bench_transformers.py for one device and stores its numbers next to ours. */
-function mergeBaseline(report: BenchReport, device: string, weights: string, prompt: number[], options: BenchOptions, log: (s: string) => void): void {
-  log(`${device}: running the Hugging Face transformers baseline (torch.compile takes a while)`);
+function mergeBaseline(report: BenchReport, device: string, weights: string, prompt: number[], plan: BenchPlan): void {
+  plan.log(`${device}: running the Hugging Face transformers baseline (torch.compile takes a while)`);
   const args = [join(packageRoot, 'scripts', 'python', 'bench_transformers.py'), '--model', weights, '--device', device, '--prompt-ids', prompt.join(','),
     '--new-tokens', String(report.newTokens), '--runs', String(report.runs),
-    '--batches', (options.batches ?? [1, 8, 32]).join(','), '--prefill', (options.prefill ?? [512, 2048]).join(',')];
+    '--batches', plan.batches.join(','), '--prefill', plan.prefill.join(',')];
   const theirs = JSON.parse(execFileSync(projectPython(), args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24 })) as {
     rows: Record<string, number>;
     batched: Record<string, number>;

@@ -67,9 +67,22 @@ const configSchema = z
   }, { error: 'Expected config object' })
   .strict();
 
+/** What may stand in for keys a config lacks. */
+export interface ConfigDefaults {
+  /**
+   * The compute dtype asked for explicitly (Qwen3Model.load's `dtype`, the CLI's --dtype): a
+   * config without a `dtype` key takes it; one with the key keeps its own.
+   */
+  dtype?: Dtype;
+}
+
 /** Validates a config object; cross-field rules (heads divisible by groups, even head_dim) included. */
-export function parseConfig(value: unknown): Qwen3Config {
-  const c = parseOptions(configSchema, value, 'config.');
+export function parseConfig(value: unknown, defaults: ConfigDefaults = {}): Qwen3Config {
+  const filled = defaults.dtype !== undefined && typeof value === 'object' && value !== null && !Array.isArray(value)
+    && (value as { dtype?: unknown }).dtype === undefined
+    ? { ...value, dtype: defaults.dtype }
+    : value;
+  const c = parseOptions(configSchema, filled, 'config.');
   if (c.n_heads % c.n_kv_groups !== 0) {
     throw new InvalidOptionError(
       `Expected n_heads to be a multiple of n_kv_groups for config.n_kv_groups but received ${c.n_kv_groups} (n_heads ${c.n_heads})`,
@@ -83,7 +96,7 @@ export function parseConfig(value: unknown): Qwen3Config {
 }
 
 /** Reads and validates a config JSON file. */
-export async function loadConfigFile(path: string): Promise<Qwen3Config> {
+export async function loadConfigFile(path: string, defaults: ConfigDefaults = {}): Promise<Qwen3Config> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
@@ -96,5 +109,5 @@ export async function loadConfigFile(path: string): Promise<Qwen3Config> {
   } catch (err) {
     throw new Error(`Config file ${path} is not valid JSON: ${(err as Error).message}`);
   }
-  return parseConfig(json);
+  return parseConfig(json, defaults);
 }

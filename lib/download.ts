@@ -3,14 +3,17 @@
 // Files are large (the 0.6B weights are about 1.4 GiB), so downloads resume: bytes go into
 // `<file>.part`, a later run continues it with a Range request, and only a complete, verified
 // file is renamed to its final name. A file already present with the size the server announces
-// is left alone, which also keeps repeated runs (and offline runs) cheap.
+// is left alone, which also keeps repeated runs (and offline runs) cheap. Several processes may
+// download into one folder at once, and the folder may be shared: see download-files.ts for the
+// lock and the rules about links, download-speed.ts for the low-speed limit.
 import { SingleBar } from 'cli-progress';
 import { createHash, type Hash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import { type FileHandle, mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
-import { abortSignal, boolean, nonEmptyString, oneOf, parseOptions } from './validate.js';
+import { finalFileSize, lockDownload, openPart, renameWritten, resumableSize } from './download-files.js';
+import { LOW_SPEED_LIMIT, LOW_SPEED_TIME, watchSpeed } from './download-speed.js';
+import { abortSignal, boolean, integer, nonEmptyString, number, oneOf, parseOptions } from './validate.js';
 
 export const DEFAULT_BASE_URL = 'https://huggingface.co/rasbt/qwen3-from-scratch/resolve/main';
 
@@ -24,6 +27,14 @@ export interface DownloadOptions {
   /** Progress bar and status lines on stderr; 'auto' (default) shows them when stderr is a TTY. */
   progress?: boolean | 'auto';
   signal?: AbortSignal;
+  /**
+   * Give up a transfer whose body arrives at fewer than this many bytes per second, averaged
+   * over `lowSpeedTime` seconds (the part file is kept for the next run to resume). Default
+   * 1024; 0 turns the limit off. Time waiting for another process's download does not count.
+   */
+  lowSpeedLimit?: number;
+  /** Seconds over which lowSpeedLimit is averaged. Default 60. */
+  lowSpeedTime?: number;
 }
 
 export interface DownloadResult {
@@ -51,6 +62,8 @@ const optionsSchema = z.strictObject(
     baseUrl: z.string({ error: 'Expected http(s) URL' }).refine(isHttpUrl, { error: 'Expected http(s) URL' }).optional(),
     progress: z.union([boolean(), z.literal('auto')], { error: 'Expected boolean or "auto"' }).optional(),
     signal: abortSignal().optional(),
+    lowSpeedLimit: integer(0, 2 ** 31 - 1).optional(),
+    lowSpeedTime: number(0, 86_400, { exclusiveMin: true }).optional(),
   },
   { error: 'Expected object' },
 );
@@ -62,6 +75,7 @@ interface Job {
   partPath: string;
   show: boolean;
   signal: AbortSignal | undefined;
+  lowSpeed: { limit: number; seconds: number };
 }
 
 export async function downloadQwen3Small(options: DownloadOptions): Promise<DownloadResult> {
@@ -78,17 +92,25 @@ export async function downloadQwen3Small(options: DownloadOptions): Promise<Down
 
   for (const name of opts.tokenizerOnly ? [tokenizer] : [model, tokenizer]) {
     const finalPath = path.join(outDir, name);
-    const job: Job = { name, url: `${baseUrl}/${name}`, finalPath, partPath: `${finalPath}.part`, show, signal: opts.signal };
+    const job: Job = {
+      name,
+      url: `${baseUrl}/${name}`,
+      finalPath,
+      partPath: `${finalPath}.part`,
+      show,
+      signal: opts.signal,
+      lowSpeed: { limit: opts.lowSpeedLimit ?? LOW_SPEED_LIMIT, seconds: opts.lowSpeedTime ?? LOW_SPEED_TIME },
+    };
     const fetched = await fetchFile(job);
     (fetched ? result.downloaded : result.skipped).push(name);
   }
   return result;
 }
 
-/** Returns false when the existing file was kept. */
+/** Returns false when the existing file was kept (or another process downloaded it meanwhile). */
 async function fetchFile(job: Job): Promise<boolean> {
   throwIfAborted(job);
-  const existing = await sizeOf(job.finalPath);
+  const existing = await finalFileSize(job.finalPath);
   let remote: RemoteInfo;
   try {
     remote = await probe(job);
@@ -103,8 +125,26 @@ async function fetchFile(job: Job): Promise<boolean> {
     say(job, `${job.name}: already up-to-date (${mib(existing)})`);
     return false;
   }
-  await transfer(job, remote);
-  return true;
+  let held;
+  try {
+    held = await lockDownload(job.finalPath, job.signal, () =>
+      say(job, `${job.name}: waiting for another process that is downloading it into ${path.dirname(job.finalPath)}`));
+  } catch (err) {
+    if (job.signal?.aborted) throw abortError(job);
+    throw err;
+  }
+  try {
+    // The process that held the lock may have just finished this very file.
+    const now = await finalFileSize(job.finalPath);
+    if (now !== undefined && remote.size !== undefined && now === remote.size) {
+      say(job, `${job.name}: downloaded by another process meanwhile (${mib(now)})`);
+      return false;
+    }
+    await transfer(job, remote, held.lost);
+    return true;
+  } finally {
+    await held.release();
+  }
 }
 
 interface RemoteInfo {
@@ -142,14 +182,19 @@ async function probe(job: Job): Promise<RemoteInfo> {
   throw new Error(`Failed to download ${job.name} from ${job.url}: too many redirects`);
 }
 
-async function transfer(job: Job, remote: RemoteInfo): Promise<void> {
-  let offset = (await sizeOf(job.partPath)) ?? 0;
+async function transfer(job: Job, remote: RemoteInfo, lost: () => Error | undefined): Promise<void> {
+  let offset = await resumableSize(job.partPath);
   if (remote.size !== undefined && offset > remote.size) offset = 0; // not a prefix of this file
   let res: Response | undefined;
   let total = remote.size;
+  let received = offset;
+  // The request's signal also fires when its body turns out too slow (the watch starts below).
+  const tooSlow = new AbortController();
+  const bodyJob: Job = { ...job, signal: job.signal ? AbortSignal.any([job.signal, tooSlow.signal]) : tooSlow.signal };
   // A part file that is already complete (e.g. interrupted just before the rename) needs no request.
   if (!(remote.size !== undefined && offset === remote.size)) {
-    ({ res, offset } = await openBody(job, offset));
+    ({ res, offset } = await openBody(bodyJob, offset));
+    received = offset;
     const announced = isEncoded(res) ? undefined : sizeHeader(res.headers.get('content-length'));
     const rangeTotal = sizeHeader(/\/(\d+)$/.exec(res.headers.get('content-range') ?? '')?.[1] ?? null);
     total = rangeTotal ?? (announced === undefined ? remote.size : offset + announced);
@@ -166,12 +211,27 @@ async function transfer(job: Job, remote: RemoteInfo): Promise<void> {
 
   // Hash what is already on disk first, so the digest covers the whole file after resuming.
   const hash = sha256 === undefined ? undefined : createHash('sha256');
-  if (hash && offset > 0) await hashFile(job.partPath, hash);
-  const file = await open(job.partPath, offset > 0 ? 'a' : 'w');
+  let file: FileHandle;
+  let written: { dev: number; ino: number };
+  try {
+    file = await openPart(job.partPath, offset);
+    written = await file.stat();
+    if (hash && offset > 0) await hashFile(file, offset, hash);
+  } catch (err) {
+    void res?.body?.cancel();
+    throw err;
+  }
+  const speed = watchSpeed(job.lowSpeed.limit, job.lowSpeed.seconds, () => received, (rate) => {
+    const err = new Error(
+      `Download of ${job.name} from ${job.url} was slower than ${job.lowSpeed.limit} bytes/s over ${job.lowSpeed.seconds} s`
+      + ` (${rate.toFixed(1)} bytes/s, ${received} of ${total ?? 'unknown'} bytes so far); run the download again to resume`,
+    );
+    tooSlow.abort(err);
+    return err;
+  });
   const bar = startBar(job, total, offset);
   const body: AsyncIterable<Uint8Array> = res?.body ?? (async function* () {})();
   const chunks = body[Symbol.asyncIterator]();
-  let received = offset;
   let done = false;
   try {
     for (;;) {
@@ -180,6 +240,7 @@ async function transfer(job: Job, remote: RemoteInfo): Promise<void> {
         next = await chunks.next();
       } catch (err) {
         done = true; // the body stream has failed; nothing left to cancel
+        if (speed.error) throw speed.error;
         if (job.signal?.aborted) throw abortError(job);
         // The part file holds a valid prefix: keep it so that the next run resumes from there.
         throw new Error(
@@ -202,6 +263,7 @@ async function transfer(job: Job, remote: RemoteInfo): Promise<void> {
     done = true;
     await file.sync();
   } finally {
+    speed.stop();
     if (!done) await chunks.return?.().catch(() => {}); // release the connection
     await file.close().catch(() => {});
     bar?.stop();
@@ -216,7 +278,9 @@ async function transfer(job: Job, remote: RemoteInfo): Promise<void> {
       throw new Error(`Checksum mismatch for ${job.name} from ${job.url}: expected sha256 ${sha256} but got ${actual}; the partial file was deleted`);
     }
   }
-  await rename(job.partPath, job.finalPath);
+  const stolen = lost();
+  if (stolen) throw new Error(`Download of ${job.name} lost its lock to another process (${stolen.message}); nothing was renamed, run the download again`);
+  await renameWritten(written, job.partPath, job.finalPath);
 }
 
 /** GET the file, asking for the missing tail when a part file exists. */
@@ -296,17 +360,15 @@ function isEncoded(res: Response): boolean {
   return (res.headers.get('content-encoding') ?? 'identity').toLowerCase() !== 'identity';
 }
 
-async function sizeOf(file: string): Promise<number | undefined> {
-  try {
-    const s = await stat(file);
-    return s.isFile() ? s.size : undefined;
-  } catch {
-    return undefined;
+/** Feeds the first `bytes` of an open file to `hash`, through the handle (no second open by name). */
+async function hashFile(file: FileHandle, bytes: number, hash: Hash): Promise<void> {
+  const buf = Buffer.alloc(Math.min(bytes, 1 << 20));
+  for (let pos = 0; pos < bytes;) {
+    const { bytesRead } = await file.read(buf, 0, Math.min(buf.length, bytes - pos), pos);
+    if (bytesRead === 0) throw new Error(`The partial download ended before ${bytes} bytes while resuming`);
+    hash.update(buf.subarray(0, bytesRead));
+    pos += bytesRead;
   }
-}
-
-async function hashFile(file: string, hash: Hash): Promise<void> {
-  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
 }
 
 const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(bytes >= 100 * 2 ** 20 ? 0 : 1)} MiB`;

@@ -21,9 +21,26 @@ export interface GenerateOptions {
   topP?: number;
   /** Same seed, same sampled tokens. Default: random. */
   seed?: number;
-  /** Stops within one step (one native call of up to 16 steps on CUDA); what was generated so far is kept. */
+  /**
+   * Stops within one step (one native call of up to 16 steps on CUDA), or between two prefill
+   * chunks while the prompt is being read; what was generated so far is kept.
+   */
   signal?: AbortSignal;
+  /**
+   * Prompt tokens per prefill call with the KV cache (default PREFILL_CHUNK_SIZE). A prompt longer
+   * than this is prefilled in pieces, so an abort takes effect after at most one piece.
+   */
+  prefillChunkSize?: number;
 }
+
+/**
+ * Prompt tokens per prefill call by default: long enough that the per-call overhead is lost in
+ * the work, short enough that an abort during a long prompt lands within seconds on a CPU.
+ */
+export const PREFILL_CHUNK_SIZE = 512;
+
+/** The most prompts generateBatchCache takes in one batch. */
+export const MAX_BATCH_SIZE = 65_536;
 
 export interface GenerationStats {
   /** Wall time of the whole generation. */
@@ -53,6 +70,7 @@ function optionsSchema(model: Qwen3Model) {
       topP: number(0, 1, { exclusiveMin: true }).optional(),
       seed: integer(0, 2 ** 32 - 1).optional(),
       signal: abortSignal().optional(),
+      prefillChunkSize: integer(1, model.config.context_length).optional(),
     })
     .strict();
 }
@@ -93,6 +111,7 @@ interface Plan {
   sampling: (steps?: number) => SamplingOptions;
   /** Decode steps per native call (Qwen3Model.decodeSteps): 1 where a call costs little next to a step. */
   chunk: number;
+  prefillChunk: number;
 }
 
 /**
@@ -117,7 +136,39 @@ function plan(model: Qwen3Model, o: ParsedOptions, promptLength: number, rows: n
     // Draws in step order, so the same seed samples the same tokens whatever the chunking.
     sampling: (steps = 1) => ({ temperature: o.temperature ?? 0, topK: o.topK ?? 0, topP: o.topP ?? 1, uniforms: draw?.(rows * steps) }),
     chunk: model.device.startsWith('cuda') ? CUDA_DECODE_CHUNK : 1,
+    prefillChunk: o.prefillChunkSize ?? PREFILL_CHUNK_SIZE,
   };
+}
+
+const GREEDY: SamplingOptions = { temperature: 0, topK: 0, topP: 1 };
+
+/**
+ * Runs equally long prompt rows into an empty KV cache, `chunk` tokens per call, checking the
+ * signal before each call. Returns the next token per row, or null when the signal fired first.
+ * Only the last call samples (the earlier ones' next tokens are discarded), so the seeded draws
+ * are the same however the prompt is cut. Left padding is taken only by the step that starts the
+ * cache and must leave that step a real token in every row, so the first chunk is stretched to
+ * one past the longest padding when needed.
+ */
+async function prefillInChunks(
+  session: ModelSession,
+  rows: readonly (readonly number[])[],
+  chunk: number,
+  sampling: () => SamplingOptions,
+  signal: AbortSignal | undefined,
+  pad?: readonly number[],
+): Promise<number[] | null> {
+  const length = rows[0]!.length;
+  let longestPad = 0;
+  for (const p of pad ?? []) longestPad = Math.max(longestPad, p);
+  const padding = longestPad > 0 ? pad : undefined;
+  for (let start = 0, end = Math.min(length, Math.max(chunk, longestPad + 1)); ; start = end, end = Math.min(length, end + chunk)) {
+    if (signal?.aborted) return null;
+    const last = end === length;
+    const ids = start === 0 && last ? rows : rows.map((row) => row.slice(start, end));
+    const { next } = await session.prefill(ids, 'none', last ? sampling() : GREEDY, start === 0 ? padding : undefined);
+    if (last) return next;
+  }
 }
 
 /**
@@ -128,17 +179,18 @@ async function* tokens(model: Qwen3Model, promptIds: readonly number[], options:
   checkModel(model);
   const o = parseOptions(optionsSchema(model), options);
   if (!Array.isArray(promptIds)) parseOptions(z.array(z.number(), { error: 'Expected array of token ids' }), promptIds, 'promptIds');
-  const { maxNewTokens, eos, sampling, chunk } = plan(model, o, promptIds.length, 1);
+  const { maxNewTokens, eos, sampling, chunk, prefillChunk } = plan(model, o, promptIds.length, 1);
   const useCache = o.useCache ?? true;
 
   const { session, release } = await model.acquire();
   try {
     const sequence = [...promptIds];
     let ready: number[] = []; // tokens a multi-step call produced that are not yielded yet
-    const step = async (s: ModelSession, i: number): Promise<number> => {
+    // The next token, or null when an abort landed between prefill chunks.
+    const step = async (s: ModelSession, i: number): Promise<number | null> => {
       if (ready.length > 0) return ready.shift()!;
       if (!useCache) return (await s.forward(sequence, 'none', sampling())).next[0]!;
-      if (i === 0) return (await s.prefill(sequence, 'none', sampling())).next[0]!;
+      if (i === 0) return (await prefillInChunks(s, [sequence], prefillChunk, sampling, o.signal))?.[0] ?? null;
       const last = [sequence[sequence.length - 1]!];
       const n = Math.min(chunk, maxNewTokens - i);
       if (n === 1) return (await s.decode(last, 'none', sampling())).next[0]!;
@@ -147,11 +199,11 @@ async function* tokens(model: Qwen3Model, promptIds: readonly number[], options:
     };
     if (useCache) session.resetCache();
     for (let i = 0; i < maxNewTokens; i++) {
-      if (o.signal?.aborted) {
+      const next = o.signal?.aborted ? null : await step(session, i);
+      if (next === null) {
         if (timing) timing.aborted = true;
         return;
       }
-      const next = await step(session, i);
       if (timing) {
         timing.firstToken ??= performance.now();
         timing.count++;
@@ -196,7 +248,8 @@ export function generateTextBasicStreamCache(model: Qwen3Model, promptIds: reado
  * Batched greedy or sampled generation with the KV cache (one prefill of the whole batch, then
  * one decode step per token for all rows). Prompts of different lengths are left-padded with an
  * attention mask. Each row stops at
- * its first eosTokenId (not returned); the batch runs until every row has stopped.
+ * its first eosTokenId (not returned); the batch runs until every row has stopped. An abort
+ * keeps what each row has so far: one empty row per prompt when it fired before the first token.
  */
 export async function generateBatchCache(
   model: Qwen3Model,
@@ -208,16 +261,22 @@ export async function generateBatchCache(
   if (!Array.isArray(prompts) || prompts.length === 0) {
     throw new InvalidOptionError(`Expected non-empty array of prompts for prompts but received ${describeValue(prompts)}`, 'prompts');
   }
+  if (prompts.length > MAX_BATCH_SIZE) {
+    throw new InvalidOptionError(`Expected at most ${MAX_BATCH_SIZE} prompts for prompts but received ${describeValue(prompts)}`, 'prompts');
+  }
+  // Shorter prompts are left-padded to the longest; the padding is masked out and skipped by
+  // RoPE, so each row generates what it would alone. (A loop, not Math.max(...lengths): a
+  // spread of a huge batch overflows the call stack.)
+  let length = 0;
   prompts.forEach((p, i) => {
     if (!Array.isArray(p)) throw new InvalidOptionError(`Expected array of token ids for prompts[${i}] but received ${describeValue(p)}`, `prompts[${i}]`);
+    if (p.length === 0) throw new InvalidOptionError('Expected at least one token in every prompt for prompts', 'prompts');
+    length = Math.max(length, p.length);
   });
-  // Shorter prompts are left-padded to the longest; the padding is masked out and skipped by
-  // RoPE, so each row generates what it would alone.
-  const length = Math.max(...prompts.map((p) => p.length));
-  if (prompts.some((p) => p.length === 0)) throw new InvalidOptionError('Expected at least one token in every prompt for prompts', 'prompts');
   const pad = prompts.map((p) => length - p.length);
-  const padded = prompts.map((p, i) => [...new Array<number>(pad[i]!).fill(0), ...p]);
-  const { maxNewTokens, eos, sampling, chunk } = plan(model, o, length, prompts.length);
+  const padded = prompts.map((p, i) => new Array<number>(pad[i]!).fill(0).concat(p));
+  const { maxNewTokens, eos, sampling, chunk, prefillChunk } = plan(model, o, length, prompts.length);
+  if (o.signal?.aborted) return prompts.map(() => []);
   return model.exclusive(async (session) => {
     const out: number[][] = prompts.map(() => []);
     const done = prompts.map(() => false);
@@ -231,7 +290,9 @@ export async function generateBatchCache(
       return done.every(Boolean);
     };
     session.resetCache();
-    let last = (await session.prefill(padded, 'none', sampling(), pad.some((p) => p > 0) ? pad : undefined)).next;
+    const first = await prefillInChunks(session, padded, prefillChunk, sampling, o.signal, pad);
+    if (first === null) return out;
+    let last = first;
     let produced = 1;
     if (take(last)) return out;
     while (produced < maxNewTokens && !o.signal?.aborted) {

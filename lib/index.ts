@@ -27,7 +27,7 @@ export {
   type GenerationStats,
 } from './generate.js';
 export { runtimeInfo, type RuntimeInfo } from './info.js';
-export { Qwen3Model, type LoadOptions, type Logits, type LogitsMode, type StepOutput, type StepsOutput, type TokenIds } from './model.js';
+export { IDLE_HANDOVER_MS, Qwen3Model, type LoadOptions, type Logits, type LogitsMode, type StepOutput, type StepsOutput, type TokenIds } from './model.js';
 export { InvalidOptionError } from './validate.js';
 export { Qwen3Tokenizer, SPECIAL_TOKENS, defaultTokenizerFilePath, formatChat, type ChatMessage, type StreamDecoder, type TokenizerLoadOptions } from './tokenizer.js';
 export { DEFAULT_BASE_URL, downloadQwen3Small, type DownloadOptions, type DownloadResult } from './download.js';

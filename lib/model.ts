@@ -1,49 +1,19 @@
 // Qwen3Model: the public handle on a loaded model. Validates every argument, serialises use of
 // the native engine (one step at a time per model) and gives native errors the caller's stack.
-import { access } from 'node:fs/promises';
 import { z } from 'zod';
-import { DTYPES, MODEL_SIZES, type Dtype, type ModelSize, type Qwen3Config, loadConfigFile, parseConfig } from './config.js';
+import type { Dtype, Qwen3Config } from './config.js';
 import { type DeviceName, type MemoryStats, memoryStats, resetPeakMemory, resolveDevice } from './device.js';
+import { IDLE_HANDOVER_MS, type LoadOptions, abortableLoad, loadAborted, loadSchema, resolveConfig } from './model-load.js';
+import { checkMemoryFits } from './memory-estimate.js';
+import { resolveModelSource } from './model-path.js';
+import { type CacheContent, Lease, ModelLock, appendRows, contentLength, copyContent } from './model-queue.js';
+import { GREEDY, type LogitsMode, type SamplingOptions, type TokenIds, checkTokenIds, stepRequest, withCallerStack } from './model-request.js';
+import { type NativeModel, type NativeStepResult, native } from './native.js';
 import { formatModelSummary } from './summary.js';
-import { type NativeModel, type NativeStepRequest, type NativeStepResult, native } from './native.js';
-import { InvalidOptionError, abortSignal, boolean, describeValue, integer, nonEmptyString, oneOf, parseOptions } from './validate.js';
+import { InvalidOptionError, boolean, describeValue, integer, nonEmptyString, oneOf, parseOptions } from './validate.js';
 
-export interface LoadOptions {
-  /** A config object, a path to a config JSON file, or a built-in size ("0.6B", "1.7B", ...). Default "0.6B". */
-  config?: Qwen3Config | string;
-  /** "auto" (default: cuda > mps > xpu > cpu), "cpu", "cuda", "cuda:N", "mps", "xpu". */
-  device?: string;
-  /** Compute dtype; default the config's dtype. */
-  dtype?: Dtype;
-  /**
-   * Optimised execution (see the README's table): on the CPU fused weights and kernels instead
-   * of the reference's operations; on CUDA, CUDA-graph replay of the decode step. Greedy tokens
-   * stay those of the eager path (up to ties in bfloat16 on the CPU).
-   */
-  compile?: boolean;
-  /**
-   * Aborts the load: the Promise rejects with an AbortError as soon as the signal fires. Reading
-   * the checkpoint cannot be interrupted half-way, so that work goes on in the background and
-   * the model it produces is disposed the moment it is ready.
-   */
-  signal?: AbortSignal;
-}
-
-const loadSchema = z
-  .object({
-    config: z.union([z.string(), z.object({}).passthrough()], { error: 'Expected config object, JSON file path or size' }).optional(),
-    device: nonEmptyString().optional(),
-    dtype: oneOf(DTYPES).optional(),
-    compile: boolean().optional(),
-    signal: abortSignal().optional(),
-  })
-  .strict();
-
-/** Token ids: one sequence, or a batch of equally long sequences. */
-export type TokenIds = readonly number[] | Int32Array | readonly (readonly number[])[];
-
-export type LogitsMode = 'none' | 'last' | 'all';
-const LOGITS_CODE = { none: 0, last: 1, all: 2 } as const;
+export { IDLE_HANDOVER_MS, type LoadOptions } from './model-load.js';
+export type { LogitsMode, SamplingOptions, TokenIds } from './model-request.js';
 
 export interface Logits {
   /** float32, row-major with `shape` (batch, positions, vocab). */
@@ -62,88 +32,6 @@ export interface StepsOutput {
   /** The tokens chosen, one array of rows per step run: (steps run, batch). */
   steps: number[][];
   cacheLength: number;
-}
-
-export interface SamplingOptions {
-  temperature: number;
-  topK: number;
-  topP: number;
-  /** One U[0,1) draw per batch row; required when temperature > 0. */
-  uniforms?: Float64Array;
-}
-
-const GREEDY: SamplingOptions = { temperature: 0, topK: 0, topP: 1 };
-
-async function resolveConfig(config: unknown): Promise<Qwen3Config> {
-  if (config === undefined) return MODEL_SIZES['0.6B'];
-  if (typeof config === 'string') {
-    if (config in MODEL_SIZES) return MODEL_SIZES[config as ModelSize];
-    if (config.toLowerCase().endsWith('.json')) return loadConfigFile(config);
-    throw new InvalidOptionError(
-      `Expected one of ${Object.keys(MODEL_SIZES).join(', ')} or a .json file for config but received ${describeValue(config)}`,
-      'config',
-    );
-  }
-  return parseConfig(config);
-}
-
-/** The native request for checked ids (batch, seq) and sampling settings. */
-function stepRequest(ids: Int32Array, batch: number, seq: number, logits: LogitsMode, sampling: SamplingOptions): NativeStepRequest {
-  return {
-    ids,
-    batch,
-    seq,
-    logits: LOGITS_CODE[logits],
-    temperature: sampling.temperature,
-    topK: sampling.topK,
-    topP: sampling.topP,
-    uniforms: sampling.uniforms ?? null,
-  };
-}
-
-/** Re-throws a native rejection with the stack of the JS call that started it. */
-async function withCallerStack<T>(promise: Promise<T>, caller: Error): Promise<T> {
-  try {
-    return await promise;
-  } catch (err) {
-    if (err instanceof Error && caller.stack) {
-      err.stack = `${err.name}: ${err.message}\n${caller.stack.split('\n').slice(1).join('\n')}`;
-    }
-    throw err;
-  }
-}
-
-function loadAborted(path: string, signal: AbortSignal): Error {
-  const err = new Error(`Loading ${path} was aborted`, { cause: signal.reason });
-  err.name = 'AbortError';
-  return err;
-}
-
-/**
- * Settles with `loading` or, as soon as `signal` fires, with an AbortError. A native load cannot
- * stop half-way, so an abandoned one runs on and its model is disposed when it arrives (or its
- * error dropped): nothing it allocated outlives it, and no rejection goes unhandled.
- */
-function abortableLoad(loading: Promise<NativeModel>, path: string, signal: AbortSignal | undefined): Promise<NativeModel> {
-  if (!signal) return loading;
-  return new Promise((resolve, reject) => {
-    const onAbort = () => {
-      reject(loadAborted(path, signal));
-      loading.then((handle) => handle.dispose(), () => {});
-    };
-    if (signal.aborted) return onAbort();
-    signal.addEventListener('abort', onAbort, { once: true });
-    loading.then(
-      (handle) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(handle);
-      },
-      (err: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(err);
-      },
-    );
-  });
 }
 
 /** The step functions of a model while its lock is held (see Qwen3Model.exclusive). */
@@ -165,39 +53,56 @@ export class Qwen3Model {
   readonly dtype: Dtype;
   readonly compiled: boolean;
   #native: NativeModel | null;
-  #queue: Promise<unknown> = Promise.resolve();
+  readonly #lock: ModelLock;
+  /** What the KV cache holds, as far as the JS side knows (null: unknown after a failed step). */
+  #cache: CacheContent | null = { rows: [], pad: null };
+  /** Counts changes of the KV cache, so a parked holder can tell whether its cache survived. */
+  #cacheEpoch = 0;
 
-  private constructor(path: string, config: Qwen3Config, device: DeviceName, dtype: Dtype, compiled: boolean, handle: NativeModel) {
+  private constructor(path: string, config: Qwen3Config, device: DeviceName, dtype: Dtype, compiled: boolean, handle: NativeModel, idleHandoverMs: number) {
     this.path = path;
     this.config = Object.freeze({ ...config });
     this.device = device;
     this.dtype = dtype;
     this.compiled = compiled;
     this.#native = handle;
+    this.#lock = new ModelLock(idleHandoverMs, (lease) => {
+      lease.saved = { epoch: this.#cacheEpoch, content: copyContent(this.#cache), releaseMemory: false };
+    });
   }
 
   /**
-   * Loads a torch.save(state_dict) checkpoint in the reference layout onto a device. The
-   * checkpoint is only ever read as data (no pickle code runs); `signal` aborts the load.
+   * Loads a model onto a device: a torch.save(state_dict) checkpoint in the book's layout (with
+   * `config`), or a Hugging Face Qwen3 folder (config.json and safetensors, single or sharded).
+   * Checkpoints are only ever read as data (no pickle code runs); a model that cannot fit the
+   * device's free memory is refused before loading; `signal` aborts the load.
    */
   static async load(path: string, options: LoadOptions = {}): Promise<Qwen3Model> {
     const caller = new Error();
     parseOptions(nonEmptyString(), path, 'path');
     const opts = parseOptions(loadSchema, options);
     if (opts.signal?.aborted) throw loadAborted(path, opts.signal);
-    const config = await resolveConfig(opts.config);
+    const source = await resolveModelSource(path);
+    const hf = source.kind === 'huggingface' ? source.model : null;
+    if (hf && opts.config !== undefined) {
+      throw new InvalidOptionError(`A Hugging Face model folder brings its own config.json: leave config out for ${path}`, 'config');
+    }
+    const config = hf ? hf.config : await resolveConfig(opts.config, opts.dtype);
     const device = resolveDevice(opts.device ?? 'auto');
     const dtype = opts.dtype ?? config.dtype;
-    try {
-      await access(path);
-    } catch {
-      throw new Error(`Model file not found: ${path}`);
-    }
+    checkMemoryFits(config, dtype, device, hf?.tieWordEmbeddings ?? false);
     if (opts.signal?.aborted) throw loadAborted(path, opts.signal);
-    const { dtype: _stored, ...nativeConfig } = config;
-    const loading = native().loadModel({ path, config: nativeConfig, device, dtype, compile: opts.compile ?? false });
+    const { dtype: _stored, ...architecture } = config;
+    const loading = native().loadModel({
+      path,
+      config: { ...architecture, tie_word_embeddings: hf?.tieWordEmbeddings ?? false },
+      device,
+      dtype,
+      compile: opts.compile ?? false,
+      safetensors: hf ? { files: hf.files, tensors: hf.tensors } : null,
+    });
     const handle = await withCallerStack(abortableLoad(loading, path, opts.signal), caller);
-    return new Qwen3Model(path, config, device, dtype, opts.compile ?? false, handle);
+    return new Qwen3Model(path, config, device, dtype, opts.compile ?? false, handle, opts.idleHandoverMs ?? IDLE_HANDOVER_MS);
   }
 
   get disposed(): boolean {
@@ -236,7 +141,18 @@ export class Qwen3Model {
 
   /**
    * Runs `fn` with exclusive use of the model: calls made while another holds it wait their
-   * turn, so two generations never interleave their steps or share a KV cache by accident.
+   * turn, first come first served, so two generations never interleave their steps or share a
+   * KV cache by accident.
+   *
+   * The rule for a holder that stops stepping (a stream whose consumer no longer pulls, or `fn`
+   * awaiting something else): while another call waits, the holder keeps its turn for
+   * `idleHandoverMs` (LoadOptions, default 1 s) after its last step; then the waiting calls go
+   * first. The holder does not fail: its next step waits for a new turn, and if another call
+   * changed the KV cache meanwhile, that step first rebuilds the holder's cache with one prefill
+   * of the tokens it held (equal keys and values up to rounding: greedy tokens are those of an
+   * uninterrupted run except at near-ties). So an abandoned stream, one `next()` and no more,
+   * holds up other calls for at most `idleHandoverMs`, and a stream that is pulled steadily
+   * keeps the model to itself. dispose() rejects every waiting call at once.
    */
   async exclusive<T>(fn: (session: ModelSession) => Promise<T>): Promise<T> {
     if (typeof fn !== 'function') throw new InvalidOptionError(`Expected function for fn but received ${describeValue(fn)}`, 'fn');
@@ -248,30 +164,114 @@ export class Qwen3Model {
     }
   }
 
-  /** Waits for exclusive use of the model; call `release` when done (streams hold it across yields). */
+  /** Waits for a turn (see exclusive); call `release` when done (streams hold it across yields). */
   async acquire(): Promise<{ session: ModelSession; release: () => void }> {
     this.#handle();
-    const previous = this.#queue;
-    let release!: () => void;
-    this.#queue = new Promise<void>((resolve) => (release = resolve));
-    await previous;
-    return { session: this.#session(), release };
+    const lease = new Lease();
+    await this.#lock.acquire(lease);
+    return { session: this.#session(lease), release: () => this.#lock.release(lease) };
   }
 
-  #session(): ModelSession {
+  #session(lease: Lease): ModelSession {
+    // Every step takes the turn back first if the holder was parked, and counts as activity.
+    const run = async <T>(work: () => Promise<T>): Promise<T> => {
+      await this.#resume(lease);
+      this.#lock.stepStarted(lease);
+      try {
+        return await work();
+      } finally {
+        this.#lock.stepEnded(lease);
+      }
+    };
     const step = (kind: 'prefill' | 'decode' | 'forward') => (ids: TokenIds, logits: LogitsMode = 'none', sampling = GREEDY, pad?: readonly number[]) =>
-      this.#step(kind, ids, logits, sampling, pad);
+      run(() => this.#step(kind, ids, logits, sampling, pad));
     const model = this;
     return {
       prefill: step('prefill'),
       decode: step('decode'),
       forward: step('forward'),
-      decodeSteps: (ids: TokenIds, steps: number, sampling = GREEDY, stopId: number | null = null) => this.#steps(ids, steps, sampling, stopId),
-      resetCache: (release = false) => this.#handle().resetCache(release),
+      decodeSteps: (ids: TokenIds, steps: number, sampling = GREEDY, stopId: number | null = null) => run(() => this.#steps(ids, steps, sampling, stopId)),
+      resetCache: (release = false) => {
+        if (lease.state === 'released') throw new Error('This model session has ended: acquire the model again');
+        if (lease.state !== 'holding') {
+          // Parked: the model may be someone else's now; the reset happens when the turn comes back.
+          lease.saved = { epoch: -1, content: { rows: [], pad: null }, releaseMemory: release };
+          return;
+        }
+        this.#handle().resetCache(release);
+        this.#setCache({ rows: [], pad: null });
+      },
       get cacheLength() {
-        return model.cacheLength;
+        const saved = lease.state === 'holding' ? -1 : contentLength(lease.saved?.content ?? null);
+        return saved >= 0 ? saved : model.cacheLength;
       },
     };
+  }
+
+  /** Gives a parked holder a new turn and its KV cache back; nothing to do for the holder. */
+  async #resume(lease: Lease): Promise<void> {
+    if (lease.state === 'holding') return;
+    if (lease.state === 'released') throw new Error('This model session has ended: acquire the model again');
+    lease.resuming ??= (async () => {
+      try {
+        await this.#lock.acquire(lease);
+        await this.#restore(lease);
+      } finally {
+        lease.resuming = null;
+      }
+    })();
+    await lease.resuming;
+  }
+
+  async #restore(lease: Lease): Promise<void> {
+    const saved = lease.saved;
+    lease.saved = null;
+    if (saved === null || saved.epoch === this.#cacheEpoch) return; // nobody touched the cache
+    if (saved.content === null) {
+      throw new Error('The KV cache of this generation cannot be rebuilt (a step of it failed) after another call used the model; start it again');
+    }
+    const handle = this.#handle();
+    this.#lock.stepStarted(lease);
+    try {
+      handle.resetCache(saved.releaseMemory);
+      this.#setCache({ rows: [], pad: null });
+      const { rows, pad } = saved.content;
+      const seq = contentLength(saved.content);
+      if (seq > 0) {
+        const flat = new Int32Array(rows.length * seq);
+        rows.forEach((row, r) => flat.set(row, r * seq));
+        const request = { ...stepRequest(flat, rows.length, seq, 'none', GREEDY), pad: pad ? Int32Array.from(pad) : null };
+        await withCallerStack(handle.prefill(request), new Error());
+        this.#setCache(saved.content);
+      }
+    } catch (err) {
+      this.#cache = null;
+      throw err;
+    } finally {
+      this.#lock.stepEnded(lease);
+    }
+  }
+
+  #setCache(content: CacheContent | null): void {
+    this.#cache = content;
+    this.#cacheEpoch++;
+  }
+
+  /** Records what a cache step added; a result that does not fit what we know makes the cache unknown. */
+  #recordCache(added: number[][], pad: readonly number[] | undefined, cacheLength: number): void {
+    const next = appendRows(this.#cache, added, pad);
+    this.#setCache(contentLength(next) === cacheLength ? next : null);
+  }
+
+  // After a failed native step the cache is known only if its length did not change.
+  #recordFailure(before: number): void {
+    let same = false;
+    try {
+      same = this.#native !== null && this.#native.cacheLength() === before && contentLength(this.#cache) === before;
+    } catch {
+      same = false;
+    }
+    if (!same) this.#setCache(null);
   }
 
   /** Runs tokens after the KV cache's content (a prefill when empty) and returns the next token. */
@@ -336,17 +336,29 @@ export class Qwen3Model {
   dispose(): void {
     this.#native?.dispose();
     this.#native = null;
+    this.#lock.close(() => new Error('Model is disposed'));
   }
 
   async #step(kind: 'prefill' | 'decode' | 'forward', ids: TokenIds, logits: LogitsMode, sampling: SamplingOptions, pad?: readonly number[]): Promise<StepOutput> {
     const caller = new Error();
     const handle = this.#handle();
-    const { flat, batch, seq } = this.#checkIds(ids, kind === 'forward' ? 0 : handle.cacheLength());
+    const { flat, batch, seq } = checkTokenIds(ids, kind === 'forward' ? 0 : handle.cacheLength(), this.config);
     if (kind === 'decode' && seq !== 1) {
       throw new InvalidOptionError(`Expected one token per row for ids but received ${seq}`, 'ids');
     }
     const request = { ...stepRequest(flat, batch, seq, logits, sampling), pad: pad ? Int32Array.from(pad) : null };
-    const result: NativeStepResult = await withCallerStack(handle[kind](request), caller);
+    const before = handle.cacheLength();
+    let result: NativeStepResult;
+    try {
+      result = await withCallerStack(handle[kind](request), caller);
+    } catch (err) {
+      if (kind !== 'forward') this.#recordFailure(before);
+      throw err;
+    }
+    if (kind !== 'forward') {
+      const rows = Array.from({ length: batch }, (_, r) => Array.from(flat.subarray(r * seq, (r + 1) * seq)));
+      this.#recordCache(rows, before === 0 ? pad : undefined, result.cacheLength);
+    }
     return {
       next: Array.from(result.next),
       logits: result.logits ? { data: result.logits, shape: result.logitsShape as [number, number, number] } : null,
@@ -358,49 +370,22 @@ export class Qwen3Model {
     const caller = new Error();
     const handle = this.#handle();
     const cached = handle.cacheLength();
-    const { flat, batch, seq } = this.#checkIds(ids, cached);
+    const { flat, batch, seq } = checkTokenIds(ids, cached, this.config);
     if (seq !== 1) throw new InvalidOptionError(`Expected one token per row for ids but received ${seq}`, 'ids');
     parseOptions(z.object({ steps: integer(1, this.config.context_length - cached) }), { steps });
     const request = { ...stepRequest(flat, batch, seq, 'none', sampling), steps, stopId: stopId ?? -1 };
-    const result: NativeStepResult = await withCallerStack(handle.decodeSteps(request), caller);
+    let result: NativeStepResult;
+    try {
+      result = await withCallerStack(handle.decodeSteps(request), caller);
+    } catch (err) {
+      this.#recordFailure(cached);
+      throw err;
+    }
     const out: number[][] = [];
     for (let i = 0; i < result.next.length; i += batch) out.push(Array.from(result.next.subarray(i, i + batch)));
+    // The cache holds the fed token and every chosen one but the last (the steps consumed those).
+    this.#recordCache(Array.from({ length: batch }, (_, r) => [flat[r]!, ...out.slice(0, -1).map((ids) => ids[r]!)]), undefined, result.cacheLength);
     return { steps: out, cacheLength: result.cacheLength };
-  }
-
-  /** Flattens ids to (batch, seq) and checks vocabulary range and context length. */
-  #checkIds(ids: TokenIds, cached: number): { flat: Int32Array; batch: number; seq: number } {
-    const rows: ArrayLike<number>[] =
-      ids instanceof Int32Array ? [ids] : Array.isArray(ids) && ids.length > 0 && Array.isArray(ids[0]) ? (ids as number[][]) : [ids as number[]];
-    if (!Array.isArray(ids) && !(ids instanceof Int32Array)) {
-      throw new InvalidOptionError(`Expected array of token ids for ids but received ${describeValue(ids)}`, 'ids');
-    }
-    const seq = rows[0]!.length;
-    if (seq === 0) throw new InvalidOptionError('Expected at least one token for ids but received an empty prompt', 'ids');
-    const flat = new Int32Array(rows.length * seq);
-    const vocab = this.config.vocab_size;
-    rows.forEach((row, r) => {
-      if (!Array.isArray(row) && !(row instanceof Int32Array)) {
-        throw new InvalidOptionError(`Expected array of token ids for ids[${r}] but received ${describeValue(row)}`, `ids[${r}]`);
-      }
-      if (row.length !== seq) {
-        throw new InvalidOptionError(`Expected every row to have ${seq} tokens for ids[${r}] but received ${row.length}`, `ids[${r}]`);
-      }
-      for (let i = 0; i < seq; i++) {
-        const id = row[i];
-        if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= vocab) {
-          throw new InvalidOptionError(`Expected integer between 0 and ${vocab - 1} for token id at position ${i} but received ${describeValue(id)}`, 'ids');
-        }
-        flat[r * seq + i] = id;
-      }
-    });
-    if (cached + seq > this.config.context_length) {
-      throw new InvalidOptionError(
-        `Expected at most ${this.config.context_length - cached} tokens (context_length ${this.config.context_length}, ${cached} cached) for ids but received ${seq}`,
-        'ids',
-      );
-    }
-    return { flat, batch: rows.length, seq };
   }
 }
 

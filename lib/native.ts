@@ -1,4 +1,4 @@
-// The one typed contract for the native addon (native/addon.cc), and where it is loaded from.
+// The one typed contract for the native addon (native/binding/addon.cc), and where it is loaded from.
 // Everything here is raw: callers go through the validated classes in model.ts and device.ts.
 import { resolve } from 'node:path';
 import { type BuiltAgainst, type LoadReport, loadAddon } from './addon/index.js';
@@ -18,6 +18,9 @@ export interface NativeMemoryStats {
   currentBytes: number;
   /** null where the device tracks no peak (MPS). */
   peakBytes: number | null;
+  /** What new allocations could still get (CUDA: free plus cached but unused); null where unknown. */
+  freeBytes: number | null;
+  totalBytes: number | null;
 }
 
 /** Which logits a step returns: 0 none, 1 the last position's, 2 every position's. */
@@ -45,7 +48,31 @@ export interface NativeStepResult {
 }
 
 /** The architecture fields the native engine reads (the dtype is passed separately). */
-export type NativeModelConfig = Omit<Qwen3Config, 'dtype'>;
+export type NativeModelConfig = Omit<Qwen3Config, 'dtype'> & {
+  /** The vocabulary head is the embedding table (Hugging Face's tie_word_embeddings). */
+  tie_word_embeddings?: boolean;
+};
+
+/** One tensor of a safetensors file as its header places it: absolute byte range [begin, end). */
+export interface NativeStoredTensor {
+  name: string;
+  file: number;
+  dtype: 'F32' | 'F16' | 'BF16';
+  shape: number[];
+  begin: number;
+  end: number;
+}
+
+export interface NativeLoadRequest {
+  /** A .pth checkpoint, or the Hugging Face model folder (named in messages). */
+  path: string;
+  config: NativeModelConfig;
+  device: string;
+  dtype: string;
+  compile: boolean;
+  /** Hugging Face safetensors files and every tensor in them; absent for a .pth. */
+  safetensors?: { files: string[]; tensors: NativeStoredTensor[] } | null;
+}
 
 export interface NativeModel {
   /** Runs `seq` tokens per row after the KV cache's content (a prefill when it is empty). */
@@ -63,7 +90,7 @@ export interface NativeModel {
 }
 
 export interface NativeBinding {
-  loadModel(request: { path: string; config: NativeModelConfig; device: string; dtype: string; compile: boolean }): Promise<NativeModel>;
+  loadModel(request: NativeLoadRequest): Promise<NativeModel>;
   buildInfo(): NativeBuildInfo;
   devices(): NativeDevices;
   setTensorCores(enabled: boolean): void;

@@ -7,6 +7,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { type Decoder, Tokenizer } from 'tokenizers';
 import { z } from 'zod';
+import { MAX_DECODED_LENGTH, MAX_WHITESPACE_RUN_UNKNOWN_PATTERN, checkEncodable, linearizePreTokenizer } from './tokenizer-limits.js';
 import { InvalidOptionError, boolean, describeValue, nonEmptyString, oneOf, parseOptions } from './validate.js';
 
 /** Special tokens that must always become their own single id, never BPE pieces. */
@@ -93,10 +94,13 @@ export class Qwen3Tokenizer {
   readonly #tokenizer: Tokenizer;
   readonly #decoder: Decoder;
   readonly #byteCache = new Map<number, Uint8Array>();
+  /** Longest whitespace run encode() passes to the binding (see tokenizer-limits.ts). */
+  readonly #maxWhitespaceRun: number;
 
-  private constructor(file: string, tokenizer: Tokenizer, opts: z.output<typeof loadSchema>) {
+  private constructor(file: string, tokenizer: Tokenizer, opts: z.output<typeof loadSchema>, linear: boolean) {
     this.tokenizerFilePath = file;
     this.#tokenizer = tokenizer;
+    this.#maxWhitespaceRun = linear ? Infinity : MAX_WHITESPACE_RUN_UNKNOWN_PATTERN;
     this.#decoder = tokenizer.getDecoder()!; // byte-level, checked in load()
     this.applyChatTemplate = opts.applyChatTemplate ?? false;
     this.addGenerationPrompt = opts.addGenerationPrompt ?? false;
@@ -121,8 +125,13 @@ export class Qwen3Tokenizer {
       throw new Error(`Could not read tokenizer file ${file}: ${(err as Error).message}`, { cause: err });
     }
     let tokenizer: Tokenizer;
+    let linear: boolean;
     try {
-      tokenizer = Tokenizer.fromString(json);
+      // The pre-tokenizer's pattern is swapped for an equivalent that cannot make the binding
+      // abort the process on a long whitespace run (tokenizer-limits.ts).
+      const parsed: unknown = JSON.parse(json);
+      linear = linearizePreTokenizer(parsed);
+      tokenizer = Tokenizer.fromString(JSON.stringify(parsed));
     } catch (err) {
       throw new Error(`Invalid tokenizer file ${file}: ${(err as Error).message}`, { cause: err });
     }
@@ -131,16 +140,18 @@ export class Qwen3Tokenizer {
       throw new Error(`Invalid tokenizer file ${file}: expected a byte-level BPE tokenizer like Qwen3's`);
     }
     await ensureSpecialsSplit(tokenizer, file);
-    return new Qwen3Tokenizer(file, tokenizer, opts);
+    return new Qwen3Tokenizer(file, tokenizer, opts, linear);
   }
 
   /**
    * Token ids for `text`; no BOS/EOS is added. `chat` (default: applyChatTemplate) wraps it as a
-   * user turn. Runs on the libuv pool; invalid arguments reject the returned promise.
+   * user turn. Runs on the libuv pool; invalid arguments reject the returned promise. Whitespace
+   * runs of any length are fine; a text over MAX_TEXT_BYTES (16 MiB of UTF-8) is refused.
    */
   async encode(text: string, options?: { chat?: boolean }): Promise<number[]> {
     const prepared = this.#prepare(text, options);
     if (typeof prepared !== 'string') return prepared;
+    checkEncodable(prepared, this.#maxWhitespaceRun);
     return (await this.#tokenizer.encode(prepared, null, { addSpecialTokens: false })).getIds();
   }
 
@@ -150,9 +161,19 @@ export class Qwen3Tokenizer {
    */
   decode(ids: readonly number[] | Int32Array): string {
     const tokens: string[] = [];
+    // Each character of a byte-level token is one byte of the text, so this bounds its length.
+    let length = 0;
     for (const id of this.#checkIds(ids)) {
       const token = this.#token(id);
-      if (token !== null) tokens.push(token);
+      if (token === null) continue;
+      tokens.push(token);
+      length += token.length;
+    }
+    if (length > MAX_DECODED_LENGTH) {
+      throw new InvalidOptionError(
+        `Expected ids that decode to at most ${MAX_DECODED_LENGTH} characters (the longest string JavaScript holds) for ids but received ${tokens.length} tokens of ${length} bytes`,
+        'ids',
+      );
     }
     return this.#decoder.decode(tokens);
   }

@@ -126,7 +126,7 @@ describe('qwen3 generate', () => {
       [[...base, '--top-p', '2'], /for topP but received 2/],
       [['generate', ...modelArgs, '--prompt-ids', '1,x'], /comma-separated token ids/],
       [['generate', ...modelArgs, '--prompt-ids', '1,512'], /between 0 and 511 for token id/],
-      [['generate', ...modelArgs], /Give exactly one of --prompt and --prompt-ids/],
+      [['generate', ...modelArgs], /Give exactly one of --prompt, --prompt-ids, --prompt-file and --prompt-ids-file/],
       [[...base, '--device', 'tpu'], /for device but received "tpu"/],
       [['generate', '--model', fx.modelPath, '--size', '7B', '--prompt-ids', '1'], /Allowed choices are 0\.6B/],
       [['tokenize', '--prompt', 'x', '--tokenizer', 'missing.json'], /missing\.json/],

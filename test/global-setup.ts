@@ -1,6 +1,7 @@
 // Runs once before the suite: makes sure the addon is built and the parity fixtures exist
-// (random-weight checkpoints plus PyTorch and Hugging Face reference outputs, made by the
-// project's Python; `npm test` installs what that Python needs first, scripts/dev/setup.js).
+// (random-weight checkpoints in the book's layout and Hugging Face folders, with the PyTorch and
+// transformers reference outputs, made by the project's Python; `npm test` installs what that
+// Python needs first, scripts/dev/setup.js).
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,7 +12,7 @@ export default function setup(): void {
   if (!existsSync(join(root, 'build', 'Release', 'qwen3_torch.node'))) {
     throw new Error('The native addon is not built: run `npm test`, or `npm run build` before `npx vitest`.');
   }
-  execFileSync(projectPython(root), [join(root, 'scripts', 'python', 'make_fixtures.py'), '--out', join(root, 'test', '.fixtures')], {
-    stdio: 'inherit',
-  });
+  for (const script of ['make_fixtures.py', 'make_hf_fixtures.py']) {
+    execFileSync(projectPython(root), [join(root, 'scripts', 'python', script), '--out', join(root, 'test', '.fixtures')], { stdio: 'inherit' });
+  }
 }

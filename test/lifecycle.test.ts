@@ -206,7 +206,7 @@ describe('one model, racing callers', () => {
     expect(lengths.every((n) => Number.isInteger(n) && n >= 0 && n <= fx.prompt.length + 30)).toBe(true);
   });
 
-  it('raw native steps sent together are serialised by the engine; a reset during one is refused', async () => {
+  it('raw native steps sent together are serialised by the engine; a reset before their Promises settle is refused', async () => {
     const handle = await native().loadModel({ path: fx.modelPath, config: fx.config as never, device: 'cpu', dtype: 'float32', compile: false });
     try {
       const request = { ids: Int32Array.from(fx.prompt), batch: 1, seq: fx.prompt.length, logits: 2 as const, temperature: 0, topK: 0, topP: 1, uniforms: null };
@@ -215,6 +215,10 @@ describe('one model, racing callers', () => {
       const [x, y, z] = await Promise.all(steps);
       expect(Buffer.from(y!.logits!.buffer).equals(Buffer.from(x!.logits!.buffer))).toBe(true);
       expect(Buffer.from(z!.logits!.buffer).equals(Buffer.from(x!.logits!.buffer))).toBe(true);
+      // Busy lasts from the call until the Promise settles, whatever the engine thread has done
+      // meanwhile: once every step is awaited, a reset goes through.
+      expect(() => handle.resetCache(false)).not.toThrow();
+      expect(handle.cacheLength()).toBe(0);
     } finally {
       handle.dispose();
     }

@@ -1,4 +1,4 @@
-// Test driver for native/checkpoint_reader (built and run by
+// Test driver for native/checkpoint/checkpoint_reader (built and run by
 // scripts/checks/checkpoint_reader_check.sh under ASan + UBSan).
 //
 //   dump <file>                       print the index as one JSON object per line
@@ -18,9 +18,9 @@
 #include <string>
 #include <vector>
 
-#include "../native/checkpoint_reader.h"
-#include "../native/state_dict_pickle.h"
-#include "../native/zip_archive.h"
+#include "checkpoint/checkpoint_reader.h"
+#include "checkpoint/state_dict_pickle.h"
+#include "checkpoint/zip_archive.h"
 
 using namespace qwen3;
 using namespace std::string_literals;

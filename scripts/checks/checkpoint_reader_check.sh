@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks native/checkpoint_reader.{h,cc} (with zip_archive and state_dict_pickle)
+# Checks native/checkpoint/checkpoint_reader.{h,cc} (with zip_archive and state_dict_pickle)
 # against PyTorch itself, under AddressSanitizer + UndefinedBehaviorSanitizer:
 #
 #   1. builds scripts/checks/checkpoint_reader_check.cc with g++ -O1 -g -fsanitize=address,undefined;
@@ -24,7 +24,7 @@ trap 'rm -rf "$work"' EXIT
 echo "== building the check driver with ASan + UBSan"
 "${CXX:-g++}" -std=c++17 -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
   -fno-sanitize-recover=all -Wall -Wextra -Wshadow -Werror \
-  native/checkpoint_reader.cc native/zip_archive.cc native/state_dict_pickle.cc \
+  -Inative native/checkpoint/checkpoint_reader.cc native/checkpoint/zip_archive.cc native/checkpoint/state_dict_pickle.cc \
   scripts/checks/checkpoint_reader_check.cc -o "$work/check"
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1

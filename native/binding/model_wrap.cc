@@ -1,0 +1,339 @@
+#include "binding/model_wrap.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "binding/model_workers.h"
+
+namespace qwen3 {
+namespace {
+
+// The rule for checks: lib/ validates every option first, with messages that name the option.
+// The binding is still reachable by anyone who requires the .node file, so it checks every
+// argument's type and range again: casting NaN or 1e300 to an integer type is undefined
+// behaviour, batch * seq can overflow, a zero n_kv_groups divides by zero in attention, and an
+// unknown logits mode or a NaN probability would flow straight into tensor code. The engine
+// checks only what depends on its state (the context left, the cache's batch, padding).
+
+// A string as it was given, quoted, with control characters escaped and long ones cut.
+std::string Quoted(const std::string& s) {
+  std::string out = "\"";
+  for (size_t i = 0; i < s.size() && i < 60; ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == 0x7f) {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      out += hex;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + (s.size() > 60 ? "...\"" : "\"");
+}
+
+std::string Received(const Napi::Value& v) {
+  switch (v.Type()) {
+    case napi_undefined: return "undefined";
+    case napi_null: return "null";
+    case napi_number: return v.ToString().Utf8Value();  // JS spelling: NaN, Infinity, 1.5, 1e+300
+    case napi_boolean: return v.As<Napi::Boolean>().Value() ? "true" : "false";
+    case napi_string: return Quoted(v.As<Napi::String>().Utf8Value());
+    case napi_object: return v.IsTypedArray() ? "a typed array" : v.IsArray() ? "an array" : "an object";
+    case napi_function: return "a function";
+    case napi_bigint: return "a bigint";
+    default: return "a value of another type";
+  }
+}
+
+[[noreturn]] void Fail(const Napi::Env& env, const std::string& expected, const std::string& name, const Napi::Value& v) {
+  const std::string message = "Expected " + expected + " for " + name + " but received " + Received(v);
+  if (v.IsNumber()) throw Napi::RangeError::New(env, message);
+  throw Napi::TypeError::New(env, message);
+}
+
+Napi::Object ObjectArg(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (info.Length() <= i || !info[i].IsObject()) {
+    Fail(info.Env(), "object", name, info.Length() > i ? info[i] : info.Env().Undefined());
+  }
+  return info[i].As<Napi::Object>();
+}
+
+// An integer in [min, max], checked as a double before any cast.
+int64_t IntegerField(const Napi::Object& o, const char* key, int64_t min, int64_t max, const std::string& prefix = "") {
+  const Napi::Value v = o.Get(key);
+  const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
+  if (!std::isfinite(d) || std::trunc(d) != d || d < static_cast<double>(min) || d > static_cast<double>(max)) {
+    Fail(o.Env(), "integer between " + std::to_string(min) + " and " + std::to_string(max), prefix + key, v);
+  }
+  return static_cast<int64_t>(d);
+}
+
+// A finite number in [min, max] (or (min, max] with `above_min`).
+double NumberField(const Napi::Object& o, const char* key, double min, double max, bool above_min = false) {
+  const Napi::Value v = o.Get(key);
+  const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
+  if (!std::isfinite(d) || d > max || (above_min ? d <= min : d < min)) {
+    char range[96];
+    std::snprintf(range, sizeof range, "finite number %s %g and at most %g", above_min ? "above" : "of at least", min, max);
+    Fail(o.Env(), range, key, v);
+  }
+  return d;
+}
+
+std::string StringField(const Napi::Object& o, const char* key) {
+  const Napi::Value v = o.Get(key);
+  if (!v.IsString()) Fail(o.Env(), "non-empty string", key, v);
+  std::string s = v.As<Napi::String>().Utf8Value();
+  // A NUL would silently cut a path short when it reaches open().
+  if (s.empty() || s.find('\0') != std::string::npos) Fail(o.Env(), "non-empty string without NUL characters", key, v);
+  return s;
+}
+
+bool BooleanField(const Napi::Object& o, const char* key, const std::string& prefix = "") {
+  const Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return false;
+  if (!v.IsBoolean()) Fail(o.Env(), "boolean", prefix + key, v);
+  return v.As<Napi::Boolean>().Value();
+}
+
+// The same bounds as lib/config.ts: what a Qwen3 config may hold at all.
+ModelConfig ParseConfig(const Napi::Object& o) {
+  const Napi::Value value = o.Get("config");
+  if (!value.IsObject()) Fail(o.Env(), "object", "config", value);
+  const Napi::Object cfg = value.As<Napi::Object>();
+  const std::string p = "config.";
+  ModelConfig c;
+  c.vocab_size = IntegerField(cfg, "vocab_size", 1, 1 << 24, p);
+  c.context_length = IntegerField(cfg, "context_length", 1, 1 << 24, p);
+  c.emb_dim = IntegerField(cfg, "emb_dim", 1, 1 << 20, p);
+  c.n_heads = IntegerField(cfg, "n_heads", 1, 1024, p);
+  c.n_layers = IntegerField(cfg, "n_layers", 1, 1024, p);
+  c.hidden_dim = IntegerField(cfg, "hidden_dim", 1, 1 << 20, p);
+  c.head_dim = IntegerField(cfg, "head_dim", 2, 4096, p);
+  c.n_kv_groups = IntegerField(cfg, "n_kv_groups", 1, 1024, p);
+  c.qk_norm = BooleanField(cfg, "qk_norm", p);
+  c.rope_base = NumberField(cfg, "rope_base", 0, 1e12, /*above_min=*/true);
+  c.tie_word_embeddings = BooleanField(cfg, "tie_word_embeddings", p);
+  if (c.n_heads % c.n_kv_groups != 0) {
+    Fail(o.Env(), "a divisor of n_heads (" + std::to_string(c.n_heads) + ")", "config.n_kv_groups", cfg.Get("n_kv_groups"));
+  }
+  if (c.head_dim % 2 != 0) Fail(o.Env(), "even integer", "config.head_dim", cfg.Get("head_dim"));
+  return c;
+}
+
+constexpr int64_t kMaxDim = (int64_t(1) << 31) - 1;
+
+// ids (an Int32Array of batch * seq token ids, each below the vocabulary size), batch and seq.
+void ParseIds(const Napi::Object& o, int64_t vocab, StepRequest& r) {
+  const Napi::Env env = o.Env();
+  const Napi::Value ids = o.Get("ids");
+  if (!ids.IsTypedArray() || ids.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) Fail(env, "Int32Array", "ids", ids);
+  const auto array = ids.As<Napi::Int32Array>();
+  r.ids.assign(array.Data(), array.Data() + array.ElementLength());  // copied: later JS writes cannot reach the worker
+  r.batch = IntegerField(o, "batch", 1, kMaxDim);
+  r.seq = IntegerField(o, "seq", 1, kMaxDim);
+  if (static_cast<uint64_t>(r.batch) * static_cast<uint64_t>(r.seq) != r.ids.size()) {  // < 2^62: no overflow
+    throw Napi::RangeError::New(env, "Expected ids to hold batch * seq = " + std::to_string(r.batch) + " * " +
+                                         std::to_string(r.seq) + " tokens but received " + std::to_string(r.ids.size()));
+  }
+  for (size_t i = 0; i < r.ids.size(); ++i) {
+    if (r.ids[i] < 0 || r.ids[i] >= vocab) {
+      throw Napi::RangeError::New(env, "Expected integer between 0 and " + std::to_string(vocab - 1) + " for token id at index " +
+                                           std::to_string(i) + " but received " + std::to_string(r.ids[i]));
+    }
+  }
+}
+
+// temperature, topK, topP, and with a temperature one uniform draw in [0, 1] per row and step.
+void ParseSampling(const Napi::Object& o, bool many_steps, StepRequest& r) {
+  const Napi::Env env = o.Env();
+  r.sampling.temperature = NumberField(o, "temperature", 0, 1e6);
+  r.sampling.top_k = IntegerField(o, "topK", 0, kMaxDim);
+  r.sampling.top_p = NumberField(o, "topP", 0, 1, /*above_min=*/true);
+  if (r.sampling.temperature <= 0) return;
+  const Napi::Value uniforms = o.Get("uniforms");
+  if (!uniforms.IsTypedArray() || uniforms.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
+      uniforms.As<Napi::Float64Array>().ElementLength() != static_cast<size_t>(r.batch * r.steps)) {
+    Fail(env, many_steps ? "Float64Array of one uniform draw per row and step" : "Float64Array of one uniform draw per row", "uniforms", uniforms);
+  }
+  const auto u = uniforms.As<Napi::Float64Array>();
+  r.sampling.uniforms.assign(u.Data(), u.Data() + u.ElementLength());
+  for (const double draw : r.sampling.uniforms) {
+    if (!(draw >= 0 && draw <= 1)) {  // also false for NaN
+      throw Napi::RangeError::New(env, "Expected uniform draws between 0 and 1 for uniforms but received " + std::to_string(draw));
+    }
+  }
+}
+
+// pad: absent, or an Int32Array of one left-padding count per row, each leaving a real token.
+void ParsePad(const Napi::Object& o, StepRequest& r) {
+  const Napi::Value pad = o.Get("pad");
+  if (pad.IsUndefined() || pad.IsNull()) return;
+  if (!pad.IsTypedArray() || pad.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+      pad.As<Napi::Int32Array>().ElementLength() != static_cast<size_t>(r.batch)) {
+    Fail(o.Env(), "Int32Array of one padding count per row", "pad", pad);
+  }
+  const auto counts = pad.As<Napi::Int32Array>();
+  for (size_t i = 0; i < counts.ElementLength(); ++i) {
+    if (counts[i] < 0 || counts[i] >= r.seq) {
+      throw Napi::RangeError::New(o.Env(), "Expected padding between 0 and " + std::to_string(r.seq - 1) + " for pad[" + std::to_string(i) +
+                                               "] but received " + std::to_string(counts[i]));
+    }
+    r.pad.push_back(counts[i]);
+  }
+}
+
+// A step request, checked field by field (types and ranges; the engine checks what depends on
+// its state).
+StepRequest ParseStep(const Napi::CallbackInfo& info, const Qwen3Engine& engine, bool many_steps) {
+  const Napi::Object o = ObjectArg(info, 0, "step request");
+  StepRequest r;
+  ParseIds(o, engine.config().vocab_size, r);
+  r.logits = static_cast<LogitsMode>(IntegerField(o, "logits", 0, 2));
+  if (many_steps) {
+    r.steps = IntegerField(o, "steps", 1, engine.config().context_length);
+    r.stop_id = IntegerField(o, "stopId", -1, kMaxDim);
+  }
+  ParseSampling(o, many_steps, r);
+  ParsePad(o, r);
+  return r;
+}
+
+// safetensors: absent or null (a .pth at path), or {files: [paths], tensors: [{name, file, dtype,
+// shape, begin, end}]} as lib/ read the files' headers.
+void ParseSafetensors(const Napi::Object& o, LoadRequest& r) {
+  const Napi::Env env = o.Env();
+  const Napi::Value value = o.Get("safetensors");
+  if (value.IsUndefined() || value.IsNull()) return;
+  if (!value.IsObject()) Fail(env, "object", "safetensors", value);
+  const Napi::Object st = value.As<Napi::Object>();
+  const Napi::Value files = st.Get("files"), tensors = st.Get("tensors");
+  if (!files.IsArray() || files.As<Napi::Array>().Length() == 0) Fail(env, "non-empty array of file paths", "safetensors.files", files);
+  if (!tensors.IsArray()) Fail(env, "array", "safetensors.tensors", tensors);
+  const Napi::Array file_list = files.As<Napi::Array>(), tensor_list = tensors.As<Napi::Array>();
+  for (uint32_t i = 0; i < file_list.Length(); ++i) {
+    const Napi::Object holder = Napi::Object::New(env);
+    holder.Set("path", file_list.Get(i));
+    r.files.push_back(StringField(holder, "path"));
+  }
+  constexpr int64_t kMaxDim = (int64_t(1) << 31) - 1;
+  constexpr int64_t kMaxByte = int64_t(1) << 52;  // exact in a double
+  for (uint32_t i = 0; i < tensor_list.Length(); ++i) {
+    const std::string at = "safetensors.tensors[" + std::to_string(i) + "].";
+    const Napi::Value item = tensor_list.Get(i);
+    if (!item.IsObject()) Fail(env, "object", "safetensors.tensors[" + std::to_string(i) + "]", item);
+    const Napi::Object t = item.As<Napi::Object>();
+    StoredTensor s;
+    s.name = StringField(t, "name");
+    s.file = IntegerField(t, "file", 0, static_cast<int64_t>(r.files.size()) - 1, at);
+    s.dtype = StringField(t, "dtype");
+    const Napi::Value shape = t.Get("shape");
+    if (!shape.IsArray() || shape.As<Napi::Array>().Length() > 8) Fail(env, "array of at most 8 dimensions", at + "shape", shape);
+    const Napi::Array dims = shape.As<Napi::Array>();
+    for (uint32_t d = 0; d < dims.Length(); ++d) {
+      const Napi::Object holder = Napi::Object::New(env);
+      holder.Set("dim", dims.Get(d));
+      s.shape.push_back(IntegerField(holder, "dim", 0, kMaxDim, at + "shape."));
+    }
+    s.begin = static_cast<uint64_t>(IntegerField(t, "begin", 0, kMaxByte, at));
+    s.end = static_cast<uint64_t>(IntegerField(t, "end", 0, kMaxByte, at));
+    r.tensors.push_back(std::move(s));
+  }
+}
+
+}  // namespace
+
+Napi::Value LoadModel(const Napi::CallbackInfo& info) {
+  const Napi::Object o = ObjectArg(info, 0, "load request");
+  LoadRequest r;
+  r.path = StringField(o, "path");
+  r.device = StringField(o, "device");
+  r.dtype = StringField(o, "dtype");
+  if (r.dtype != "float32" && r.dtype != "bfloat16" && r.dtype != "float16") {
+    Fail(info.Env(), "one of \"float32\", \"bfloat16\", \"float16\"", "dtype", o.Get("dtype"));
+  }
+  r.compile = BooleanField(o, "compile");
+  r.config = ParseConfig(o);
+  ParseSafetensors(o, r);
+  return QueueLoad(info.Env(), std::move(r));
+}
+
+Napi::Function ModelWrap::Init(Napi::Env env) {
+  return DefineClass(env, "NativeModel",
+                     {InstanceMethod<&ModelWrap::Prefill>("prefill"), InstanceMethod<&ModelWrap::Decode>("decode"),
+                      InstanceMethod<&ModelWrap::Forward>("forward"), InstanceMethod<&ModelWrap::DecodeSteps>("decodeSteps"), InstanceMethod<&ModelWrap::ResetCache>("resetCache"),
+                      InstanceMethod<&ModelWrap::CacheLength>("cacheLength"), InstanceMethod<&ModelWrap::Info>("info"),
+                      InstanceMethod<&ModelWrap::Dispose>("dispose")});
+}
+
+Napi::Object ModelWrap::NewInstance(Napi::Env env, std::shared_ptr<LoadedEngine> engine) {
+  Napi::Object obj = env.GetInstanceData<Napi::FunctionReference>()->New({});
+  ModelWrap* wrap = Unwrap(obj);
+  wrap->status_ = std::make_shared<EngineStatus>();
+  wrap->status_->Refresh(*engine->engine);  // no step can run yet: the engine is not shared
+  wrap->engine_ = std::move(engine);
+  return obj;
+}
+
+ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {}
+
+std::shared_ptr<LoadedEngine> ModelWrap::engine(const Napi::Env& env) const {
+  if (!engine_) throw Napi::Error::New(env, "Model is disposed");
+  return engine_;
+}
+
+Napi::Value ModelWrap::Step(const Napi::CallbackInfo& info, StepKind kind) {
+  auto e = engine(info.Env());
+  StepRequest request = ParseStep(info, *e->engine, kind == StepKind::DecodeSteps);
+  return QueueStep(info.Env(), std::move(e), status_, kind, std::move(request));
+}
+
+Napi::Value ModelWrap::Prefill(const Napi::CallbackInfo& info) { return Step(info, StepKind::Prefill); }
+Napi::Value ModelWrap::Decode(const Napi::CallbackInfo& info) { return Step(info, StepKind::Decode); }
+Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) { return Step(info, StepKind::Uncached); }
+Napi::Value ModelWrap::DecodeSteps(const Napi::CallbackInfo& info) { return Step(info, StepKind::DecodeSteps); }
+
+Napi::Value ModelWrap::ResetCache(const Napi::CallbackInfo& info) {
+  auto e = engine(info.Env());
+  const Napi::Value release = info.Length() > 0 ? info[0] : info.Env().Undefined();
+  if (!release.IsUndefined() && !release.IsBoolean()) Fail(info.Env(), "boolean", "release", release);
+  // Busy from a step's call until its Promise settles (EngineStatus::Busy). Once none is in
+  // flight no worker holds the engine's lock, so taking it here never waits.
+  if (status_->Busy()) throw Napi::Error::New(info.Env(), "Model is busy: cannot reset the KV cache during a step");
+  std::unique_lock<std::mutex> lock(e->mutex, std::try_to_lock);
+  if (!lock.owns_lock()) throw Napi::Error::New(info.Env(), "Model is busy: cannot reset the KV cache during a step");
+  e->engine->reset_cache(release.IsBoolean() && release.As<Napi::Boolean>().Value());
+  status_->Refresh(*e->engine);
+  return info.Env().Undefined();
+}
+
+Napi::Value ModelWrap::CacheLength(const Napi::CallbackInfo& info) {
+  engine(info.Env());
+  return Napi::Number::New(info.Env(), static_cast<double>(status_->Get().cache_length));
+}
+
+Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {
+  auto e = engine(info.Env());
+  const EngineStatus::Values s = status_->Get();
+  Napi::Object out = Napi::Object::New(info.Env());
+  // Fixed at load: safe to read while a step runs.
+  out.Set("device", e->engine->device());
+  out.Set("dtype", e->engine->dtype());
+  out.Set("parameterBytes", static_cast<double>(e->engine->parameter_bytes()));
+  out.Set("compiled", e->engine->compiled());
+  // Changed by steps: the copy made after the last one.
+  out.Set("cacheCapacity", static_cast<double>(s.cache_capacity));
+  out.Set("compileSeconds", s.compile_seconds);
+  out.Set("graphCaptures", s.graph_captures);
+  return out;
+}
+
+Napi::Value ModelWrap::Dispose(const Napi::CallbackInfo& info) {
+  // A step in flight holds its own reference; the weights go when it finishes.
+  engine_.reset();
+  return info.Env().Undefined();
+}
+
+}  // namespace qwen3

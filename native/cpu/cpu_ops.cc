@@ -1,0 +1,76 @@
+#include "cpu/cpu_ops.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/silu.h>
+
+#include <cmath>
+
+#include "cpu/gemv.h"
+#include "cpu/kernels.h"
+
+namespace qwen3 {
+
+at::Tensor CpuOps::norm(const at::Tensor& x, const at::Tensor& scale) {
+  const at::Tensor in = x.contiguous();
+  at::Tensor out = at::empty_like(in);
+  const int64_t dim = in.size(-1);
+  cpu::rms_norm(kernel_dtype(in.scalar_type()), in.data_ptr(), scale.data_ptr<float>(), out.data_ptr(), in.numel() / dim, dim,
+                static_cast<float>(kNormEps));
+  return out;
+}
+
+at::Tensor CpuOps::project(const at::Tensor& x, const at::Tensor& w) {
+  // A batch-1 bfloat16 step streams the weights through the AVX512-BF16 kernel where it applies.
+  at::Tensor y = cpu_gemv(x, w);
+  return y.defined() ? y : AtenOps::project(x, w);
+}
+
+at::Tensor CpuOps::silu_mul(const at::Tensor& gate_up) {
+  const int64_t hidden = gate_up.size(-1) / 2, rows = gate_up.numel() / gate_up.size(-1);
+  if (rows > 1) {
+    // A prompt's rows: ATen's vectorised SiLU and product (each rounded, as in the reference)
+    // beat the loop's scalar exp there.
+    return at::silu(gate_up.narrow(-1, 0, hidden)).mul_(gate_up.narrow(-1, hidden, hidden)).view({rows, hidden});
+  }
+  at::Tensor act = at::empty({rows, hidden}, gate_up.options());  // (rows, hidden_dim)
+  cpu::silu_mul(kernel_dtype(gate_up.scalar_type()), gate_up.data_ptr(), act.data_ptr(), rows, hidden);
+  return act;
+}
+
+at::Tensor CpuOps::attention(int64_t layer, const at::Tensor& qkv, const FusedBlock& w) {
+  const int64_t batch = step_.batch, seq = step_.seq, hd = config_.head_dim, heads = config_.n_heads, groups = config_.n_kv_groups;
+  const int dt = kernel_dtype(qkv.scalar_type());
+  at::Tensor q, k, v;
+  if (step_.padding) {
+    // Rows at their own positions: the ATen norm and RoPE take per-row cos/sin.
+    split_norm_rope(qkv, w, q, k, v);
+  } else {
+    // Per-head norm and RoPE in one loop.
+    q = at::empty({batch, heads, seq, hd}, qkv.options());   // (batch, heads, seq, hd)
+    k = at::empty({batch, groups, seq, hd}, qkv.options());  // (batch, groups, seq, hd)
+    v = at::empty({batch, groups, seq, hd}, qkv.options());  // (batch, groups, seq, hd)
+    const float* q_norm = config_.qk_norm ? w.q_norm.data_ptr<float>() : nullptr;
+    const float* k_norm = config_.qk_norm ? w.k_norm.data_ptr<float>() : nullptr;
+    cpu::qk_norm_rope(dt, qkv.data_ptr(), q_norm, k_norm, config_.qk_norm, step_.cos.data_ptr<float>(), step_.sin.data_ptr<float>(),
+                      q.data_ptr(), k.data_ptr(), v.data_ptr(), batch, seq, heads, groups, hd, static_cast<float>(kNormEps));
+  }
+  const auto [keys, values] = step_.store(layer, k, v);  // (batch, groups, keys, hd) each
+  if (step_.padding) return merge_heads(sdpa_attention(config_, step_, q, keys, values));
+  if (seq > 1) {
+    // A prompt: causal attention a block of queries at a time, over whole query heads.
+    const int64_t repeat = heads / groups;
+    return merge_heads(repeat > 1 ? causal_attention_blocks(q, keys.repeat_interleave(repeat, 1), values.repeat_interleave(repeat, 1), step_.start)
+                                  : causal_attention_blocks(q, keys, values, step_.start));
+  }
+  // One new token: a plain loop, where SDPA's blocked kernel spends ~0.1 ms a layer setting up
+  // for a single query row.
+  if (keys.stride(3) != 1 || keys.stride(2) != hd) return merge_heads(sdpa_attention(config_, step_, q, keys, values));
+  at::Tensor out = at::empty_like(q);  // (batch, heads, 1, hd)
+  cpu::decode_attention(dt, q.data_ptr(), keys.data_ptr(), values.data_ptr(), out.data_ptr(), batch, heads, groups, keys.size(2), hd,
+                        keys.stride(0), keys.stride(1), static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd))));
+  return out.view({batch, heads * hd});
+}
+
+}  // namespace qwen3

@@ -1,0 +1,55 @@
+// The block's operations for one decode step on CUDA. Batch 1: five kernels a block, GEMVs that
+// fold RMSNorm into their input and the residual add or SwiGLU into their output, and one
+// attention kernel that also norms, ropes and caches the step's heads. Larger batches: cuBLAS
+// products (the residual added by cuBLAS) between separate RMSNorm and SiLU*up kernels, and the
+// same attention kernel. Built only where the fused kernels are.
+#pragma once
+
+#include "model/block.h"
+#include "model/config.h"
+#include "model/kv_cache.h"
+
+namespace qwen3 {
+
+// The decode step's fixed buffers that the kernels read besides the weights; the decoder owns
+// them, and a CUDA graph records their addresses.
+struct DecodeBuffers {
+  int64_t batch = 0, capacity = 0;
+  const int64_t* position = nullptr;  // (1,): this step's position
+  const float* cos = nullptr;         // (capacity, head_dim)
+  const float* sin = nullptr;         // (capacity, head_dim)
+  KVCache* cache = nullptr;           // (batch, groups, capacity, head_dim) per layer
+  float* partials = nullptr;          // split attention scratch (cuda::attention_partials_floats)
+  int* done = nullptr;                // (batch, groups) split counters, zero between steps
+};
+
+class CudaDecodeOps : public BlockOps {
+ public:
+  // True where a batch-1 step can run as GEMVs (every product's input fits the kernel).
+  static bool gemv_fits(const ModelConfig& config, at::ScalarType dtype);
+
+  // Allocates the step's activations; one_row picks the batch-1 GEMV path.
+  CudaDecodeOps(const ModelConfig& config, at::ScalarType dtype, const DecodeBuffers& buffers, bool one_row);
+
+  at::Tensor qkv(const at::Tensor& x, const FusedBlock& w) override;
+  at::Tensor attention(int64_t layer, const at::Tensor& qkv, const FusedBlock& w) override;
+  void linear_add(at::Tensor& x, const at::Tensor& input, const at::Tensor& w) override;
+  at::Tensor swiglu(const at::Tensor& x, const FusedBlock& w) override;
+
+  // RMSNorm of x (batch, emb_dim) into the step's normed buffer (the cuBLAS path's head uses it).
+  const at::Tensor& norm(const at::Tensor& x, const at::Tensor& scale);
+
+ private:
+  ModelConfig config_;
+  DecodeBuffers buffers_;
+  bool one_row_;
+  int dtype_;
+  void* stream_;
+  at::Tensor qkv_;      // (batch, (heads + 2 groups) * hd)
+  at::Tensor context_;  // (batch, heads * hd)
+  at::Tensor act_;      // (batch, hidden_dim)
+  at::Tensor normed_;   // (batch, emb_dim); cuBLAS path only (batch 1 norms inside its GEMVs)
+  at::Tensor gate_up_;  // (batch, 2 * hidden_dim); cuBLAS path only
+};
+
+}  // namespace qwen3

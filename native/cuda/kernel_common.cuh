@@ -1,0 +1,118 @@
+// What every fused CUDA kernel file shares: element conversions, programmatic dependent launch,
+// block reductions, and the host side's launch, error check and dtype switch. Each .cu file
+// includes it inside its own anonymous namespace use, so nothing here crosses files.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_profiler_api.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdlib>
+#include <stdexcept>
+#include <type_traits>
+#include <string>
+
+#include "common/element_type.h"
+#include "cuda/kernels.h"
+
+namespace qwen3::cuda {
+namespace {
+
+template <typename T> __device__ __forceinline__ float to_f(T v);
+template <> __device__ __forceinline__ float to_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <> __device__ __forceinline__ float to_f<__half>(__half v) { return __half2float(v); }
+
+template <typename T> __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
+template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half(v); }
+
+// Programmatic dependent launch (Hopper): a kernel launched with it may start while the one
+// before is still running. It must wait (pdl_wait) before it reads what that kernel wrote or
+// writes anything at all; what it does before (a GEMV's first weight loads) overlaps the
+// previous kernel. pdl_launch_dependents lets the next kernel start early in turn. Both are
+// no-ops for a kernel launched without the attribute, or below sm_90.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Sum over the block; every thread gets the result. `scratch` holds 32 floats.
+__device__ float block_sum(float v, float* scratch) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+  __syncthreads();  // scratch may still be read from a previous call
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < warps ? scratch[lane] : 0.f;
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// dst = cast(row * rsqrt(mean(row^2) + eps) * w) for one row, by the whole block.
+template <typename T>
+__device__ void block_rms_norm(const T* __restrict__ row, const float* __restrict__ w, T* __restrict__ dst, int dim, float eps,
+                               float* scratch) {
+  float sq = 0.f;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+    const float v = to_f(row[i]);
+    sq += v * v;
+  }
+  const float rstd = rsqrtf(block_sum(sq, scratch) / dim + eps);
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) dst[i] = from_f<T>((to_f(row[i]) * rstd) * w[i]);
+}
+
+inline void check(const char* what) {
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) throw std::runtime_error(std::string(what) + " kernel failed: " + cudaGetErrorString(err));
+}
+
+// On sm_90 and newer, unless QWEN3_NO_PDL is set (to compare, or to rule it out).
+inline bool pdl_enabled() {
+  static const bool enabled = [] {
+    const char* off = std::getenv("QWEN3_NO_PDL");
+    if (off != nullptr && *off != '\0' && std::string(off) != "0") return false;
+    int device = 0, major = 0;
+    if (cudaGetDevice(&device) != cudaSuccess) return false;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) return false;
+    return major >= 9;
+  }();
+  return enabled;
+}
+
+// Launches `kernel`, with programmatic dependent launch where `pdl` asks and the GPU has it.
+template <typename... Params, typename... Args>
+void launch(const char* what, void (*kernel)(Params...), bool pdl, dim3 grid, dim3 block, size_t shared, void* stream, Args... args) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = shared;
+  config.stream = static_cast<cudaStream_t>(stream);
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attribute;
+  config.numAttrs = pdl && pdl_enabled() ? 1 : 0;
+  const cudaError_t err = cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
+  if (err != cudaSuccess) throw std::runtime_error(std::string(what) + " launch failed: " + cudaGetErrorString(err));
+}
+
+// Calls f with a null pointer of the element type that `dtype` names.
+template <typename F>
+void dispatch(int dtype, F&& f) {
+  dispatch_element_type<float, __nv_bfloat16, __half>(dtype, "fused CUDA kernels", std::forward<F>(f));
+}
+
+}  // namespace
+}  // namespace qwen3::cuda

@@ -1,0 +1,58 @@
+#include "cuda/prefill_ops.h"
+
+#ifdef QWEN3_WITH_CUDA_KERNELS
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "cuda/kernels.h"
+
+namespace qwen3 {
+namespace {
+void* current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+}  // namespace
+
+CudaPrefillOps::CudaPrefillOps(const ModelConfig& config, StepShape step)
+    : AtenOps(config, std::move(step)), zero_position_(at::zeros({1}, step_.cos.options().dtype(at::kLong))) {}
+
+at::Tensor CudaPrefillOps::norm(const at::Tensor& x, const at::Tensor& scale) {
+  const at::Tensor in = x.contiguous();
+  at::Tensor out = at::empty_like(in);
+  const int64_t dim = in.size(-1);
+  cuda::rms_norm(kernel_dtype(in.scalar_type()), in.data_ptr(), scale.data_ptr<float>(), out.data_ptr(), static_cast<int>(in.numel() / dim),
+                 static_cast<int>(dim), static_cast<float>(kNormEps), current_stream());
+  return out;
+}
+
+at::Tensor CudaPrefillOps::silu_mul(const at::Tensor& gate_up) {
+  const int64_t hidden = gate_up.size(-1) / 2, rows = gate_up.numel() / gate_up.size(-1);
+  at::Tensor act = at::empty({rows, hidden}, gate_up.options());  // (rows, hidden_dim)
+  cuda::silu_mul(kernel_dtype(gate_up.scalar_type()), gate_up.data_ptr(), act.data_ptr(), static_cast<int>(rows), static_cast<int>(hidden),
+                 current_stream());
+  return act;
+}
+
+at::Tensor CudaPrefillOps::attention(int64_t layer, const at::Tensor& qkv, const FusedBlock& w) {
+  const int64_t batch = step_.batch, seq = step_.seq, hd = config_.head_dim, heads = config_.n_heads, groups = config_.n_kv_groups;
+  at::Tensor q, k, v;
+  if (step_.padding) {
+    // Rows at their own positions: the ATen norm and RoPE take per-row cos/sin.
+    split_norm_rope(qkv, w, q, k, v);
+  } else {
+    // Per-head norm and RoPE in one kernel; token t lands in slot t of k and v.
+    q = at::empty({batch, heads, seq, hd}, qkv.options());   // (batch, heads, seq, hd)
+    k = at::empty({batch, groups, seq, hd}, qkv.options());  // (batch, groups, seq, hd)
+    v = at::empty({batch, groups, seq, hd}, qkv.options());  // (batch, groups, seq, hd)
+    cuda::qk_norm_rope_cache(kernel_dtype(qkv.scalar_type()), qkv.data_ptr(), config_.qk_norm ? w.q_norm.data_ptr<float>() : nullptr,
+                             config_.qk_norm ? w.k_norm.data_ptr<float>() : nullptr, config_.qk_norm, step_.cos.data_ptr<float>(),
+                             step_.sin.data_ptr<float>(), zero_position_.data_ptr<int64_t>(), static_cast<int>(seq), q.data_ptr(), k.data_ptr(),
+                             v.data_ptr(), static_cast<int>(batch), static_cast<int>(heads), static_cast<int>(groups), static_cast<int>(hd),
+                             static_cast<int>(seq), static_cast<float>(kNormEps), current_stream());
+  }
+  const auto [keys, values] = step_.store(layer, k, v);  // (batch, groups, keys, hd) each
+  return merge_heads(sdpa_attention(config_, step_, q, keys, values));
+}
+
+}  // namespace qwen3
+#endif

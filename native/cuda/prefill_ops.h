@@ -1,0 +1,26 @@
+// The block's operations for a prompt on CUDA: the fused RMSNorm, per-head norm with RoPE and
+// SiLU*up kernels of cuda/kernels.h, cuBLAS products with the residual added in their epilogue,
+// and flash or cuDNN attention through SDPA. Built only where the fused kernels are.
+#pragma once
+
+#include "model/aten_ops.h"
+
+namespace qwen3 {
+
+class CudaPrefillOps : public AtenOps {
+ public:
+  CudaPrefillOps(const ModelConfig& config, StepShape step);
+
+  at::Tensor attention(int64_t layer, const at::Tensor& qkv, const FusedBlock& w) override;
+  // cuBLAS adds the residual in its epilogue.
+  void linear_add(at::Tensor& x, const at::Tensor& input, const at::Tensor& w) override { x.addmm_(input, w.t()); }
+
+ protected:
+  at::Tensor norm(const at::Tensor& x, const at::Tensor& scale) override;
+  at::Tensor silu_mul(const at::Tensor& gate_up) override;
+
+ private:
+  at::Tensor zero_position_;  // (1,) int64 0: the RoPE kernel's position base, since cos/sin start at the step's first token
+};
+
+}  // namespace qwen3

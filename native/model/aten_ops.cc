@@ -1,0 +1,71 @@
+#include "model/aten_ops.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/linear.h>
+#include <ATen/ops/scaled_dot_product_attention.h>
+#include <ATen/ops/silu.h>
+
+#include <optional>
+
+namespace qwen3 {
+
+at::Tensor sdpa_attention(const ModelConfig& config, const StepShape& step, const at::Tensor& q, at::Tensor keys, at::Tensor values) {
+  const bool causal = step.seq > 1 && step.start == 0 && !step.padding;
+  // Repeating the key/value heads keeps a many-token step eligible for the flash kernels, which
+  // not every libtorch offers together with enable_gqa; for one token it costs more than it saves.
+  const int64_t repeat = config.n_heads / config.n_kv_groups;
+  if (step.seq > 1 && repeat > 1) {
+    keys = keys.repeat_interleave(repeat, 1);      // (batch, heads, keys, hd)
+    values = values.repeat_interleave(repeat, 1);  // (batch, heads, keys, hd)
+  }
+  return at::scaled_dot_product_attention(q, keys, values, step.visible.defined() ? std::optional<at::Tensor>(step.visible) : std::nullopt,
+                                          0.0, causal, std::nullopt, /*enable_gqa=*/step.seq == 1 && repeat > 1);
+}
+
+AtenOps::AtenOps(const ModelConfig& config, StepShape step) : config_(config), step_(std::move(step)) {
+  if (!step_.visible.defined()) {
+    if (step_.padding) {
+      step_.visible = step_.padding->visible;  // (batch, 1, seq, start + seq)
+    } else if (step_.seq > 1 && step_.start > 0) {
+      // New tokens attend causally to themselves and to everything cached before them.
+      step_.visible = future_keys(step_.seq, step_.start, step_.start + step_.seq, step_.cos.device()).logical_not();  // (seq, start + seq)
+    }
+  }
+}
+
+void AtenOps::linear_add(at::Tensor& x, const at::Tensor& input, const at::Tensor& w) { x = project(input, w) + x; }
+
+at::Tensor AtenOps::project(const at::Tensor& x, const at::Tensor& w) { return at::linear(x, w); }
+
+at::Tensor AtenOps::silu_mul(const at::Tensor& gate_up) {
+  const auto halves = gate_up.chunk(2, -1);  // 2 x (rows, hidden_dim)
+  return at::silu(halves[0]) * halves[1];
+}
+
+void AtenOps::split_norm_rope(const at::Tensor& qkv, const FusedBlock& w, at::Tensor& q, at::Tensor& k, at::Tensor& v) const {
+  const int64_t batch = step_.batch, seq = step_.seq, hd = config_.head_dim, heads = config_.n_heads, groups = config_.n_kv_groups;
+  const auto parts = qkv.split_with_sizes({heads * hd, groups * hd, groups * hd}, -1);
+  q = parts[0].view({batch, seq, heads, hd}).transpose(1, 2);   // (batch, heads, seq, hd)
+  k = parts[1].view({batch, seq, groups, hd}).transpose(1, 2);  // (batch, groups, seq, hd)
+  v = parts[2].view({batch, seq, groups, hd}).transpose(1, 2);  // (batch, groups, seq, hd)
+  // Per-head RMSNorm and RoPE, as in the reference.
+  if (config_.qk_norm) {
+    q = rms_norm(q, w.q_norm);
+    k = rms_norm(k, w.k_norm);
+  }
+  q = apply_rope(q, step_.cos, step_.sin);
+  k = apply_rope(k, step_.cos, step_.sin);
+}
+
+at::Tensor AtenOps::merge_heads(const at::Tensor& context) const {
+  return context.transpose(1, 2).reshape({step_.batch * step_.seq, config_.n_heads * config_.head_dim});
+}
+
+at::Tensor AtenOps::attention(int64_t layer, const at::Tensor& qkv, const FusedBlock& w) {
+  at::Tensor q, k, v;
+  split_norm_rope(qkv, w, q, k, v);
+  const auto [keys, values] = step_.store(layer, k, v);  // (batch, groups, keys, hd) each
+  return merge_heads(sdpa_attention(config_, step_, q, keys, values));
+}
+
+}  // namespace qwen3

@@ -1,0 +1,68 @@
+// The block's operations in plain ATen calls: the fallback every backend can take, and the
+// base that the CPU and CUDA prompt backends override one operation at a time.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+#include <utility>
+
+#include "model/block.h"
+#include "model/config.h"
+#include "model/layers.h"
+
+namespace qwen3 {
+
+// Where a step's new keys and values go. k, v: (batch, groups, seq, hd); returns every key and
+// value the step's queries attend to, (batch, groups, keys, hd) each: the KV cache's content
+// after appending them, or k and v themselves for an uncached step.
+using StoreKV = std::function<std::pair<at::Tensor, at::Tensor>(int64_t layer, const at::Tensor& k, const at::Tensor& v)>;
+
+// What attention needs to know about a step besides the weights.
+struct StepShape {
+  int64_t batch = 0, seq = 0;  // rows and new tokens per row
+  int64_t start = 0;           // tokens before them in the keys (the cache's length)
+  at::Tensor cos, sin;         // (seq, hd) float32 at the tokens' positions; (batch, seq, hd) with padding
+  const Padding* padding = nullptr;  // left-padded rows: their own positions and visible keys
+  at::Tensor visible;          // undefined, or bool broadcasting to (batch, heads, seq, keys): which keys each query sees
+  StoreKV store;
+};
+
+// softmax(q k^T / sqrt(hd)) v through at::scaled_dot_product_attention: causal for a prompt on
+// an empty cache, masked by step.visible otherwise. q: (batch, heads, seq, hd); keys, values:
+// (batch, groups, keys, hd). Returns (batch, heads, seq, hd).
+at::Tensor sdpa_attention(const ModelConfig& config, const StepShape& step, const at::Tensor& q, at::Tensor keys, at::Tensor values);
+
+class AtenOps : public BlockOps {
+ public:
+  // Builds step.visible for a many-token step after cached tokens, when it has none.
+  AtenOps(const ModelConfig& config, StepShape step);
+
+  at::Tensor qkv(const at::Tensor& x, const FusedBlock& w) override { return project(norm(x, w.norm1), w.w_qkv); }
+  at::Tensor attention(int64_t layer, const at::Tensor& qkv, const FusedBlock& w) override;
+  void linear_add(at::Tensor& x, const at::Tensor& input, const at::Tensor& w) override;
+  at::Tensor swiglu(const at::Tensor& x, const FusedBlock& w) override { return silu_mul(project(norm(x, w.norm2), w.w_gate_up)); }
+
+  // The prompt's head: final RMSNorm and the vocabulary projection, (rows, emb_dim) -> (rows, vocab).
+  at::Tensor logits(const at::Tensor& x, const at::Tensor& final_norm, const at::Tensor& out_head) {
+    return project(norm(x, final_norm), out_head);
+  }
+
+ protected:
+  // RMSNorm of the rows of x (..., emb_dim).
+  virtual at::Tensor norm(const at::Tensor& x, const at::Tensor& scale) { return rms_norm(x, scale); }
+  // x w^T.
+  virtual at::Tensor project(const at::Tensor& x, const at::Tensor& w);
+  // SiLU(gate) * up of gate_up (rows, 2 * hidden_dim) = [gate | up] -> (rows, hidden_dim).
+  virtual at::Tensor silu_mul(const at::Tensor& gate_up);
+  // Queries and keys of qkv split into heads, normed and rotated by ATen operations:
+  // q (batch, heads, seq, hd), k and v (batch, groups, seq, hd).
+  void split_norm_rope(const at::Tensor& qkv, const FusedBlock& w, at::Tensor& q, at::Tensor& k, at::Tensor& v) const;
+  // The context (batch, heads, seq, hd) as the output projection's input (rows, heads * hd).
+  at::Tensor merge_heads(const at::Tensor& context) const;
+
+  ModelConfig config_;
+  StepShape step_;
+};
+
+}  // namespace qwen3

@@ -1,0 +1,264 @@
+// The engine behind a loaded model: checks each step against its state, keeps the KV cache and
+// runs the reference pass or the fast block (model/block.h) with the backend chosen at load.
+#include "model/engine.h"
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/embedding.h>
+#include <ATen/ops/from_blob.h>
+#include <c10/core/DeviceGuard.h>
+#include <c10/core/InferenceMode.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <optional>
+#include <cstring>
+#include <stdexcept>
+
+#include "cuda/decode_step.h"
+#include "model/backend.h"
+#include "model/block.h"
+#include "model/kv_cache.h"
+#include "model/layers.h"
+#include "model/reference_forward.h"
+#include "model/sampling.h"
+#include "model/weights.h"
+#include "platform/device.h"
+
+namespace qwen3 {
+namespace {
+
+at::ScalarType parse_dtype(const std::string& name) {
+  if (name == "float32") return at::kFloat;
+  if (name == "bfloat16") return at::kBFloat16;
+  if (name == "float16") return at::kHalf;
+  throw std::invalid_argument("Unsupported dtype '" + name + "': expected float32, bfloat16 or float16");
+}
+
+}  // namespace
+
+struct Qwen3Engine::Impl {
+  ModelConfig config;
+  std::string device_name, dtype_name;
+  c10::Device device;
+  at::ScalarType dtype;
+  KVCache cache;
+  RopeTable rope;
+  Backend backend;
+  // The reference pass, or the fused weights of the fast block with, on CUDA, its own decode
+  // step (replayed from a CUDA graph when compiled, launched kernel by kernel when eager).
+  std::unique_ptr<ReferenceForward> reference;
+  std::unique_ptr<FusedWeights> fast;
+  std::unique_ptr<CudaDecoder> graph;
+  bool compiled = false;
+  double compile_seconds = 0;
+  std::vector<int64_t> row_pad;  // left padding of the rows the cache holds (empty: none)
+
+  Impl(const LoadRequest& r, c10::Device dev, at::ScalarType dt)
+      : config(r.config), device_name(r.device), dtype_name(r.dtype), device(dev), dtype(dt),
+        cache(r.config.n_layers, r.config.n_kv_groups, r.config.head_dim, r.config.context_length),
+        rope(r.config.head_dim, r.config.rope_base, r.config.context_length, dev), backend(choose_backend(dev, r.config, r.compile)),
+        compiled(r.compile) {
+    Weights w = load_weights(r, dt, dev);
+    if (backend == Backend::Reference) {
+      reference = std::make_unique<ReferenceForward>(config, std::move(w), dev, dt);
+      return;
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    fast = std::make_unique<FusedWeights>(FusedWeights::fuse(std::move(w)));
+    if (CudaDecoder::supported(dev)) graph = std::make_unique<CudaDecoder>(config, *fast, cache, dev, dt, /*use_graphs=*/r.compile);
+    if (r.compile) compile_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+
+  // The fast block over a prompt or an uncached step. ids: (batch, seq). Returns logits for
+  // every position (all_logits) or only the last: (batch, seq or 1, vocab).
+  at::Tensor prompt_forward(const at::Tensor& ids, bool use_cache, bool all_logits, const Padding* padding) {
+    const int64_t batch = ids.size(0), seq = ids.size(1), D = config.emb_dim;
+    StepShape step;
+    step.batch = batch;
+    step.seq = seq;
+    step.start = use_cache ? cache.length() : 0;
+    std::tie(step.cos, step.sin) = padding ? std::make_pair(padding->cos, padding->sin) : rope.slice(step.start, seq);
+    step.padding = padding;
+    if (use_cache) cache.reserve(batch, seq, at::TensorOptions().device(device).dtype(dtype));
+    step.store = [&](int64_t layer, const at::Tensor& k, const at::Tensor& v) {
+      return use_cache ? cache.append(layer, k, v) : std::make_pair(k, v);
+    };
+    const std::unique_ptr<AtenOps> ops = make_prompt_ops(backend, config, std::move(step));
+    at::Tensor x = at::embedding(fast->tok_emb, ids).view({batch * seq, D});  // (batch * seq, emb_dim)
+    run_blocks(*fast, *ops, x);
+    if (use_cache) cache.advance(seq);
+    // Logits of every position, or of each row's last.
+    const at::Tensor h = all_logits ? x : x.view({batch, seq, D}).select(1, seq - 1);  // (batch * seq or batch, emb_dim)
+    return ops->logits(h, fast->final_norm, fast->out_head).view({batch, all_logits ? seq : 1, config.vocab_size});
+  }
+
+
+  // A step that would hold `total` tokens must fit the context; one after cached tokens
+  // (cache_batch > 0) must have the cache's batch size.
+  void check_fits(int64_t total, int64_t cache_batch) const {
+    if (total > config.context_length) {
+      throw std::invalid_argument("Context length exceeded: " + std::to_string(total) + " tokens would pass the model's context_length of " +
+                                  std::to_string(config.context_length));
+    }
+    if (cache_batch > 0 && cache.length() > 0 && cache_batch != cache.batch()) {
+      throw std::invalid_argument("The KV cache holds " + std::to_string(cache.batch()) + " row(s), not " + std::to_string(cache_batch) +
+                                  ": reset it before a step with another batch size");
+    }
+  }
+
+  StepResult run(const StepRequest& r, StepKind kind) {
+    c10::InferenceMode guard;
+    const c10::DeviceGuard on_device(device);  // the fused kernels launch on the current device's stream
+    const bool use_cache = kind != StepKind::Uncached;
+    const int64_t start = use_cache ? cache.length() : 0;
+    check_fits(start + r.seq, use_cache ? r.batch : 0);
+    // Left padding: set by the step that starts a cache (kept for its decode steps) or given to
+    // an uncached step; all-zero padding is no padding, which keeps the fast paths.
+    std::vector<int64_t> pad = r.pad;
+    const bool padded_request = std::any_of(pad.begin(), pad.end(), [](int64_t p) { return p > 0; });
+    // (The binding checked one count per row, each leaving a real token.)
+    if (padded_request && (kind == StepKind::Decode || (kind == StepKind::Prefill && start > 0))) {
+      throw std::invalid_argument("Padding is set by the step that starts the KV cache, not by later steps");
+    }
+    if (kind == StepKind::Prefill && start == 0) row_pad = padded_request ? pad : std::vector<int64_t>();
+    if (kind != StepKind::Uncached) pad = row_pad;
+    std::optional<Padding> padding;
+    if (kind == StepKind::Uncached ? padded_request : !row_pad.empty()) padding = make_padding(pad, start, r.seq, rope, device);
+
+    at::Tensor logits, next;  // (batch, seq or 1, vocab), (batch,)
+    if (graph && kind == StepKind::Decode && !padding) {
+      at::Tensor greedy;
+      std::tie(logits, greedy) = graph->step(r.ids, r.batch);
+      next = r.sampling.temperature > 0 ? choose_next(logits, r.sampling) : greedy;
+      logits = logits.unsqueeze(1);
+    } else {
+      std::vector<int32_t> ids_copy(r.ids);
+      const at::Tensor ids = at::from_blob(ids_copy.data(), {r.batch, r.seq}, at::kInt).to(device, at::kLong);  // (batch, seq)
+      const Padding* pads = padding ? &*padding : nullptr;
+      logits = reference ? reference->forward(ids, use_cache ? &cache : nullptr, rope, pads)
+                         : prompt_forward(ids, use_cache, r.logits == LogitsMode::All, pads);
+      next = choose_next(logits.select(1, logits.size(1) - 1), r.sampling);
+    }
+
+    StepResult out;
+    const at::Tensor next_cpu = next.to(at::kCPU, at::kInt).contiguous();
+    out.next_ids.assign(next_cpu.data_ptr<int32_t>(), next_cpu.data_ptr<int32_t>() + next_cpu.numel());
+    if (r.logits != LogitsMode::None) {
+      const at::Tensor chosen = r.logits == LogitsMode::All ? logits : logits.narrow(1, logits.size(1) - 1, 1);
+      const at::Tensor host = chosen.to(at::kCPU, at::kFloat).contiguous();
+      out.logits.resize(static_cast<size_t>(host.numel()));
+      std::memcpy(out.logits.data(), host.data_ptr<float>(), out.logits.size() * sizeof(float));
+      out.logits_shape = host.sizes().vec();
+    }
+    out.cache_length = cache.length();
+    return out;
+  }
+
+  // Decode steps in one call (see Qwen3Engine::decode_steps).
+  StepResult run_steps(const StepRequest& r) {
+    c10::InferenceMode guard;
+    const int64_t start = cache.length(), batch = r.batch;
+    check_fits(start + r.steps, batch);
+    const bool chained = graph && CudaDecoder::can_chain(config) && row_pad.empty() && r.sampling.temperature <= 0;
+    StepResult out;
+    std::vector<bool> stopped(static_cast<size_t>(batch), false);
+    int64_t stopped_rows = 0, done = 0;
+    StepRequest one = r;  // a single step's request: this step's ids and draws
+    one.logits = LogitsMode::None;
+    one.steps = 1;
+    std::vector<int32_t>& ids = one.ids;
+    while (done < r.steps) {
+      std::vector<int32_t> got;  // (n, batch)
+      if (chained) {
+        got = graph->chain(ids, batch, std::min(r.steps - done, CudaDecoder::kMaxChain));
+      } else {
+        if (!r.sampling.uniforms.empty()) {
+          const auto first = r.sampling.uniforms.begin() + done * batch;
+          one.sampling.uniforms.assign(first, first + batch);
+        }
+        got = run(one, StepKind::Decode).next_ids;
+      }
+      const int64_t n = static_cast<int64_t>(got.size()) / batch;
+      for (int64_t i = 0; i < n && stopped_rows < batch; ++i) {
+        for (int64_t row = 0; row < batch; ++row) {
+          const int32_t token = got[static_cast<size_t>(i * batch + row)];
+          out.next_ids.push_back(token);
+          if (token == r.stop_id && !stopped[static_cast<size_t>(row)]) {
+            stopped[static_cast<size_t>(row)] = true;
+            ++stopped_rows;
+          }
+        }
+        ++done;
+      }
+      if (stopped_rows == batch) break;
+      ids.assign(got.end() - batch, got.end());
+    }
+    // A chain may have run past the step where the last row stopped: the cache keeps only the
+    // tokens that the returned steps consumed.
+    cache.truncate(start + done);
+    out.cache_length = cache.length();
+    return out;
+  }
+};
+
+std::unique_ptr<Qwen3Engine> Qwen3Engine::load(const LoadRequest& request) {
+  c10::InferenceMode guard;
+  check_device(request.device);
+  const at::ScalarType dtype = parse_dtype(request.dtype);
+  auto impl = std::make_unique<Impl>(request, c10::Device(request.device), dtype);
+  return std::unique_ptr<Qwen3Engine>(new Qwen3Engine(std::move(impl)));
+}
+
+Qwen3Engine::Qwen3Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Qwen3Engine::~Qwen3Engine() = default;
+
+// Runs one step, bracketed for an external profiler when QWEN3_PROFILE asks for it (platform/device.h).
+StepResult Qwen3Engine::profiled(const char* what, const StepRequest& request, StepKind kind) {
+  if (!profile_wanted(what)) return impl_->run(request, kind);
+  profiler_range(impl_->device_name, true);
+  StepResult out = impl_->run(request, kind);
+  profiler_range(impl_->device_name, false);
+  return out;
+}
+
+StepResult Qwen3Engine::prefill(const StepRequest& request) { return profiled("prefill", request, StepKind::Prefill); }
+
+StepResult Qwen3Engine::decode(const StepRequest& request) {
+  if (request.seq != 1) throw std::invalid_argument("decode takes exactly one token per row");
+  if (impl_->cache.length() == 0) throw std::invalid_argument("decode needs a prefilled KV cache: call prefill first");
+  return profiled("decode", request, StepKind::Decode);
+}
+
+StepResult Qwen3Engine::decode_steps(const StepRequest& request) {
+  if (request.seq != 1) throw std::invalid_argument("decode_steps takes exactly one token per row");
+  if (impl_->cache.length() == 0) throw std::invalid_argument("decode_steps needs a prefilled KV cache: call prefill first");
+  if (request.logits != LogitsMode::None) throw std::invalid_argument("decode_steps returns no logits: use decode for them");
+  return impl_->run_steps(request);
+}
+
+StepResult Qwen3Engine::forward_uncached(const StepRequest& request) { return impl_->run(request, StepKind::Uncached); }
+
+void Qwen3Engine::reset_cache(bool release) {
+  impl_->cache.reset(release);
+  impl_->row_pad.clear();
+}
+int64_t Qwen3Engine::cache_length() const { return impl_->cache.length(); }
+int64_t Qwen3Engine::cache_capacity() const { return impl_->cache.capacity(); }
+const ModelConfig& Qwen3Engine::config() const { return impl_->config; }
+const std::string& Qwen3Engine::device() const { return impl_->device_name; }
+const std::string& Qwen3Engine::dtype() const { return impl_->dtype_name; }
+
+int64_t Qwen3Engine::parameter_bytes() const {
+  return impl_->reference ? impl_->reference->parameter_bytes() : impl_->fast->parameter_bytes();
+}
+
+bool Qwen3Engine::compiled() const { return impl_->compiled; }
+
+double Qwen3Engine::compile_seconds() const {
+  return impl_->compile_seconds + (impl_->graph ? impl_->graph->capture_seconds() : 0.0);
+}
+
+int Qwen3Engine::graph_captures() const { return impl_->graph ? impl_->graph->captures() : 0; }
+
+}  // namespace qwen3

@@ -1,0 +1,49 @@
+// The Qwen3 engine: weights, KV cache and the forward pass. The header is torch-free (pimpl)
+// so the N-API files that include it compile quickly.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "model/step.h"
+
+namespace qwen3 {
+
+class Qwen3Engine {
+ public:
+  // Reads and checks the checkpoint, then moves the weights to the device. Slow: call off the JS thread.
+  static std::unique_ptr<Qwen3Engine> load(const LoadRequest& request);
+  ~Qwen3Engine();
+
+  // Run a prompt of request.seq tokens per row after whatever the KV cache holds (empty: a prefill).
+  StepResult prefill(const StepRequest& request);
+  // One new token per row after the cache (request.seq == 1).
+  StepResult decode(const StepRequest& request);
+  // Up to request.steps decode steps (request.seq == 1), each consuming the token the one before
+  // chose, in one call; ends early once every row has produced request.stop_id. next_ids holds
+  // (steps run, batch) tokens, and the cache holds exactly the tokens those steps consumed. On
+  // CUDA, greedy steps of unpadded rows are chained on the device (CudaDecoder::chain).
+  StepResult decode_steps(const StepRequest& request);
+  // No cache: run the whole sequence from position 0, leaving the cache untouched.
+  StepResult forward_uncached(const StepRequest& request);
+
+  void reset_cache(bool release);
+  int64_t cache_length() const;
+  int64_t cache_capacity() const;
+  const ModelConfig& config() const;
+  const std::string& device() const;
+  const std::string& dtype() const;
+  int64_t parameter_bytes() const;
+  bool compiled() const;
+  // Seconds spent fusing weights and capturing CUDA graphs so far.
+  double compile_seconds() const;
+  int graph_captures() const;
+
+ private:
+  struct Impl;
+  explicit Qwen3Engine(std::unique_ptr<Impl> impl);
+  StepResult profiled(const char* what, const StepRequest& request, StepKind kind);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace qwen3

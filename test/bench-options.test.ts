@@ -1,0 +1,129 @@
+// `qwen3 bench` checks every option before it makes or loads any weights, refuses work that
+// cannot fit in memory with the numbers, and keeps stdout for the report alone. A stand-in for
+// the project's Python (QWEN3_PYTHON) records (and fakes, cheaply) the random-weight checkpoint
+// bench would make on a first run; every other Python call goes to the real one.
+import { execFileSync, spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { isAbsolute, join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { projectPython } from '../lib/addon/python.js';
+import { runBench } from '../lib/bench.js';
+import { InvalidOptionError } from '../lib/index.js';
+
+const CLI = join(__dirname, '..', 'dist', 'cli.js');
+const NOISE = 'make_fixtures stand-in: a progress line on stdout';
+
+let dir: string;
+let home: string;
+let fixtureLog: string;
+let env: Record<string, string>;
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'qwen3-bench-'));
+  const project = projectPython();
+  const realPython = isAbsolute(project) ? project : execFileSync('sh', ['-c', `command -v ${project}`], { encoding: 'utf8' }).trim();
+  const bin = join(dir, 'bin');
+  mkdirSync(bin);
+  fixtureLog = join(dir, 'make_fixtures.log');
+  const wrapper = join(bin, 'python3');
+  writeFileSync(
+    wrapper,
+    `#!/bin/sh
+case "$1" in
+  *make_fixtures.py)
+    echo "${NOISE}"
+    echo "$*" >> "${fixtureLog}"
+    while [ $# -gt 0 ]; do if [ "$1" = --out ]; then out="$2"; fi; shift; done
+    mkdir -p "$out/qwen3-0.6b-random" && : > "$out/qwen3-0.6b-random/model.pth"
+    exit 0;;
+esac
+exec "${realPython}" "$@"
+`,
+  );
+  chmodSync(wrapper, 0o755);
+  home = join(dir, 'home');
+  mkdirSync(home);
+  env = { ...(process.env as Record<string, string>), QWEN3_PYTHON: wrapper, QWEN3_HOME: home };
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function bench(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, 'bench', ...args], { env });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d));
+    child.stderr.on('data', (d: Buffer) => (stderr += d));
+    child.on('close', (status) => resolve({ status, stdout, stderr }));
+    child.stdin.end();
+  });
+}
+
+describe('qwen3 bench options', () => {
+  it('every bad value is refused by name before any weights are made or loaded', async () => {
+    const cases: [string[], RegExp][] = [
+      [['--runs', '0'], /^qwen3: Expected integer between 1 and 1000 for runs but received 0\n$/],
+      [['--new-tokens', '0'], /^qwen3: Expected integer between 1 and \d+ for newTokens but received 0\n$/],
+      [['--new-tokens', '40960'], /^qwen3: Expected integer between 1 and 409\d\d for newTokens but received 40960\n$/],
+      [['--prefill', '50000'], /^qwen3: Expected integer between 1 and 40960 for prefill\.0 but received 50000\n$/],
+      [['--batches', '100000'], /^qwen3: Expected integer between 1 and 65536 for batches\.0 but received 100000\n$/],
+      [['--rows', ','], /Expected comma-separated rows from Regular, Regular compiled, KV cache, KV cache compiled for --rows but received ","/],
+      [['--rows', 'KV cache,'], /for --rows but received "KV cache,"/],
+      [['--rows', 'Fast'], /for --rows but received "Fast"/],
+      [['--device', 'tpu'], /^qwen3: Expected one of "auto", "cpu", "cuda", "cuda:N", "mps", "xpu" for devices but received "tpu"\n$/],
+    ];
+    for (const [args, message] of cases) {
+      const r = await bench([...args, '--json']);
+      expect(r.status, args.join(' ')).toBe(1);
+      expect(r.stderr, args.join(' ')).toMatch(message);
+      expect(r.stdout, args.join(' ')).toBe('');
+    }
+    expect(existsSync(fixtureLog)).toBe(false);
+    expect(existsSync(join(home, 'bench'))).toBe(false); // where the random-weight checkpoint would go
+  });
+
+  it('a batch that cannot fit in memory is refused with what it needs and what the machine has', async () => {
+    const r = await bench(['--device', 'cpu', '--batches', '60000']);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(
+      /^qwen3: Batch 60000 needs about [\d.]+ GB of memory \(KV cache [\d.]+ GB, logits [\d.]+ GB, activations [\d.]+ GB, weights 1\.5 GB\); this machine has [\d.]+ GB available of [\d.]+ GB\n$/,
+    );
+    expect(existsSync(fixtureLog)).toBe(false);
+    expect(existsSync(join(home, 'bench'))).toBe(false); // where the random-weight checkpoint would go
+  });
+
+  it('runBench itself refuses the same values before it logs or loads anything', async () => {
+    // Pointed at the stand-in too, so that a value let through costs an empty checkpoint, not a real one.
+    const saved = { home: process.env.QWEN3_HOME, python: process.env.QWEN3_PYTHON };
+    process.env.QWEN3_HOME = env.QWEN3_HOME;
+    process.env.QWEN3_PYTHON = env.QWEN3_PYTHON;
+    const lines: string[] = [];
+    const log = (line: string) => lines.push(line);
+    try {
+      for (const options of [{ runs: 0 }, { rows: [''] as never }, { batches: [60_000] }, { newTokens: 1.5 }, { bogus: 1 } as never]) {
+        const err = await runBench({ devices: ['cpu'], log, ...options }).catch((e: unknown) => e);
+        expect(err, JSON.stringify(options)).toBeInstanceOf(InvalidOptionError);
+      }
+    } finally {
+      for (const [key, value] of [['QWEN3_HOME', saved.home], ['QWEN3_PYTHON', saved.python]] as const) {
+        if (value === undefined) delete process.env[key];
+        else process.env[key] = value;
+      }
+    }
+    expect(lines).toEqual([]);
+    expect(existsSync(fixtureLog)).toBe(false);
+  });
+});
+
+describe('qwen3 bench --json', () => {
+  it('keeps stdout for the report: the checkpoint maker of a first run writes its progress to stderr', async () => {
+    // The stand-in's checkpoint is empty, so the run fails at loading it; up to there nothing
+    // may have reached stdout.
+    const r = await bench(['--device', 'cpu', '--rows', 'KV cache', '--batches', '', '--prefill', '', '--runs', '1', '--new-tokens', '2', '--json']);
+    expect(existsSync(fixtureLog)).toBe(true);
+    expect(r.stderr).toContain(NOISE);
+    expect(r.stdout).toBe('');
+    expect(r.status).toBe(1);
+  });
+});
