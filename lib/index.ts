@@ -16,6 +16,8 @@ export {
 } from './config.js';
 export { availableDevices, getDevice, memoryStats, resetPeakMemory, resolveDevice, setTensorCores, type DeviceName, type MemoryStats } from './device.js';
 export {
+  MAX_BATCH_SIZE,
+  PREFILL_CHUNK_SIZE,
   generateTextBasic,
   generateTextBasicCache,
   generateTextBasicStream,
@@ -32,3 +34,5 @@ export { InvalidOptionError } from './validate.js';
 export { Qwen3Tokenizer, SPECIAL_TOKENS, defaultTokenizerFilePath, formatChat, type ChatMessage, type StreamDecoder, type TokenizerLoadOptions } from './tokenizer.js';
 export { DEFAULT_BASE_URL, downloadQwen3Small, type DownloadOptions, type DownloadResult } from './download.js';
 export { formatModelSummary } from './summary.js';
+export { downloadModel, resolveModelDir, type HubDownloadOptions, type HubDownloadResult, type HubProgress } from './hub/model.js';
+export { isRepoId } from './hub/settings.js';

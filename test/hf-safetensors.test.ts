@@ -12,6 +12,8 @@ import { memoryShortfall } from '../lib/memory-estimate.js';
 import { native } from '../lib/native.js';
 
 const FIXTURES = join(__dirname, '.fixtures');
+// The CUDA host recipe runs this file with QWEN3_TEST_DEVICE=cuda.
+const DEVICE = process.env.QWEN3_TEST_DEVICE ?? 'cpu';
 const NAMES = ['hf-untied-f32', 'hf-tied-f32-sharded', 'hf-tied-bf16-sharded'] as const;
 const step = { temperature: 0, topK: 0, topP: 1, uniforms: null };
 
@@ -26,7 +28,7 @@ const reference = (name: string): HfReference => JSON.parse(readFileSync(join(FI
 async function loadDir(dir: string, compile = false, dtype = 'float32') {
   const hf = await readHuggingFaceModel(dir);
   const { dtype: _stored, ...config } = hf.config;
-  return native().loadModel({ path: dir, config: { ...config, tie_word_embeddings: hf.tieWordEmbeddings }, device: 'cpu', dtype, compile,
+  return native().loadModel({ path: dir, config: { ...config, tie_word_embeddings: hf.tieWordEmbeddings }, device: DEVICE, dtype, compile,
                               safetensors: { files: hf.files, tensors: hf.tensors } });
 }
 
@@ -176,14 +178,14 @@ describe('Qwen3Model.load with a folder, and the CLI', () => {
   const ref = reference('hf-tied-bf16-sharded');
 
   it('loads with the folder\'s own config and generates transformers\' greedy tokens; bfloat16 logits within the bf16 tolerance', async () => {
-    const model = await Qwen3Model.load(dir, { device: 'cpu', dtype: 'float32' });
+    const model = await Qwen3Model.load(dir, { device: DEVICE, dtype: 'float32' });
     try {
       expect(model.config).toMatchObject({ emb_dim: 128, n_layers: 2, dtype: 'bfloat16' });
       expect(await generateTextBasicCache(model, ref.prompt, { maxNewTokens: ref.steps, eosTokenId: null })).toEqual(ref.runs.float32.greedy);
     } finally {
       model.dispose();
     }
-    const bf16 = await Qwen3Model.load(dir, { device: 'cpu' });
+    const bf16 = await Qwen3Model.load(dir, { device: DEVICE });
     try {
       expect(bf16.dtype).toBe('bfloat16');
       const ids = [...ref.prompt, ...ref.runs.bfloat16.greedy];
@@ -207,7 +209,7 @@ describe('Qwen3Model.load with a folder, and the CLI', () => {
   });
 
   it('qwen3 generate --model FOLDER gives the same tokens', () => {
-    const r = spawnSync(process.execPath, [join(__dirname, '..', 'dist', 'cli.js'), 'generate', '--model', dir, '--device', 'cpu', '--dtype', 'float32',
+    const r = spawnSync(process.execPath, [join(__dirname, '..', 'dist', 'cli.js'), 'generate', '--model', dir, '--device', DEVICE, '--dtype', 'float32',
       '--prompt-ids', ref.prompt.join(','), '--max-new-tokens', '20', '--ignore-eos', '--json'], { encoding: 'utf8' });
     expect(r.status, r.stderr).toBe(0);
     expect((JSON.parse(r.stdout) as { ids: number[] }).ids).toEqual(ref.runs.float32.greedy.slice(0, 20));
@@ -225,4 +227,68 @@ describe('memory', () => {
     const weights = (m: string) => Number(/weights ([\d.]+) GB/.exec(m)![1]);
     expect(weights(untied) - weights(tied)).toBeCloseTo((151936 * 1024 * 4) / 1e9, 1);
   });
+});
+
+describe('mutated safetensors files', () => {
+  // Seeded, so a failing case can be replayed by its index.
+  function rng(seed: number) {
+    let a = seed >>> 0;
+    return (n: number) => {
+      a = (a + 0x6d2b79f5) >>> 0;
+      let t = Math.imul(a ^ (a >>> 15), a | 1);
+      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+      return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * n);
+    };
+  }
+  const CASES = 300;
+  let work: string;
+  beforeAll(() => {
+    work = mkdtempSync(join(tmpdir(), 'qwen3-hf-fuzz-'));
+  });
+  afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+  it(`${CASES} mutations (header bytes, header length, truncation, data bytes) end in a clean error or a model that runs`, async () => {
+    const good = join(FIXTURES, 'hf-untied-f32');
+    const original = readFileSync(join(good, 'model.safetensors'));
+    const headerEnd = 8 + Number(original.readBigUInt64LE(0));
+    const counts = { loaded: 0, rejected: 0 };
+    const messages = new Set<string>();
+    for (let i = 0; i < CASES; i++) {
+      const pick = rng(20261130 * 1000 + i);
+      const bytes = Buffer.from(original);
+      let data = bytes;
+      switch (pick(4)) {
+        case 0: // bytes of the JSON header
+          for (let n = 1 + pick(4); n > 0; n--) bytes[8 + pick(headerEnd - 8)] = pick(256);
+          break;
+        case 1: // the header's length field
+          bytes.writeBigUInt64LE(BigInt([0, 1, headerEnd - 9, headerEnd - 7, 2 ** 40, pick(2 ** 30)][pick(6)]!), 0);
+          break;
+        case 2: // a truncated file
+          data = bytes.subarray(0, pick(bytes.length));
+          break;
+        default: // the tensor data (the file stays valid)
+          for (let n = 1 + pick(8); n > 0; n--) bytes[headerEnd + pick(bytes.length - headerEnd)] = pick(256);
+      }
+      const dir = join(work, `case-${i}`);
+      cpSync(good, dir, { recursive: true });
+      writeFileSync(join(dir, 'model.safetensors'), data);
+      try {
+        const model = await loadDir(dir);
+        await model.forward({ ids: Int32Array.from([1, 2, 3]), batch: 1, seq: 3, logits: 1, ...step });
+        model.dispose();
+        counts.loaded++;
+      } catch (err) {
+        expect(err).toBeInstanceOf(Error);
+        expect((err as Error).message.length).toBeGreaterThan(10);
+        messages.add((err as Error).message.replace(/\d+/g, 'N').replace(/\/[^ ]*\//g, '/'));
+        counts.rejected++;
+      }
+      rmSync(dir, { recursive: true, force: true });
+    }
+    expect(counts.loaded + counts.rejected).toBe(CASES);
+    expect(counts.loaded).toBeGreaterThan(CASES / 10);
+    expect(counts.rejected).toBeGreaterThan(CASES / 3);
+    expect(messages.size).toBeGreaterThan(5);
+  }, 120_000);
 });
