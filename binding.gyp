@@ -1,6 +1,6 @@
 # node-gyp build of the same addon that CMakeLists.txt builds (cmake-js is the default build;
 # `npm run prebuild` drives this one through prebuildify). Sources come from native/sources.json
-# and libtorch is found by scripts/find-libtorch.js, in the same order as CMakeLists.txt, so the
+# and libtorch is found by lib/addon/libtorch.ts (built into dist/), in the same order as CMakeLists.txt, so the
 # two builds cannot drift. QWEN3_TORCH_PREBUILD=1 leaves out the run path to the local libtorch.
 {
   "targets": [
@@ -10,27 +10,27 @@
       "include_dirs": [
         "native",
         "<!(node -p \"require('node-addon-api').include_dir\")",
-        "<!@(node scripts/find-libtorch.js include)"
+        "<!@(node dist/addon/libtorch.js include)"
       ],
       "defines": [
         "NAPI_VERSION=8",
         "NODE_ADDON_API_DISABLE_DEPRECATED",
         "NAPI_CPP_EXCEPTIONS",
-        "<!@(node scripts/find-libtorch.js defines)"
+        "<!@(node dist/addon/libtorch.js defines)"
       ],
       "cflags!": ["-fno-exceptions", "-fno-rtti"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17"],
       "cflags_cc": ["-std=c++20", "-fexceptions", "-frtti", "-Wno-unused-parameter", "-O2"],
       "libraries": [
-        "-L<!(node scripts/find-libtorch.js libdir)",
-        "<!@(node scripts/find-libtorch.js rpath)",
-        "<!@(node scripts/find-libtorch.js libraries)"
+        "-L<!(node dist/addon/libtorch.js libdir)",
+        "<!@(node dist/addon/libtorch.js rpath)",
+        "<!@(node dist/addon/libtorch.js libraries)"
       ],
       "xcode_settings": {
         "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
         "GCC_ENABLE_CPP_RTTI": "YES",
         "CLANG_CXX_LANGUAGE_STANDARD": "c++20",
-        "OTHER_LDFLAGS": ["<!@(node scripts/find-libtorch.js rpath)"]
+        "OTHER_LDFLAGS": ["<!@(node dist/addon/libtorch.js rpath)"]
       }
     },
     {

@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { cpus, freemem, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { projectPython } from './addon/index.js';
 import { MODEL_SIZES } from './config.js';
 import { availableDevices, resolveDevice } from './device.js';
 import { MAX_BATCH_SIZE, PREFILL_CHUNK_SIZE, generateBatchCache, generateStats } from './generate.js';
@@ -147,9 +148,9 @@ function benchWeights(log: (s: string) => void): { path: string; kind: string } 
   const dir = join(modelHome(), 'bench');
   const path = join(dir, 'qwen3-0.6b-random', 'model.pth');
   if (!existsSync(path)) {
-    log('No downloaded weights: making a random-weight Qwen3-0.6B checkpoint with scripts/make_fixtures.py ...');
+    log('No downloaded weights: making a random-weight Qwen3-0.6B checkpoint with scripts/python/make_fixtures.py ...');
     // Its progress goes to stderr with the rest of the log: stdout belongs to the report (--json).
-    execFileSync('python3', [join(packageRoot, 'scripts', 'make_fixtures.py'), '--out', dir, '--full-size', '--only', 'qwen3-0.6b-random'], { stdio: ['ignore', 2, 'inherit'] });
+    execFileSync(projectPython(), [join(packageRoot, 'scripts', 'python', 'make_fixtures.py'), '--out', dir, '--full-size', '--only', 'qwen3-0.6b-random'], { stdio: ['ignore', 2, 'inherit'] });
   }
   return { path, kind: 'random weights of the Qwen3-0.6B shape (no real weights downloaded)' };
 }
@@ -282,13 +283,13 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
   return report;
 }
 
-/** Runs scripts/bench_transformers.py for one device and stores its numbers next to ours. */
+/** Runs scripts/python/bench_transformers.py for one device and stores its numbers next to ours. */
 function mergeBaseline(report: BenchReport, device: string, weights: string, prompt: number[], plan: BenchPlan): void {
   plan.log(`${device}: running the Hugging Face transformers baseline (torch.compile takes a while)`);
-  const args = [join(packageRoot, 'scripts', 'bench_transformers.py'), '--model', weights, '--device', device, '--prompt-ids', prompt.join(','),
+  const args = [join(packageRoot, 'scripts', 'python', 'bench_transformers.py'), '--model', weights, '--device', device, '--prompt-ids', prompt.join(','),
     '--new-tokens', String(report.newTokens), '--runs', String(report.runs),
     '--batches', plan.batches.join(','), '--prefill', plan.prefill.join(',')];
-  const theirs = JSON.parse(execFileSync('python3', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24 })) as {
+  const theirs = JSON.parse(execFileSync(projectPython(), args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24 })) as {
     rows: Record<string, number>;
     batched: Record<string, number>;
     prefill: Record<string, number>;

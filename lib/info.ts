@@ -1,6 +1,6 @@
 // What `qwen3 info` reports: which addon binary was loaded and why, the libtorch it runs on, how
 // the package was installed, and the devices it sees.
-import { type AddonKind, type InstallRecord, readInstallRecord } from './binary.js';
+import { type AddonKind, type InstallRecord, readInstallRecord } from './addon/index.js';
 import { availableDevices } from './device.js';
 import { native, nativeLoadReport, packageRoot } from './native.js';
 
@@ -30,7 +30,6 @@ export function runtimeInfo(): RuntimeInfo {
   const b = native().buildInfo();
   const d = native().devices();
   const r = nativeLoadReport();
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
   const pkg = require('../package.json') as { version: string };
   return {
     version: pkg.version,

@@ -1,7 +1,7 @@
 // The one typed contract for the native addon (native/binding/addon.cc), and where it is loaded from.
 // Everything here is raw: callers go through the validated classes in model.ts and device.ts.
 import { resolve } from 'node:path';
-import { type BuiltAgainst, type LoadReport, loadAddon } from './binary.js';
+import { type BuiltAgainst, type LoadReport, loadAddon } from './addon/index.js';
 import type { Qwen3Config } from './config.js';
 
 /** What the addon's buildInfo() says about the libtorch it was compiled against. */
@@ -108,18 +108,13 @@ let binding: NativeBinding | undefined;
 let report: LoadReport | undefined;
 let loadError: Error | undefined;
 
-/** Where the loaded addon came from. */
-export function nativeBindingPath(): string | undefined {
-  return report?.addon.path;
-}
-
-/** Which binary was loaded, why, and the libtorch it runs on (see binary.ts). */
+/** Which binary was loaded, why, and the libtorch it runs on (see addon/choose.ts). */
 export function nativeLoadReport(): LoadReport | undefined {
   return report;
 }
 
 /**
- * Loads the addon once: the binary made for the libtorch found (binary.ts), checked in a child
+ * Loads the addon once: the binary made for the libtorch found (addon/choose.ts), checked in a child
  * process first. Throws an error that lists what was found and how to fix it.
  */
 export function native(): NativeBinding {

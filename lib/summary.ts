@@ -1,5 +1,5 @@
 // A PyTorch-style model summary: the text `print(model)` shows for the reference implementation's
-// `Qwen3Model(cfg)` (scripts/qwen3_reference.py), built from the config alone, with no weights.
+// `Qwen3Model(cfg)` (scripts/python/qwen3_reference.py), built from the config alone, with no weights.
 //
 // The rendering mirrors torch.nn.Module.__repr__ and ModuleList.__repr__ (torch 2.x): children
 // print as "(name): repr", nested lines gain two spaces, a module with only a one-line

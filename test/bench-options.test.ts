@@ -1,12 +1,13 @@
 // `qwen3 bench` checks every option before it makes or loads any weights, refuses work that
 // cannot fit in memory with the numbers, and keeps stdout for the report alone. A stand-in for
-// python3 on PATH records (and fakes, cheaply) the random-weight checkpoint bench would make on a
-// first run; every other python3 call goes to the real one.
+// the project's Python (QWEN3_PYTHON) records (and fakes, cheaply) the random-weight checkpoint
+// bench would make on a first run; every other Python call goes to the real one.
 import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { isAbsolute, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { projectPython } from '../lib/addon/python.js';
 import { runBench } from '../lib/bench.js';
 import { InvalidOptionError } from '../lib/index.js';
 
@@ -20,7 +21,8 @@ let env: Record<string, string>;
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'qwen3-bench-'));
-  const realPython = execFileSync('sh', ['-c', 'command -v python3'], { encoding: 'utf8' }).trim();
+  const project = projectPython();
+  const realPython = isAbsolute(project) ? project : execFileSync('sh', ['-c', `command -v ${project}`], { encoding: 'utf8' }).trim();
   const bin = join(dir, 'bin');
   mkdirSync(bin);
   fixtureLog = join(dir, 'make_fixtures.log');
@@ -42,7 +44,7 @@ exec "${realPython}" "$@"
   chmodSync(wrapper, 0o755);
   home = join(dir, 'home');
   mkdirSync(home);
-  env = { ...(process.env as Record<string, string>), PATH: `${bin}:${process.env.PATH}`, QWEN3_HOME: home };
+  env = { ...(process.env as Record<string, string>), QWEN3_PYTHON: wrapper, QWEN3_HOME: home };
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -93,9 +95,9 @@ describe('qwen3 bench options', () => {
 
   it('runBench itself refuses the same values before it logs or loads anything', async () => {
     // Pointed at the stand-in too, so that a value let through costs an empty checkpoint, not a real one.
-    const saved = { home: process.env.QWEN3_HOME, path: process.env.PATH };
+    const saved = { home: process.env.QWEN3_HOME, python: process.env.QWEN3_PYTHON };
     process.env.QWEN3_HOME = env.QWEN3_HOME;
-    process.env.PATH = env.PATH;
+    process.env.QWEN3_PYTHON = env.QWEN3_PYTHON;
     const lines: string[] = [];
     const log = (line: string) => lines.push(line);
     try {
@@ -104,7 +106,7 @@ describe('qwen3 bench options', () => {
         expect(err, JSON.stringify(options)).toBeInstanceOf(InvalidOptionError);
       }
     } finally {
-      for (const [key, value] of [['QWEN3_HOME', saved.home], ['PATH', saved.path]] as const) {
+      for (const [key, value] of [['QWEN3_HOME', saved.home], ['QWEN3_PYTHON', saved.python]] as const) {
         if (value === undefined) delete process.env[key];
         else process.env[key] = value;
       }

@@ -1,5 +1,5 @@
 // `qwen3 tokenize --messages` and `qwen3 chat` with model folders: the rendered conversation and
-// its ids are transformers' (the fixture of scripts/make_chat_template_fixtures.py), the chat sends
+// its ids are transformers' (the fixture of scripts/python/make_chat_template_fixtures.py), the chat sends
 // what the folder's template renders, shows the thinking apart from the answer, stops at every end
 // token the folder names, and samples with the folder's generation_config.json unless told
 // otherwise. The model is tiny-bigvocab (the real tokenizer's vocabulary, random weights), so the

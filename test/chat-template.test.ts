@@ -1,5 +1,5 @@
 // Chat templates from model folders against Python transformers: every conversation that
-// scripts/make_chat_template_fixtures.py rendered with apply_chat_template (text and ids) must
+// scripts/python/make_chat_template_fixtures.py rendered with apply_chat_template (text and ids) must
 // come out identical here, and folders, templates and messages that cannot work are refused by name.
 import { cpSync, mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -4,6 +4,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { projectPython } from '../lib/addon/python.js';
 import { InvalidOptionError, Qwen3Model, generateTextBasicCache, resolveDevice } from '../lib/index.js';
 import { loadFixture } from './support/fixtures.js';
 
@@ -13,7 +14,7 @@ let dir: string;
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'qwen3-bad-'));
-  execFileSync('python3', [join(__dirname, '..', 'scripts', 'make_bad_checkpoints.py'), fx.modelPath, dir]);
+  execFileSync(projectPython(), [join(__dirname, '..', 'scripts', 'python', 'make_bad_checkpoints.py'), fx.modelPath, dir]);
   writeFileSync(join(dir, 'not-a-zip.pth'), 'this is not a checkpoint\n'.repeat(10));
   const bytes = readFileSync(fx.modelPath);
   writeFileSync(join(dir, 'truncated.pth'), bytes.subarray(0, Math.floor(bytes.length * 0.6)));

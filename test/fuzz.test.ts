@@ -1,13 +1,13 @@
 // The short fuzz run: a few hundred mutated checkpoints (truncations, flipped bytes in the zip
 // directory, the pickle and the tensor records, wrong sizes and offsets, huge declared sizes),
 // each loaded in a child process. Every one must end in a clean error or a model that runs.
-// The long run is `node scripts/fuzz_checkpoints.mjs` (2,000 cases and more).
+// The long run is `node scripts/checks/fuzz_checkpoints.mjs` (2,000 cases and more).
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 // @ts-expect-error: a plain .mjs script, shared with the command line
-import { makeCase, parseLayout, prepareBases, runFuzz } from '../scripts/fuzz_checkpoints.mjs';
+import { makeCase, parseLayout, prepareBases, runFuzz } from '../scripts/checks/fuzz_checkpoints.mjs';
 
 const SEED = 20261129;
 const CASES = 500;
@@ -35,8 +35,7 @@ describe('mutated checkpoints', () => {
     expect(all).toMatch(/end-of-central-directory/);
     expect(all).toMatch(/data\.pkl: /);
     expect(all).toMatch(/truncated/);
-    expect(r.seconds).toBeLessThan(90);
-  }, 150_000);
+  }, 600_000); // a bound for a stuck run only: how fast the cases go is not what this test checks
 
   it('a case is a function of seed and index alone (so any failure can be replayed)', () => {
     const loaded = bases.bases.map((path) => ({ path, bytes: readFileSync(path), layout: parseLayout(readFileSync(path)) }));
@@ -50,8 +49,9 @@ describe('mutated checkpoints', () => {
   });
 
   it('the harness itself notices a crash and a hang, and carries on with the next case', async () => {
+    // The hang is ended after 3 s, or 25 times the child's slowest base load on a slow machine.
     const r = await runFuzz({ cases: 8, seed: SEED, perChild: 8, jobs: 1, timeoutMs: 3000, selfTest: 'crash:2,hang:5', ...bases });
     expect(r.failures.map((f: { index: number; outcome: string }) => [f.index, f.outcome])).toEqual([[2, 'crash'], [5, 'hang']]);
     expect(r.counts.loaded + r.counts.rejected).toBe(6);
-  }, 60_000);
+  }, 600_000);
 });

@@ -10,11 +10,12 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { projectPython } from '../lib/addon/python.js';
 import { Qwen3Model, generateTextBasicCache } from '../lib/index.js';
 import { loadFixture } from './support/fixtures.js';
 
 const fx = loadFixture('tiny-gqa4');
-const SCRIPT = join(__dirname, '..', 'scripts', 'make_hostile_checkpoints.py');
+const SCRIPT = join(__dirname, '..', 'scripts', 'python', 'make_hostile_checkpoints.py');
 const CLI = join(__dirname, '..', 'dist', 'cli.js');
 const load = (path: string, extra: object = {}) =>
   Qwen3Model.load(path, { config: fx.configPath, device: 'cpu', dtype: 'float32', ...extra });
@@ -26,7 +27,7 @@ const previousMarker = process.env.QWEN3_HOSTILE_MARKER;
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'qwen3-hostile-'));
-  execFileSync('python3', [SCRIPT, 'hostile', fx.modelPath, dir]);
+  execFileSync(projectPython(), [SCRIPT, 'hostile', fx.modelPath, dir]);
   manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
   // Were any payload to run, in this process or a child of it, it would create this file.
   marker = join(dir, 'MARKER');
@@ -67,7 +68,7 @@ describe('checkpoints whose pickle calls code', () => {
   });
 
   it('positive control: an unsafe loader (torch.load with weights_only=False) runs every payload', () => {
-    const ran = JSON.parse(execFileSync('python3', [SCRIPT, 'control', dir], { encoding: 'utf8' }));
+    const ran = JSON.parse(execFileSync(projectPython(), [SCRIPT, 'control', dir], { encoding: 'utf8' }));
     expect(Object.keys(ran).sort()).toEqual(manifest.map((e) => e.file).sort());
     for (const [file, didRun] of Object.entries(ran)) expect(didRun, file).toBe(true);
     expect(existsSync(marker)).toBe(false); // the control used markers of its own

@@ -4,6 +4,7 @@ import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { projectPython } from '../lib/addon/python.js';
 import { hubProgressView } from '../lib/cli/hub-progress.js';
 import { downloadModel } from '../lib/hub/model.js';
 import { FakeHub, sha256 } from './support/fake-hub.js';
@@ -94,11 +95,11 @@ describe('the progress shown on stderr', () => {
   });
 });
 
-/** Runs Python with huggingface_hub on the same HF_HOME; resolves with its stdout parsed as JSON. */
+/** Runs the project's Python with huggingface_hub on the same HF_HOME; resolves with its stdout parsed as JSON. */
 function python(script: string, extraEnv: Record<string, string> = {}): Promise<unknown> {
   return new Promise((resolve, reject) => {
-    execFile('python3', ['-c', script], { env: { ...process.env, ...extraEnv }, timeout: 120_000 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`python3 failed: ${stderr || err.message}`));
+    execFile(projectPython(), ['-c', script], { env: { ...process.env, ...extraEnv }, timeout: 120_000 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`${projectPython()} failed: ${stderr || err.message}`));
       else resolve(JSON.parse(stdout));
     });
   });

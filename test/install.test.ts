@@ -6,15 +6,20 @@
 import { type SpawnSyncReturns, execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { delimiter, dirname, isAbsolute, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { findLibtorch } from '../lib/addon/index.js';
 import { loadFixture } from './support/fixtures.js';
 
 const repo = join(__dirname, '..');
-const [torchVersion, torchCuda] = execFileSync('python3', ['-c', 'import torch; print(torch.__version__.split("+")[0], torch.version.cuda or "", end="")'], { encoding: 'utf8' }).split(' ') as [string, string];
+// The libtorch of this checkout: python3's torch, or the project .venv's. A user has it as the
+// torch of the python3 on their PATH; for the .venv's, that is the .venv's bin/ put first on PATH.
+const found = findLibtorch(process.env, repo)!;
+const userPath = [...(isAbsolute(found.python!) ? [dirname(found.python!)] : []), ...(process.env.PATH ?? '').split(delimiter)];
+const [torchVersion, torchCuda] = execFileSync(found.python!, ['-c', 'import torch; print(torch.__version__.split("+")[0], torch.version.cuda or "", end="")'], { encoding: 'utf8' }).split(' ') as [string, string];
 const variant = torchCuda ? `cu${torchCuda.replace('.', '')}` : 'cpu';
 const prebuildFile = `qwen3-torch.torch${torchVersion}.${variant}.glibc.node`;
-// The CUDA host has no registry and no Node headers (scripts/cuda-host-check.sh checks its
+// The CUDA host has no registry and no Node headers (scripts/cuda-host/cuda-host-check.sh checks its
 // prebuild there by other means); everywhere else this runs.
 const offline = process.env.npm_config_offline === 'true';
 const fx = loadFixture('tiny-gqa4');
@@ -26,12 +31,12 @@ const timings: Record<string, number> = {};
 
 /**
  * The environment of a user's shell: none of the outer `npm test`'s npm_* variables, no
- * LD_LIBRARY_PATH, and no node_modules/.bin of this repository on PATH.
+ * LD_LIBRARY_PATH, no node_modules/.bin of this repository on PATH, and a python3 with torch.
  */
 function userEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!/^npm_/i.test(k) && k !== 'INIT_CWD' && k !== 'LD_LIBRARY_PATH') env[k] = v;
-  env.PATH = (process.env.PATH ?? '').split(delimiter).filter((p) => !p.includes('node_modules')).join(delimiter);
+  env.PATH = userPath.filter((p) => !p.includes('node_modules')).join(delimiter);
   return { ...env, npm_config_audit: 'false', npm_config_fund: 'false', npm_config_update_notifier: 'false', ...extra };
 }
 
@@ -70,10 +75,13 @@ describe.skipIf(offline)('installed from the packed tarball', () => {
   describe('npm pack', () => {
     it('ships the lib output, native sources, both build files and the prebuild, and nothing else', () => {
       const files = execFileSync('tar', ['tzf', tarball], { encoding: 'utf8' }).trim().split('\n').map((f) => f.replace(/^package\//, ''));
-      for (const f of ['dist/index.js', 'dist/index.mjs', 'dist/index.d.ts', 'dist/index.d.mts', 'dist/cli.js', 'dist/binary.js', 'native/sources.json', 'native/platform/preload.cc', 'CMakeLists.txt', 'binding.gyp', `prebuilds/linux-x64/${prebuildFile}`, 'prebuilds/linux-x64/qwen3_torch_preload.so', 'scripts/find-libtorch.js', 'scripts/install.js', 'package.json', 'README.md']) {
+      for (const f of ['dist/index.js', 'dist/index.mjs', 'dist/index.d.ts', 'dist/index.d.mts', 'dist/cli.js', 'dist/addon/index.js', 'dist/addon/libtorch.js', 'native/sources.json', 'native/platform/preload.cc', 'CMakeLists.txt', 'binding.gyp', `prebuilds/linux-x64/${prebuildFile}`, 'prebuilds/linux-x64/qwen3_torch_preload.so', 'scripts/install/install.js', 'scripts/python/make_fixtures.py', 'package.json', 'README.md']) {
         expect(files).toContain(f);
       }
-      const allowed = /^(dist\/(cli\/)?[\w-]+\.(js|mjs|d\.ts|d\.mts)|native\/[\w-]+\.(cc|h|cu|cuh|json)|prebuilds\/[\w-]+\/[\w.-]+\.(node|so|dylib|dll)|CMakeLists\.txt|binding\.gyp|scripts\/(find-libtorch|install)\.js|scripts\/(make_fixtures|qwen3_reference|bench_transformers)\.py|package\.json|README\.md|LICENSE)$/;
+      const allowed = /^(dist\/([\w-]+\/)?[\w-]+\.(js|mjs|d\.ts|d\.mts)|native\/([\w-]+\/)?[\w-]+\.(cc|h|cu|cuh|json)|prebuilds\/[\w-]+\/[\w.-]+\.(node|so|dylib|dll)|CMakeLists\.txt|binding\.gyp|scripts\/install\/install\.js|scripts\/python\/(make_fixtures|qwen3_reference|bench_transformers)\.py|package\.json|README\.md|LICENSE)$/;
+      // Only what is in lib/ today: no output of a moved or deleted source.
+      const sources = new Set(execFileSync('git', ['ls-files', 'lib'], { cwd: repo, encoding: 'utf8' }).trim().split('\n').map((f) => f.replace(/^lib\//, '').replace(/\.(m?)ts$/, '')));
+      expect(files.filter((f) => f.startsWith('dist/') && !sources.has(f.replace(/^dist\//, '').replace(/\.(d\.)?(m?)(js|ts)$/, '')))).toEqual([]);
       expect(files.filter((f) => !allowed.test(f))).toEqual([]);
     });
 

@@ -274,10 +274,12 @@ describe('exit while native work is in flight', { timeout: 60_000 }, () => {
   });
 
   // A worker thread's environment is torn down while its steps run on the shared thread pool;
-  // Node finishes them first and then completes them with JavaScript disabled.
+  // Node finishes them first and then completes them with JavaScript disabled. The worker never
+  // ends on its own (the interval), so it is alive whenever it is terminated, however fast it ran.
   const inWorker = (body: string) => `const { Worker } = require('node:worker_threads');
 const w = new Worker(\`const lib = require(\${JSON.stringify(${JSON.stringify(DIST)})});
   const { parentPort } = require('node:worker_threads');
+  setInterval(() => {}, 1000);
   lib.Qwen3Model.load(${JSON.stringify(big.modelPath)}, { config: ${JSON.stringify(big.configPath)}, device: 'cpu', dtype: 'float32' }).then((m) => {
     parentPort.postMessage('loaded');
     m.forward(Array.from({ length: 256 }, (_, i) => i));

@@ -1,33 +1,34 @@
-// The addon loader (lib/binary.ts) and libtorch discovery (scripts/find-libtorch.js): which binary
-// is chosen for which libtorch, that a binary which crashes on load is caught in a child process,
+// The addon loader (lib/addon/) and libtorch discovery (lib/addon/libtorch.ts): which binary is
+// chosen for which libtorch, that a binary which crashes on load is caught in a child process,
 // the error a user sees, and what `npm install` decides to do.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { delimiter, dirname, isAbsolute, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AddonLoadError, type LibtorchFacts, chooseAddon, listPrebuilds, matchPrebuild, parsePrebuildName, planInstall } from '../lib/binary.js';
-
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const finder = require('../scripts/find-libtorch.js') as {
-  findLibtorch(env?: NodeJS.ProcessEnv): { root: string; via: string } | null;
-  inspectLibtorch(found: { root: string; via: string }, platform?: string): LibtorchFacts;
-};
+import { AddonLoadError, chooseAddon, findLibtorch, inspectLibtorch, listPrebuilds, matchPrebuild, parsePrebuildName, planInstall } from '../lib/addon/index.js';
 
 const repo = join(__dirname, '..');
 const localBuild = join(repo, 'build', 'Release', 'qwen3_torch.node');
 const helper = join(repo, 'build', 'Release', 'qwen3_torch_preload.so');
-// The torch of python3 here: CPU in CI, CUDA on the CUDA host.
-const [torchVersion, torchCuda] = execFileSync('python3', ['-c', 'import torch; print(torch.__version__.split("+")[0], torch.version.cuda or "", end="")'], { encoding: 'utf8' }).split(' ') as [string, string];
+// The libtorch found here (python3's torch, or the project .venv's where python3 has none), and
+// what the Python it belongs to says about it: CPU in CI, CUDA on the CUDA host.
+const found = findLibtorch(process.env, repo)!;
+const [torchVersion, torchCuda] = execFileSync(found.python!, ['-c', 'import torch; print(torch.__version__.split("+")[0], torch.version.cuda or "", end="")'], { encoding: 'utf8' }).split(' ') as [string, string];
 const variant = torchCuda ? `cu${torchCuda.replace('.', '')}` : 'cpu';
-const torchRoot = finder.findLibtorch()!.root;
+const torchRoot = found.root;
 const tag = `torch${torchVersion}.${variant}`;
+// The fake package roots below have no .venv: they find that libtorch as an installed package
+// does, through python3 on PATH, which for the .venv's torch is the .venv's own (bin/ first).
+const userPath = [...(isAbsolute(found.python!) ? [dirname(found.python!)] : []), ...(process.env.PATH ?? '').split(delimiter)].join(delimiter);
+const via = 'python: python3';
 
 let work: string;
 let n = 0;
 /** An empty package root, with files copied in: { 'prebuilds/linux-x64/x.node': source }. */
 function fakeRoot(files: Record<string, string>): string {
   const root = join(work, `root${n++}`);
+  mkdirSync(root, { recursive: true });
   for (const [dest, src] of Object.entries(files)) {
     mkdirSync(join(root, dest, '..'), { recursive: true });
     copyFileSync(src, join(root, dest));
@@ -35,7 +36,7 @@ function fakeRoot(files: Record<string, string>): string {
   return root;
 }
 // Each test checks binaries in a fresh cache, so no earlier success is remembered.
-const env = (extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv => ({ ...process.env, QWEN3_HOME: join(work, `home${n++}`), ...extra });
+const env = (extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv => ({ ...process.env, PATH: userPath, QWEN3_HOME: join(work, `home${n++}`), ...extra });
 
 function errorOf(fn: () => unknown): Error {
   try {
@@ -83,10 +84,10 @@ describe('prebuild names', () => {
 });
 
 describe('libtorch discovery', () => {
-  it("reads python3's torch: version, variant and its libraries in load order", () => {
-    const lib = finder.inspectLibtorch(finder.findLibtorch()!);
+  it("reads the torch found here (python3's or the .venv's): version, variant and its libraries in load order", () => {
+    const lib = inspectLibtorch(found);
     expect(lib.problem).toBeNull();
-    expect(lib.via).toBe('python: python3');
+    expect(lib.via).toMatch(/^(python: python3|project \.venv: .*\.venv)$/);
     expect(lib.version).toBe(torchVersion);
     expect(lib.variant).toBe(variant);
     const names = torchCuda ? ['libc10.so', 'libc10_cuda.so', 'libtorch_cpu.so', 'libtorch_cuda.so', 'libtorch.so'] : ['libc10.so', 'libtorch_cpu.so', 'libtorch.so'];
@@ -98,20 +99,28 @@ describe('libtorch discovery', () => {
     mkdirSync(join(zip, 'lib'), { recursive: true });
     for (const f of ['libc10.so', 'libc10_cuda.so', 'libtorch_cpu.so', 'libtorch_cuda.so', 'libtorch.so']) writeFileSync(join(zip, 'lib', f), '');
     writeFileSync(join(zip, 'build-version'), '2.11.0+cu130\n');
-    const lib = finder.inspectLibtorch({ root: zip, via: 'LIBTORCH' });
+    const lib = inspectLibtorch({ root: zip, via: 'LIBTORCH' });
     expect(lib).toMatchObject({ version: '2.11.0', variant: 'cu130', cuda: true, cudaVersion: '13.0', problem: null });
     expect(lib.libraries.map((p) => p.slice(lib.libdir.length + 1))).toEqual(['libc10.so', 'libc10_cuda.so', 'libtorch_cpu.so', 'libtorch_cuda.so', 'libtorch.so']);
   });
 
   it('says what is wrong with a folder that is not libtorch', () => {
-    expect(finder.inspectLibtorch({ root: '/nowhere', via: 'LIBTORCH' }).problem).toBe('/nowhere does not exist');
-    expect(finder.inspectLibtorch({ root: work, via: 'LIBTORCH' }).problem).toMatch(/is not a libtorch folder \(no lib\/libtorch\.so\)/);
+    expect(inspectLibtorch({ root: '/nowhere', via: 'LIBTORCH' }).problem).toBe('/nowhere does not exist');
+    expect(inspectLibtorch({ root: work, via: 'LIBTORCH' }).problem).toMatch(/is not a libtorch folder \(no lib\/libtorch\.so\)/);
   });
 
-  it('follows the build order: LIBTORCH, then Torch_DIR, then python3', () => {
-    expect(finder.findLibtorch({ ...process.env, LIBTORCH: '/opt/a', Torch_DIR: '/opt/b/share/cmake/Torch' })?.root).toBe('/opt/a');
-    expect(finder.findLibtorch({ ...process.env, Torch_DIR: '/opt/b/share/cmake/Torch' })?.root).toBe('/opt/b');
-    expect(finder.findLibtorch({ PATH: '/nonexistent' })).toBeNull();
+  it('follows the build order: LIBTORCH, then Torch_DIR, then python3, then the project .venv', () => {
+    const root = fakeRoot({});
+    const torch = join(root, '.venv', 'lib', 'python3.11', 'site-packages', 'torch');
+    mkdirSync(join(torch, 'lib'), { recursive: true });
+    writeFileSync(join(torch, 'lib', 'libtorch.so'), '');
+    expect(findLibtorch({ ...process.env, LIBTORCH: '/opt/a', Torch_DIR: '/opt/b/share/cmake/Torch' }, root)).toMatchObject({ root: '/opt/a', explicit: true });
+    expect(findLibtorch({ ...process.env, Torch_DIR: '/opt/b/share/cmake/Torch' }, root)).toMatchObject({ root: '/opt/b', explicit: true });
+    // python3's torch comes before the .venv's; with none on PATH, the .venv is found on disk.
+    const python3HasTorch = spawnSync('python3', ['-c', 'import importlib.util, sys; sys.exit(importlib.util.find_spec("torch") is None)']).status === 0;
+    expect(findLibtorch({ PATH: process.env.PATH }, root)?.via).toBe(python3HasTorch ? 'python: python3' : `project .venv: ${join(root, '.venv')}`);
+    expect(findLibtorch({ PATH: '/nonexistent' }, root)).toEqual({ root: torch, via: `project .venv: ${join(root, '.venv')}`, explicit: false, python: join(root, '.venv', 'bin', 'python') });
+    expect(findLibtorch({ PATH: '/nonexistent' }, fakeRoot({}))).toBeNull();
   });
 });
 
@@ -123,7 +132,7 @@ describe('choosing the binary', () => {
     expect(choice.step.addon).toBe(join(root, 'prebuilds', 'linux-x64', `qwen3-torch.${tag}.glibc.node`));
     expect(choice.step.helper).toBe(join(root, 'prebuilds', 'linux-x64', 'qwen3_torch_preload.so'));
     expect(choice.step.libraries.at(-1)).toBe(join(torchRoot, 'lib', 'libtorch.so'));
-    expect(choice.reason).toContain(`prebuilt for libtorch ${torchVersion} ${variant}, which matches the libtorch found (python: python3)`);
+    expect(choice.reason).toBe(`prebuilt for libtorch ${torchVersion} ${variant}, which matches the libtorch found (${via})`);
     expect(choice.libtorch.root).toBe(torchRoot);
   });
 
@@ -131,7 +140,8 @@ describe('choosing the binary', () => {
     const root = fakeRoot({ 'build/Release/qwen3_torch.node': localBuild, [`prebuilds/linux-x64/qwen3-torch.${tag}.glibc.node`]: crasher });
     const choice = chooseAddon({ root, env: env() });
     expect(choice.kind).toBe('build');
-    expect(choice.reason).toMatch(/^compiled on this machine against libtorch .* the libtorch found \(python: python3\)$/);
+    expect(choice.reason.startsWith(`compiled on this machine against libtorch ${torchVersion} at `)).toBe(true);
+    expect(choice.reason.endsWith(`, the libtorch found (${via})`)).toBe(true);
     expect(choice.step.helper).toBeNull();
   });
 
@@ -170,7 +180,7 @@ describe('choosing the binary', () => {
     const error = errorOf(() => chooseAddon({ root, env: env() }));
     expect(error).toBeInstanceOf(AddonLoadError);
     const message = error.message;
-    expect(message).toContain(`libtorch:  libtorch ${torchVersion} ${variant} at ${torchRoot} (python: python3)`);
+    expect(message).toContain(`libtorch:  libtorch ${torchVersion} ${variant} at ${torchRoot} (${via})`);
     expect(message).toContain('prebuilds: libtorch 9.9.0 cu130 (glibc)');
     expect(message).toContain(`no prebuild for libtorch ${torchVersion} ${variant}`);
     expect(message).toContain('pip install torch==9.9.0 --index-url https://download.pytorch.org/whl/cu130');
@@ -209,7 +219,7 @@ describe('what npm install does', () => {
   it('builds from source with cmake-js when no prebuild matches, and says so', () => {
     const plan = planInstall({ root: fakeRoot({ 'prebuilds/linux-x64/qwen3-torch.torch9.9.0.cu130.glibc.node': crasher }), env: env() });
     expect(plan.action).toBe('build');
-    expect(plan.message).toBe(`no prebuilt addon for the libtorch ${torchVersion} ${variant} at ${torchRoot} (python: python3; prebuilds: libtorch 9.9.0 cu130); building from source with cmake-js`);
+    expect(plan.message).toBe(`no prebuilt addon for the libtorch ${torchVersion} ${variant} at ${torchRoot} (${via}; prebuilds: libtorch 9.9.0 cu130); building from source with cmake-js`);
   });
 
   it('builds when QWEN3_TORCH_BUILD_FROM_SOURCE=1 or npm rebuild asks, even with a matching prebuild', () => {

@@ -1,5 +1,5 @@
 // Parity of the native forward pass with Hugging Face transformers' Qwen3ForCausalLM and with
-// the reference PyTorch implementation, on random-weight checkpoints (scripts/make_fixtures.py).
+// the reference PyTorch implementation, on random-weight checkpoints (scripts/python/make_fixtures.py).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Qwen3Model, generateTextBasic, generateTextBasicCache } from '../lib/index.js';
 import { type Fixture, loadFixture, relativeMaxError, rows } from './support/fixtures.js';

@@ -1,14 +1,15 @@
 // formatModelSummary against what PyTorch prints for the reference Qwen3Model, built on the meta
-// device (no memory for weights) in a single python3 process for every config.
+// device (no memory for weights) in a single Python process for every config.
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { projectPython } from '../lib/addon/python.js';
 import { MODEL_SIZES, QWEN_CONFIG_06_B, type Qwen3Config } from '../lib/config.js';
 import { formatModelSummary } from '../lib/summary.js';
 import { Qwen3Model } from '../lib/model.js';
 import { loadFixture } from './support/fixtures.js';
 
-const SCRIPTS = path.resolve(__dirname, '..', 'scripts');
+const SCRIPTS = path.resolve(__dirname, '..', 'scripts', 'python');
 
 // Reads a JSON list of configs (dtype as a name) and prints the JSON list of repr(Qwen3Model(cfg)),
 // followed by the repr for the reference's own QWEN_CONFIG_06_B.
@@ -50,7 +51,7 @@ let expected: Map<string, string>;
 let referenceConfigSummary: string;
 
 beforeAll(() => {
-  const out = execFileSync('python3', ['-c', PROGRAM, SCRIPTS], {
+  const out = execFileSync(projectPython(), ['-c', PROGRAM, SCRIPTS], {
     input: JSON.stringify(CASES.map(([, c]) => c)),
     encoding: 'utf8',
     maxBuffer: 64 << 20,

@@ -2,13 +2,14 @@
 // run made Oniguruma give up and the binding abort (exit 134). Qwen3Tokenizer swaps the
 // pre-tokenizer's backtracking alternative for an equivalent one (lib/tokenizer-limits.ts); the
 // ids must stay Python's wherever Python succeeds. The references come from
-// scripts/tokenizer_whitespace_parity.py, which also checks the swap on the 1,200-string corpus.
+// scripts/python/tokenizer_whitespace_parity.py, which also checks the swap on the 1,200-string corpus.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { projectPython } from '../lib/addon/python.js';
 import { Qwen3Tokenizer, defaultTokenizerFilePath } from '../lib/tokenizer.js';
 import {
   BACKTRACKING_NEWLINE_RUN, LINEAR_NEWLINE_RUN, MAX_DECODED_LENGTH, MAX_TEXT_BYTES, MAX_WHITESPACE_RUN_UNKNOWN_PATTERN,
@@ -18,7 +19,7 @@ import { loadFixture as loadModelFixture } from './support/fixtures.js';
 
 const ROOT = path.resolve(__dirname, '..');
 const FIXTURE = path.join(ROOT, 'test', '.fixtures', 'tokenizer_whitespace_parity.json');
-const SCRIPT = path.join(ROOT, 'scripts', 'tokenizer_whitespace_parity.py');
+const SCRIPT = path.join(ROOT, 'scripts', 'python', 'tokenizer_whitespace_parity.py');
 const FORMAT_VERSION = 1; // must match FORMAT_VERSION in the script
 const CLI = path.join(ROOT, 'dist', 'cli.js');
 const TEN_MILLION = 10_000_000;
@@ -36,7 +37,7 @@ function loadFixture(): Fixture {
   const stale = (f: Fixture | undefined) =>
     f?.meta.format_version !== FORMAT_VERSION || f.meta.tokenizer_sha256 !== sha || f.meta.new_pattern !== LINEAR_NEWLINE_RUN;
   if (stale(fixture)) {
-    execFileSync('python3', [SCRIPT, FIXTURE, '--tokenizer', defaultTokenizerFilePath(), '--old', BACKTRACKING_NEWLINE_RUN, '--new', LINEAR_NEWLINE_RUN], {
+    execFileSync(projectPython(), [SCRIPT, FIXTURE, '--tokenizer', defaultTokenizerFilePath(), '--old', BACKTRACKING_NEWLINE_RUN, '--new', LINEAR_NEWLINE_RUN], {
       stdio: ['ignore', 'inherit', 'pipe'], // Python prints a panic backtrace for the cases it cannot do
       maxBuffer: 64 * 2 ** 20,
     });

@@ -6,13 +6,14 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSy
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { projectPython } from '../lib/addon/python.js';
 import { Qwen3Tokenizer, SPECIAL_TOKENS, defaultTokenizerFilePath, formatChat } from '../lib/tokenizer.js';
 import { InvalidOptionError } from '../lib/validate.js';
 
 const ROOT = path.resolve(__dirname, '..');
 const FIXTURE = path.join(ROOT, 'test', '.fixtures', 'tokenizer_parity.json');
-const SCRIPT = path.join(ROOT, 'scripts', 'tokenizer_parity.py');
-const FORMAT_VERSION = 1; // must match FORMAT_VERSION in scripts/tokenizer_parity.py
+const SCRIPT = path.join(ROOT, 'scripts', 'python', 'tokenizer_parity.py');
+const FORMAT_VERSION = 1; // must match FORMAT_VERSION in scripts/python/tokenizer_parity.py
 
 interface Case {
   text: string; nfc: boolean; ids: number[]; decoded: string;
@@ -31,7 +32,7 @@ function loadFixture(): Fixture {
   const read = (): Fixture | undefined => (existsSync(FIXTURE) ? JSON.parse(readFileSync(FIXTURE, 'utf8')) : undefined);
   let fixture = read();
   if (fixture?.meta.format_version !== FORMAT_VERSION || fixture.meta.tokenizer_sha256 !== sha) {
-    execFileSync('python3', [SCRIPT, FIXTURE, '--tokenizer', tokenizerFile], { stdio: ['ignore', 'inherit', 'inherit'] });
+    execFileSync(projectPython(), [SCRIPT, FIXTURE, '--tokenizer', tokenizerFile], { stdio: ['ignore', 'inherit', 'inherit'] });
     fixture = read()!;
   }
   return fixture;
@@ -241,7 +242,7 @@ describe('stream decoder', () => {
   });
 });
 
-// Python's decode of id sequences, computed in one python3 process.
+// Python's decode of id sequences, computed in one Python process.
 function pythonDecode(sequences: number[][]): string[] {
   const program = [
     'import json, sys',
@@ -250,7 +251,7 @@ function pythonDecode(sequences: number[][]): string[] {
     'seqs = json.load(sys.stdin)',
     'json.dump([tok.decode(s, skip_special_tokens=False) for s in seqs], sys.stdout)',
   ].join('\n');
-  const out = execFileSync('python3', ['-c', program, defaultTokenizerFilePath()], {
+  const out = execFileSync(projectPython(), ['-c', program, defaultTokenizerFilePath()], {
     input: JSON.stringify(sequences),
     encoding: 'utf8',
     maxBuffer: 64 << 20,

@@ -1,4 +1,4 @@
-// Reads the parity fixtures written by scripts/make_fixtures.py.
+// Reads the parity fixtures written by scripts/python/make_fixtures.py.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Qwen3Config } from '../../lib/index.js';

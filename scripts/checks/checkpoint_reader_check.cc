@@ -1,5 +1,5 @@
 // Test driver for native/checkpoint/checkpoint_reader (built and run by
-// scripts/checkpoint_reader_check.sh under ASan + UBSan).
+// scripts/checks/checkpoint_reader_check.sh under ASan + UBSan).
 //
 //   dump <file>                       print the index as one JSON object per line
 //   expect-error <file> <substring>   pass iff reading throws CheckpointError containing <substring>

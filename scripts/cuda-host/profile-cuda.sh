@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Per-kernel GPU time of one decode step and one long prefill, from Nsight Compute, on a CUDA
-# host (see scripts/cuda-host-check.sh for the setup). Kernels are timed one by one, so launch
+# host (see scripts/cuda-host/cuda-host-check.sh for the setup). Kernels are timed one by one, so launch
 # gaps are not in these numbers: compare their sum with the measured step time.
-#   bash scripts/profile-cuda.sh MODEL.pth [--compile] [--prefill 2048]
+#   bash scripts/cuda-host/profile-cuda.sh MODEL.pth [--compile] [--prefill 2048]
 # Writes $OUT/profile-{decode,prefill}[-compiled].csv and prints a summary per kernel name.
 set -uo pipefail
 OUT=${OUT:-$PWD/cuda-host-logs}
 mkdir -p "$OUT"
+python=$(node scripts/dev/python.js --which)
 model=$1; shift
 suffix=""
 for a in "$@"; do [ "$a" = --compile ] && suffix="-compiled"; done
@@ -15,9 +16,9 @@ for what in decode:6 prefill:3; do
   csv="$OUT/profile-$kind$suffix.csv"
   QWEN3_PROFILE=$what ncu --profile-from-start off --clock-control none --graph-profiling node \
     --metrics gpu__time_duration.sum --csv --print-units base \
-    node scripts/profile_steps.mjs --model "$model" "$@" > "$csv" 2> "$OUT/profile-$kind$suffix.err"
+    node scripts/cuda-host/profile_steps.mjs --model "$model" "$@" > "$csv" 2> "$OUT/profile-$kind$suffix.err"
   echo "== $kind$suffix (exit $?)"
-  python3 - "$csv" <<'PY'
+  "$python" - "$csv" <<'PY'
 import csv, sys, collections, re
 rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
 if not rows: sys.exit(print('no kernels profiled'))

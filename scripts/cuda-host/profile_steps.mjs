@@ -1,10 +1,10 @@
 #!/usr/bin/env node
-// The workload that scripts/profile-cuda.sh profiles: a 10-token prefill and 8 decode steps,
+// The workload that scripts/cuda-host/profile-cuda.sh profiles: a 10-token prefill and 8 decode steps,
 // then two prefills of --prefill tokens from an empty cache. With QWEN3_PROFILE=decode:6 (or
 // prefill:3, the second long prefill) the engine brackets that one call for the profiler.
-//   node scripts/profile_steps.mjs --model M.pth [--device cuda] [--compile] [--prefill 2048]
+//   node scripts/cuda-host/profile_steps.mjs --model M.pth [--device cuda] [--compile] [--prefill 2048]
 import { parseArgs } from 'node:util';
-import { Qwen3Model } from '../dist/index.js';
+import { Qwen3Model } from '../../dist/index.js';
 
 const { values } = parseArgs({
   options: {

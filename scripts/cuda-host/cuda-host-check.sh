@@ -3,7 +3,7 @@
 # prebuild, run the test suite with the parity tests on the GPU, the full-size (random
 # Qwen3-0.6B) checks, the device-memory leak check, a per-kernel profile and the bench.
 # On a host with CUDA PyTorch and no network, after packing Node (../shared/tools/pack-cuda-host.sh):
-#   source .cuda-host/setup.sh && bash scripts/cuda-host-check.sh [PHASE...]
+#   source .cuda-host/setup.sh && bash scripts/cuda-host/cuda-host-check.sh [PHASE...]
 # PHASE: prebuild tests fullsize leak profile bench (default: all); the build always runs first.
 # Logs go to $OUT (default ./cuda-host-logs).
 set -uo pipefail
@@ -24,19 +24,21 @@ step() { # step NAME COMMAND...: run, log to $OUT/NAME.log, remember failures
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 step build npm run build || exit 1
+# The project's Python (QWEN3_PYTHON, else .venv, else python3), for the fixture makers.
+PYTHON=$(node scripts/dev/python.js --which)
 step info node dist/cli.js info --json
 step tf32 node -e "const q = require('./dist/index.js'); for (const on of [true, false]) { q.getDevice({ enableTensorCores: on }); console.log('enableTensorCores', on, '->', q.runtimeInfo().tensorCores); }"
-step fixtures python3 scripts/make_fixtures.py --out test/.fixtures
+step fixtures "$PYTHON" scripts/python/make_fixtures.py --out test/.fixtures
 phases=${*:-prebuild tests fullsize leak profile bench}
 want() { [[ " $phases " == *" $1 "* ]]; }
 FULL=/tmp/qwen3-fixtures/qwen3-0.6b-random
-need_full() { [ -f $FULL/model.pth ] || step fixtures-full python3 scripts/make_fixtures.py --out /tmp/qwen3-fixtures --full-size --only qwen3-0.6b-random --device cuda; }
+need_full() { [ -f $FULL/model.pth ] || step fixtures-full "$PYTHON" scripts/python/make_fixtures.py --out /tmp/qwen3-fixtures --full-size --only qwen3-0.6b-random --device cuda; }
 # The CUDA prebuild for the package (prebuilds/linux-x64/qwen3-torch.torch2.11.0.cu130.glibc.node):
 # built with cmake-js, since this host has no Node headers for node-gyp (and node-gyp compiles no
 # CUDA kernels). It must have no run path, load with no LD_LIBRARY_PATH through the loader, and
 # generate the reference tokens on the GPU. It is copied to $OUT, to be put into
 # prebuilds/linux-x64/ before publishing. (node_modules must hold prebuildify: pack it after npm ci.)
-PREBUILD=prebuilds/linux-x64/qwen3-torch.$(node scripts/find-libtorch.js tag).glibc.node
+PREBUILD=prebuilds/linux-x64/qwen3-torch.$(node dist/addon/libtorch.js tag).glibc.node
 prebuild_check() {
   readelf -d "$PREBUILD" | grep -E 'NEEDED|RPATH|RUNPATH'
   if readelf -d "$PREBUILD" | grep -qE 'RPATH|RUNPATH'; then echo "$PREBUILD has a run path"; return 1; fi
@@ -59,24 +61,24 @@ fi
 if want tests; then QWEN3_TEST_DEVICE=cuda step tests-cuda npx vitest run ${TESTS:-}; fi
 if want fullsize; then
   need_full
-  step full-size-cuda node scripts/full_size_check.mjs --fixture $FULL --device cuda --steps 30
-  step full-size-cuda-compiled node scripts/full_size_check.mjs --fixture $FULL --device cuda --steps 30 --compile
-  step compile-check-f32 node scripts/compile_check.mjs --model $FULL/model.pth --device cuda --dtype float32 --steps 200
-  step compile-check-bf16 node scripts/compile_check.mjs --model $FULL/model.pth --device cuda --dtype bfloat16 --steps 200
+  step full-size-cuda node scripts/checks/full_size_check.mjs --fixture $FULL --device cuda --steps 30
+  step full-size-cuda-compiled node scripts/checks/full_size_check.mjs --fixture $FULL --device cuda --steps 30 --compile
+  step compile-check-f32 node scripts/checks/compile_check.mjs --model $FULL/model.pth --device cuda --dtype float32 --steps 200
+  step compile-check-bf16 node scripts/checks/compile_check.mjs --model $FULL/model.pth --device cuda --dtype bfloat16 --steps 200
   for dtype in bfloat16 float32; do
-    step decode-attention-$dtype node scripts/decode_attention_check.mjs --model $FULL/model.pth --device cuda --dtype $dtype --compile
+    step decode-attention-$dtype node scripts/checks/decode_attention_check.mjs --model $FULL/model.pth --device cuda --dtype $dtype --compile
   done
 fi
 # Device memory back to the baseline after dispose() and flat over 200 generations, eager and
 # compiled (the host RSS half of the check is the CPU's job: kept short here).
 if want leak; then
   for mode in "" --compile; do
-    step leak-cuda$mode node scripts/leak_check.mjs --device cuda $mode --generations 100 --every 50 --cycles 4
+    step leak-cuda$mode node scripts/checks/leak_check.mjs --device cuda $mode --generations 100 --every 50 --cycles 4
   done
 fi
 if want profile; then
   need_full
-  step profile-compiled bash scripts/profile-cuda.sh $FULL/model.pth --compile
+  step profile-compiled bash scripts/cuda-host/profile-cuda.sh $FULL/model.pth --compile
 fi
 # The speed table; BASELINE=transformers adds Hugging Face transformers (torch.compile takes minutes).
 if want bench; then

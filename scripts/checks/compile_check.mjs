@@ -3,9 +3,9 @@
 // weights, SDPA, CUDA graphs) against the eager reference-order path, same device and dtype.
 // In bfloat16 the two round differently, so a random-weight model's near-ties can flip a
 // token; float32 shows whether the computation itself is the same.
-//   node scripts/compile_check.mjs --model FILE --config FILE [--device cuda] [--dtype float32] [--steps 200]
+//   node scripts/checks/compile_check.mjs --model FILE --config FILE [--device cuda] [--dtype float32] [--steps 200]
 import { parseArgs } from 'node:util';
-import { Qwen3Model, generateTextBasicCache } from '../dist/index.js';
+import { Qwen3Model, generateTextBasicCache } from '../../dist/index.js';
 
 const { values } = parseArgs({
   options: {

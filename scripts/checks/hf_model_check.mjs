@@ -2,11 +2,11 @@
 // A Hugging Face folder of a real size (from make_hf_random.py --reference N): load time from the
 // page cache and peak memory, greedy tokens in float32 against transformers' (reference.json) and
 // the prompt's last logits against transformers', then decode speed in bfloat16.
-//   node scripts/hf_model_check.mjs --dir DIR [--device cuda] [--skip-float32] [--compile]
+//   node scripts/checks/hf_model_check.mjs --dir DIR [--device cuda] [--skip-float32] [--compile]
 import { closeSync, existsSync, openSync, readFileSync, readSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { Qwen3Model, generateStats, memoryStats } from '../dist/index.js';
+import { Qwen3Model, generateStats, memoryStats } from '../../dist/index.js';
 
 const { values } = parseArgs({
   options: {

@@ -2,7 +2,7 @@
 # Checks native/checkpoint/checkpoint_reader.{h,cc} (with zip_archive and state_dict_pickle)
 # against PyTorch itself, under AddressSanitizer + UndefinedBehaviorSanitizer:
 #
-#   1. builds scripts/checkpoint_reader_check.cc with g++ -O1 -g -fsanitize=address,undefined;
+#   1. builds scripts/checks/checkpoint_reader_check.cc with g++ -O1 -g -fsanitize=address,undefined;
 #   2. runs its built-in hostile-pickle cases (deep nesting, floods, bad lengths);
 #   3. writes checkpoints with torch.save (float32/float16/bfloat16 state dicts, plain
 #      dicts, Parameters, views, pickle protocols 2-5, an in-memory "archive/" save, a
@@ -12,10 +12,11 @@
 #   4. checks that broken and malicious files fail with the right CheckpointError;
 #   5. feeds a few thousand random corruptions of real checkpoints through the reader.
 #
-# Needs g++ and python3 with torch. Set CHECKPOINT_CHECK_BIG=1 to also save and read a
+# Needs g++ and the project's Python with torch (scripts/dev/python.js: run npm run build first). Set CHECKPOINT_CHECK_BIG=1 to also save and read a
 # real >4 GiB checkpoint (needs ~10 GB of RAM and disk; slow).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
+python=$(node scripts/dev/python.js --which)
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/checkpoint_reader_check.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -24,7 +25,7 @@ echo "== building the check driver with ASan + UBSan"
 "${CXX:-g++}" -std=c++17 -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
   -fno-sanitize-recover=all -Wall -Wextra -Wshadow -Werror \
   -Inative native/checkpoint/checkpoint_reader.cc native/checkpoint/zip_archive.cc native/checkpoint/state_dict_pickle.cc \
-  scripts/checkpoint_reader_check.cc -o "$work/check"
+  scripts/checks/checkpoint_reader_check.cc -o "$work/check"
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
@@ -33,7 +34,7 @@ echo "== hostile pickles"
 "$work/check" stress
 
 echo "== checkpoints written by torch.save"
-QWEN3_SCRIPTS="$PWD/scripts" python3 - "$work" <<'PY'
+QWEN3_SCRIPTS="$PWD/scripts/python" "$python" - "$work" <<'PY'
 import collections, io, json, os, pickle, struct, subprocess, sys, warnings, zipfile
 import torch
 
@@ -386,7 +387,7 @@ print("all torch.save comparisons and error cases passed")
 PY
 
 echo "== random corruptions (must end in an index or a CheckpointError)"
-python3 - "$work" <<'PY'
+"$python" - "$work" <<'PY'
 import sys, torch
 work = sys.argv[1]
 m = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))

@@ -5,11 +5,11 @@
 // reports decode tokens/s. Where the kernels differ from the reference's (CUDA), tokens may part
 // at a near tie; then every reference token must be a top choice within bf16 tolerance under
 // teacher forcing.
-//   node scripts/full_size_check.mjs [--fixture DIR] [--device cpu|cuda] [--steps N] [--compile]
+//   node scripts/checks/full_size_check.mjs [--fixture DIR] [--device cpu|cuda] [--steps N] [--compile]
 import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { Qwen3Model, generateStats } from '../dist/index.js';
+import { Qwen3Model, generateStats } from '../../dist/index.js';
 
 const { values } = parseArgs({
   options: {

@@ -5,9 +5,9 @@
 // position's logits of a prefill of all n tokens (the prompt path's attention). The two differ
 // only in summation order, so they must agree within the dtype's parity tolerance (and, in
 // float32, on the greedy token; random bf16 weights leave near ties that either order may break).
-//   node scripts/decode_attention_check.mjs --model M.pth [--device cuda] [--dtype bfloat16] [--compile] [--lengths 40,300,1100,2100]
+//   node scripts/checks/decode_attention_check.mjs --model M.pth [--device cuda] [--dtype bfloat16] [--compile] [--lengths 40,300,1100,2100]
 import { parseArgs } from 'node:util';
-import { Qwen3Model } from '../dist/index.js';
+import { Qwen3Model } from '../../dist/index.js';
 
 const { values } = parseArgs({
   options: {

@@ -2,9 +2,9 @@
 // Fuzzes the checkpoint loader with mutated copies of real checkpoints. Every case must end in a
 // clean error or a correct load: never a crash, an abort, a hang or a huge allocation.
 //
-//   node scripts/fuzz_checkpoints.mjs [--cases 2000] [--seed 1] [--from 0] [--per-child 25]
+//   node scripts/checks/fuzz_checkpoints.mjs [--cases 2000] [--seed 1] [--from 0] [--per-child 25]
 //        [--jobs N] [--timeout-ms 10000] [--rss-limit-mb 512] [--vmem-limit-mb 12288] [--json]
-//   node scripts/fuzz_checkpoints.mjs --write-case I --seed S --out FILE   (reproduce one case)
+//   node scripts/checks/fuzz_checkpoints.mjs --write-case I --seed S --out FILE   (reproduce one case)
 //
 // Cases are made from (seed, case index) alone, so a failure is reproduced by its index. They
 // run in child processes (--per-child at a time, each with a time limit and under `ulimit -v`):
@@ -14,6 +14,13 @@
 // made by make_hostile_checkpoints.py fuzz-bases (views with offsets and shared storages,
 // pickle protocol 4, ZIP64); each base must load to the same logits before fuzzing starts.
 // test/fuzz.test.ts runs a few hundred cases in CI; the long run is this script.
+//
+// A case's time limit is --timeout-ms or HANG_FACTOR times the slowest base load in its child
+// (after the first, whose time holds the child's one-off warm-up), whichever is longer: a case
+// does a base's work (a load and a forward pass) plus a prefill and two decode steps, so on a
+// slow or loaded machine the limit grows with the machine's measured pace instead of reporting
+// slowness as a hang. The start-up (libtorch and the bases) gets STARTUP_LIMIT_MS: it is not
+// under test, and only a child stuck there must be ended.
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -22,8 +29,12 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const SELF = fileURLToPath(import.meta.url);
-const ROOT = resolve(dirname(SELF), '..');
+const ROOT = resolve(dirname(SELF), '..', '..');
 const FIXTURES = join(ROOT, 'test', '.fixtures');
+// A case takes about two base loads' time; twenty-five leaves room for a machine that slows down
+// tenfold while the child runs, and still ends a real hang within seconds on an idle machine.
+const HANG_FACTOR = 25;
+const STARTUP_LIMIT_MS = 120_000;
 const PROMPT = [1, 17, 42, 99];
 
 // ---------------------------------------------------------------------------------------------
@@ -352,7 +363,8 @@ export function mutate(base, layout, rng) {
 /** The base checkpoints and the config they share; makes the extra layouts with Python. */
 export function prepareBases(workDir) {
   const good = join(FIXTURES, 'tiny-gqa4', 'model.pth');
-  execFileSync('python3', [join(ROOT, 'scripts', 'make_hostile_checkpoints.py'), 'fuzz-bases', good, workDir]);
+  const { projectPython } = createRequire(import.meta.url)(join(ROOT, 'dist', 'addon', 'python.js'));
+  execFileSync(projectPython(ROOT), [join(ROOT, 'scripts', 'python', 'make_hostile_checkpoints.py'), 'fuzz-bases', good, workDir]);
   return {
     config: join(FIXTURES, 'tiny-gqa4', 'config.json'),
     bases: [good, join(FIXTURES, 'tiny-f16', 'model.pth'), ...['strided', 'p4-f32', 'zip64'].map((n) => join(workDir, `${n}.pth`))],
@@ -393,14 +405,17 @@ async function childMain(job) {
   // Bases that hold the same weights in other layouts must give the same logits: a loader that
   // mis-reads a layout fails here, loudly, before any mutation.
   const references = [];
+  let baseMs = 0;
   for (const [i, base] of bases.entries()) {
+    const t0 = performance.now();
     const model = await load(base.path);
     references.push(await logitsOf(model));
     model.dispose();
+    if (i > 0 || bases.length === 1) baseMs = Math.max(baseMs, performance.now() - t0);
     const same = job.sameWeightsAs?.[i] ?? i;
     if (!references[i].equals(references[same])) throw new Error(`base ${base.path} loads to different weights than ${bases[same].path}`);
   }
-  send({ ready: true, maxRss: maxRss() });
+  send({ ready: true, maxRss: maxRss(), baseMs });
 
   const selfTest = Object.fromEntries((process.env.QWEN3_FUZZ_SELFTEST ?? '').split(',').filter(Boolean).map((s) => s.split(':').reverse()));
   const file = join(job.tmpDir, `case-${process.pid}.pth`);
@@ -479,6 +494,7 @@ export async function runFuzz(options = {}) {
         : spawn(process.execPath, args, { env: childEnv(o) });
       let current = null;
       let baseline = null;
+      let caseLimit = o.timeoutMs;
       let stderr = '';
       let timer;
       let hung = false;
@@ -489,7 +505,7 @@ export async function runFuzz(options = {}) {
           child.kill('SIGKILL');
         }, ms);
       };
-      arm(o.timeoutMs * 6); // loading libtorch and the bases
+      arm(Math.max(o.timeoutMs, STARTUP_LIMIT_MS));
       let buffered = '';
       child.stdout.on('data', (chunk) => {
         buffered += chunk;
@@ -497,10 +513,13 @@ export async function runFuzz(options = {}) {
         while ((nl = buffered.indexOf('\n')) >= 0) {
           const msg = JSON.parse(buffered.slice(0, nl));
           buffered = buffered.slice(nl + 1);
-          if (msg.ready) baseline = msg.maxRss;
+          if (msg.ready) {
+            baseline = msg.maxRss;
+            caseLimit = Math.max(o.timeoutMs, HANG_FACTOR * msg.baseMs);
+          }
           if (msg.start !== undefined) {
             current = msg.start;
-            arm(o.timeoutMs);
+            arm(caseLimit);
           }
           if (msg.done !== undefined) {
             current = null;

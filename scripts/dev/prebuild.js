@@ -1,27 +1,30 @@
 #!/usr/bin/env node
 // `npm run prebuild`: builds the addon with prebuildify for the libtorch found here (LIBTORCH,
-// Torch_DIR, python3's torch) and writes
+// Torch_DIR, python3's torch, the project .venv: lib/addon/libtorch.ts) and writes
 //   prebuilds/<platform>-<arch>/qwen3-torch.torch<version>.<variant>.<libc>.node
 // plus the preload helper beside it. The libtorch tag is in the name because a binary only loads
-// against the libtorch version and variant it was built for; lib/binary.ts picks the file by it.
+// against the libtorch version and variant it was built for; lib/addon/choose.ts picks the file by it.
 // A prebuild carries no run path (QWEN3_TORCH_PREBUILD=1): the loader opens the user's libtorch.
 //
-//   node scripts/prebuild.js [--backend node-gyp|cmake-js] [--if-stale]
+//   node scripts/dev/prebuild.js [--backend node-gyp|cmake-js] [--if-stale]
 //
 // --backend node-gyp (default) builds binding.gyp with the local Node headers; cmake-js builds
 // CMakeLists.txt with node-api-headers, for machines without Node headers (the CUDA host).
 // --if-stale skips the build when the prebuild is newer than every native source (prepack).
 // The build runs in a temporary copy of the sources: prebuildify's `rebuild` wipes build/, where
-// the development build lives.
+// the development build lives. It needs dist/ (the libtorch finder): `npm run build` first.
 'use strict';
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { findLibtorch, inspectLibtorch, prebuildTag } = require('./find-libtorch.js');
 
-const root = path.resolve(__dirname, '..');
-const INPUTS = ['binding.gyp', 'CMakeLists.txt', 'package.json', 'native', path.join('scripts', 'find-libtorch.js')];
+const root = path.resolve(__dirname, '..', '..');
+const FINDER = path.join('dist', 'addon', 'libtorch.js');
+const INPUTS = ['binding.gyp', 'CMakeLists.txt', 'package.json', 'native', path.join('lib', 'addon', 'libtorch.ts')];
+// What the staged build runs besides INPUTS: the compiled finder, which binding.gyp calls as
+// `node dist/addon/libtorch.js QUERY`.
+const STAGED = [FINDER, path.join('dist', 'addon', 'python.js')];
 // Each compile of a libtorch-heavy source takes 1-2 GB: cap the parallel jobs, JOBS overrides.
 const jobs = String(process.env.JOBS || Math.min(8, os.availableParallelism?.() ?? os.cpus().length));
 
@@ -71,6 +74,8 @@ const args = process.argv.slice(2);
 const backend = args.includes('--backend') ? args[args.indexOf('--backend') + 1] : 'node-gyp';
 if (!['node-gyp', 'cmake-js'].includes(backend)) die(`unknown --backend ${backend} (node-gyp or cmake-js)`);
 
+if (!fs.existsSync(path.join(root, FINDER))) die(`${FINDER} is missing: run npm run build first`);
+const { findLibtorch, inspectLibtorch, prebuildTag } = require(path.join(root, FINDER));
 const found = findLibtorch();
 if (!found) die('libtorch was not found: pip install torch, or set LIBTORCH to an unpacked libtorch folder');
 const lib = inspectLibtorch(found);
@@ -128,7 +133,7 @@ if (backend === 'node-gyp' && !env.npm_config_nodedir) {
 
 const stage = fs.mkdtempSync(path.join(os.tmpdir(), 'qwen3-torch-prebuild-'));
 try {
-  for (const p of INPUTS) fs.cpSync(path.join(root, p), path.join(stage, p), { recursive: true });
+  for (const p of [...INPUTS, ...STAGED]) fs.cpSync(path.join(root, p), path.join(stage, p), { recursive: true });
   fs.symlinkSync(path.join(root, 'node_modules'), path.join(stage, 'node_modules'), 'junction');
   process.stdout.write(`prebuild: ${name} with ${backend} against libtorch ${lib.version} ${lib.variant} at ${lib.root}\n`);
   const t0 = Date.now();
