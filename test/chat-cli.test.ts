@@ -22,9 +22,9 @@ const modelArgs = ['--model', big.modelPath, '--config', big.configPath, '--devi
 interface Case { name: string; messages: TemplateMessage[]; tools: object[] | null; add_generation_prompt: boolean; enable_thinking: boolean | null; text: string; ids: number[] }
 const { cases } = JSON.parse(readFileSync(join(FIXTURES, 'chat-template', 'cases.json'), 'utf8')) as { cases: Case[] };
 
-function qwen3(args: string[], input = ''): Promise<{ status: number | null; stdout: string; stderr: string }> {
+function qwen3(args: string[], input = '', env: NodeJS.ProcessEnv = process.env): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args]);
+    const child = spawn(process.execPath, [CLI, ...args], { env });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d));
@@ -101,9 +101,9 @@ describe('qwen3 tokenize --messages', () => {
     const bad = join(scratch, 'bad.json');
     writeFileSync(bad, '[{"role": "user",');
     const runs: [string[], RegExp][] = [
-      [['tokenize', '--model', 'Qwen/Qwen3-1.7B', '--messages', messages], /^qwen3: No folder Qwen\/Qwen3-1\.7B; taking it as a Hugging Face repo id needs the Hub download support/],
+      [['tokenize', '--model', 'Qwen/Qwen3-1.7B', '--messages', messages], /^qwen3: HF_HUB_OFFLINE is set and Qwen\/Qwen3-1\.7B at revision main is not in the cache at /],
       [['tokenize', '--model', join(scratch, 'nowhere'), '--messages', messages], /^qwen3: Model folder not found: /],
-      [['tokenize', '--model', messages, '--messages', messages], /^qwen3: Expected a model folder for --model but .*ok\.json is a file/],
+      [['tokenize', '--model', messages, '--messages', messages], /^qwen3: Expected a model folder for modelDir but .*ok\.json is not a directory/],
       [['tokenize', '--model', hfDir, '--tokenizer', TOKENIZER_DIR, '--messages', messages], /^qwen3: Give either --model or --tokenizer, not both/],
       [['tokenize', '--messages', messages, '--prompt', 'x'], /^qwen3: Give either --messages or a prompt/],
       [['tokenize', '--prompt', 'x', '--no-think'], /^qwen3: --tools, --think, --no-think and --no-generation-prompt go with --messages/],
@@ -114,7 +114,9 @@ describe('qwen3 tokenize --messages', () => {
       [['tokenize', '--messages', file('null.json', [{ role: 'assistant', content: null }])], /^qwen3: Expected string for messages\.0\.content but received null/],
       [['tokenize', '--tokenizer', join(big.dir), '--messages', messages], /has no tokenizer\.json/],
     ];
-    const results = await Promise.all(runs.map(([args]) => qwen3(args)));
+    // Offline, with an empty Hugging Face cache: a repo id must not reach the network.
+    const offline = { ...process.env, HF_HUB_OFFLINE: '1', HF_HOME: join(scratch, 'hf-home'), HF_HUB_CACHE: undefined };
+    const results = await Promise.all(runs.map(([args]) => qwen3(args, '', offline)));
     results.forEach((r, i) => {
       expect(r.status, runs[i]![0].join(' ')).toBe(1);
       expect(r.stderr).toMatch(runs[i]![1]);

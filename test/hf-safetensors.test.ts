@@ -2,7 +2,7 @@
 // greedy tokens equal to transformers', and corrupt folders, configs and safetensors files are
 // refused by name without harming the process.
 import { spawnSync } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -90,7 +90,8 @@ describe('corrupt folders and files are refused by name', () => {
   // A copy of the good folder whose model.safetensors is replaced by `edit` of its bytes.
   function variant(label: string, edit: (bytes: Buffer) => Buffer): string {
     const dir = join(work, label);
-    cpSync(good, dir, { recursive: true });
+    mkdirSync(dir);
+    cpSync(join(good, 'config.json'), join(dir, 'config.json'));
     writeFileSync(join(dir, 'model.safetensors'), edit(readFileSync(join(good, 'model.safetensors'))));
     return dir;
   }
@@ -203,6 +204,26 @@ describe('Qwen3Model.load with a folder, and the CLI', () => {
     }
   });
 
+  it('qwen3 generate takes the folder\'s sampling settings (generation_config.json) when the flags set none', () => {
+    const sampled = mkdtempSync(join(tmpdir(), 'qwen3-hf-sampled-'));
+    try {
+      cpSync(dir, sampled, { recursive: true });
+      writeFileSync(join(sampled, 'generation_config.json'), JSON.stringify({ do_sample: true, temperature: 0.7, top_k: 20, top_p: 0.9 }));
+      const run = (folder: string, ...flags: string[]) => {
+        const r = spawnSync(process.execPath, [join(__dirname, '..', 'dist', 'cli.js'), 'generate', '--model', folder, '--device', 'cpu', '--dtype', 'float32',
+          '--prompt-ids', ref.prompt.join(','), '--max-new-tokens', '20', '--ignore-eos', '--seed', '7', '--json', ...flags], { encoding: 'utf8' });
+        expect(r.status, r.stderr).toBe(0);
+        return (JSON.parse(r.stdout) as { ids: number[] }).ids;
+      };
+      const fromFolder = run(sampled);
+      expect(fromFolder).toEqual(run(dir, '--temperature', '0.7', '--top-k', '20', '--top-p', '0.9'));
+      expect(fromFolder).not.toEqual(ref.runs.float32.greedy.slice(0, 20));
+      expect(run(sampled, '--temperature', '0')).toEqual(ref.runs.float32.greedy.slice(0, 20));
+    } finally {
+      rmSync(sampled, { recursive: true, force: true });
+    }
+  });
+
   it('refuses a config option for a folder, which brings its own', async () => {
     await expect(Qwen3Model.load(dir, { config: '0.6B', device: 'cpu' })).rejects.toThrow(InvalidOptionError);
     await expect(Qwen3Model.load(dir, { config: '0.6B', device: 'cpu' })).rejects.toThrow('brings its own config.json');
@@ -271,7 +292,8 @@ describe('mutated safetensors files', () => {
           for (let n = 1 + pick(8); n > 0; n--) bytes[headerEnd + pick(bytes.length - headerEnd)] = pick(256);
       }
       const dir = join(work, `case-${i}`);
-      cpSync(good, dir, { recursive: true });
+      mkdirSync(dir);
+      cpSync(join(good, 'config.json'), join(dir, 'config.json'));
       writeFileSync(join(dir, 'model.safetensors'), data);
       try {
         const model = await loadDir(dir);

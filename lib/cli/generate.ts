@@ -2,6 +2,7 @@
 // stops it (within one prefill chunk or decode step) and it exits 130 with what it had; a reader
 // that goes away ends it quietly with 0.
 import type { Command } from 'commander';
+import { withSamplingDefaults } from '../generation-config.js';
 import { PREFILL_CHUNK_SIZE, formatStats, generateStats } from '../generate.js';
 import { type ModelFlags, type SamplingFlags, idList, intArg, loadFromFlags, modelOptions } from './common.js';
 import { EXIT_INTERRUPTED, catchInterrupt, outputClosed, write } from './output.js';
@@ -19,7 +20,9 @@ interface GenerateFlags extends ModelFlags, SamplingFlags, PromptFlags {
 
 async function generateCommand(flags: GenerateFlags): Promise<void> {
   const prompt = await readPrompt(flags);
-  const { model, tokenizer } = await loadFromFlags(flags, 'base');
+  const { model, tokenizer, generation } = await loadFromFlags(flags, 'base');
+  // A model folder's generation_config.json gives the sampling settings the user left unset.
+  const sampling = withSamplingDefaults({ temperature: flags.temperature, topK: flags.topK, topP: flags.topP }, generation?.sampling ?? null);
   const interrupt = catchInterrupt();
   try {
     const promptIds = 'ids' in prompt ? prompt.ids : await tokenizer.encode(prompt.text, { chat: flags.chat });
@@ -33,9 +36,7 @@ async function generateCommand(flags: GenerateFlags): Promise<void> {
       useCache: flags.cache,
       ignoreEos: flags.ignoreEos,
       eosTokenId: flags.eosTokenId ?? tokenizer.eosTokenId,
-      temperature: flags.temperature,
-      topK: flags.topK,
-      topP: flags.topP,
+      ...sampling,
       seed: flags.seed,
       signal: AbortSignal.any([interrupt.signal, outputClosed()]),
       onToken: streaming ? (id) => write(decoder.push(id)) : undefined,

@@ -29,7 +29,7 @@ PYTHON=$(node scripts/dev/python.js --which)
 step info node dist/cli.js info --json
 step tf32 node -e "const q = require('./dist/index.js'); for (const on of [true, false]) { q.getDevice({ enableTensorCores: on }); console.log('enableTensorCores', on, '->', q.runtimeInfo().tensorCores); }"
 step fixtures "$PYTHON" scripts/python/make_fixtures.py --out test/.fixtures
-phases=${*:-prebuild tests fullsize leak profile bench}
+phases=${*:-prebuild tests fullsize hf leak profile bench}
 want() { [[ " $phases " == *" $1 "* ]]; }
 FULL=/tmp/qwen3-fixtures/qwen3-0.6b-random
 need_full() { [ -f $FULL/model.pth ] || step fixtures-full "$PYTHON" scripts/python/make_fixtures.py --out /tmp/qwen3-fixtures --full-size --only qwen3-0.6b-random --device cuda; }
@@ -71,6 +71,14 @@ if want fullsize; then
 fi
 # Device memory back to the baseline after dispose() and flat over 200 generations, eager and
 # compiled (the host RSS half of the check is the CPU's job: kept short here).
+# A Hugging Face folder of Qwen3-8B's shape (16 GB of random bf16 weights, made here shard by
+# shard): load time from the page cache, float32 greedy tokens and logits against transformers,
+# bf16 decode speed. HF_SIZE picks another size (the 32B shape needs 66 GB of disk).
+if want hf; then
+  HF_DIR=/tmp/qwen3-hf-${HF_SIZE:-8B}
+  step hf-folder "$PYTHON" scripts/python/make_hf_random.py --size ${HF_SIZE:-8B} --out $HF_DIR --reference 20 --device cuda
+  step hf-check node scripts/checks/hf_model_check.mjs --dir $HF_DIR --device cuda --compile
+fi
 if want leak; then
   for mode in "" --compile; do
     step leak-cuda$mode node scripts/checks/leak_check.mjs --device cuda $mode --generations 100 --every 50 --cycles 4

