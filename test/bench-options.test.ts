@@ -2,7 +2,7 @@
 // cannot fit in memory with the numbers, and keeps stdout for the report alone. A stand-in for
 // the project's Python (QWEN3_PYTHON) records (and fakes, cheaply) the random-weight checkpoint
 // bench would make on a first run; every other Python call goes to the real one.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { isAbsolute, join } from 'node:path';
@@ -10,8 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectPython } from '../lib/addon/python.js';
 import { runBench } from '../lib/bench.js';
 import { InvalidOptionError } from '../lib/index.js';
+import { runCli } from './support/run-cli.js';
 
-const CLI = join(__dirname, '..', 'dist', 'cli.js');
 const NOISE = 'make_fixtures stand-in: a progress line on stdout';
 
 let dir: string;
@@ -48,16 +48,8 @@ exec "${realPython}" "$@"
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function bench(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, 'bench', ...args], { env });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d));
-    child.stderr.on('data', (d: Buffer) => (stderr += d));
-    child.on('close', (status) => resolve({ status, stdout, stderr }));
-    child.stdin.end();
-  });
+function bench(args: string[]) {
+  return runCli(['bench', ...args], { env });
 }
 
 describe('qwen3 bench options', () => {

@@ -4,7 +4,6 @@
 // token the folder names, and samples with the folder's generation_config.json unless told
 // otherwise. The model is tiny-bigvocab (the real tokenizer's vocabulary, random weights), so the
 // expected replies are computed here with the library from the prompts the template gives.
-import { spawn } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,8 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type TemplateMessage, Qwen3Model, Qwen3Tokenizer, generateTextBasicCache } from '../lib/index.js';
 import { ReplyWriter } from '../lib/cli/reply-writer.js';
 import { loadFixture } from './support/fixtures.js';
+import { runCli } from './support/run-cli.js';
 
-const CLI = join(__dirname, '..', 'dist', 'cli.js');
 const FIXTURES = join(__dirname, '.fixtures');
 const TOKENIZER_DIR = join(FIXTURES, 'chat-template', 'tokenizer');
 const big = loadFixture('tiny-bigvocab');
@@ -22,16 +21,8 @@ const modelArgs = ['--model', big.modelPath, '--config', big.configPath, '--devi
 interface Case { name: string; messages: TemplateMessage[]; tools: object[] | null; add_generation_prompt: boolean; enable_thinking: boolean | null; text: string; ids: number[] }
 const { cases } = JSON.parse(readFileSync(join(FIXTURES, 'chat-template', 'cases.json'), 'utf8')) as { cases: Case[] };
 
-function qwen3(args: string[], input = '', env: NodeJS.ProcessEnv = process.env): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d));
-    child.stderr.on('data', (d: Buffer) => (stderr += d));
-    child.on('close', (status) => resolve({ status, stdout, stderr }));
-    child.stdin.end(input);
-  });
+function qwen3(args: string[], input = '', env: NodeJS.ProcessEnv = process.env) {
+  return runCli(args, { input, env });
 }
 
 const scratch = mkdtempSync(join(tmpdir(), 'qwen3-chat-cli-'));

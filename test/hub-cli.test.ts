@@ -8,22 +8,19 @@ import { projectPython } from '../lib/addon/python.js';
 import { hubProgressView } from '../lib/cli/hub-progress.js';
 import { downloadModel } from '../lib/hub/model.js';
 import { FakeHub, sha256 } from './support/fake-hub.js';
-import { C1, C2, SHARD1, SHARDED, SHARDED_FILES, SINGLE, SINGLE_FILES, SINGLE_NEEDED, addRepos, isolatedHfEnvironment, repoRoot } from './support/hub-fixtures.js';
+import { C1, C2, SHARD1, SHARDED, SHARDED_FILES, SINGLE, SINGLE_FILES, SINGLE_NEEDED, isolatedHfEnvironment, repoRoot, startFakeHub } from './support/hub-fixtures.js';
 
 const CLI = path.join(__dirname, '..', 'dist', 'cli.js');
 
 let hub: FakeHub;
 let env: ReturnType<typeof isolatedHfEnvironment>;
+let stopHub: () => Promise<void>;
 
 beforeEach(async () => {
-  env = isolatedHfEnvironment();
-  hub = await new FakeHub().start();
-  addRepos(hub);
-  process.env.HF_ENDPOINT = hub.endpoint;
+  ({ hub, env, stop: stopHub } = await startFakeHub());
 });
 afterEach(async () => {
-  await hub.stop();
-  env.restore();
+  await stopHub();
   vi.restoreAllMocks();
 });
 

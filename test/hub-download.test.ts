@@ -11,23 +11,19 @@ import { InvalidOptionError } from '../lib/validate.js';
 import { FakeHub, sha256 } from './support/fake-hub.js';
 import {
   C1, C2, SHARD1, SHARD2, SHARDED, SHARDED_FILES, SHARDED_NEEDED, SINGLE, SINGLE_FILES, SINGLE_NEEDED,
-  addRepos, etagOf, isolatedHfEnvironment, repoRoot,
-} from './support/hub-fixtures.js';
+  addRepos, etagOf, isolatedHfEnvironment, repoRoot, startFakeHub } from './support/hub-fixtures.js';
 
 let hub: FakeHub;
 let env: ReturnType<typeof isolatedHfEnvironment>;
+let stopHub: () => Promise<void>;
 const cache = () => path.join(env.home, 'hub');
 const apiPath = (repoId: string, rev: string) => `/api/models/${repoId}/revision/${rev}`;
 
 beforeEach(async () => {
-  env = isolatedHfEnvironment();
-  hub = await new FakeHub().start();
-  addRepos(hub);
-  process.env.HF_ENDPOINT = hub.endpoint;
+  ({ hub, env, stop: stopHub } = await startFakeHub());
 });
 afterEach(async () => {
-  await hub.stop();
-  env.restore();
+  await stopHub();
 });
 
 /** Every entry of the snapshot is a relative link to its blob, and the blob holds the file. */

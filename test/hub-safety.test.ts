@@ -7,24 +7,21 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { downloadModel } from '../lib/hub/model.js';
 import { FakeHub, sha256 } from './support/fake-hub.js';
-import { C1, C2, SHARD1, SHARD2, SHARDED, SHARDED_FILES, SINGLE, SINGLE_FILES, addRepos, etagOf, isolatedHfEnvironment, repoRoot } from './support/hub-fixtures.js';
+import { C1, C2, SHARD1, SHARD2, SHARDED, SHARDED_FILES, SINGLE, SINGLE_FILES, etagOf, isolatedHfEnvironment, repoRoot, startFakeHub } from './support/hub-fixtures.js';
 
 const DIST_HUB = path.join(__dirname, '..', 'dist', 'hub', 'model.js');
 
 let hub: FakeHub;
 let env: ReturnType<typeof isolatedHfEnvironment>;
+let stopHub: () => Promise<void>;
 let outside: string;
 
 beforeEach(async () => {
-  env = isolatedHfEnvironment();
+  ({ hub, env, stop: stopHub } = await startFakeHub());
   outside = mkdtempSync(path.join(os.tmpdir(), 'qwen3-hf-outside-'));
-  hub = await new FakeHub().start();
-  addRepos(hub);
-  process.env.HF_ENDPOINT = hub.endpoint;
 });
 afterEach(async () => {
-  await hub.stop();
-  env.restore();
+  await stopHub();
   rmSync(outside, { recursive: true, force: true });
 });
 

@@ -1,24 +1,14 @@
 // A temperature barely above zero is sampling so cold that it must pick the most likely token
 // every time: `--temperature 1e-40` gives the greedy tokens whatever the seed, never NaN or a
 // random id. (Dividing logits by 1e-40 overflows float32; the native sampler has to handle it.)
-import { spawn } from 'node:child_process';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadFixture } from './support/fixtures.js';
+import { runCli } from './support/run-cli.js';
 
-const CLI = join(__dirname, '..', 'dist', 'cli.js');
 const fx = loadFixture('tiny-gqa4');
 
-function generate(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, 'generate', '--model', fx.modelPath, '--config', fx.configPath, '--device', 'cpu', '--dtype', 'float32', ...args]);
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d));
-    child.stderr.on('data', (d: Buffer) => (stderr += d));
-    child.on('close', (status) => resolve({ status, stdout, stderr }));
-    child.stdin.end();
-  });
+function generate(args: string[]) {
+  return runCli(['generate', '--model', fx.modelPath, '--config', fx.configPath, '--device', 'cpu', '--dtype', 'float32', ...args]);
 }
 
 describe('qwen3 generate --temperature 1e-40', () => {

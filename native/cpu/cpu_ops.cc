@@ -48,9 +48,7 @@ at::Tensor CpuOps::attention(int64_t layer, const at::Tensor& qkv, const FusedBl
     split_norm_rope(qkv, w, q, k, v);
   } else {
     // Per-head norm and RoPE in one loop.
-    q = at::empty({batch, heads, seq, hd}, qkv.options());   // (batch, heads, seq, hd)
-    k = at::empty({batch, groups, seq, hd}, qkv.options());  // (batch, groups, seq, hd)
-    v = at::empty({batch, groups, seq, hd}, qkv.options());  // (batch, groups, seq, hd)
+    empty_heads(qkv, q, k, v);
     const float* q_norm = config_.qk_norm ? w.q_norm.data_ptr<float>() : nullptr;
     const float* k_norm = config_.qk_norm ? w.k_norm.data_ptr<float>() : nullptr;
     cpu::qk_norm_rope(dt, qkv.data_ptr(), q_norm, k_norm, config_.qk_norm, step_.cos.data_ptr<float>(), step_.sin.data_ptr<float>(),

@@ -41,9 +41,7 @@ at::Tensor CudaPrefillOps::attention(int64_t layer, const at::Tensor& qkv, const
     split_norm_rope(qkv, w, q, k, v);
   } else {
     // Per-head norm and RoPE in one kernel; token t lands in slot t of k and v.
-    q = at::empty({batch, heads, seq, hd}, qkv.options());   // (batch, heads, seq, hd)
-    k = at::empty({batch, groups, seq, hd}, qkv.options());  // (batch, groups, seq, hd)
-    v = at::empty({batch, groups, seq, hd}, qkv.options());  // (batch, groups, seq, hd)
+    empty_heads(qkv, q, k, v);
     cuda::qk_norm_rope_cache(kernel_dtype(qkv.scalar_type()), qkv.data_ptr(), config_.qk_norm ? w.q_norm.data_ptr<float>() : nullptr,
                              config_.qk_norm ? w.k_norm.data_ptr<float>() : nullptr, config_.qk_norm, step_.cos.data_ptr<float>(),
                              step_.sin.data_ptr<float>(), zero_position_.data_ptr<int64_t>(), static_cast<int>(seq), q.data_ptr(), k.data_ptr(),

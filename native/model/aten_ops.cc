@@ -1,6 +1,7 @@
 #include "model/aten_ops.h"
 
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/scaled_dot_product_attention.h>
 #include <ATen/ops/silu.h>
@@ -55,6 +56,13 @@ void AtenOps::split_norm_rope(const at::Tensor& qkv, const FusedBlock& w, at::Te
   }
   q = apply_rope(q, step_.cos, step_.sin);
   k = apply_rope(k, step_.cos, step_.sin);
+}
+
+void AtenOps::empty_heads(const at::Tensor& qkv, at::Tensor& q, at::Tensor& k, at::Tensor& v) const {
+  const int64_t batch = step_.batch, seq = step_.seq, hd = config_.head_dim;
+  q = at::empty({batch, config_.n_heads, seq, hd}, qkv.options());      // (batch, heads, seq, hd)
+  k = at::empty({batch, config_.n_kv_groups, seq, hd}, qkv.options());  // (batch, groups, seq, hd)
+  v = at::empty({batch, config_.n_kv_groups, seq, hd}, qkv.options());  // (batch, groups, seq, hd)
 }
 
 at::Tensor AtenOps::merge_heads(const at::Tensor& context) const {

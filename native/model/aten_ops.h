@@ -58,6 +58,8 @@ class AtenOps : public BlockOps {
   // Queries and keys of qkv split into heads, normed and rotated by ATen operations:
   // q (batch, heads, seq, hd), k and v (batch, groups, seq, hd).
   void split_norm_rope(const at::Tensor& qkv, const FusedBlock& w, at::Tensor& q, at::Tensor& k, at::Tensor& v) const;
+  // Uninitialised q (batch, heads, seq, hd), k and v (batch, groups, seq, hd) for a fused kernel to fill.
+  void empty_heads(const at::Tensor& qkv, at::Tensor& q, at::Tensor& k, at::Tensor& v) const;
   // The context (batch, heads, seq, hd) as the output projection's input (rows, heads * hd).
   at::Tensor merge_heads(const at::Tensor& context) const;
 

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { type FakeHub, gitOid, sha256 } from './fake-hub.js';
+import { FakeHub, gitOid, sha256 } from './fake-hub.js';
 
 export const C1 = randomBytes(20).toString('hex');
 export const C2 = randomBytes(20).toString('hex');
@@ -68,3 +68,19 @@ export function isolatedHfEnvironment(): { home: string; restore(): void } {
 
 /** The repo folder in the cache under `hubCache` (HF_HOME/hub unless HF_HUB_CACHE says otherwise). */
 export const repoRoot = (hubCache: string, repoId: string) => path.join(hubCache, `models--${repoId.replace('/', '--')}`);
+
+/** A fake Hub with the repos above, HF_ENDPOINT pointing at it and an isolated HF environment. */
+export async function startFakeHub(): Promise<{ hub: FakeHub; env: ReturnType<typeof isolatedHfEnvironment>; stop(): Promise<void> }> {
+  const env = isolatedHfEnvironment();
+  const hub = await new FakeHub().start();
+  addRepos(hub);
+  process.env.HF_ENDPOINT = hub.endpoint;
+  return {
+    hub,
+    env,
+    async stop() {
+      await hub.stop();
+      env.restore();
+    },
+  };
+}
