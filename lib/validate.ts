@@ -1,6 +1,9 @@
-// Option checking for every public entry point. Native code trusts what reaches it, so all
-// validation lives here, and each message names the option, what it expects and what it got:
+// Option checking for every public entry point, first, so each message names the option as the
+// caller spelled it, what it expects and what it got:
 //   "Expected integer between 1 and 40960 for maxNewTokens but received 0"
+// The rule for checks across the layers: lib/ validates every option here; the native binding
+// checks every argument's type and range again (it is reachable without lib/); the engine checks
+// only what depends on its state (native/binding/model_wrap.cc says the same).
 import { z } from 'zod';
 
 /** Thrown for any invalid argument or option; `option` names the offending field. */
