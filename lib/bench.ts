@@ -12,7 +12,7 @@ import { MODEL_SIZES } from './config.js';
 import { availableDevices, resolveDevice } from './device.js';
 import { MAX_BATCH_SIZE, PREFILL_CHUNK_SIZE, generateBatchCache, generateStats } from './generate.js';
 import { modelHome } from './home.js';
-import { describeEstimate, estimateGenerationMemory, formatGB } from './memory-estimate.js';
+import { describeEstimate, estimateGenerationMemory, formatGB } from './model/memory.js';
 import { Qwen3Model } from './model.js';
 import { native, packageRoot } from './native.js';
 import { Qwen3Tokenizer } from './tokenizer.js';

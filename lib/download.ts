@@ -4,18 +4,18 @@
 // `<file>.part`, a later run continues it with a Range request, and only a complete, verified
 // file is renamed to its final name. A file already present with the size the server announces
 // is left alone, which also keeps repeated runs (and offline runs) cheap. Several processes may
-// download into one folder at once, and the folder may be shared: see download-files.ts for the
-// lock and the rules about links, download-speed.ts for the low-speed limit.
+// download into one folder at once, and the folder may be shared: see download/files.ts for the
+// lock and the rules about links, download/speed.ts for the low-speed limit.
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
-import { finalFileSize, lockDownload } from './download-files.js';
-import { LOW_SPEED_LIMIT, LOW_SPEED_TIME } from './download-speed.js';
+import { finalFileSize, lockDownload } from './download/files.js';
+import { LOW_SPEED_LIMIT, LOW_SPEED_TIME } from './download/speed.js';
 import {
   type Meter, type RemoteInfo, type TransferJob, UnreachableError,
   abortError, httpError, isEncoded, request, sha256Of, sizeHeader, throwIfAborted, transfer,
-} from './download-transfer.js';
-import { formatBytes as mib, stderrBar } from './progress-bar.js';
+} from './download/transfer.js';
+import { formatBytes as mib, stderrBar } from './download/progress-bar.js';
 import { abortSignal, boolean, integer, nonEmptyString, number, oneOf, parseOptions } from './validate.js';
 
 export const DEFAULT_BASE_URL = 'https://huggingface.co/rasbt/qwen3-from-scratch/resolve/main';

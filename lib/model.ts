@@ -3,19 +3,19 @@
 import { z } from 'zod';
 import type { Dtype, Qwen3Config } from './config.js';
 import { type DeviceName, type MemoryStats, memoryStats, resetPeakMemory, resolveDevice } from './device.js';
-import { IDLE_HANDOVER_MS, type LoadOptions, abortableLoad, loadAborted, loadSchema, resolveConfig } from './model-load.js';
-import { checkMemoryFits } from './memory-estimate.js';
+import { IDLE_HANDOVER_MS, type LoadOptions, abortableLoad, loadAborted, loadSchema, resolveConfig } from './model/load.js';
+import { checkMemoryFits } from './model/memory.js';
 import { resolveModelDir } from './hub/model.js';
 import { isRepoId } from './hub/settings.js';
-import { resolveModelSource } from './model-path.js';
-import { type CacheContent, Lease, ModelLock, appendRows, contentLength, copyContent } from './model-queue.js';
-import { GREEDY, type LogitsMode, type SamplingOptions, type TokenIds, checkTokenIds, stepRequest, withCallerStack } from './model-request.js';
+import { resolveModelSource } from './model/path.js';
+import { type CacheContent, Lease, ModelLock, appendRows, contentLength, copyContent } from './model/queue.js';
+import { GREEDY, type LogitsMode, type SamplingOptions, type TokenIds, checkTokenIds, stepRequest, withCallerStack } from './model/request.js';
 import { type NativeModel, type NativeStepResult, native } from './native.js';
 import { formatModelSummary } from './summary.js';
 import { InvalidOptionError, boolean, describeValue, integer, nonEmptyString, oneOf, parseOptions } from './validate.js';
 
-export { IDLE_HANDOVER_MS, type LoadOptions } from './model-load.js';
-export type { LogitsMode, SamplingOptions, TokenIds } from './model-request.js';
+export { IDLE_HANDOVER_MS, type LoadOptions } from './model/load.js';
+export type { LogitsMode, SamplingOptions, TokenIds } from './model/request.js';
 
 export interface Logits {
   /** float32, row-major with `shape` (batch, positions, vocab). */

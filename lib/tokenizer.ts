@@ -8,9 +8,9 @@ import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { type Decoder, Tokenizer } from 'tokenizers';
 import { z } from 'zod';
-import { type ApplyChatTemplateOptions, ChatTemplate, type TemplateMessage, readChatTemplate, specialTokensOf } from './chat-template.js';
-import { readGenerationConfig, readOptionalJson } from './generation-config.js';
-import { MAX_DECODED_LENGTH, MAX_WHITESPACE_RUN_UNKNOWN_PATTERN, checkEncodable, linearizePreTokenizer } from './tokenizer-limits.js';
+import { type ApplyChatTemplateOptions, ChatTemplate, type TemplateMessage, readChatTemplate, specialTokensOf } from './tokenizer/chat-template.js';
+import { readGenerationConfig, readOptionalJson } from './model/generation-config.js';
+import { MAX_DECODED_LENGTH, MAX_WHITESPACE_RUN_UNKNOWN_PATTERN, checkEncodable, linearizePreTokenizer } from './tokenizer/limits.js';
 import { InvalidOptionError, boolean, describeValue, nonEmptyString, oneOf, parseOptions } from './validate.js';
 
 /** Special tokens that must always become their own single id, never BPE pieces. */
@@ -124,7 +124,7 @@ export class Qwen3Tokenizer {
   readonly #tokenizer: Tokenizer;
   readonly #decoder: Decoder;
   readonly #byteCache = new Map<number, Uint8Array>();
-  /** Longest whitespace run encode() passes to the binding (see tokenizer-limits.ts). */
+  /** Longest whitespace run encode() passes to the binding (see tokenizer/limits.ts). */
   readonly #maxWhitespaceRun: number;
 
   private constructor(file: string, tokenizer: Tokenizer, opts: z.output<typeof loadSchema>, linear: boolean, folder: FolderParts | null, template: ChatTemplate | null) {
@@ -180,7 +180,7 @@ export class Qwen3Tokenizer {
     let linear: boolean;
     try {
       // The pre-tokenizer's pattern is swapped for an equivalent that cannot make the binding
-      // abort the process on a long whitespace run (tokenizer-limits.ts).
+      // abort the process on a long whitespace run (tokenizer/limits.ts).
       const parsed: unknown = JSON.parse(json);
       linear = linearizePreTokenizer(parsed);
       tokenizer = Tokenizer.fromString(JSON.stringify(parsed));
@@ -198,7 +198,7 @@ export class Qwen3Tokenizer {
   /**
    * The prompt text for `messages` by the model folder's chat template, exactly as transformers'
    * `apply_chat_template(messages, tools=..., add_generation_prompt=..., enable_thinking=...,
-   * tokenize=False)` renders it (see chat-template.ts). Throws when the tokenizer has no template.
+   * tokenize=False)` renders it (see tokenizer/chat-template.ts). Throws when the tokenizer has no template.
    */
   applyChatTemplate(messages: readonly TemplateMessage[], options: ApplyChatTemplateOptions = {}): string {
     if (this.chatTemplate === null) {

@@ -5,8 +5,8 @@ import { cpSync, mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ChatTemplate, type TemplateMessage, splitThinking } from '../lib/chat-template.js';
-import { readGenerationConfig, withSamplingDefaults } from '../lib/generation-config.js';
+import { ChatTemplate, type TemplateMessage, splitThinking } from '../lib/tokenizer/chat-template.js';
+import { readGenerationConfig, withSamplingDefaults } from '../lib/model/generation-config.js';
 import { Qwen3Tokenizer, formatChat } from '../lib/tokenizer.js';
 
 const FIXTURE = join(__dirname, '.fixtures', 'chat-template');

@@ -6,9 +6,9 @@ import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { configFromHuggingFace, readHuggingFaceModel } from '../lib/hf-model.js';
+import { configFromHuggingFace, readHuggingFaceModel } from '../lib/model/huggingface.js';
 import { InvalidOptionError, QWEN_CONFIG_06_B, QWEN_CONFIG_32_B, Qwen3Model, generateTextBasicCache } from '../lib/index.js';
-import { memoryShortfall } from '../lib/memory-estimate.js';
+import { memoryShortfall } from '../lib/model/memory.js';
 import { native } from '../lib/native.js';
 
 const FIXTURES = join(__dirname, '.fixtures');

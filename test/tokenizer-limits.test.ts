@@ -1,6 +1,6 @@
 // Inputs that used to take the process down inside the `tokenizers` binding: a long whitespace
 // run made Oniguruma give up and the binding abort (exit 134). Qwen3Tokenizer swaps the
-// pre-tokenizer's backtracking alternative for an equivalent one (lib/tokenizer-limits.ts); the
+// pre-tokenizer's backtracking alternative for an equivalent one (lib/tokenizer/limits.ts); the
 // ids must stay Python's wherever Python succeeds. The references come from
 // scripts/python/tokenizer_whitespace_parity.py, which also checks the swap on the 1,200-string corpus.
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -13,7 +13,7 @@ import { projectPython } from '../lib/addon/python.js';
 import { Qwen3Tokenizer, defaultTokenizerFilePath } from '../lib/tokenizer.js';
 import {
   BACKTRACKING_NEWLINE_RUN, LINEAR_NEWLINE_RUN, MAX_DECODED_LENGTH, MAX_TEXT_BYTES, MAX_WHITESPACE_RUN_UNKNOWN_PATTERN,
-} from '../lib/tokenizer-limits.js';
+} from '../lib/tokenizer/limits.js';
 import { InvalidOptionError } from '../lib/validate.js';
 import { loadFixture as loadModelFixture } from './support/fixtures.js';
 

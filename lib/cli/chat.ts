@@ -8,9 +8,9 @@
 import type { Command } from 'commander';
 import { createInterface } from 'node:readline';
 import { z } from 'zod';
-import type { TemplateMessage } from '../chat-template.js';
+import type { TemplateMessage } from '../tokenizer/chat-template.js';
 import { generateTextBasicStreamCache } from '../generate.js';
-import { withSamplingDefaults } from '../generation-config.js';
+import { withSamplingDefaults } from '../model/generation-config.js';
 import { formatChat } from '../tokenizer.js';
 import { integer, parseOptions } from '../validate.js';
 import { type ModelFlags, type SamplingFlags, intArg, loadFromFlags, modelOptions } from './common.js';

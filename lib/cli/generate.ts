@@ -2,7 +2,7 @@
 // stops it (within one prefill chunk or decode step) and it exits 130 with what it had; a reader
 // that goes away ends it quietly with 0.
 import type { Command } from 'commander';
-import { withSamplingDefaults } from '../generation-config.js';
+import { withSamplingDefaults } from '../model/generation-config.js';
 import { PREFILL_CHUNK_SIZE, formatStats, generateStats } from '../generate.js';
 import { type ModelFlags, type SamplingFlags, idList, intArg, loadFromFlags, modelOptions } from './common.js';
 import { EXIT_INTERRUPTED, catchInterrupt, outputClosed, write } from './output.js';

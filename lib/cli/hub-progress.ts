@@ -4,7 +4,7 @@
 // Shown on a terminal only, unless asked for.
 import type { SingleBar } from 'cli-progress';
 import type { HubProgress } from '../hub/model.js';
-import { formatBytes, stderrBar } from '../progress-bar.js';
+import { formatBytes, stderrBar } from '../download/progress-bar.js';
 
 export interface HubProgressView {
   onProgress: (progress: HubProgress) => void;

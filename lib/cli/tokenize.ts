@@ -2,7 +2,7 @@
 // (and the text back, with --json).
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import type { ApplyChatTemplateOptions, TemplateMessage } from '../chat-template.js';
+import type { ApplyChatTemplateOptions, TemplateMessage } from '../tokenizer/chat-template.js';
 import { Qwen3Tokenizer } from '../tokenizer.js';
 import { loadTokenizer, resolveModelFlag } from './common.js';
 import { write } from './output.js';

@@ -35,7 +35,7 @@ export const blobPath = (repo: RepoCache, etag: string) => path.join(repo.root, 
 export const partPath = (repo: RepoCache, etag: string) => path.join(repo.root, 'blobs', `${etag}.qwen3-torch.incomplete`);
 /** Where the repo's download locks are, as in Python's cache (its own are `<etag>.lock` files). */
 export const lockFolder = (repo: RepoCache) => path.join(repo.cacheDir, '.locks', path.basename(repo.root));
-/** The name download-files.ts locks (as `<name>.lock`, a folder). */
+/** The name download/files.ts locks (as `<name>.lock`, a folder). */
 export const lockName = (repo: RepoCache, etag: string) => path.join(lockFolder(repo), `${etag}.qwen3-torch`);
 
 /** Creates the folders a download writes into, and refuses any of them that is a link. */

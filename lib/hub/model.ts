@@ -4,8 +4,8 @@
 // HF_HUB_OFFLINE (or when the Hub cannot be reached) the cached snapshot is used as it is.
 import { readFile, stat } from 'node:fs/promises';
 import { z } from 'zod';
-import { LOW_SPEED_LIMIT, LOW_SPEED_TIME } from '../download-speed.js';
-import { type Meter, UnreachableError } from '../download-transfer.js';
+import { LOW_SPEED_LIMIT, LOW_SPEED_TIME } from '../download/speed.js';
+import { type Meter, UnreachableError } from '../download/transfer.js';
 import { InvalidOptionError, abortSignal, boolean, describeValue, integer, nonEmptyString, number, parseOptions } from '../validate.js';
 import { type RepoCache, isMarkedAbsent, markAbsent, prepareFolders, readRef, repoCache, snapshotDir, snapshotFileSize, writeRef } from './cache.js';
 import { type HubContext, type RemoteFile, fetchToCache, headFile, resolveCommit } from './remote.js';

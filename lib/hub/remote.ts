@@ -4,10 +4,10 @@
 // to a CDN; ETag and Content-Length for the others), and a GET of the same URL fetches it, through
 // the shared transfer (resume, size and SHA-256 check, atomic rename) into blobs/<etag>.
 // The token goes to the Hub's own host only, never to the host a redirect leads to.
-import { finalFileSize, lockDownload } from '../download-files.js';
+import { finalFileSize, lockDownload } from '../download/files.js';
 import {
   type Meter, type RequestJob, UnreachableError, abortError, describeError, isEncoded, request, sha256Of, sizeHeader, transfer,
-} from '../download-transfer.js';
+} from '../download/transfer.js';
 import { type RepoCache, blobPath, linkSnapshotFile, lockName, partPath } from './cache.js';
 import { COMMIT_HASH, type HubSettings } from './settings.js';
 

@@ -2,7 +2,7 @@
 """Reference ids for long whitespace runs, for test/tokenizer-limits.test.ts.
 
 The Node tokenizer replaces the backtracking alternative of Qwen's pre-tokenizer pattern with
-an equivalent one (lib/tokenizer-limits.ts), because the original makes Oniguruma give up on a
+an equivalent one (lib/tokenizer/limits.ts), because the original makes Oniguruma give up on a
 whitespace run of about ten million characters, which aborts the process. This script records,
 for each case, Python's ids with the original tokenizer.json (null where Python raises, as it
 does for ten million spaces) and with the rewritten pattern, and fails unless the two agree

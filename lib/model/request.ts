@@ -1,8 +1,8 @@
 // The checked request of one native step: token ids flattened and range-checked, sampling
 // settings, and native errors re-thrown with the caller's stack.
-import type { Qwen3Config } from './config.js';
-import type { NativeStepRequest } from './native.js';
-import { InvalidOptionError, describeValue } from './validate.js';
+import type { Qwen3Config } from '../config.js';
+import type { NativeStepRequest } from '../native.js';
+import { InvalidOptionError, describeValue } from '../validate.js';
 
 /** Token ids: one sequence, or a batch of equally long sequences. */
 export type TokenIds = readonly number[] | Int32Array | readonly (readonly number[])[];

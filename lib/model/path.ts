@@ -2,7 +2,7 @@
 // that torch.save writes, in the book's layout) or a Hugging Face model folder (config.json and
 // safetensors). This is the one place that decides what a path may be.
 import { open, stat } from 'node:fs/promises';
-import { type HuggingFaceModel, isHuggingFaceDir, readHuggingFaceModel } from './hf-model.js';
+import { type HuggingFaceModel, isHuggingFaceDir, readHuggingFaceModel } from './huggingface.js';
 
 /** A model source that the loader can read. */
 export type ModelSource = { kind: 'checkpoint'; path: string } | { kind: 'huggingface'; path: string; model: HuggingFaceModel };

@@ -1,12 +1,12 @@
 // One file's transfer, shared by the book's downloads (download.ts) and the Hugging Face cache
 // (hub-download.ts): the body goes into a part file that a later run resumes with a Range
 // request, its size and SHA-256 are checked, and only then is it renamed to its final name. The
-// file-system rules (locks, no link followed) are in download-files.ts, the low-speed limit in
-// download-speed.ts.
+// file-system rules (locks, no link followed) are in files.ts, the low-speed limit in
+// speed.ts.
 import { createHash, type Hash } from 'node:crypto';
 import { type FileHandle, rm } from 'node:fs/promises';
-import { openPart, renameWritten, resumableSize } from './download-files.js';
-import { watchSpeed } from './download-speed.js';
+import { openPart, renameWritten, resumableSize } from './files.js';
+import { watchSpeed } from './speed.js';
 
 /** Receives a transfer's progress: where it starts, each chunk, and its end. */
 export interface Meter {

@@ -21,7 +21,7 @@ import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { z } from 'zod';
-import { InvalidOptionError, boolean, describeValue, oneOf, parseOptions } from './validate.js';
+import { InvalidOptionError, boolean, describeValue, oneOf, parseOptions } from '../validate.js';
 
 export const CHAT_ROLES = ['system', 'user', 'assistant', 'tool'] as const;
 export type ChatRole = (typeof CHAT_ROLES)[number];

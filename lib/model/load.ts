@@ -1,8 +1,8 @@
 // Qwen3Model.load's options, the config they name, and aborting a load.
 import { z } from 'zod';
-import { DTYPES, MODEL_SIZES, type Dtype, type ModelSize, type Qwen3Config, loadConfigFile, parseConfig } from './config.js';
-import type { NativeModel } from './native.js';
-import { InvalidOptionError, abortSignal, boolean, describeValue, integer, nonEmptyString, oneOf } from './validate.js';
+import { DTYPES, MODEL_SIZES, type Dtype, type ModelSize, type Qwen3Config, loadConfigFile, parseConfig } from '../config.js';
+import type { NativeModel } from '../native.js';
+import { InvalidOptionError, abortSignal, boolean, describeValue, integer, nonEmptyString, oneOf } from '../validate.js';
 
 export interface LoadOptions {
   /**

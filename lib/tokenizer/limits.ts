@@ -22,7 +22,7 @@
 // whitespace run longer than MAX_WHITESPACE_RUN_UNKNOWN_PATTERN is refused instead, well below
 // the run that aborts with Qwen's pattern.
 import { constants } from 'node:buffer';
-import { InvalidOptionError } from './validate.js';
+import { InvalidOptionError } from '../validate.js';
 
 /** The backtracking alternative of Qwen2/Qwen3's (and Llama 3's) pre-tokenizer pattern. */
 export const BACKTRACKING_NEWLINE_RUN = String.raw`|\s*[\r\n]+|`;

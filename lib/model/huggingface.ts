@@ -5,8 +5,8 @@
 import { open, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { DTYPES, type Dtype, type Qwen3Config, parseConfig } from './config.js';
-import type { NativeStoredTensor } from './native.js';
+import { DTYPES, type Dtype, type Qwen3Config, parseConfig } from '../config.js';
+import type { NativeStoredTensor } from '../native.js';
 
 /** A Hugging Face Qwen3 folder, read: the config, whether the head is tied, and the tensors. */
 export interface HuggingFaceModel {

@@ -3,8 +3,8 @@
 // figures are lower bounds: they count the weights, the KV cache, one step's logits and the
 // activations of one pass, not allocator slack or temporary copies.
 import { freemem } from 'node:os';
-import { type Dtype, MODEL_SIZES, type Qwen3Config } from './config.js';
-import { native } from './native.js';
+import { type Dtype, MODEL_SIZES, type Qwen3Config } from '../config.js';
+import { native } from '../native.js';
 
 export interface MemoryEstimate {
   weights: number;
