@@ -55,7 +55,7 @@ at::Tensor CpuOps::attention(int64_t layer, const at::Tensor& qkv, const FusedBl
                       q.data_ptr(), k.data_ptr(), v.data_ptr(), batch, seq, heads, groups, hd, static_cast<float>(kNormEps));
   }
   const auto [keys, values] = step_.store(layer, k, v);  // (batch, groups, keys, hd) each
-  if (step_.padding) return merge_heads(sdpa_attention(config_, step_, q, keys, values));
+  if (step_.padding) return merge_heads(sdpa(q, keys, values));
   if (seq > 1) {
     // A prompt: causal attention a block of queries at a time, over whole query heads.
     const int64_t repeat = heads / groups;
@@ -64,7 +64,7 @@ at::Tensor CpuOps::attention(int64_t layer, const at::Tensor& qkv, const FusedBl
   }
   // One new token: a plain loop, where SDPA's blocked kernel spends ~0.1 ms a layer setting up
   // for a single query row.
-  if (keys.stride(3) != 1 || keys.stride(2) != hd) return merge_heads(sdpa_attention(config_, step_, q, keys, values));
+  if (keys.stride(3) != 1 || keys.stride(2) != hd) return merge_heads(sdpa(q, keys, values));
   at::Tensor out = at::empty_like(q);  // (batch, heads, 1, hd)
   cpu::decode_attention(dt, q.data_ptr(), keys.data_ptr(), values.data_ptr(), out.data_ptr(), batch, heads, groups, keys.size(2), hd,
                         keys.stride(0), keys.stride(1), static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd))));

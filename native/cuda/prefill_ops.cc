@@ -49,7 +49,7 @@ at::Tensor CudaPrefillOps::attention(int64_t layer, const at::Tensor& qkv, const
                              static_cast<int>(seq), static_cast<float>(kNormEps), current_stream());
   }
   const auto [keys, values] = step_.store(layer, k, v);  // (batch, groups, keys, hd) each
-  return merge_heads(sdpa_attention(config_, step_, q, keys, values));
+  return merge_heads(sdpa(q, keys, values));
 }
 
 }  // namespace qwen3

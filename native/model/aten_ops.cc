@@ -10,30 +10,6 @@
 
 namespace qwen3 {
 
-at::Tensor sdpa_attention(const ModelConfig& config, const StepShape& step, const at::Tensor& q, at::Tensor keys, at::Tensor values) {
-  const bool causal = step.seq > 1 && step.start == 0 && !step.padding;
-  // Repeating the key/value heads keeps a many-token step eligible for the flash kernels, which
-  // not every libtorch offers together with enable_gqa; for one token it costs more than it saves.
-  const int64_t repeat = config.n_heads / config.n_kv_groups;
-  if (step.seq > 1 && repeat > 1) {
-    keys = keys.repeat_interleave(repeat, 1);      // (batch, heads, keys, hd)
-    values = values.repeat_interleave(repeat, 1);  // (batch, heads, keys, hd)
-  }
-  return at::scaled_dot_product_attention(q, keys, values, step.visible.defined() ? std::optional<at::Tensor>(step.visible) : std::nullopt,
-                                          0.0, causal, std::nullopt, /*enable_gqa=*/step.seq == 1 && repeat > 1);
-}
-
-AtenOps::AtenOps(const ModelConfig& config, StepShape step) : config_(config), step_(std::move(step)) {
-  if (!step_.visible.defined()) {
-    if (step_.padding) {
-      step_.visible = step_.padding->visible;  // (batch, 1, seq, start + seq)
-    } else if (step_.seq > 1 && step_.start > 0) {
-      // New tokens attend causally to themselves and to everything cached before them.
-      step_.visible = future_keys(step_.seq, step_.start, step_.start + step_.seq, step_.cos.device()).logical_not();  // (seq, start + seq)
-    }
-  }
-}
-
 void AtenOps::linear_add(at::Tensor& x, const at::Tensor& input, const at::Tensor& w) { x = project(input, w) + x; }
 
 at::Tensor AtenOps::project(const at::Tensor& x, const at::Tensor& w) { return at::linear(x, w); }
@@ -65,6 +41,27 @@ void AtenOps::empty_heads(const at::Tensor& qkv, at::Tensor& q, at::Tensor& k, a
   v = at::empty({batch, config_.n_kv_groups, seq, hd}, qkv.options());  // (batch, groups, seq, hd)
 }
 
+at::Tensor AtenOps::sdpa(const at::Tensor& q, at::Tensor keys, at::Tensor values) {
+  if (!step_.visible.defined()) {
+    if (step_.padding) {
+      step_.visible = step_.padding->visible;  // (batch, 1, seq, start + seq)
+    } else if (step_.seq > 1 && step_.start > 0) {
+      // New tokens attend causally to themselves and to everything cached before them.
+      step_.visible = future_keys(step_.seq, step_.start, step_.start + step_.seq, q.device()).logical_not();  // (seq, start + seq)
+    }
+  }
+  const bool causal = step_.seq > 1 && step_.start == 0 && !step_.padding;
+  // Repeating the key/value heads keeps a many-token step eligible for the flash kernels, which
+  // not every libtorch offers together with enable_gqa; for one token it costs more than it saves.
+  const int64_t repeat = config_.n_heads / config_.n_kv_groups;
+  if (step_.seq > 1 && repeat > 1) {
+    keys = keys.repeat_interleave(repeat, 1);      // (batch, heads, keys, hd)
+    values = values.repeat_interleave(repeat, 1);  // (batch, heads, keys, hd)
+  }
+  return at::scaled_dot_product_attention(q, keys, values, step_.visible.defined() ? std::optional<at::Tensor>(step_.visible) : std::nullopt,
+                                          0.0, causal, std::nullopt, /*enable_gqa=*/step_.seq == 1 && repeat > 1);
+}
+
 at::Tensor AtenOps::merge_heads(const at::Tensor& context) const {
   return context.transpose(1, 2).reshape({step_.batch * step_.seq, config_.n_heads * config_.head_dim});
 }
@@ -73,7 +70,7 @@ at::Tensor AtenOps::attention(int64_t layer, const at::Tensor& qkv, const FusedB
   at::Tensor q, k, v;
   split_norm_rope(qkv, w, q, k, v);
   const auto [keys, values] = step_.store(layer, k, v);  // (batch, groups, keys, hd) each
-  return merge_heads(sdpa_attention(config_, step_, q, keys, values));
+  return merge_heads(sdpa(q, keys, values));
 }
 
 }  // namespace qwen3

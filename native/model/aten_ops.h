@@ -28,15 +28,9 @@ struct StepShape {
   StoreKV store;
 };
 
-// softmax(q k^T / sqrt(hd)) v through at::scaled_dot_product_attention: causal for a prompt on
-// an empty cache, masked by step.visible otherwise. q: (batch, heads, seq, hd); keys, values:
-// (batch, groups, keys, hd). Returns (batch, heads, seq, hd).
-at::Tensor sdpa_attention(const ModelConfig& config, const StepShape& step, const at::Tensor& q, at::Tensor keys, at::Tensor values);
-
 class AtenOps : public BlockOps {
  public:
-  // Builds step.visible for a many-token step after cached tokens, when it has none.
-  AtenOps(const ModelConfig& config, StepShape step);
+  AtenOps(const ModelConfig& config, StepShape step) : config_(config), step_(std::move(step)) {}
 
   at::Tensor qkv(const at::Tensor& x, const FusedBlock& w) override { return project(norm(x, w.norm1), w.w_qkv); }
   at::Tensor attention(int64_t layer, const at::Tensor& qkv, const FusedBlock& w) override;
@@ -60,6 +54,11 @@ class AtenOps : public BlockOps {
   void split_norm_rope(const at::Tensor& qkv, const FusedBlock& w, at::Tensor& q, at::Tensor& k, at::Tensor& v) const;
   // Uninitialised q (batch, heads, seq, hd), k and v (batch, groups, seq, hd) for a fused kernel to fill.
   void empty_heads(const at::Tensor& qkv, at::Tensor& q, at::Tensor& k, at::Tensor& v) const;
+  // softmax(q k^T / sqrt(hd)) v through at::scaled_dot_product_attention: causal for a prompt on
+  // an empty cache, masked by step_.visible otherwise (built on first use for a many-token step
+  // after cached tokens). q: (batch, heads, seq, hd); keys, values: (batch, groups, keys, hd).
+  // Returns (batch, heads, seq, hd).
+  at::Tensor sdpa(const at::Tensor& q, at::Tensor keys, at::Tensor values);
   // The context (batch, heads, seq, hd) as the output projection's input (rows, heads * hd).
   at::Tensor merge_heads(const at::Tensor& context) const;
 

@@ -10,9 +10,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
-#include <optional>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 
 #include "cuda/decode_step.h"
@@ -92,7 +91,6 @@ struct Qwen3Engine::Impl {
     const at::Tensor h = all_logits ? x : x.view({batch, seq, D}).select(1, seq - 1);  // (batch * seq or batch, emb_dim)
     return ops->logits(h, fast->final_norm, fast->out_head).view({batch, all_logits ? seq : 1, config.vocab_size});
   }
-
 
   // A step that would hold `total` tokens must fit the context; one after cached tokens
   // (cache_batch > 0) must have the cache's batch size.
