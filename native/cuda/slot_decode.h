@@ -1,5 +1,9 @@
 // The ragged decode step over sequence slots on CUDA: one token for each of several slots, each
-// at its own position. Not built yet: CUDA runs the ATen ragged step (model/aten_ops.h).
+// at its own position, through the decode step's fused kernels (cuda/decode_ops.h) with a row ->
+// slot map and per-row positions. Compiled, the step is captured once per batch-size bucket (1,
+// 2, 4, 8, ...) as a CUDA graph and replayed; the rows of a bucket past the step's are padding,
+// with no position (they touch no slot). Graphs are captured again when the slot cache grows.
+// QWEN3_SLOT_KERNELS=0 turns this off: the ATen ragged step (model/aten_ops.h) runs instead.
 #pragma once
 
 #include <ATen/core/Tensor.h>
