@@ -47,6 +47,35 @@ export interface NativeStepResult {
   cacheLength: number;
 }
 
+/**
+ * One step over sequence slots: each row continues its own slot at its own position. Rows with
+ * one new token are decode rows, rows with more are prompt chunks.
+ */
+export interface NativeSlotStepRequest {
+  slots: Int32Array; // (rows,) slot index of each row; a slot at most once per step
+  starts: Int32Array; // (rows,) position where the row's new tokens go; the slot first forgets everything from there on (0 <= start <= slot length)
+  offsets: Int32Array; // (rows + 1,) row r's new tokens are ids[offsets[r] .. offsets[r+1]), at least one each
+  ids: Int32Array; // every row's new tokens, concatenated
+  temperature: Float64Array; // (rows,) 0: greedy
+  topK: Int32Array; // (rows,) 0: off
+  topP: Float64Array; // (rows,) 1: off
+  uniforms: Float64Array; // (rows,) one U[0,1) draw per row (unused by greedy rows)
+  topLogprobs: number; // -1: no logprobs; 0..20: each row's chosen-token logprob plus that many most likely alternatives
+  logits: boolean; // also return each row's last-position logits (float32), for tests
+}
+
+export interface NativeSlotStepResult {
+  next: Int32Array; // (rows,) token chosen after each row's last new token
+  logprobs: Float32Array | null; // (rows,) log-softmax of the model's logits (temperature 1, before top-k/top-p) at the chosen token
+  topIds: Int32Array | null; // (rows, topLogprobs) most likely tokens, best first
+  topLogprobs: Float32Array | null; // (rows, topLogprobs)
+  logits: Float32Array | null; // (rows, vocab)
+  lengths: Int32Array; // (rows,) each row's slot length after the step
+}
+
+/** The most slots a model addresses (indices 0 .. MAX_SLOTS - 1); storage grows only up to the highest index used. */
+export const MAX_SLOTS = 4096;
+
 /** The architecture fields the native engine reads (the dtype is passed separately). */
 export type NativeModelConfig = Omit<Qwen3Config, 'dtype'> & {
   /** The vocabulary head is the embedding table (Hugging Face's tie_word_embeddings). */
@@ -83,9 +112,30 @@ export interface NativeModel {
   forward(request: NativeStepRequest): Promise<NativeStepResult>;
   /** Up to `steps` decode steps in one call, each fed the token the one before chose (no logits). */
   decodeSteps(request: NativeStepRequest): Promise<NativeStepResult>;
+  /**
+   * One step over sequence slots (see NativeSlotStepRequest), independent of the batch steps' KV
+   * cache. A step that fails leaves each of its slots at its start.
+   */
+  slotStep(request: NativeSlotStepRequest): Promise<NativeSlotStepResult>;
+  /** Slot `to` gets the first `length` tokens of slot `from` (a shared prompt prefix); its length becomes `length`. */
+  copySlot(from: number, to: number, length: number): Promise<void>;
+  /** Empties the batch steps' KV cache; `release` also frees it and the slots' storage (every slot then empty). */
   resetCache(release: boolean): void;
   cacheLength(): number;
-  info(): { device: string; dtype: string; parameterBytes: number; cacheCapacity: number; compiled: boolean; compileSeconds: number; graphCaptures: number };
+  /**
+   * slotCacheBytes: bytes allocated for the slots' keys and values, (slots with storage) x
+   * (positions per slot) x 2 x n_layers x n_kv_groups x head_dim x (bytes per element of the dtype).
+   */
+  info(): {
+    device: string;
+    dtype: string;
+    parameterBytes: number;
+    cacheCapacity: number;
+    slotCacheBytes: number;
+    compiled: boolean;
+    compileSeconds: number;
+    graphCaptures: number;
+  };
   dispose(): void;
 }
 

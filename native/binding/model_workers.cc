@@ -4,6 +4,8 @@
 
 #include <cstring>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "binding/model_wrap.h"
 #include "binding/promise_worker.h"
@@ -14,6 +16,7 @@ void EngineStatus::Refresh(const Qwen3Engine& engine) {
   Values v;
   v.cache_length = engine.cache_length();
   v.cache_capacity = engine.cache_capacity();
+  v.slot_cache_bytes = engine.slot_cache_bytes();
   v.compile_seconds = engine.compile_seconds();
   v.graph_captures = engine.graph_captures();
   std::lock_guard<std::mutex> lock(mutex_);
@@ -42,16 +45,19 @@ class LoadWorker : public PromiseWorker {
   std::shared_ptr<LoadedEngine> engine_;
 };
 
-class StepWorker : public PromiseWorker {
+// A call that runs on the engine thread under the engine's lock and keeps the model busy from
+// its call until its Promise settles.
+class EngineWorker : public PromiseWorker {
  public:
-  StepWorker(Napi::Env env, std::shared_ptr<LoadedEngine> engine, std::shared_ptr<EngineStatus> status, StepKind kind,
-             StepRequest request)
-      : PromiseWorker(env, "qwen3.step"), engine_(std::move(engine)), status_(std::move(status)), kind_(kind),
-        request_(std::move(request)) {
+  EngineWorker(Napi::Env env, const char* name, std::shared_ptr<LoadedEngine> engine, std::shared_ptr<EngineStatus> status)
+      : PromiseWorker(env, name), engine_(std::move(engine)), status_(std::move(status)) {
     status_->StepQueued();
   }
 
  protected:
+  // The work itself, on the engine thread.
+  virtual void Run(Qwen3Engine& engine) = 0;
+
   void Work() override {
     std::lock_guard<std::mutex> lock(engine_->mutex);
     // The counters change even when a step fails half-way (a cache that grew), so refresh them
@@ -61,33 +67,7 @@ class StepWorker : public PromiseWorker {
       const Qwen3Engine& engine;
       ~RefreshOnExit() { status.Refresh(engine); }
     } refresh{*status_, *engine_->engine};
-    engine_->thread.run([this] {
-      switch (kind_) {
-        case StepKind::Prefill: result_ = engine_->engine->prefill(request_); break;
-        case StepKind::Decode: result_ = engine_->engine->decode(request_); break;
-        case StepKind::Uncached: result_ = engine_->engine->forward_uncached(request_); break;
-        case StepKind::DecodeSteps: result_ = engine_->engine->decode_steps(request_); break;
-      }
-    });
-  }
-
-  Napi::Value Result(Napi::Env env) override {
-    Napi::Object out = Napi::Object::New(env);
-    auto next = Napi::Int32Array::New(env, result_.next_ids.size());
-    std::memcpy(next.Data(), result_.next_ids.data(), result_.next_ids.size() * sizeof(int32_t));
-    out.Set("next", next);
-    if (result_.logits_shape.empty()) {
-      out.Set("logits", env.Null());
-    } else {
-      auto logits = Napi::Float32Array::New(env, result_.logits.size());
-      std::memcpy(logits.Data(), result_.logits.data(), result_.logits.size() * sizeof(float));
-      out.Set("logits", logits);
-    }
-    auto shape = Napi::Array::New(env, result_.logits_shape.size());
-    for (uint32_t i = 0; i < result_.logits_shape.size(); ++i) shape.Set(i, static_cast<double>(result_.logits_shape[i]));
-    out.Set("logitsShape", shape);
-    out.Set("cacheLength", static_cast<double>(result_.cache_length));
-    return out;
+    engine_->thread.run([this] { Run(*engine_->engine); });
   }
 
   void Finished() override { status_->StepSettled(); }
@@ -95,26 +75,109 @@ class StepWorker : public PromiseWorker {
  private:
   std::shared_ptr<LoadedEngine> engine_;  // keeps the engine alive even if dispose() runs meanwhile
   std::shared_ptr<EngineStatus> status_;
+};
+
+template <typename T>
+Napi::Value TypedArrayOf(Napi::Env env, const std::vector<T>& values) {
+  auto array = Napi::TypedArrayOf<T>::New(env, values.size());
+  if (!values.empty()) std::memcpy(array.Data(), values.data(), values.size() * sizeof(T));
+  return array;
+}
+
+class StepWorker : public EngineWorker {
+ public:
+  StepWorker(Napi::Env env, std::shared_ptr<LoadedEngine> engine, std::shared_ptr<EngineStatus> status, StepKind kind, StepRequest request)
+      : EngineWorker(env, "qwen3.step", std::move(engine), std::move(status)), kind_(kind), request_(std::move(request)) {}
+
+ protected:
+  void Run(Qwen3Engine& engine) override {
+    switch (kind_) {
+      case StepKind::Prefill: result_ = engine.prefill(request_); break;
+      case StepKind::Decode: result_ = engine.decode(request_); break;
+      case StepKind::Uncached: result_ = engine.forward_uncached(request_); break;
+      case StepKind::DecodeSteps: result_ = engine.decode_steps(request_); break;
+    }
+  }
+
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("next", TypedArrayOf(env, result_.next_ids));
+    out.Set("logits", result_.logits_shape.empty() ? env.Null() : TypedArrayOf(env, result_.logits));
+    auto shape = Napi::Array::New(env, result_.logits_shape.size());
+    for (uint32_t i = 0; i < result_.logits_shape.size(); ++i) shape.Set(i, static_cast<double>(result_.logits_shape[i]));
+    out.Set("logitsShape", shape);
+    out.Set("cacheLength", static_cast<double>(result_.cache_length));
+    return out;
+  }
+
+ private:
   StepKind kind_;
   StepRequest request_;
   StepResult result_;
 };
 
-}  // namespace
+class SlotStepWorker : public EngineWorker {
+ public:
+  SlotStepWorker(Napi::Env env, std::shared_ptr<LoadedEngine> engine, std::shared_ptr<EngineStatus> status, SlotStepRequest request)
+      : EngineWorker(env, "qwen3.slot_step", std::move(engine), std::move(status)), request_(std::move(request)) {}
 
-Napi::Promise QueueLoad(Napi::Env env, LoadRequest request) {
-  auto* worker = new LoadWorker(env, std::move(request));
+ protected:
+  void Run(Qwen3Engine& engine) override { result_ = engine.slot_step(request_); }
+
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("next", TypedArrayOf(env, result_.next));
+    out.Set("logprobs", result_.has_logprobs ? TypedArrayOf(env, result_.logprobs) : env.Null());
+    const bool top = result_.has_logprobs && request_.top_logprobs > 0;
+    out.Set("topIds", top ? TypedArrayOf(env, result_.top_ids) : env.Null());
+    out.Set("topLogprobs", top ? TypedArrayOf(env, result_.top_logprobs) : env.Null());
+    out.Set("logits", request_.logits ? TypedArrayOf(env, result_.logits) : env.Null());
+    out.Set("lengths", TypedArrayOf(env, result_.lengths));
+    return out;
+  }
+
+ private:
+  SlotStepRequest request_;
+  SlotStepResult result_;
+};
+
+class CopySlotWorker : public EngineWorker {
+ public:
+  CopySlotWorker(Napi::Env env, std::shared_ptr<LoadedEngine> engine, std::shared_ptr<EngineStatus> status, CopySlotRequest request)
+      : EngineWorker(env, "qwen3.copy_slot", std::move(engine), std::move(status)), request_(request) {}
+
+ protected:
+  void Run(Qwen3Engine& engine) override { engine.copy_slot(request_); }
+  Napi::Value Result(Napi::Env env) override { return env.Undefined(); }
+
+ private:
+  CopySlotRequest request_;
+};
+
+// Queues a worker and returns its Promise.
+template <typename Worker, typename... Args>
+Napi::Promise Queue(Napi::Env env, Args&&... args) {
+  auto* worker = new Worker(env, std::forward<Args>(args)...);
   Napi::Promise promise = worker->Promise();
   worker->Queue();
   return promise;
 }
 
+}  // namespace
+
+Napi::Promise QueueLoad(Napi::Env env, LoadRequest request) { return Queue<LoadWorker>(env, std::move(request)); }
+
 Napi::Promise QueueStep(Napi::Env env, std::shared_ptr<LoadedEngine> engine, std::shared_ptr<EngineStatus> status,
                         StepKind kind, StepRequest request) {
-  auto* worker = new StepWorker(env, std::move(engine), std::move(status), kind, std::move(request));
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return Queue<StepWorker>(env, std::move(engine), std::move(status), kind, std::move(request));
+}
+
+Napi::Promise QueueSlotStep(Napi::Env env, std::shared_ptr<LoadedEngine> engine, std::shared_ptr<EngineStatus> status, SlotStepRequest request) {
+  return Queue<SlotStepWorker>(env, std::move(engine), std::move(status), std::move(request));
+}
+
+Napi::Promise QueueCopySlot(Napi::Env env, std::shared_ptr<LoadedEngine> engine, std::shared_ptr<EngineStatus> status, CopySlotRequest request) {
+  return Queue<CopySlotWorker>(env, std::move(engine), std::move(status), request);
 }
 
 }  // namespace qwen3

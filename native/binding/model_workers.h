@@ -31,6 +31,7 @@ class EngineStatus {
   struct Values {
     int64_t cache_length = 0;
     int64_t cache_capacity = 0;
+    int64_t slot_cache_bytes = 0;
     double compile_seconds = 0;
     int graph_captures = 0;
   };
@@ -56,5 +57,12 @@ Napi::Promise QueueLoad(Napi::Env env, LoadRequest request);
 // Starts one forward step; the Promise resolves to {next, logits, logitsShape, cacheLength}.
 Napi::Promise QueueStep(Napi::Env env, std::shared_ptr<LoadedEngine> engine, std::shared_ptr<EngineStatus> status,
                         StepKind kind, StepRequest request);
+
+// Starts one step over sequence slots; the Promise resolves to {next, logprobs, topIds,
+// topLogprobs, logits, lengths}.
+Napi::Promise QueueSlotStep(Napi::Env env, std::shared_ptr<LoadedEngine> engine, std::shared_ptr<EngineStatus> status, SlotStepRequest request);
+
+// Starts a copy from one slot into another; the Promise resolves to undefined.
+Napi::Promise QueueCopySlot(Napi::Env env, std::shared_ptr<LoadedEngine> engine, std::shared_ptr<EngineStatus> status, CopySlotRequest request);
 
 }  // namespace qwen3

@@ -1,102 +1,13 @@
 #include "binding/model_wrap.h"
 
-#include <cmath>
-#include <cstdio>
-#include <cstring>
 #include <string>
 
+#include "binding/arguments.h"
 #include "binding/model_workers.h"
+#include "binding/slot_requests.h"
 
 namespace qwen3 {
 namespace {
-
-// The rule for checks: lib/ validates every option first, with messages that name the option.
-// The binding is still reachable by anyone who requires the .node file, so it checks every
-// argument's type and range again: casting NaN or 1e300 to an integer type is undefined
-// behaviour, batch * seq can overflow, a zero n_kv_groups divides by zero in attention, and an
-// unknown logits mode or a NaN probability would flow straight into tensor code. The engine
-// checks only what depends on its state (the context left, the cache's batch, padding).
-
-// A string as it was given, quoted, with control characters escaped and long ones cut.
-std::string Quoted(const std::string& s) {
-  std::string out = "\"";
-  for (size_t i = 0; i < s.size() && i < 60; ++i) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c < 0x20 || c == 0x7f) {
-      char hex[8];
-      std::snprintf(hex, sizeof hex, "\\x%02x", c);
-      out += hex;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + (s.size() > 60 ? "...\"" : "\"");
-}
-
-std::string Received(const Napi::Value& v) {
-  switch (v.Type()) {
-    case napi_undefined: return "undefined";
-    case napi_null: return "null";
-    case napi_number: return v.ToString().Utf8Value();  // JS spelling: NaN, Infinity, 1.5, 1e+300
-    case napi_boolean: return v.As<Napi::Boolean>().Value() ? "true" : "false";
-    case napi_string: return Quoted(v.As<Napi::String>().Utf8Value());
-    case napi_object: return v.IsTypedArray() ? "a typed array" : v.IsArray() ? "an array" : "an object";
-    case napi_function: return "a function";
-    case napi_bigint: return "a bigint";
-    default: return "a value of another type";
-  }
-}
-
-[[noreturn]] void Fail(const Napi::Env& env, const std::string& expected, const std::string& name, const Napi::Value& v) {
-  const std::string message = "Expected " + expected + " for " + name + " but received " + Received(v);
-  if (v.IsNumber()) throw Napi::RangeError::New(env, message);
-  throw Napi::TypeError::New(env, message);
-}
-
-Napi::Object ObjectArg(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  if (info.Length() <= i || !info[i].IsObject()) {
-    Fail(info.Env(), "object", name, info.Length() > i ? info[i] : info.Env().Undefined());
-  }
-  return info[i].As<Napi::Object>();
-}
-
-// An integer in [min, max], checked as a double before any cast.
-int64_t IntegerField(const Napi::Object& o, const char* key, int64_t min, int64_t max, const std::string& prefix = "") {
-  const Napi::Value v = o.Get(key);
-  const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
-  if (!std::isfinite(d) || std::trunc(d) != d || d < static_cast<double>(min) || d > static_cast<double>(max)) {
-    Fail(o.Env(), "integer between " + std::to_string(min) + " and " + std::to_string(max), prefix + key, v);
-  }
-  return static_cast<int64_t>(d);
-}
-
-// A finite number in [min, max] (or (min, max] with `above_min`).
-double NumberField(const Napi::Object& o, const char* key, double min, double max, bool above_min = false) {
-  const Napi::Value v = o.Get(key);
-  const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
-  if (!std::isfinite(d) || d > max || (above_min ? d <= min : d < min)) {
-    char range[96];
-    std::snprintf(range, sizeof range, "finite number %s %g and at most %g", above_min ? "above" : "of at least", min, max);
-    Fail(o.Env(), range, key, v);
-  }
-  return d;
-}
-
-std::string StringField(const Napi::Object& o, const char* key) {
-  const Napi::Value v = o.Get(key);
-  if (!v.IsString()) Fail(o.Env(), "non-empty string", key, v);
-  std::string s = v.As<Napi::String>().Utf8Value();
-  // A NUL would silently cut a path short when it reaches open().
-  if (s.empty() || s.find('\0') != std::string::npos) Fail(o.Env(), "non-empty string without NUL characters", key, v);
-  return s;
-}
-
-bool BooleanField(const Napi::Object& o, const char* key, const std::string& prefix = "") {
-  const Napi::Value v = o.Get(key);
-  if (v.IsUndefined()) return false;
-  if (!v.IsBoolean()) Fail(o.Env(), "boolean", prefix + key, v);
-  return v.As<Napi::Boolean>().Value();
-}
 
 // The same bounds as lib/config.ts: what a Qwen3 config may hold at all.
 ModelConfig ParseConfig(const Napi::Object& o) {
@@ -122,8 +33,6 @@ ModelConfig ParseConfig(const Napi::Object& o) {
   if (c.head_dim % 2 != 0) Fail(o.Env(), "even integer", "config.head_dim", cfg.Get("head_dim"));
   return c;
 }
-
-constexpr int64_t kMaxDim = (int64_t(1) << 31) - 1;
 
 // ids (an Int32Array of batch * seq token ids, each below the vocabulary size), batch and seq.
 void ParseIds(const Napi::Object& o, int64_t vocab, StepRequest& r) {
@@ -218,7 +127,6 @@ void ParseSafetensors(const Napi::Object& o, LoadRequest& r) {
     holder.Set("path", file_list.Get(i));
     r.files.push_back(StringField(holder, "path"));
   }
-  constexpr int64_t kMaxDim = (int64_t(1) << 31) - 1;
   constexpr int64_t kMaxByte = int64_t(1) << 52;  // exact in a double
   for (uint32_t i = 0; i < tensor_list.Length(); ++i) {
     const std::string at = "safetensors.tensors[" + std::to_string(i) + "].";
@@ -263,7 +171,9 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
 Napi::Function ModelWrap::Init(Napi::Env env) {
   return DefineClass(env, "NativeModel",
                      {InstanceMethod<&ModelWrap::Prefill>("prefill"), InstanceMethod<&ModelWrap::Decode>("decode"),
-                      InstanceMethod<&ModelWrap::Forward>("forward"), InstanceMethod<&ModelWrap::DecodeSteps>("decodeSteps"), InstanceMethod<&ModelWrap::ResetCache>("resetCache"),
+                      InstanceMethod<&ModelWrap::Forward>("forward"), InstanceMethod<&ModelWrap::DecodeSteps>("decodeSteps"),
+                      InstanceMethod<&ModelWrap::SlotStep>("slotStep"), InstanceMethod<&ModelWrap::CopySlot>("copySlot"),
+                      InstanceMethod<&ModelWrap::ResetCache>("resetCache"),
                       InstanceMethod<&ModelWrap::CacheLength>("cacheLength"), InstanceMethod<&ModelWrap::Info>("info"),
                       InstanceMethod<&ModelWrap::Dispose>("dispose")});
 }
@@ -295,6 +205,18 @@ Napi::Value ModelWrap::Decode(const Napi::CallbackInfo& info) { return Step(info
 Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) { return Step(info, StepKind::Uncached); }
 Napi::Value ModelWrap::DecodeSteps(const Napi::CallbackInfo& info) { return Step(info, StepKind::DecodeSteps); }
 
+Napi::Value ModelWrap::SlotStep(const Napi::CallbackInfo& info) {
+  auto e = engine(info.Env());
+  SlotStepRequest request = ParseSlotStep(info, *e->engine);
+  return QueueSlotStep(info.Env(), std::move(e), status_, std::move(request));
+}
+
+Napi::Value ModelWrap::CopySlot(const Napi::CallbackInfo& info) {
+  auto e = engine(info.Env());
+  const CopySlotRequest request = ParseCopySlot(info, *e->engine);
+  return QueueCopySlot(info.Env(), std::move(e), status_, request);
+}
+
 Napi::Value ModelWrap::ResetCache(const Napi::CallbackInfo& info) {
   auto e = engine(info.Env());
   const Napi::Value release = info.Length() > 0 ? info[0] : info.Env().Undefined();
@@ -325,6 +247,7 @@ Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {
   out.Set("compiled", e->engine->compiled());
   // Changed by steps: the copy made after the last one.
   out.Set("cacheCapacity", static_cast<double>(s.cache_capacity));
+  out.Set("slotCacheBytes", static_cast<double>(s.slot_cache_bytes));
   out.Set("compileSeconds", s.compile_seconds);
   out.Set("graphCaptures", s.graph_captures);
   return out;

@@ -29,6 +29,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value Decode(const Napi::CallbackInfo& info);
   Napi::Value Forward(const Napi::CallbackInfo& info);
   Napi::Value DecodeSteps(const Napi::CallbackInfo& info);
+  Napi::Value SlotStep(const Napi::CallbackInfo& info);
+  Napi::Value CopySlot(const Napi::CallbackInfo& info);
   Napi::Value ResetCache(const Napi::CallbackInfo& info);
   Napi::Value CacheLength(const Napi::CallbackInfo& info);
   Napi::Value Info(const Napi::CallbackInfo& info);

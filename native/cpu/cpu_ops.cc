@@ -6,9 +6,11 @@
 #include <ATen/ops/silu.h>
 
 #include <cmath>
+#include <vector>
 
 #include "cpu/gemv.h"
 #include "cpu/kernels.h"
+#include "model/slot_cache.h"
 
 namespace qwen3 {
 
@@ -39,7 +41,37 @@ at::Tensor CpuOps::silu_mul(const at::Tensor& gate_up) {
   return act;
 }
 
+at::Tensor CpuOps::slot_rows_attention(int64_t layer, const at::Tensor& qkv, const FusedBlock& w) {
+  const SlotRows& s = *step_.slots;
+  const int64_t rows = step_.batch, hd = config_.head_dim, heads = config_.n_heads, groups = config_.n_kv_groups;
+  const int dt = kernel_dtype(qkv.scalar_type());
+  at::Tensor q, k, v;
+  empty_heads(qkv, q, k, v);  // (rows, heads or groups, 1, hd)
+  const float* q_norm = config_.qk_norm ? w.q_norm.data_ptr<float>() : nullptr;
+  const float* k_norm = config_.qk_norm ? w.k_norm.data_ptr<float>() : nullptr;
+  const float* cos = s.cos_table.data_ptr<float>();
+  const float* sin = s.sin_table.data_ptr<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    // Each row as a one-token step of its own: the same loop and rounding as a batch decode step.
+    const int64_t at = s.positions[static_cast<size_t>(r)] * hd;
+    cpu::qk_norm_rope(dt, qkv.narrow(0, r, 1).data_ptr(), q_norm, k_norm, config_.qk_norm, cos + at, sin + at, q.narrow(0, r, 1).data_ptr(),
+                      k.narrow(0, r, 1).data_ptr(), v.narrow(0, r, 1).data_ptr(), 1, 1, heads, groups, hd, static_cast<float>(kNormEps));
+  }
+  store_slot_rows(layer, k, v);
+  const at::Tensor& keys = s.cache->keys(layer);  // (slots, groups, capacity, hd), contiguous
+  std::vector<int64_t> lengths(s.positions.size()), bases(s.slots.size());
+  for (size_t r = 0; r < lengths.size(); ++r) {
+    lengths[r] = s.positions[r] + 1;
+    bases[r] = s.slots[r] * keys.stride(0);
+  }
+  at::Tensor out = at::empty_like(q);  // (rows, heads, 1, hd)
+  cpu::decode_attention_rows(dt, q.data_ptr(), keys.data_ptr(), s.cache->values(layer).data_ptr(), out.data_ptr(), rows, heads, groups,
+                             lengths.data(), bases.data(), hd, keys.stride(1), static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd))));
+  return out.view({rows, heads * hd});
+}
+
 at::Tensor CpuOps::attention(int64_t layer, const at::Tensor& qkv, const FusedBlock& w) {
+  if (step_.slots) return slot_rows_attention(layer, qkv, w);
   const int64_t batch = step_.batch, seq = step_.seq, hd = config_.head_dim, heads = config_.n_heads, groups = config_.n_kv_groups;
   const int dt = kernel_dtype(qkv.scalar_type());
   at::Tensor q, k, v;

@@ -19,6 +19,10 @@ class CpuOps : public AtenOps {
   at::Tensor norm(const at::Tensor& x, const at::Tensor& scale) override;
   at::Tensor project(const at::Tensor& x, const at::Tensor& w) override;
   at::Tensor silu_mul(const at::Tensor& gate_up) override;
+
+ private:
+  // A ragged decode step over sequence slots: the fused loops at each row's own position and length.
+  at::Tensor slot_rows_attention(int64_t layer, const at::Tensor& qkv, const FusedBlock& w);
 };
 
 }  // namespace qwen3

@@ -167,13 +167,21 @@ void silu_mul(int dtype, const void* gate_up, void* out, int64_t rows, int64_t h
 
 void decode_attention(int dtype, const void* q, const void* k, const void* v, void* out, int64_t rows, int64_t heads, int64_t groups,
                       int64_t length, int64_t hd, int64_t row_stride, int64_t group_stride, float scale) {
+  const std::vector<int64_t> lengths(static_cast<size_t>(rows), length);
+  std::vector<int64_t> bases(static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r) bases[static_cast<size_t>(r)] = r * row_stride;
+  decode_attention_rows(dtype, q, k, v, out, rows, heads, groups, lengths.data(), bases.data(), hd, group_stride, scale);
+}
+
+void decode_attention_rows(int dtype, const void* q, const void* k, const void* v, void* out, int64_t rows, int64_t heads, int64_t groups,
+                           const int64_t* lengths, const int64_t* bases, int64_t hd, int64_t group_stride, float scale) {
   const int64_t per_group = heads / groups;
   dispatch(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     for (int64_t rh = 0; rh < rows * heads; ++rh) {
-      const int64_t row = rh / heads, head = rh % heads;
+      const int64_t row = rh / heads, head = rh % heads, length = lengths[row];
       const T* qh = static_cast<const T*>(q) + rh * hd;
-      const int64_t base = row * row_stride + (head / per_group) * group_stride;
+      const int64_t base = bases[row] + (head / per_group) * group_stride;
       std::vector<float> qf(static_cast<size_t>(hd)), acc(static_cast<size_t>(hd), 0.f), scores(static_cast<size_t>(length));
       for (int64_t i = 0; i < hd; ++i) qf[static_cast<size_t>(i)] = static_cast<float>(qh[i]);
       float max = -INFINITY;

@@ -27,4 +27,9 @@ void silu_mul(int dtype, const void* gate_up, void* out, int64_t rows, int64_t h
 void decode_attention(int dtype, const void* q, const void* k, const void* v, void* out, int64_t rows, int64_t heads, int64_t groups,
                       int64_t length, int64_t hd, int64_t row_stride, int64_t group_stride, float scale);
 
+// The same with each row at its own length and place: row r attends over lengths[r] positions
+// whose group g starts at bases[r] + g * group_stride (sequence slots of different lengths).
+void decode_attention_rows(int dtype, const void* q, const void* k, const void* v, void* out, int64_t rows, int64_t heads, int64_t groups,
+                           const int64_t* lengths, const int64_t* bases, int64_t hd, int64_t group_stride, float scale);
+
 }  // namespace qwen3::cpu

@@ -235,9 +235,10 @@ __device__ __forceinline__ void merge_splits(const GroupBlock& b, T* __restrict_
 template <typename T>
 __global__ void __launch_bounds__(kGroupAttnThreads)
     group_attention_kernel(const T* __restrict__ qkv, const float* __restrict__ q_norm, const float* __restrict__ k_norm, bool qk_norm,
-                           const float* __restrict__ cos, const float* __restrict__ sin, const int64_t* __restrict__ position, T* k_cache,
-                           T* v_cache, T* __restrict__ out, float* partials, int* done, int heads, int groups, int hd, int capacity, int splits,
-                           int min_per_split, float scale, float eps) {
+                           const float* __restrict__ cos, const float* __restrict__ sin, const int64_t* __restrict__ position,
+                           int position_stride, const int64_t* __restrict__ row_slots, T* k_cache, T* v_cache, T* __restrict__ out,
+                           float* partials, int* done, int heads, int groups, int hd, int capacity, int splits, int min_per_split, float scale,
+                           float eps) {
   extern __shared__ float group_smem[];
   __shared__ bool last_block;
   pdl_launch_dependents();
@@ -253,7 +254,16 @@ __global__ void __launch_bounds__(kGroupAttnThreads)
   b.split = blockIdx.x % splits;
   b.g = (blockIdx.x / splits) % groups;
   b.row = blockIdx.x / (splits * groups);
-  b.pos = *position;
+  b.pos = position[static_cast<size_t>(b.row) * position_stride];
+  if (b.pos < 0) {
+    // A padding row of a batch-size bucket: no keys to attend to, and nothing to write but a
+    // zero context (whatever the row computes afterwards is never read).
+    if (b.split == 0) {
+      T* dst = out + (static_cast<size_t>(b.row) * heads + b.g * b.reps) * hd;
+      for (int i = threadIdx.x; i < b.reps * hd; i += blockDim.x) dst[i] = from_f<T>(0.f);
+    }
+    return;
+  }
   const int64_t length = b.pos + 1;
   // How the positions split depends on the length alone (not on the grid, which follows the
   // buffer's capacity), so eager steps and graph replays add in the same order.
@@ -263,7 +273,8 @@ __global__ void __launch_bounds__(kGroupAttnThreads)
   b.lo = b.split * per;
   b.hi = min(b.lo + per, length);
   b.owner = b.lo <= b.pos && b.pos < b.hi;
-  b.base = (static_cast<size_t>(b.row) * groups + b.g) * capacity * hd;
+  const int64_t slot = row_slots ? row_slots[b.row] : b.row;  // the row's place in the key/value buffers
+  b.base = (static_cast<size_t>(slot) * groups + b.g) * capacity * hd;
 
   norm_rope_group<T>(b, qkv + static_cast<size_t>(b.row) * (heads + 2 * groups) * hd, q_norm, k_norm, qk_norm, cos, sin, k_cache, v_cache,
                      heads, groups, hd, eps);
@@ -310,15 +321,16 @@ bool group_attention_supported(int dtype, int heads, int groups, int hd) {
 }
 
 void group_attention(int dtype, const void* qkv, const float* q_norm, const float* k_norm, bool qk_norm, const float* cos, const float* sin,
-                     const int64_t* position, void* k_cache, void* v_cache, void* out, float* partials, int* done, int rows, int heads,
-                     int groups, int hd, int capacity, float scale, float eps, void* stream) {
+                     const int64_t* position, int position_stride, const int64_t* row_slots, void* k_cache, void* v_cache, void* out,
+                     float* partials, int* done, int rows, int heads, int groups, int hd, int capacity, float scale, float eps, void* stream) {
   if (!group_attention_supported(dtype, heads, groups, hd)) throw std::invalid_argument("group_attention: unsupported head layout");
   const int splits = attention_splits(rows, capacity), reps = heads / groups;
   const size_t shared = (static_cast<size_t>(reps) * hd + kGroupAttnThreads + kGroupAttnWarps * hd + 3 * kGroupAttnWarps) * sizeof(float);
   dispatch(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     launch("group_attention", group_attention_kernel<T>, true, dim3(rows * groups * splits), dim3(kGroupAttnThreads), shared, stream,
-           static_cast<const T*>(qkv), q_norm, k_norm, qk_norm, cos, sin, position, static_cast<T*>(k_cache), static_cast<T*>(v_cache),
+           static_cast<const T*>(qkv), q_norm, k_norm, qk_norm, cos, sin, position, position_stride, row_slots, static_cast<T*>(k_cache),
+           static_cast<T*>(v_cache),
            static_cast<T*>(out), partials, done, heads, groups, hd, capacity, splits, min_positions_per_split(rows), scale, eps);
   });
   check("group_attention");

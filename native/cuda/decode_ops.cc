@@ -23,7 +23,7 @@ CudaDecodeOps::CudaDecodeOps(const ModelConfig& config, at::ScalarType dtype, co
     : config_(config), buffers_(buffers), one_row_(one_row), dtype_(kernel_dtype(dtype)),
       stream_(c10::cuda::getCurrentCUDAStream().stream()) {
   const int64_t batch = buffers.batch, hd = config.head_dim;
-  const at::TensorOptions opts = buffers.cache->keys(0).options();  // the cache is in the compute dtype, on the step's device
+  const at::TensorOptions opts = keys(0).options();  // the cache is in the compute dtype, on the step's device
   qkv_ = at::empty({batch, (config.n_heads + 2 * config.n_kv_groups) * hd}, opts);
   context_ = at::empty({batch, config.n_heads * hd}, opts);
   act_ = at::empty({batch, config.hidden_dim}, opts);
@@ -53,7 +53,7 @@ at::Tensor CudaDecodeOps::attention(int64_t layer, const at::Tensor& qkv, const 
   const int64_t hd = config_.head_dim;
   cuda::group_attention(dtype_, qkv.data_ptr(), config_.qk_norm ? w.q_norm.data_ptr<float>() : nullptr,
                         config_.qk_norm ? w.k_norm.data_ptr<float>() : nullptr, config_.qk_norm, buffers_.cos, buffers_.sin,
-                        buffers_.position, buffers_.cache->keys(layer).data_ptr(), buffers_.cache->values(layer).data_ptr(),
+                        buffers_.position, buffers_.slots ? 1 : 0, buffers_.row_slots, keys(layer).data_ptr(), values(layer).data_ptr(),
                         context_.data_ptr(), buffers_.partials, buffers_.done, static_cast<int>(buffers_.batch),
                         static_cast<int>(config_.n_heads), static_cast<int>(config_.n_kv_groups), static_cast<int>(hd),
                         static_cast<int>(buffers_.capacity), static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd))),

@@ -8,6 +8,7 @@
 #include "model/block.h"
 #include "model/config.h"
 #include "model/kv_cache.h"
+#include "model/slot_cache.h"
 
 namespace qwen3 {
 
@@ -15,12 +16,16 @@ namespace qwen3 {
 // them, and a CUDA graph records their addresses.
 struct DecodeBuffers {
   int64_t batch = 0, capacity = 0;
-  const int64_t* position = nullptr;  // (1,): this step's position
+  const int64_t* position = nullptr;  // (1,): this step's position; (batch,) for a ragged step
   const float* cos = nullptr;         // (capacity, head_dim)
   const float* sin = nullptr;         // (capacity, head_dim)
   KVCache* cache = nullptr;           // (batch, groups, capacity, head_dim) per layer
   float* partials = nullptr;          // split attention scratch (cuda::attention_partials_floats)
   int* done = nullptr;                // (batch, groups) split counters, zero between steps
+  // A ragged step over sequence slots instead of `cache`: row r is one token of slot
+  // row_slots[r] at position[r] (negative: a padding row).
+  SlotCache* slots = nullptr;          // (slots, groups, capacity, head_dim) per layer
+  const int64_t* row_slots = nullptr;  // (batch,)
 };
 
 class CudaDecodeOps : public BlockOps {
@@ -40,6 +45,9 @@ class CudaDecodeOps : public BlockOps {
   const at::Tensor& norm(const at::Tensor& x, const at::Tensor& scale);
 
  private:
+  const at::Tensor& keys(int64_t layer) const { return buffers_.slots ? buffers_.slots->keys(layer) : buffers_.cache->keys(layer); }
+  const at::Tensor& values(int64_t layer) const { return buffers_.slots ? buffers_.slots->values(layer) : buffers_.cache->values(layer); }
+
   ModelConfig config_;
   DecodeBuffers buffers_;
   bool one_row_;

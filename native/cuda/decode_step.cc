@@ -56,6 +56,22 @@ CaptureStream& capture_stream(c10::DeviceIndex device) {
 constexpr int64_t kMinGraphCapacity = 256;
 }  // namespace
 
+void capture_graph(at::cuda::CUDAGraph& graph, const std::function<void()>& step) {
+  CaptureStream& capture = capture_stream(c10::cuda::current_device());
+  const std::lock_guard<std::mutex> one_capture_at_a_time(capture.mutex);
+  at::cuda::CUDAStream side = capture.stream;
+  c10::cuda::getCurrentCUDAStream().synchronize();
+  {
+    c10::cuda::CUDAStreamGuard guard(side);
+    step();
+    side.synchronize();
+    graph.capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
+    step();
+    graph.capture_end();
+  }
+  side.synchronize();
+}
+
 struct CudaDecoder::State {
   const ModelConfig& config;
   const FusedWeights& weights;
@@ -205,23 +221,8 @@ struct CudaDecoder::State {
     set_inputs(ids64, pos);
     captured_keys = cache.keys(0).data_ptr();
     const bool chained = can_chain(config);
-
-    // Warm up on a side stream (lazy cuBLAS/attention setup must not happen during capture),
-    // then record. Thread-local capture mode: other threads' CUDA calls do not break it.
-    CaptureStream& capture = capture_stream(c10::cuda::current_device());
-    const std::lock_guard<std::mutex> one_capture_at_a_time(capture.mutex);
-    at::cuda::CUDAStream side = capture.stream;
-    c10::cuda::getCurrentCUDAStream().synchronize();
-    {
-      c10::cuda::CUDAStreamGuard guard(side);
-      run(chained);
-      side.synchronize();
-      graph = std::make_unique<at::cuda::CUDAGraph>();
-      graph->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
-      run(chained);
-      graph->capture_end();
-    }
-    side.synchronize();
+    graph = std::make_unique<at::cuda::CUDAGraph>();
+    capture_graph(*graph, [&] { run(chained); });
   }
 };
 
@@ -308,6 +309,7 @@ std::vector<int32_t> CudaDecoder::chain(const std::vector<int32_t>& ids, int64_t
 
 #else  // no CUDA in this libtorch: the engine never constructs the decoder
 
+void capture_graph(at::cuda::CUDAGraph&, const std::function<void()>&) { throw std::logic_error("CUDA graphs need a CUDA build of libtorch"); }
 struct CudaDecoder::State {};
 bool CudaDecoder::supported(c10::Device) { return false; }
 bool CudaDecoder::fused_kernels(const ModelConfig&) { return false; }

@@ -7,6 +7,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -15,7 +16,16 @@
 #include "model/config.h"
 #include "model/kv_cache.h"
 
+namespace at::cuda {
+struct CUDAGraph;
+}
+
 namespace qwen3 {
+
+// Runs `step` once on the current device's capture stream (lazy cuBLAS and attention set-up must
+// not happen during a capture), then records it into `graph`; one capture per device at a time,
+// in thread-local capture mode so that other threads' CUDA calls do not break it. CUDA builds only.
+void capture_graph(at::cuda::CUDAGraph& graph, const std::function<void()>& step);
 
 class CudaDecoder {
  public:

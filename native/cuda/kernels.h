@@ -25,16 +25,20 @@ void qk_norm_rope_cache(int dtype, const void* qkv, const float* q_norm, const f
 
 // The decode step's attention in one kernel: per-head RMSNorm and RoPE of this step's queries and
 // keys (as qk_norm_rope_cache, from qkv (rows, (heads + 2 groups) * hd)), the key and value
-// written into the caches at *position, and each query head's attention over positions
-// 0..*position; out: (rows, heads * hd). The positions are split up to
-// attention_splits(rows, capacity) ways; `partials` holds attention_partials_floats(...) floats
-// and `done` rows * groups ints, zero before the first call and left zero by each.
+// written into the caches at the row's position, and each query head's attention over positions
+// 0..position; out: (rows, heads * hd). Row r's position is position[r * position_stride] (stride
+// 0: every row at *position, as in a batch step) and its keys and values are row row_slots[r] of
+// the caches (null: row r; the caches are (slots, groups, capacity, hd)). A row with a negative
+// position is padding: it reads and writes no cache and gets a zero context. The positions are
+// split up to attention_splits(rows, capacity) ways, each row by its own length; `partials` holds
+// attention_partials_floats(...) floats and `done` rows * groups ints, zero before the first
+// call and left zero by each.
 int attention_splits(int rows, int capacity);
 size_t attention_partials_floats(int rows, int heads, int hd, int capacity);
 bool group_attention_supported(int dtype, int heads, int groups, int hd);
 void group_attention(int dtype, const void* qkv, const float* q_norm, const float* k_norm, bool qk_norm, const float* cos, const float* sin,
-                     const int64_t* position, void* k_cache, void* v_cache, void* out, float* partials, int* done, int rows, int heads,
-                     int groups, int hd, int capacity, float scale, float eps, void* stream);
+                     const int64_t* position, int position_stride, const int64_t* row_slots, void* k_cache, void* v_cache, void* out,
+                     float* partials, int* done, int rows, int heads, int groups, int hd, int capacity, float scale, float eps, void* stream);
 
 // out = cast(silu(g) * u) where gate_up is (rows, 2 * hidden) = [g | u]; out: (rows, hidden)
 void silu_mul(int dtype, const void* gate_up, void* out, int rows, int hidden, void* stream);

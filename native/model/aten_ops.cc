@@ -1,12 +1,17 @@
 #include "model/aten_ops.h"
 
+#include <ATen/TensorIndexing.h>
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/arange.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/scaled_dot_product_attention.h>
 #include <ATen/ops/silu.h>
 
+#include <algorithm>
 #include <optional>
+
+#include "model/slot_cache.h"
 
 namespace qwen3 {
 
@@ -66,9 +71,35 @@ at::Tensor AtenOps::merge_heads(const at::Tensor& context) const {
   return context.transpose(1, 2).reshape({step_.batch * step_.seq, config_.n_heads * config_.head_dim});
 }
 
+void AtenOps::store_slot_rows(int64_t layer, const at::Tensor& k, const at::Tensor& v) const {
+  const SlotRows& s = *step_.slots;
+  const int64_t rows = step_.batch, groups = config_.n_kv_groups, hd = config_.head_dim;
+  // Advanced indices on dimensions 0 and 2: the indexed view is (rows, groups, hd).
+  const std::initializer_list<at::indexing::TensorIndex> where = {s.slot_index, at::indexing::Slice(), s.position_index};
+  at::Tensor keys = s.cache->keys(layer), values = s.cache->values(layer);  // handles on the slots' buffers
+  keys.index_put_(where, k.reshape({rows, groups, hd}));
+  values.index_put_(where, v.reshape({rows, groups, hd}));
+}
+
+at::Tensor AtenOps::slot_rows_sdpa(int64_t layer, const at::Tensor& q) {
+  const SlotRows& s = *step_.slots;
+  const int64_t longest = *std::max_element(s.positions.begin(), s.positions.end()) + 1;
+  const at::Tensor keys = s.cache->keys(layer).narrow(2, 0, longest).index_select(0, s.slot_index);      // (rows, groups, longest, hd)
+  const at::Tensor values = s.cache->values(layer).narrow(2, 0, longest).index_select(0, s.slot_index);  // (rows, groups, longest, hd)
+  if (!step_.visible.defined()) {
+    const at::Tensor key_positions = at::arange(longest, s.position_index.options());
+    step_.visible = (key_positions.unsqueeze(0) <= s.position_index.unsqueeze(1)).view({step_.batch, 1, 1, longest});  // (rows, 1, 1, longest)
+  }
+  return merge_heads(sdpa(q, keys, values));
+}
+
 at::Tensor AtenOps::attention(int64_t layer, const at::Tensor& qkv, const FusedBlock& w) {
   at::Tensor q, k, v;
   split_norm_rope(qkv, w, q, k, v);
+  if (step_.slots) {
+    store_slot_rows(layer, k, v);
+    return slot_rows_sdpa(layer, q);
+  }
   const auto [keys, values] = step_.store(layer, k, v);  // (batch, groups, keys, hd) each
   return merge_heads(sdpa(q, keys, values));
 }

@@ -4,8 +4,8 @@
 
 #include <ATen/core/Tensor.h>
 
-#include <functional>
 #include <utility>
+#include <vector>
 
 #include "model/block.h"
 #include "model/config.h"
@@ -13,10 +13,16 @@
 
 namespace qwen3 {
 
-// Where a step's new keys and values go. k, v: (batch, groups, seq, hd); returns every key and
-// value the step's queries attend to, (batch, groups, keys, hd) each: the KV cache's content
-// after appending them, or k and v themselves for an uncached step.
-using StoreKV = std::function<std::pair<at::Tensor, at::Tensor>(int64_t layer, const at::Tensor& k, const at::Tensor& v)>;
+class SlotCache;
+
+// A ragged decode step over sequence slots: row r is one new token of slot slots[r] at position
+// positions[r], attending to that slot's positions 0..positions[r].
+struct SlotRows {
+  std::vector<int64_t> slots, positions;  // (rows,) each, on the host
+  at::Tensor slot_index, position_index;  // the same as int64 tensors on the step's device
+  at::Tensor cos_table, sin_table;        // (positions up to the largest + 1, hd) float32, contiguous
+  SlotCache* cache = nullptr;
+};
 
 // What attention needs to know about a step besides the weights.
 struct StepShape {
@@ -26,6 +32,9 @@ struct StepShape {
   const Padding* padding = nullptr;  // left-padded rows: their own positions and visible keys
   at::Tensor visible;          // undefined, or bool broadcasting to (batch, heads, seq, keys): which keys each query sees
   StoreKV store;
+  // A ragged decode step (seq 1; cos/sin then (batch, 1, hd) at each row's position): attention
+  // writes into and reads from the slots instead of calling store.
+  const SlotRows* slots = nullptr;
 };
 
 class AtenOps : public BlockOps {
@@ -61,6 +70,11 @@ class AtenOps : public BlockOps {
   at::Tensor sdpa(const at::Tensor& q, at::Tensor keys, at::Tensor values);
   // The context (batch, heads, seq, hd) as the output projection's input (rows, heads * hd).
   at::Tensor merge_heads(const at::Tensor& context) const;
+  // A ragged decode step's keys k and values v (rows, groups, 1, hd) into their slots at their rows' positions.
+  void store_slot_rows(int64_t layer, const at::Tensor& k, const at::Tensor& v) const;
+  // Attention of a ragged decode step through SDPA: each row's keys gathered from its slot up to
+  // the longest row, the rest masked. q: (rows, heads, 1, hd). Returns (rows, heads * hd).
+  at::Tensor slot_rows_sdpa(int64_t layer, const at::Tensor& q);
 
   ModelConfig config_;
   StepShape step_;

@@ -3,7 +3,6 @@
 #include "model/engine.h"
 
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/embedding.h>
 #include <ATen/ops/from_blob.h>
 #include <c10/core/DeviceGuard.h>
 #include <c10/core/InferenceMode.h>
@@ -21,6 +20,7 @@
 #include "model/layers.h"
 #include "model/reference_forward.h"
 #include "model/sampling.h"
+#include "model/slot_step.h"
 #include "model/weights.h"
 #include "platform/device.h"
 
@@ -52,6 +52,14 @@ struct Qwen3Engine::Impl {
   bool compiled = false;
   double compile_seconds = 0;
   std::vector<int64_t> row_pad;  // left padding of the rows the cache holds (empty: none)
+  std::unique_ptr<SlotSteps> slot_steps;  // sequence slots (model/slot_step.h), made by the first slot call
+
+  SlotSteps& slots() {
+    if (!slot_steps) {
+      slot_steps = std::make_unique<SlotSteps>(ModelParts{config, device, dtype, backend, rope, reference.get(), fast.get()}, compiled);
+    }
+    return *slot_steps;
+  }
 
   Impl(const LoadRequest& r, c10::Device dev, at::ScalarType dt)
       : config(r.config), device_name(r.device), dtype_name(r.dtype), device(dev), dtype(dt),
@@ -72,7 +80,7 @@ struct Qwen3Engine::Impl {
   // The fast block over a prompt or an uncached step. ids: (batch, seq). Returns logits for
   // every position (all_logits) or only the last: (batch, seq or 1, vocab).
   at::Tensor prompt_forward(const at::Tensor& ids, bool use_cache, bool all_logits, const Padding* padding) {
-    const int64_t batch = ids.size(0), seq = ids.size(1), D = config.emb_dim;
+    const int64_t batch = ids.size(0), seq = ids.size(1);
     StepShape step;
     step.batch = batch;
     step.seq = seq;
@@ -83,13 +91,9 @@ struct Qwen3Engine::Impl {
     step.store = [&](int64_t layer, const at::Tensor& k, const at::Tensor& v) {
       return use_cache ? cache.append(layer, k, v) : std::make_pair(k, v);
     };
-    const std::unique_ptr<AtenOps> ops = make_prompt_ops(backend, config, std::move(step));
-    at::Tensor x = at::embedding(fast->tok_emb, ids).view({batch * seq, D});  // (batch * seq, emb_dim)
-    run_blocks(*fast, *ops, x);
+    at::Tensor logits = prompt_logits(backend, config, *fast, ids, std::move(step), all_logits);
     if (use_cache) cache.advance(seq);
-    // Logits of every position, or of each row's last.
-    const at::Tensor h = all_logits ? x : x.view({batch, seq, D}).select(1, seq - 1);  // (batch * seq or batch, emb_dim)
-    return ops->logits(h, fast->final_norm, fast->out_head).view({batch, all_logits ? seq : 1, config.vocab_size});
+    return logits;
   }
 
   // A step that would hold `total` tokens must fit the context; one after cached tokens
@@ -237,12 +241,25 @@ StepResult Qwen3Engine::decode_steps(const StepRequest& request) {
 
 StepResult Qwen3Engine::forward_uncached(const StepRequest& request) { return impl_->run(request, StepKind::Uncached); }
 
+SlotStepResult Qwen3Engine::slot_step(const SlotStepRequest& request) {
+  if (!profile_wanted("slot_step")) return impl_->slots().step(request);
+  profiler_range(impl_->device_name, true);
+  SlotStepResult out = impl_->slots().step(request);
+  profiler_range(impl_->device_name, false);
+  return out;
+}
+
+void Qwen3Engine::copy_slot(const CopySlotRequest& request) { impl_->slots().copy(request); }
+
 void Qwen3Engine::reset_cache(bool release) {
   impl_->cache.reset(release);
   impl_->row_pad.clear();
+  if (release && impl_->slot_steps) impl_->slot_steps->release();
 }
+
 int64_t Qwen3Engine::cache_length() const { return impl_->cache.length(); }
 int64_t Qwen3Engine::cache_capacity() const { return impl_->cache.capacity(); }
+int64_t Qwen3Engine::slot_cache_bytes() const { return impl_->slot_steps ? impl_->slot_steps->bytes() : 0; }
 const ModelConfig& Qwen3Engine::config() const { return impl_->config; }
 const std::string& Qwen3Engine::device() const { return impl_->device_name; }
 const std::string& Qwen3Engine::dtype() const { return impl_->dtype_name; }
@@ -254,9 +271,12 @@ int64_t Qwen3Engine::parameter_bytes() const {
 bool Qwen3Engine::compiled() const { return impl_->compiled; }
 
 double Qwen3Engine::compile_seconds() const {
-  return impl_->compile_seconds + (impl_->graph ? impl_->graph->capture_seconds() : 0.0);
+  return impl_->compile_seconds + (impl_->graph ? impl_->graph->capture_seconds() : 0.0) +
+         (impl_->slot_steps ? impl_->slot_steps->capture_seconds() : 0.0);
 }
 
-int Qwen3Engine::graph_captures() const { return impl_->graph ? impl_->graph->captures() : 0; }
+int Qwen3Engine::graph_captures() const {
+  return (impl_->graph ? impl_->graph->captures() : 0) + (impl_->slot_steps ? impl_->slot_steps->captures() : 0);
+}
 
 }  // namespace qwen3

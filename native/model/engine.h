@@ -27,9 +27,18 @@ class Qwen3Engine {
   // No cache: run the whole sequence from position 0, leaving the cache untouched.
   StepResult forward_uncached(const StepRequest& request);
 
+  // One step over sequence slots: each row continues its own slot from its own start
+  // (model/slot_step.h). Independent of the batch steps' KV cache.
+  SlotStepResult slot_step(const SlotStepRequest& request);
+  // Slot `to` gets the first `length` tokens of slot `from`.
+  void copy_slot(const CopySlotRequest& request);
+
+  // Empties the batch steps' KV cache; `release` also frees it and the slots' storage.
   void reset_cache(bool release);
   int64_t cache_length() const;
   int64_t cache_capacity() const;
+  // Bytes allocated for the slots' keys and values.
+  int64_t slot_cache_bytes() const;
   const ModelConfig& config() const;
   const std::string& device() const;
   const std::string& dtype() const;

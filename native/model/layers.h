@@ -5,13 +5,18 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <utility>
 #include <vector>
-
 
 namespace qwen3 {
 
 constexpr double kNormEps = 1e-6;
+
+// Where a step's new keys and values go. k, v: (batch, groups, seq, hd); returns every key and
+// value the step's queries attend to, (batch, groups, keys, hd) each: the KV cache's (or a
+// slot's) content after appending them, or k and v themselves for an uncached step.
+using StoreKV = std::function<std::pair<at::Tensor, at::Tensor>(int64_t layer, const at::Tensor& k, const at::Tensor& v)>;
 
 // RMSNorm as the reference computes it: statistics and scale in float32, cast back at the end.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& scale);

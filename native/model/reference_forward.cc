@@ -8,8 +8,8 @@
 namespace qwen3 {
 
 // Grouped-query attention for one block. x: (batch, seq, emb_dim), positions start..start+seq.
-at::Tensor ReferenceForward::attention(const BlockWeights& b, int64_t layer, const at::Tensor& x, int64_t start, KVCache* cache, RopeTable& rope,
-                                       const Padding* padding) {
+at::Tensor ReferenceForward::attention(const BlockWeights& b, int64_t layer, const at::Tensor& x, int64_t start, const StoreKV* store,
+                                       RopeTable& rope, const Padding* padding) {
   const int64_t batch = x.size(0), seq = x.size(1), hd = config_.head_dim;
   const int64_t heads = config_.n_heads, groups = config_.n_kv_groups;
   // Project and split heads.
@@ -27,7 +27,7 @@ at::Tensor ReferenceForward::attention(const BlockWeights& b, int64_t layer, con
   k = apply_rope(k, cos, sin);
   // Keys/values of all positions so far: (batch, groups, start + seq, hd).
   at::Tensor keys = k, values = v;
-  if (cache) std::tie(keys, values) = cache->append(layer, k, v);
+  if (store) std::tie(keys, values) = (*store)(layer, k, v);
   // Each key/value head serves heads / groups query heads.
   keys = keys.repeat_interleave(heads / groups, 1);      // (batch, heads, total, hd)
   values = values.repeat_interleave(heads / groups, 1);  // (batch, heads, total, hd)
@@ -43,21 +43,30 @@ at::Tensor ReferenceForward::attention(const BlockWeights& b, int64_t layer, con
 }
 
 at::Tensor ReferenceForward::forward(const at::Tensor& ids, KVCache* cache, RopeTable& rope, const Padding* padding) {
-  const bool use_cache = cache != nullptr;
   const int64_t batch = ids.size(0), seq = ids.size(1);
-  const int64_t start = use_cache ? cache->length() : 0;
-  if (use_cache) cache->reserve(batch, seq, at::TensorOptions().device(device_).dtype(dtype_));
-  // Token embeddings.
-  at::Tensor x = at::embedding(w_.tok_emb, ids);  // (batch, seq, emb_dim)
+  if (!cache) return run(at::embedding(w_.tok_emb, ids), 0, nullptr, rope, padding);
+  const int64_t start = cache->length();
+  cache->reserve(batch, seq, at::TensorOptions().device(device_).dtype(dtype_));
+  const StoreKV store = [cache](int64_t layer, const at::Tensor& k, const at::Tensor& v) { return cache->append(layer, k, v); };
+  at::Tensor logits = run(at::embedding(w_.tok_emb, ids), start, &store, rope, padding);
+  cache->advance(seq);
+  return logits;
+}
+
+at::Tensor ReferenceForward::forward(const at::Tensor& ids, int64_t start, const StoreKV& store, RopeTable& rope) {
+  return run(at::embedding(w_.tok_emb, ids), start, &store, rope, nullptr);
+}
+
+at::Tensor ReferenceForward::run(at::Tensor x, int64_t start, const StoreKV* store, RopeTable& rope, const Padding* padding) {
+  // x: the token embeddings (batch, seq, emb_dim).
   for (int64_t l = 0; l < config_.n_layers; ++l) {
     const BlockWeights& b = w_.blocks[static_cast<size_t>(l)];
     // Attention sub-block with a residual connection.
-    x = attention(b, l, rms_norm(x, b.norm1), start, cache, rope, padding) + x;
+    x = attention(b, l, rms_norm(x, b.norm1), start, store, rope, padding) + x;
     // SwiGLU feed-forward sub-block: fc3(silu(fc1(h)) * fc2(h)), with a residual connection.
     const at::Tensor h = rms_norm(x, b.norm2);
     x = at::linear(at::silu(at::linear(h, b.fc1)) * at::linear(h, b.fc2), b.fc3) + x;
   }
-  if (use_cache) cache->advance(seq);
   // Final norm and the vocabulary projection.
   x = rms_norm(x, w_.final_norm);
   return at::linear(x.to(dtype_), w_.out_head);  // (batch, seq, vocab)

@@ -20,11 +20,16 @@ class ReferenceForward {
   // (or 0 without a cache, which is then left untouched). Returns logits (batch, seq, vocab).
   // `padding` (left-padded rows) replaces the shared positions and causal mask when given.
   at::Tensor forward(const at::Tensor& ids, KVCache* cache, RopeTable& rope, const Padding* padding = nullptr);
+  // The same pass at positions start..start+seq with its keys and values going through `store`
+  // (a sequence slot's storage): ids (1, seq). Returns logits (1, seq, vocab).
+  at::Tensor forward(const at::Tensor& ids, int64_t start, const StoreKV& store, RopeTable& rope);
 
   int64_t parameter_bytes() const;
 
  private:
-  at::Tensor attention(const BlockWeights& b, int64_t layer, const at::Tensor& x, int64_t start, KVCache* cache, RopeTable& rope,
+  // The blocks, final norm and head over x (batch, seq, emb_dim); store: null without a cache.
+  at::Tensor run(at::Tensor x, int64_t start, const StoreKV* store, RopeTable& rope, const Padding* padding);
+  at::Tensor attention(const BlockWeights& b, int64_t layer, const at::Tensor& x, int64_t start, const StoreKV* store, RopeTable& rope,
                        const Padding* padding);
 
   ModelConfig config_;

@@ -62,6 +62,41 @@ struct StepRequest {
   int64_t stop_id = -1;
 };
 
+// One step over sequence slots (Qwen3Engine::slot_step): each row continues its own slot at its
+// own position. Rows with one new token are decode rows, rows with more are prompt chunks.
+struct SlotStepRequest {
+  std::vector<int32_t> slots;    // (rows,) distinct slot indices
+  std::vector<int32_t> starts;   // (rows,) where the row's tokens go; the slot forgets what lies past it
+  std::vector<int64_t> offsets;  // (rows + 1,) row r's tokens are ids[offsets[r] .. offsets[r + 1])
+  std::vector<int32_t> ids;
+  // Per row: temperature (0: greedy), top-k (0: off), top-p (1: off) and one U[0,1) draw.
+  std::vector<double> temperature, top_p, uniforms;
+  std::vector<int64_t> top_k;
+  int64_t top_logprobs = -1;  // -1: none; else the chosen token's logprob and that many alternatives
+  bool logits = false;        // also hand back each row's last-position logits
+  int64_t rows() const { return static_cast<int64_t>(slots.size()); }
+};
+
+struct SlotStepResult {
+  std::vector<int32_t> next;        // (rows,)
+  std::vector<int32_t> lengths;     // (rows,) each slot's length after the step
+  std::vector<float> logprobs;      // (rows,) when top_logprobs >= 0
+  std::vector<int32_t> top_ids;     // (rows, top_logprobs)
+  std::vector<float> top_logprobs;  // (rows, top_logprobs)
+  std::vector<float> logits;        // (rows, vocab) float32 when asked for
+  bool has_logprobs = false;
+};
+
+// Qwen3Engine::copy_slot: slot `to` gets the first `length` tokens of slot `from`.
+struct CopySlotRequest {
+  int32_t from = 0, to = 0, length = 0;
+};
+
+// The most slots a model may address; storage grows only up to the highest index used.
+constexpr int32_t kMaxSlots = 4096;
+// The most alternatives a slot step reports per row.
+constexpr int64_t kMaxTopLogprobs = 20;
+
 struct StepResult {
   std::vector<int32_t> next_ids;      // (batch,); (steps run, batch) from decode_steps
   std::vector<float> logits;          // float32, shape logits_shape

@@ -58,7 +58,12 @@ if want prebuild; then
   step prebuild npm run prebuild -- --backend cmake-js && step prebuild-check prebuild_check && cp "$PREBUILD" "$OUT/"
 fi
 # TESTS narrows the suite (a list of test files) when device time is short.
-if want tests; then QWEN3_TEST_DEVICE=cuda step tests-cuda npx vitest run ${TESTS:-}; fi
+# The decode attention kernel alone against a host reference (batch and ragged slot steps).
+slot_attention() { nvcc -std=c++17 -arch=sm_90 -Inative scripts/checks/slot_attention_check.cu native/cuda/attention_kernel.cu -o /tmp/slot_attention_check && /tmp/slot_attention_check; }
+if want tests; then
+  step slot-attention slot_attention
+  QWEN3_TEST_DEVICE=cuda step tests-cuda npx vitest run ${TESTS:-}
+fi
 if want fullsize; then
   need_full
   step full-size-cuda node scripts/checks/full_size_check.mjs --fixture $FULL --device cuda --steps 30
