@@ -74,6 +74,29 @@ export interface NativeLoadRequest {
   safetensors?: { files: string[]; tensors: NativeStoredTensor[] } | null;
 }
 
+/** One ragged step over sequence slots (continuous batching); see native/model/engine.h. */
+export interface NativeSlotStepRequest {
+  slots: Int32Array; // (rows,) slot index of each row; a slot at most once per step
+  starts: Int32Array; // (rows,) where the row's new tokens go; the slot forgets everything from there on
+  offsets: Int32Array; // (rows + 1,) row r's new tokens are ids[offsets[r] .. offsets[r+1])
+  ids: Int32Array; // every row's new tokens, concatenated
+  temperature: Float64Array; // (rows,) 0: greedy
+  topK: Int32Array; // (rows,) 0: off
+  topP: Float64Array; // (rows,) 1: off
+  uniforms: Float64Array; // (rows,) one U[0,1) draw per row (unused by greedy rows)
+  topLogprobs: number; // -1: no logprobs; 0..20: chosen-token logprob plus that many alternatives
+  logits: boolean; // also return each row's last-position logits
+}
+
+export interface NativeSlotStepResult {
+  next: Int32Array; // (rows,)
+  logprobs: Float32Array | null; // (rows,) log-softmax of the model's logits at the chosen token
+  topIds: Int32Array | null; // (rows, topLogprobs) best first
+  topLogprobs: Float32Array | null; // (rows, topLogprobs)
+  logits: Float32Array | null; // (rows, vocab)
+  lengths: Int32Array; // (rows,) each slot's length after the step
+}
+
 export interface NativeModel {
   /** Runs `seq` tokens per row after the KV cache's content (a prefill when it is empty). */
   prefill(request: NativeStepRequest): Promise<NativeStepResult>;
@@ -83,6 +106,9 @@ export interface NativeModel {
   forward(request: NativeStepRequest): Promise<NativeStepResult>;
   /** Up to `steps` decode steps in one call, each fed the token the one before chose (no logits). */
   decodeSteps(request: NativeStepRequest): Promise<NativeStepResult>;
+  slotStep(request: NativeSlotStepRequest): Promise<NativeSlotStepResult>;
+  /** Slot `to` gets the first `length` tokens of slot `from`; its length becomes `length`. */
+  copySlot(from: number, to: number, length: number): Promise<void>;
   resetCache(release: boolean): void;
   cacheLength(): number;
   info(): { device: string; dtype: string; parameterBytes: number; cacheCapacity: number; compiled: boolean; compileSeconds: number; graphCaptures: number };
