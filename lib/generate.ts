@@ -3,6 +3,7 @@
 import { z } from 'zod';
 import { Qwen3Model, type ModelSession, type SamplingOptions } from './model.js';
 import { InvalidOptionError, abortSignal, boolean, describeValue, integer, number, parseOptions } from './validate.js';
+import { seededUniforms } from './model/uniforms.js';
 
 export interface GenerateOptions {
   /** How many tokens to generate at most. Default 50. */
@@ -78,19 +79,6 @@ function optionsSchema(model: Qwen3Model) {
 /** Every entry point checks its model first, so a wrong argument never surfaces as a TypeError deep inside. */
 function checkModel(model: unknown): asserts model is Qwen3Model {
   if (!(model instanceof Qwen3Model)) throw new InvalidOptionError(`Expected Qwen3Model for model but received ${describeValue(model)}`, 'model');
-}
-
-/** mulberry32: a small seeded PRNG; the uniforms it draws pick sampled tokens on the device. */
-function seededUniforms(seed: number): (n: number) => Float64Array {
-  let state = seed >>> 0;
-  const next = () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return (n) => Float64Array.from({ length: n }, next);
 }
 
 interface Timing {

@@ -29,8 +29,10 @@ export {
   type GenerationStats,
 } from './generate.js';
 export { runtimeInfo, type RuntimeInfo } from './info.js';
-export { IDLE_HANDOVER_MS, Qwen3Model, type LoadOptions, type Logits, type LogitsMode, type StepOutput, type StepsOutput, type TokenIds } from './model.js';
+export { IDLE_HANDOVER_MS, Qwen3Model, type LoadOptions, type Logits, type LogitsMode, type SlotRow, type SlotRowOutput, type SlotSampling, type SlotStepOptions, type StepOutput, type StepsOutput, type TokenIds, type TokenLogprob } from './model.js';
 export { InvalidOptionError } from './validate.js';
+export { BatchScheduler, QueueFullError, type FinishReason, type GeneratedToken, type SchedulerOptions, type SchedulerStats, type SequenceRequest, type SequenceStream, type SequenceUsage } from './batch/scheduler.js';
+export { ChatSession, type ChatSessionGenerateOptions } from './chat-session.js';
 export { Qwen3Tokenizer, SPECIAL_TOKENS, defaultTokenizerFilePath, formatChat, type ChatMessage, type StreamDecoder, type TokenizerLoadOptions } from './tokenizer.js';
 export { CHAT_ROLES, ChatTemplate, splitThinking, type ApplyChatTemplateOptions, type ChatRole, type TemplateMessage, type ToolCall } from './tokenizer/chat-template.js';
 export { readGenerationConfig, withSamplingDefaults, type GenerationConfig, type SamplingDefaults } from './model/generation-config.js';

@@ -11,11 +11,13 @@ import { resolveModelSource } from './model/path.js';
 import { type CacheContent, Lease, ModelLock, appendRows, contentLength, copyContent } from './model/queue.js';
 import { GREEDY, type LogitsMode, type SamplingOptions, type TokenIds, checkTokenIds, stepRequest, withCallerStack } from './model/request.js';
 import { type NativeModel, type NativeStepResult, native } from './native.js';
+import { MAX_TOP_LOGPROBS, type SlotRow, type SlotRowOutput, type SlotStepOptions, SlotPool, slotStepOutputs, slotStepRequest } from './model/slots.js';
 import { formatModelSummary } from './summary.js';
 import { InvalidOptionError, boolean, describeValue, integer, nonEmptyString, oneOf, parseOptions } from './validate.js';
 
 export { IDLE_HANDOVER_MS, type LoadOptions } from './model/load.js';
 export type { LogitsMode, SamplingOptions, TokenIds } from './model/request.js';
+export type { SlotRow, SlotRowOutput, SlotSampling, SlotStepOptions, TokenLogprob } from './model/slots.js';
 
 export interface Logits {
   /** float32, row-major with `shape` (batch, positions, vocab). */
@@ -46,6 +48,10 @@ export interface ModelSession {
   decodeSteps(ids: TokenIds, steps: number, sampling?: SamplingOptions, stopId?: number | null): Promise<StepsOutput>;
   resetCache(release?: boolean): void;
   readonly cacheLength: number;
+  /** One step over sequence slots taken with takeSlot() (see model/slots.ts); leaves the batch KV cache alone. */
+  slotStep(rows: readonly SlotRow[], options?: SlotStepOptions): Promise<SlotRowOutput[]>;
+  /** Slot `to` gets the first `length` tokens of slot `from`. */
+  copySlot(from: number, to: number, length: number): Promise<void>;
 }
 
 export class Qwen3Model {
@@ -60,6 +66,7 @@ export class Qwen3Model {
   #cache: CacheContent | null = { rows: [], pad: null };
   /** Counts changes of the KV cache, so a parked holder can tell whether its cache survived. */
   #cacheEpoch = 0;
+  readonly #slots = new SlotPool();
 
   private constructor(path: string, config: Qwen3Config, device: DeviceName, dtype: Dtype, compiled: boolean, handle: NativeModel, idleHandoverMs: number) {
     this.path = path;
@@ -196,6 +203,8 @@ export class Qwen3Model {
       decode: step('decode'),
       forward: step('forward'),
       decodeSteps: (ids: TokenIds, steps: number, sampling = GREEDY, stopId: number | null = null) => run(() => this.#steps(ids, steps, sampling, stopId)),
+      slotStep: (rows: readonly SlotRow[], options: SlotStepOptions = {}) => run(() => this.#slotStep(rows, options)),
+      copySlot: (from: number, to: number, length: number) => run(() => this.#copySlot(from, to, length)),
       resetCache: (release = false) => {
         if (lease.state === 'released') throw new Error('This model session has ended: acquire the model again');
         if (lease.state !== 'holding') {
@@ -203,7 +212,7 @@ export class Qwen3Model {
           lease.saved = { epoch: -1, content: { rows: [], pad: null }, releaseMemory: release };
           return;
         }
-        this.#handle().resetCache(release);
+        this.#handle().resetCache(this.#mayRelease(release));
         this.#setCache({ rows: [], pad: null });
       },
       get cacheLength() {
@@ -238,7 +247,7 @@ export class Qwen3Model {
     const handle = this.#handle();
     this.#lock.stepStarted(lease);
     try {
-      handle.resetCache(saved.releaseMemory);
+      handle.resetCache(this.#mayRelease(saved.releaseMemory));
       this.#setCache({ rows: [], pad: null });
       const { rows, pad } = saved.content;
       const seq = contentLength(saved.content);
@@ -255,6 +264,12 @@ export class Qwen3Model {
     } finally {
       this.#lock.stepEnded(lease);
     }
+  }
+
+  // Releasing the cache's memory also frees the slots' storage (native/model/slot_cache.h): not
+  // while a chat session or scheduler holds a slot, whose content must survive.
+  #mayRelease(release: boolean): boolean {
+    return release && this.#slots.taken === 0;
   }
 
   #setCache(content: CacheContent | null): void {
@@ -312,6 +327,24 @@ export class Qwen3Model {
   async resetCache(options: { release?: boolean } = {}): Promise<void> {
     const { release } = parseOptions(z.object({ release: boolean().optional() }).strict(), options);
     return this.exclusive(async (s) => s.resetCache(release ?? false));
+  }
+
+  /**
+   * Takes a sequence slot: a KV cache row of its own that slot steps extend (chat sessions and
+   * the batch scheduler are built on them). Give it back with giveSlot() when done.
+   */
+  takeSlot(): number {
+    this.#handle();
+    return this.#slots.take();
+  }
+
+  giveSlot(slot: number): void {
+    this.#slots.give(slot);
+  }
+
+  /** Runs one slot step in its own turn (see ModelSession.slotStep). */
+  async slotStep(rows: readonly SlotRow[], options: SlotStepOptions = {}): Promise<SlotRowOutput[]> {
+    return this.exclusive((s) => s.slotStep(rows, options));
   }
 
   /** Prints (and returns) the module tree the way PyTorch prints the reference model. */
@@ -392,6 +425,34 @@ export class Qwen3Model {
     this.#recordCache(Array.from({ length: batch }, (_, r) => [flat[r]!, ...out.slice(0, -1).map((ids) => ids[r]!)]), undefined, result.cacheLength);
     return { steps: out, cacheLength: result.cacheLength };
   }
+
+  async #slotStep(rows: readonly SlotRow[], options: SlotStepOptions): Promise<SlotRowOutput[]> {
+    const caller = new Error();
+    const handle = this.#handle();
+    for (const [r, row] of (Array.isArray(rows) ? rows : []).entries()) {
+      if (!this.#slots.lengths.has(row?.slot)) throw new InvalidOptionError(`Expected a slot taken with takeSlot() for rows[${r}].slot but received ${describeValue(row?.slot)}`, `rows[${r}].slot`);
+    }
+    const request = slotStepRequest(rows, slotOptions(options), this.#slots.lengths, this.config);
+    const result = await withCallerStack(handle.slotStep(request), caller);
+    const out = slotStepOutputs(result, rows.length, this.config.vocab_size);
+    rows.forEach((row, r) => this.#slots.setLength(row.slot, out[r]!.length));
+    return out;
+  }
+
+  async #copySlot(from: number, to: number, length: number): Promise<void> {
+    const caller = new Error();
+    const handle = this.#handle();
+    const held = this.#slots.lengths.get(from);
+    if (held === undefined) throw new InvalidOptionError(`Expected a slot taken with takeSlot() for from but received ${describeValue(from)}`, 'from');
+    if (!this.#slots.lengths.has(to) || to === from) throw new InvalidOptionError(`Expected another slot taken with takeSlot() for to but received ${describeValue(to)}`, 'to');
+    parseOptions(z.object({ length: integer(0, held) }), { length });
+    await withCallerStack(handle.copySlot(from, to, length), caller);
+    this.#slots.setLength(to, length);
+  }
+}
+
+function slotOptions(options: SlotStepOptions): SlotStepOptions {
+  return parseOptions(z.object({ topLogprobs: integer(0, MAX_TOP_LOGPROBS).nullable().optional(), logits: boolean().optional() }).strict(), options);
 }
 
 function parseLogitsOption(options: { logits?: LogitsMode }): LogitsMode {

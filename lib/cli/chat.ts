@@ -1,6 +1,7 @@
-// `qwen3 chat`: a multi-turn conversation with the reasoning model. The history is re-sent
+// `qwen3 chat`: a multi-turn conversation with the reasoning model. The history is rendered
 // through the chat template each turn: a model folder's own template (Qwen3's official one for
-// the Hub models), else the book's ChatML layout. Earlier answers are kept without their
+// the Hub models), else the book's ChatML layout; a ChatSession keeps the KV cache between turns,
+// so each turn runs only the text that is new since the previous one. Earlier answers are kept without their
 // thinking. When the history no longer leaves room for a whole answer in the context, the oldest
 // turns are dropped (and the user told). The thinking streams to stderr (dimmed on a terminal),
 // the answer to stdout. Ctrl-C stops the answer being generated (the program goes on); Ctrl-C
@@ -9,7 +10,7 @@ import type { Command } from 'commander';
 import { createInterface } from 'node:readline';
 import { z } from 'zod';
 import type { TemplateMessage } from '../tokenizer/chat-template.js';
-import { generateTextBasicStreamCache } from '../generate.js';
+import { ChatSession } from '../chat-session.js';
 import { withSamplingDefaults } from '../model/generation-config.js';
 import { formatChat } from '../tokenizer.js';
 import { integer, parseOptions } from '../validate.js';
@@ -70,6 +71,7 @@ async function chatCommand(flags: ChatFlags): Promise<void> {
   rl.on('SIGINT', () => (answering ? answering.abort() : rl.close()));
   process.on('SIGINT', () => answering?.abort());
   const lines = rl[Symbol.asyncIterator]();
+  const session = new ChatSession(model);
   try {
     parseOptions(z.object({ maxNewTokens: integer(1, context) }), { maxNewTokens: flags.maxNewTokens });
     while (!outputClosed().aborted) {
@@ -92,14 +94,13 @@ async function chatCommand(flags: ChatFlags): Promise<void> {
         answer: write,
       }, /<think>\n*$/.test(text));
       try {
-        for await (const id of generateTextBasicStreamCache(model, prompt, {
+        for await (const id of session.generate(prompt, {
           maxNewTokens: Math.min(flags.maxNewTokens, context - prompt.length),
-          eosTokenId: tokenizer.eosTokenId,
+          stopIds: tokenizer.eosTokenIds, // a folder may name several end tokens
           ...sampling,
           seed: flags.seed,
           signal: AbortSignal.any([answering.signal, outputClosed()]),
         })) {
-          if (tokenizer.eosTokenIds.includes(id)) break; // a folder may name several end tokens
           reply.push(id);
         }
       } finally {
@@ -112,6 +113,7 @@ async function chatCommand(flags: ChatFlags): Promise<void> {
     }
   } finally {
     rl.close();
+    await session.close();
     model.dispose();
   }
 }
