@@ -1,17 +1,19 @@
 // `npm run bench` / `qwen3 bench`: the book's speed table (Regular, Regular compiled, KV cache,
 // KV cache compiled; tokens/s and peak device memory) for each device, plus prefill throughput,
 // batched decode, compile time and achieved memory bandwidth, optionally side by side with
-// Hugging Face transformers on the same weights and device.
+// Hugging Face transformers on the same weights and device. The weights are the book's
+// Qwen3-0.6B by default, or any model the library loads: a checkpoint, a Hugging Face folder or
+// repo id, or random weights of any config's shape made on the device.
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { cpus, freemem, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { projectPython } from './addon/index.js';
-import { MODEL_SIZES } from './config.js';
+import { DTYPES, type Dtype, type Qwen3Config } from './config.js';
 import { availableDevices, resolveDevice } from './device.js';
 import { MAX_BATCH_SIZE, PREFILL_CHUNK_SIZE, generateBatchCache, generateStats } from './generate.js';
-import { modelHome } from './home.js';
+import { BENCH_CONFIG, type BenchSource, benchSource, checkWeightsChoice, loadSource, sameShape } from './bench-weights.js';
+import { type RandomWeights, loadSchema } from './model/load.js';
 import { describeEstimate, estimateGenerationMemory, formatGB } from './model/memory.js';
 import { Qwen3Model } from './model.js';
 import { native, packageRoot } from './native.js';
@@ -23,14 +25,24 @@ export const BENCH_ROWS = ['Regular', 'Regular compiled', 'KV cache', 'KV cache 
 export type BenchRowName = (typeof BENCH_ROWS)[number];
 /** What a run measures when an option is left out (the CLI shows these in its help). */
 export const BENCH_DEFAULTS = { newTokens: 200, runs: 2, batches: [1, 8, 32], prefill: [512, 2048] } as const;
-/** The benchmark always runs the Qwen3-0.6B shape, in bfloat16. */
-const BENCH_CONFIG = MODEL_SIZES['0.6B'];
-const BENCH_DTYPE = 'bfloat16';
+/** The compute dtype unless asked otherwise. */
+const BENCH_DTYPE: Dtype = 'bfloat16';
 const MAX_RUNS = 1000;
+/** The largest context any config may have (lib/config.ts); the model's own is checked once known. */
+const MAX_CONTEXT = 1 << 24;
 
 export interface BenchOptions {
   devices?: string[];
+  /** A checkpoint (.pth), a Hugging Face folder or a Hub repo id (downloaded first). */
   model?: string;
+  /** For a Hub repo id: the branch, tag or commit. */
+  revision?: string;
+  /** For a .pth or random weights: a config object, JSON file (either key set) or size; default "0.6B". */
+  config?: Qwen3Config | string;
+  /** Compute dtype, default bfloat16. */
+  dtype?: Dtype;
+  /** Random weights of the config's shape, made on each device (Qwen3Model.load's randomWeights). */
+  randomWeights?: RandomWeights;
   newTokens?: number;
   runs?: number;
   rows?: BenchRowName[];
@@ -56,6 +68,7 @@ export interface BenchRow {
 export interface BenchReport {
   machine: { cpu: string; cores: number; gpus: string[]; libtorch: string; node: string };
   weights: string;
+  dtype: Dtype;
   promptTokens: number;
   newTokens: number;
   runs: number;
@@ -74,26 +87,36 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 interface BenchPlan {
   devices: string[];
   model: string | undefined;
+  revision: string | undefined;
+  config: Qwen3Config | string | undefined;
+  dtype: Dtype;
+  randomWeights: RandomWeights | undefined;
   newTokens: number;
   runs: number;
   rows: BenchRowName[];
   batches: number[];
   prefill: number[];
+  /** Which of newTokens and prefill the caller gave; the defaults shrink to fit a short context. */
+  given: { newTokens: boolean; prefill: boolean };
   baseline: 'transformers' | undefined;
   log: (line: string) => void;
 }
 
+/** The options; the lengths are checked against the model's context once it is known (contextSchema). */
 function optionsSchema(promptTokens: number) {
-  const context = BENCH_CONFIG.context_length;
   return z
     .object({
       devices: z.array(nonEmptyString(), { error: 'Expected array of device names' }).optional(),
       model: nonEmptyString().optional(),
-      newTokens: integer(1, context - promptTokens).optional(),
+      revision: nonEmptyString().optional(),
+      config: loadSchema.shape.config,
+      dtype: oneOf(DTYPES).optional(),
+      randomWeights: loadSchema.shape.randomWeights,
+      newTokens: integer(1, MAX_CONTEXT - promptTokens).optional(),
       runs: integer(1, MAX_RUNS).optional(),
       rows: z.array(oneOf(BENCH_ROWS), { error: 'Expected array of row names' }).optional(),
       batches: z.array(integer(1, MAX_BATCH_SIZE), { error: 'Expected array of batch sizes' }).optional(),
-      prefill: z.array(integer(1, context), { error: 'Expected array of prompt lengths' }).optional(),
+      prefill: z.array(integer(1, MAX_CONTEXT), { error: 'Expected array of prompt lengths' }).optional(),
       baseline: oneOf(['transformers']).optional(),
       log: z.custom<(line: string) => void>((f) => typeof f === 'function', { error: 'Expected function' }).optional(),
     })
@@ -106,22 +129,45 @@ function benchPlan(options: BenchOptions, promptTokens: number): BenchPlan {
   return {
     devices: (o.devices ?? availableDevices().filter((d) => !/:\d+$/.test(d))).map((d) => resolveDevice(d, 'devices')),
     model: o.model,
+    revision: o.revision,
+    config: o.config as Qwen3Config | string | undefined,
+    dtype: o.dtype ?? BENCH_DTYPE,
+    randomWeights: o.randomWeights,
     newTokens: o.newTokens ?? BENCH_DEFAULTS.newTokens,
     runs: o.runs ?? BENCH_DEFAULTS.runs,
     rows: o.rows ?? [...BENCH_ROWS],
     batches: o.batches ?? [...BENCH_DEFAULTS.batches],
     prefill: o.prefill ?? [...BENCH_DEFAULTS.prefill],
+    given: { newTokens: o.newTokens !== undefined, prefill: o.prefill !== undefined },
     baseline: o.baseline,
     log: o.log ?? ((s: string) => process.stderr.write(`${s}\n`)),
   };
 }
 
 /**
+ * The plan for this model: lengths the caller gave are checked against its context, the default
+ * ones shrink to fit it; and the baseline, which knows only the 0.6B checkpoint, is refused for
+ * other weights.
+ */
+function fitToModel(plan: BenchPlan, config: Qwen3Config, checkpoint: boolean, promptTokens: number): BenchPlan {
+  const context = config.context_length;
+  const newTokens = plan.given.newTokens ? plan.newTokens : Math.min(BENCH_DEFAULTS.newTokens, context - promptTokens);
+  const prefill = plan.given.prefill ? plan.prefill : BENCH_DEFAULTS.prefill.filter((n) => n <= context);
+  parseOptions(z.object({ newTokens: integer(1, context - promptTokens) }), { newTokens });
+  parseOptions(z.object({ prefill: z.array(integer(1, context)) }), { prefill });
+  if (plan.baseline && (!checkpoint || !sameShape(config, BENCH_CONFIG))) {
+    throw new InvalidOptionError("The transformers baseline runs the book's Qwen3-0.6B checkpoint in bfloat16 only, not this model", 'baseline');
+  }
+  return { ...plan, newTokens, prefill };
+}
+
+/**
  * Refuses, with the numbers, a measurement that cannot fit in this machine's memory (one that
  * would otherwise end with the kernel's OOM killer). Checked for the CPU, against the memory
- * available now; device memory is not queried, so GPU runs are not checked here.
+ * available now; device memory is not queried, so GPU runs are not checked here (the load
+ * itself checks the weights and a generation against the device's free memory).
  */
-function checkMemory(plan: BenchPlan, promptTokens: number): void {
+function checkMemory(plan: BenchPlan, config: Qwen3Config, tied: boolean, promptTokens: number): void {
   if (!plan.devices.includes('cpu')) return;
   const tokens = promptTokens + plan.newTokens;
   const work = [
@@ -131,7 +177,7 @@ function checkMemory(plan: BenchPlan, promptTokens: number): void {
   ];
   const available = freemem();
   for (const { what, ...size } of work) {
-    const estimate = estimateGenerationMemory(BENCH_CONFIG, BENCH_DTYPE, size);
+    const estimate = estimateGenerationMemory(config, plan.dtype, size, tied);
     if (estimate.total > available) {
       throw new InvalidOptionError(
         `${what} needs about ${formatGB(estimate.total)} of memory (${describeEstimate(estimate)}); this machine has ${formatGB(available)} available of ${formatGB(totalmem())}`,
@@ -141,25 +187,12 @@ function checkMemory(plan: BenchPlan, promptTokens: number): void {
   }
 }
 
-/** Real 0.6B base weights if downloaded, else a random-weight 0.6B checkpoint made once by the Python reference. */
-function benchWeights(log: (s: string) => void): { path: string; kind: string } {
-  const real = join(modelHome(), 'qwen3-0.6B-base.pth');
-  if (existsSync(real)) return { path: real, kind: `real Qwen3-0.6B base weights (${real})` };
-  const dir = join(modelHome(), 'bench');
-  const path = join(dir, 'qwen3-0.6b-random', 'model.pth');
-  if (!existsSync(path)) {
-    log('No downloaded weights: making a random-weight Qwen3-0.6B checkpoint with scripts/python/make_fixtures.py ...');
-    // Its progress goes to stderr with the rest of the log: stdout belongs to the report (--json).
-    execFileSync(projectPython(), [join(packageRoot, 'scripts', 'python', 'make_fixtures.py'), '--out', dir, '--full-size', '--only', 'qwen3-0.6b-random'], { stdio: ['ignore', 2, 'inherit'] });
-  }
-  return { path, kind: 'random weights of the Qwen3-0.6B shape (no real weights downloaded)' };
-}
-
 function emptyReport(plan: BenchPlan, weights: string, promptTokens: number): BenchReport {
   const info = native().buildInfo();
   return {
     machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, gpus: native().devices().cudaNames, libtorch: info.torchVersion, node: process.version },
     weights,
+    dtype: plan.dtype,
     promptTokens,
     newTokens: plan.newTokens,
     runs: plan.runs,
@@ -202,10 +235,12 @@ async function measureRow(model: Qwen3Model, device: string, row: BenchRowName, 
 
 /** The device's copy bandwidth next to what the fastest row achieved. */
 async function measureBandwidth(model: Qwen3Model, device: string, tokensPerSecond: number, report: BenchReport): Promise<void> {
-  const config = BENCH_CONFIG;
+  const config = model.config;
   const measured = await native().measureBandwidth(device, 1 << 30);
-  // A decode step reads every weight once except the embedding table (one row of it).
-  const bytesPerToken = model.parameterBytes - config.vocab_size * config.emb_dim * 2;
+  // A decode step reads every weight once except the embedding table (one row of it); a tied
+  // table is the head as well, read whole.
+  const embedding = model.tieWordEmbeddings ? 0 : config.vocab_size * config.emb_dim * (model.dtype === 'float32' ? 4 : 2);
+  const bytesPerToken = model.parameterBytes - embedding;
   const achieved = bytesPerToken * tokensPerSecond;
   report.bandwidth.push({ device, measuredGBps: measured / 1e9, bytesPerToken, achievedGBps: achieved / 1e9, fraction: achieved / measured });
 }
@@ -243,13 +278,13 @@ async function measureBatches(model: Qwen3Model, device: string, prompt: number[
  * Everything measured on one device: the eager model for the uncompiled rows, then the compiled
  * one for its rows, the bandwidth, prefill and batched decode (each model loaded only if needed).
  */
-async function benchDevice(device: string, weightsPath: string, prompt: number[], plan: BenchPlan, report: BenchReport): Promise<void> {
+async function benchDevice(device: string, source: BenchSource, prompt: number[], plan: BenchPlan, report: BenchReport): Promise<void> {
   for (const compile of [false, true]) {
     const wanted = plan.rows.filter((r) => r.endsWith('compiled') === compile);
     const needsModel = wanted.length > 0 || (compile && (plan.batches.length > 0 || plan.prefill.length > 0));
     if (!needsModel) continue;
     plan.log(`${device}: loading ${compile ? 'compiled' : 'eager'} model`);
-    const model = await Qwen3Model.load(weightsPath, { config: BENCH_CONFIG, device, dtype: BENCH_DTYPE, compile });
+    const model = await loadSource(source, device, plan.dtype, compile);
     try {
       for (const row of wanted) {
         const tokensPerSecond = await measureRow(model, device, row, prompt, plan, report);
@@ -272,13 +307,22 @@ async function benchDevice(device: string, weightsPath: string, prompt: number[]
 export async function runBench(options: BenchOptions = {}): Promise<BenchReport> {
   const tokenizer = await Qwen3Tokenizer.load();
   const prompt = await tokenizer.encode(BENCH_PROMPT);
-  const plan = benchPlan(options, prompt.length);
-  checkMemory(plan, prompt.length);
-  const weights = plan.model ? { path: plan.model, kind: plan.model } : benchWeights(plan.log);
-  const report = emptyReport(plan, weights.kind, prompt.length);
+  const request = benchPlan(options, prompt.length);
+  checkWeightsChoice(request);
+  if (request.model === undefined && !request.randomWeights) {
+    // The default checkpoint may have to be made: only once every check has passed.
+    checkMemory(fitToModel(request, BENCH_CONFIG, true, prompt.length), BENCH_CONFIG, false, prompt.length);
+  }
+  const source = await benchSource(request);
+  const plan = fitToModel(request, source.config, source.kind === 'checkpoint', prompt.length);
+  checkMemory(plan, source.config, source.kind !== 'checkpoint' && source.tied, prompt.length);
+  const report = emptyReport(plan, source.description, prompt.length);
+  // Speed does not depend on which tokens run: a model with a smaller vocabulary than the
+  // tokenizer's (a test model) gets the prompt's ids folded into its own.
+  const ids = prompt.map((id) => id % source.config.vocab_size);
   for (const device of plan.devices) {
-    await benchDevice(device, weights.path, prompt, plan, report);
-    if (plan.baseline === 'transformers') mergeBaseline(report, device, weights.path, prompt, plan);
+    await benchDevice(device, source, ids, plan, report);
+    if (plan.baseline === 'transformers' && source.kind === 'checkpoint') mergeBaseline(report, device, source.path, prompt, plan);
   }
   return report;
 }
@@ -308,7 +352,7 @@ export function formatBenchReport(r: BenchReport): string {
   const base = r.rows.some((x) => x.baselineTokensPerSecond);
   const out = [
     `Machine: ${r.machine.cpu} (${r.machine.cores} cores)${r.machine.gpus.length ? `, ${r.machine.gpus.join(', ')}` : ''}; libtorch ${r.machine.libtorch}; Node ${r.machine.node}`,
-    `Weights: ${r.weights}. Prompt ${r.promptTokens} tokens, ${r.newTokens} new tokens (EOS ignored), median of ${r.runs} runs after 1 warm-up.`,
+    `Weights: ${r.weights}, ${r.dtype ?? BENCH_DTYPE}. Prompt ${r.promptTokens} tokens, ${r.newTokens} new tokens (EOS ignored), median of ${r.runs} runs after 1 warm-up.`,
     '',
     `| Device | Mode | Tokens/sec | Peak device memory${base ? ' | transformers tokens/sec | ours/theirs' : ''} | First token | Decode tokens/sec |`,
     `|---|---|---|---${base ? '|---|---' : ''}|---|---|`,

@@ -3,19 +3,19 @@
 import { z } from 'zod';
 import type { Dtype, Qwen3Config } from './config.js';
 import { type DeviceName, type MemoryStats, memoryStats, resetPeakMemory, resolveDevice } from './device.js';
-import { IDLE_HANDOVER_MS, type LoadOptions, abortableLoad, loadAborted, loadSchema, resolveConfig } from './model/load.js';
+import { IDLE_HANDOVER_MS, type LoadOptions, type RandomWeights, abortableLoad, loadAborted, loadSchema, resolveConfig } from './model/load.js';
 import { checkMemoryFits } from './model/memory.js';
 import { resolveModelDir } from './hub/model.js';
 import { isRepoId } from './hub/settings.js';
 import { resolveModelSource } from './model/path.js';
 import { type CacheContent, Lease, ModelLock, appendRows, contentLength, copyContent } from './model/queue.js';
 import { GREEDY, type LogitsMode, type SamplingOptions, type TokenIds, checkTokenIds, stepRequest, withCallerStack } from './model/request.js';
-import { type NativeModel, type NativeStepResult, native } from './native.js';
+import { type NativeLoadRequest, type NativeModel, type NativeStepResult, native } from './native.js';
 import { MAX_TOP_LOGPROBS, type SlotRow, type SlotRowOutput, type SlotStepOptions, SlotPool, slotStepOutputs, slotStepRequest } from './model/slots.js';
 import { formatModelSummary } from './summary.js';
 import { InvalidOptionError, boolean, describeValue, integer, nonEmptyString, oneOf, parseOptions } from './validate.js';
 
-export { IDLE_HANDOVER_MS, type LoadOptions } from './model/load.js';
+export { IDLE_HANDOVER_MS, type LoadOptions, type RandomWeights } from './model/load.js';
 export type { LogitsMode, SamplingOptions, TokenIds } from './model/request.js';
 export type { SlotRow, SlotRowOutput, SlotSampling, SlotStepOptions, TokenLogprob } from './model/slots.js';
 
@@ -60,6 +60,8 @@ export class Qwen3Model {
   readonly device: DeviceName;
   readonly dtype: Dtype;
   readonly compiled: boolean;
+  /** The vocabulary head is the embedding table (one tensor on the device). */
+  readonly tieWordEmbeddings: boolean;
   #native: NativeModel | null;
   readonly #lock: ModelLock;
   /** What the KV cache holds, as far as the JS side knows (null: unknown after a failed step). */
@@ -68,9 +70,10 @@ export class Qwen3Model {
   #cacheEpoch = 0;
   readonly #slots = new SlotPool();
 
-  private constructor(path: string, config: Qwen3Config, device: DeviceName, dtype: Dtype, compiled: boolean, handle: NativeModel, idleHandoverMs: number) {
+  private constructor(path: string, config: Qwen3Config, tied: boolean, device: DeviceName, dtype: Dtype, compiled: boolean, handle: NativeModel, idleHandoverMs: number) {
     this.path = path;
     this.config = Object.freeze({ ...config });
+    this.tieWordEmbeddings = tied;
     this.device = device;
     this.dtype = dtype;
     this.compiled = compiled;
@@ -86,35 +89,75 @@ export class Qwen3Model {
    * a Hub repo id such as "Qwen/Qwen3-8B" (downloaded into the Hugging Face cache first).
    * Checkpoints are only ever read as data (no pickle code runs); a model that cannot fit the
    * device's free memory is refused before loading; `signal` aborts the load.
+   *
+   * With no path, `Qwen3Model.load({ config, randomWeights: { seed } })` makes random weights of
+   * the config's shape directly on the device and reads no file (see LoadOptions.randomWeights).
    */
-  static async load(path: string, options: LoadOptions = {}): Promise<Qwen3Model> {
+  static async load(path: string, options?: LoadOptions): Promise<Qwen3Model>;
+  static async load(options: LoadOptions & { randomWeights: RandomWeights }): Promise<Qwen3Model>;
+  static async load(source: string | LoadOptions, ...rest: LoadOptions[]): Promise<Qwen3Model> {
     const caller = new Error();
-    parseOptions(nonEmptyString(), path, 'path');
-    const opts = parseOptions(loadSchema, options);
+    if (typeof source === 'object' && source !== null && !Array.isArray(source)) {
+      if (rest.length > 0) {
+        throw new InvalidOptionError('Expected Qwen3Model.load(path, options) or Qwen3Model.load(options) with randomWeights, not two objects', 'path');
+      }
+      return Qwen3Model.#loadRandom(source, caller);
+    }
+    const path = parseOptions(nonEmptyString(), source, 'path');
+    const opts = parseOptions(loadSchema, rest[0] ?? {});
+    if (opts.randomWeights) {
+      throw new InvalidOptionError(`Random weights read no file: leave the path out (Qwen3Model.load({ config, randomWeights })) instead of ${path}`, 'randomWeights');
+    }
     if (opts.signal?.aborted) throw loadAborted(path, opts.signal);
     // A Hub repo id (owner/name) that names no local path is downloaded into the shared cache first.
     const where = isRepoId(path) ? await resolveModelDir(path, { revision: opts.revision, signal: opts.signal }) : path;
-    const source = await resolveModelSource(where);
-    const hf = source.kind === 'huggingface' ? source.model : null;
+    const found = await resolveModelSource(where);
+    const hf = found.kind === 'huggingface' ? found.model : null;
     if (hf && opts.config !== undefined) {
       throw new InvalidOptionError(`A Hugging Face model folder brings its own config.json: leave config out for ${path}`, 'config');
     }
-    const config = hf ? hf.config : await resolveConfig(opts.config, opts.dtype);
-    const device = resolveDevice(opts.device ?? 'auto');
-    const dtype = opts.dtype ?? config.dtype;
-    checkMemoryFits(config, dtype, device, hf?.tieWordEmbeddings ?? false);
-    if (opts.signal?.aborted) throw loadAborted(path, opts.signal);
-    const { dtype: _stored, ...architecture } = config;
-    const loading = native().loadModel({
+    // The book's checkpoints always hold their own out_head.
+    const { config, tied } = hf ? { config: hf.config, tied: hf.tieWordEmbeddings } : { config: (await resolveConfig(opts.config, opts.dtype)).config, tied: false };
+    return Qwen3Model.#start(path, config, tied, opts, caller, {
       path: where,
-      config: { ...architecture, tie_word_embeddings: hf?.tieWordEmbeddings ?? false },
-      device,
-      dtype,
-      compile: opts.compile ?? false,
       safetensors: hf ? { files: hf.files, tensors: hf.tensors } : null,
     });
-    const handle = await withCallerStack(abortableLoad(loading, path, opts.signal), caller);
-    return new Qwen3Model(path, config, device, dtype, opts.compile ?? false, handle, opts.idleHandoverMs ?? IDLE_HANDOVER_MS);
+  }
+
+  static async #loadRandom(options: LoadOptions, caller: Error): Promise<Qwen3Model> {
+    const opts = parseOptions(loadSchema, options);
+    if (!opts.randomWeights) {
+      throw new InvalidOptionError('Expected a model path as the first argument, or options with randomWeights (weights made on the device)', 'randomWeights');
+    }
+    if (opts.revision !== undefined) throw new InvalidOptionError('revision goes with a Hub repo id, not with random weights', 'revision');
+    const resolved = await resolveConfig(opts.config, opts.dtype);
+    const seed = opts.randomWeights.seed ?? 0;
+    const label = `random weights (seed ${seed})`;
+    if (opts.signal?.aborted) throw loadAborted(label, opts.signal);
+    return Qwen3Model.#start(label, resolved.config, opts.randomWeights.tieWordEmbeddings ?? resolved.tied, opts, caller, {
+      path: label,
+      randomWeights: { seed },
+    });
+  }
+
+  /** The memory check, then the native load of what `request` names. */
+  static async #start(
+    label: string,
+    config: Qwen3Config,
+    tied: boolean,
+    opts: ReturnType<typeof loadSchema.parse>,
+    caller: Error,
+    request: Pick<NativeLoadRequest, 'path' | 'safetensors' | 'randomWeights'>,
+  ): Promise<Qwen3Model> {
+    const device = resolveDevice(opts.device ?? 'auto');
+    const dtype = opts.dtype ?? config.dtype;
+    checkMemoryFits(config, dtype, device, tied);
+    if (opts.signal?.aborted) throw loadAborted(label, opts.signal);
+    const { dtype: _stored, ...architecture } = config;
+    const compile = opts.compile ?? false;
+    const loading = native().loadModel({ ...request, config: { ...architecture, tie_word_embeddings: tied }, device, dtype, compile });
+    const handle = await withCallerStack(abortableLoad(loading, label, opts.signal), caller);
+    return new Qwen3Model(label, config, tied, device, dtype, compile, handle, opts.idleHandoverMs ?? IDLE_HANDOVER_MS);
   }
 
   get disposed(): boolean {

@@ -101,6 +101,11 @@ export interface NativeLoadRequest {
   compile: boolean;
   /** Hugging Face safetensors files and every tensor in them; absent for a .pth. */
   safetensors?: { files: string[]; tensors: NativeStoredTensor[] } | null;
+  /**
+   * Weights drawn on the device from this seed (normal(0, 0.02), norm scales 1) instead of read
+   * from a file; `path` then only names them in messages. Not with `safetensors`.
+   */
+  randomWeights?: { seed: number } | null;
 }
 
 export interface NativeModel {

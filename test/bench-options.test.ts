@@ -1,15 +1,19 @@
 // `qwen3 bench` checks every option before it makes or loads any weights, refuses work that
-// cannot fit in memory with the numbers, and keeps stdout for the report alone. A stand-in for
+// cannot fit in memory with the numbers, keeps stdout for the report alone, and measures any
+// model the library loads (a checkpoint, a Hugging Face folder or repo id, random weights). A stand-in for
 // the project's Python (QWEN3_PYTHON) records (and fakes, cheaply) the random-weight checkpoint
 // bench would make on a first run; every other Python call goes to the real one.
 import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectPython } from '../lib/addon/python.js';
 import { runBench } from '../lib/bench.js';
 import { InvalidOptionError } from '../lib/index.js';
+import { FakeHub } from './support/fake-hub.js';
+import { isolatedHfEnvironment } from './support/hub-fixtures.js';
 import { runCli } from './support/run-cli.js';
 
 const NOISE = 'make_fixtures stand-in: a progress line on stdout';
@@ -117,5 +121,74 @@ describe('qwen3 bench --json', () => {
     expect(r.stderr).toContain(NOISE);
     expect(r.stdout).toBe('');
     expect(r.status).toBe(1);
+  });
+});
+
+describe('qwen3 bench with any model', () => {
+  const folder = join(__dirname, '.fixtures', 'hf-tied-bf16-sharded');
+  const tiny = join(__dirname, '.fixtures', 'tiny-gqa4');
+  const small = ['--device', 'cpu', '--rows', 'KV cache', '--batches', '2', '--prefill', '8', '--runs', '1', '--new-tokens', '3', '--json'];
+
+  async function report(args: string[], runEnv = env) {
+    const r = await runCli(['bench', ...args, ...small], { env: runEnv });
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as { weights: string; dtype: string; rows: { row: string; tokensPerSecond: number }[]; prefill: { tokens: number }[]; batched: { batch: number }[] };
+    expect(out.rows.map((x) => x.row)).toEqual(['KV cache']);
+    expect(out.rows[0]!.tokensPerSecond).toBeGreaterThan(0);
+    expect(out.prefill.map((p) => p.tokens)).toEqual([8]);
+    expect(out.batched.map((b) => b.batch)).toEqual([2]);
+    return out;
+  }
+
+  // What the default checkpoint's maker has been asked so far (earlier tests ask it once).
+  const madeSoFar = () => (existsSync(fixtureLog) ? readFileSync(fixtureLog, 'utf8') : '');
+
+  it('measures a Hugging Face folder, a checkpoint with its config, and random weights of a config', async () => {
+    const made = madeSoFar();
+    expect((await report(['--model', folder])).weights).toBe(`Hugging Face folder ${folder}`);
+    const pth = await report(['--model', join(tiny, 'model.pth'), '--config', join(tiny, 'config.json'), '--dtype', 'float32']);
+    expect(pth.weights).toBe(join(tiny, 'model.pth'));
+    expect(pth.dtype).toBe('float32');
+    const random = await report(['--random-weights', '4', '--config', join(folder, 'config.json')]);
+    expect(random.weights).toBe(`random weights of ${join(folder, 'config.json')} (seed 4, made on the device)`);
+    expect(madeSoFar()).toBe(made); // the default checkpoint was not asked for
+  });
+
+  it('measures a Hub repo id, downloaded into the Hugging Face cache first', async () => {
+    const hfEnv = isolatedHfEnvironment();
+    const hub = await new FakeHub().start();
+    try {
+      const files = Object.fromEntries(readdirSync(folder).filter((f) => f.endsWith('.json') || f.endsWith('.safetensors')).map((f) => [f, readFileSync(join(folder, f))]));
+      hub.addRepo('Qwen/Qwen3-Bench-Tiny', randomBytes(20).toString('hex'), files);
+      const clean = Object.fromEntries(Object.entries(env).filter(([k]) => !/^(HF_|HUGGING)/.test(k)));
+      const out = await report(['--model', 'Qwen/Qwen3-Bench-Tiny'], { ...clean, HF_HOME: hfEnv.home, HF_ENDPOINT: hub.endpoint });
+      expect(out.weights).toMatch(/^Hugging Face folder Qwen\/Qwen3-Bench-Tiny \(.*models--Qwen--Qwen3-Bench-Tiny.snapshots.*\)$/);
+    } finally {
+      await hub.stop();
+      hfEnv.restore();
+    }
+  });
+
+  it('refuses what does not fit the weights, by name, before measuring', async () => {
+    const made = madeSoFar();
+    const cases: [string[], string | RegExp][] = [
+      [['--random-weights', '--model', folder], '--random-weights makes the weights on the device: leave out --model'],
+      [['--size', '8B'], "config goes with a checkpoint (model) or random weights; the default weights are Qwen3-0.6B's"],
+      [['--model', folder, '--size', '0.6B'], 'A Hugging Face model folder brings its own config.json'],
+      [['--model', folder, '--new-tokens', '90'], /^qwen3: Expected integer between 1 and 86 for newTokens but received 90\n$/],
+      [['--model', folder, '--prefill', '97'], /^qwen3: Expected integer between 1 and 96 for prefill\.0 but received 97\n$/],
+      [['--model', folder, '--baseline', 'transformers'], "The transformers baseline runs the book's Qwen3-0.6B checkpoint in bfloat16 only, not this model"],
+      [['--random-weights', '--baseline', 'transformers'], 'it needs weights in a file and dtype bfloat16'],
+      [['--model', folder, '--revision', 'v1'], '--revision goes with a Hub repo id for --model'],
+      [['--random-weights', '-3'], /Expected integer between 0 and 9007199254740991 for randomWeights\.seed but received -3/],
+    ];
+    for (const [args, message] of cases) {
+      const r = await bench([...args, '--device', 'cpu', '--json']);
+      expect(r.status, args.join(' ')).toBe(1);
+      if (typeof message === 'string') expect(r.stderr, args.join(' ')).toContain(message);
+      else expect(r.stderr, args.join(' ')).toMatch(message);
+      expect(r.stdout, args.join(' ')).toBe('');
+    }
+    expect(madeSoFar()).toBe(made);
   });
 });

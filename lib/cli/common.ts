@@ -57,6 +57,8 @@ export interface ModelFlags {
   device: string;
   dtype?: 'bfloat16' | 'float32' | 'float16';
   compile?: boolean;
+  /** --random-weights [seed]: true without a seed. */
+  randomWeights?: number | true;
 }
 
 /** Sampling flags of the commands that generate. */
@@ -72,8 +74,9 @@ export function modelOptions(cmd: Command, kind: string): Command {
   return cmd
     .option('--model <path|id>', `a .pth checkpoint, a Hugging Face folder or a Hub repo id such as Qwen/Qwen3-0.6B (default: download the book's ${kind} Qwen3-0.6B)`)
     .option('--revision <rev>', 'branch, tag or commit of a Hub repo id (default: main)')
-    .option('--config <file>', 'model config JSON (reference key names); not for a model folder')
+    .option('--config <file>', "model config JSON (the book's keys or a Hugging Face config.json); not for a model folder")
     .addOption(new Option('--size <size>', 'built-in model size').choices(Object.keys(MODEL_SIZES)))
+    .option('--random-weights [seed]', 'random weights of the --config or --size shape (default 0.6B), made on the device: no file is read (seed default 0)', intArg('--random-weights'))
     .option('--tokenizer <path>', "tokenizer.json, or a model folder's tokenizer and chat template (default: the model folder's, the downloaded one, else the bundled Qwen3 tokenizer)")
     .option('--device <device>', 'auto, cpu, cuda, cuda:N, mps or xpu', 'auto')
     .addOption(new Option('--dtype <dtype>', "compute dtype (default: the config's)").choices(['bfloat16', 'float32', 'float16']))
@@ -125,6 +128,7 @@ export interface Loaded {
  */
 export async function loadFromFlags(flags: ModelFlags, kind: 'base' | 'reasoning'): Promise<Loaded> {
   if (flags.config && flags.size) throw new Error('Use either --config or --size, not both');
+  if (flags.randomWeights !== undefined) return loadRandomFromFlags(flags);
   let modelPath = flags.model === undefined ? undefined : await resolveModelFlag(flags.model, flags.revision);
   const folder = modelPath !== undefined && (await isHuggingFaceDir(modelPath)) ? modelPath : null;
   if (folder !== null && (flags.config || flags.size)) {
@@ -149,5 +153,29 @@ export async function loadFromFlags(flags: ModelFlags, kind: 'base' | 'reasoning
       dtype: flags.dtype,
       compile: flags.compile,
     });
+  return { model, tokenizer, generation };
+}
+
+/** The seed of --random-weights: the flag alone means seed 0. */
+export function randomSeed(flag: number | true): number {
+  return flag === true ? 0 : flag;
+}
+
+/**
+ * --random-weights: a model of the --config or --size shape drawn on the device, with --tokenizer
+ * or the bundled tokenizer; nothing is downloaded or read but the config.
+ */
+async function loadRandomFromFlags(flags: ModelFlags): Promise<Loaded> {
+  if (flags.model !== undefined) throw new Error('--random-weights makes the weights on the device: leave out --model');
+  if (flags.revision !== undefined) throw new Error('--revision goes with a Hub repo id for --model');
+  const tokenizer = flags.tokenizer ? await loadTokenizer(flags.tokenizer) : await Qwen3Tokenizer.load();
+  const generation = tokenizer.modelDir !== null ? await readGenerationConfig(tokenizer.modelDir) : null;
+  const model = await Qwen3Model.load({
+    config: flags.config ?? flags.size ?? '0.6B',
+    randomWeights: { seed: randomSeed(flags.randomWeights!) },
+    device: flags.device,
+    dtype: flags.dtype,
+    compile: flags.compile,
+  });
   return { model, tokenizer, generation };
 }

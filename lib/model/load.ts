@@ -1,13 +1,16 @@
 // Qwen3Model.load's options, the config they name, and aborting a load.
+import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
-import { DTYPES, MODEL_SIZES, type Dtype, type ModelSize, type Qwen3Config, loadConfigFile, parseConfig } from '../config.js';
+import { DTYPES, MODEL_SIZES, type Dtype, type ModelSize, type Qwen3Config, parseConfig } from '../config.js';
 import type { NativeModel } from '../native.js';
 import { InvalidOptionError, abortSignal, boolean, describeValue, integer, nonEmptyString, oneOf } from '../validate.js';
+import { configFromHuggingFace } from './huggingface.js';
 
 export interface LoadOptions {
   /**
-   * For a checkpoint in the book's layout: a config object, a path to a config JSON file, or a
-   * built-in size ("0.6B", "1.7B", ...). Default "0.6B". A Hugging Face folder brings its own.
+   * For a checkpoint in the book's layout or random weights: a config object, a path to a config
+   * JSON file (the book's keys, or a Hugging Face config.json), or a built-in size ("0.6B",
+   * "1.7B", ...). Default "0.6B". A Hugging Face folder brings its own.
    */
   config?: Qwen3Config | string;
   /** "auto" (default: cuda > mps > xpu > cpu), "cpu", "cuda", "cuda:N", "mps", "xpu". */
@@ -33,6 +36,21 @@ export interface LoadOptions {
   idleHandoverMs?: number;
   /** For a Hugging Face repo id: the branch, tag or commit to download (default "main"). */
   revision?: string;
+  /**
+   * Weights drawn on the device instead of read from a file, for benchmarks and for shapes whose
+   * files do not fit a disk: `Qwen3Model.load({ config, randomWeights: { seed } })`, with no
+   * path. Matrices are normal(0, 0.02) as transformers initialises them, norm scales 1. The same
+   * seed gives the same weights on the same kind of device (default seed 0).
+   * `tieWordEmbeddings` shares one table between the embedding and the head; by default as the
+   * config says: a Hugging Face config.json's own key, for a built-in size as the official
+   * release does (0.6B, 1.7B and 4B tied), else not tied.
+   */
+  randomWeights?: RandomWeights;
+}
+
+export interface RandomWeights {
+  seed?: number;
+  tieWordEmbeddings?: boolean;
 }
 
 /** Default of LoadOptions.idleHandoverMs. */
@@ -47,21 +65,58 @@ export const loadSchema = z
     signal: abortSignal().optional(),
     idleHandoverMs: integer(0, 2 ** 31 - 1).optional(),
     revision: nonEmptyString().optional(),
+    randomWeights: z
+      .object({ seed: integer(0, Number.MAX_SAFE_INTEGER).optional(), tieWordEmbeddings: boolean().optional() }, { error: 'Expected object' })
+      .strict()
+      .optional(),
   })
   .strict();
 
-/** An explicit `dtype` stands in for a config (object or file) that has none. */
-export async function resolveConfig(config: unknown, dtype: Dtype | undefined): Promise<Qwen3Config> {
-  if (config === undefined) return MODEL_SIZES['0.6B'];
+/** The built-in sizes whose official releases tie the head to the embedding table. */
+const TIED_SIZES: readonly ModelSize[] = ['0.6B', '1.7B', '4B'];
+
+/** A resolved `config` option: the architecture, and whether the source it came from ties the head. */
+export interface ResolvedConfig {
+  config: Qwen3Config;
+  tied: boolean;
+}
+
+/**
+ * The `config` option as a config. An explicit `dtype` stands in for a config (object or file)
+ * that has none. A JSON file may use the book's keys or be a Hugging Face config.json (told
+ * apart by its `hidden_size`).
+ */
+export async function resolveConfig(config: unknown, dtype: Dtype | undefined): Promise<ResolvedConfig> {
+  if (config === undefined) return { config: MODEL_SIZES['0.6B'], tied: true };
   if (typeof config === 'string') {
-    if (config in MODEL_SIZES) return MODEL_SIZES[config as ModelSize];
-    if (config.toLowerCase().endsWith('.json')) return loadConfigFile(config, { dtype });
+    if (config in MODEL_SIZES) return { config: MODEL_SIZES[config as ModelSize], tied: TIED_SIZES.includes(config as ModelSize) };
+    if (config.toLowerCase().endsWith('.json')) return readConfigFile(config, dtype);
     throw new InvalidOptionError(
       `Expected one of ${Object.keys(MODEL_SIZES).join(', ')} or a .json file for config but received ${describeValue(config)}`,
       'config',
     );
   }
-  return parseConfig(config, { dtype });
+  return { config: parseConfig(config, { dtype }), tied: false };
+}
+
+async function readConfigFile(path: string, dtype: Dtype | undefined): Promise<ResolvedConfig> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new Error(`Cannot read config file ${path}: ${(err as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`Config file ${path} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof json === 'object' && json !== null && 'hidden_size' in json) {
+    const hf = configFromHuggingFace(json, path);
+    return { config: hf.config, tied: hf.tieWordEmbeddings };
+  }
+  return { config: parseConfig(json, { dtype }), tied: false };
 }
 
 export function loadAborted(path: string, signal: AbortSignal): Error {

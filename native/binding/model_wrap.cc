@@ -151,6 +151,16 @@ void ParseSafetensors(const Napi::Object& o, LoadRequest& r) {
   }
 }
 
+// randomWeights: absent or null (weights from files), or {seed} for weights drawn on the device.
+void ParseRandomWeights(const Napi::Object& o, LoadRequest& r) {
+  const Napi::Value value = o.Get("randomWeights");
+  if (value.IsUndefined() || value.IsNull()) return;
+  if (!value.IsObject()) Fail(o.Env(), "object", "randomWeights", value);
+  if (!r.files.empty()) throw Napi::TypeError::New(o.Env(), "Expected either safetensors or randomWeights in a load request, not both");
+  r.random_weights = true;
+  r.seed = static_cast<uint64_t>(IntegerField(value.As<Napi::Object>(), "seed", 0, (int64_t(1) << 53) - 1, "randomWeights."));
+}
+
 }  // namespace
 
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
@@ -165,6 +175,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   r.compile = BooleanField(o, "compile");
   r.config = ParseConfig(o);
   ParseSafetensors(o, r);
+  ParseRandomWeights(o, r);
   return QueueLoad(info.Env(), std::move(r));
 }
 

@@ -32,6 +32,10 @@ struct LoadRequest {
   // Safetensors files and every tensor in them (Hugging Face layout); empty: `path` is a .pth.
   std::vector<std::string> files;
   std::vector<StoredTensor> tensors;
+  // Weights drawn on the device from `seed` instead of read (then `path` only names them, and
+  // `files` is empty).
+  bool random_weights = false;
+  uint64_t seed = 0;
 };
 
 // Which logits a step hands back to JS: none (generation), the last position's, or every position's.

@@ -1,6 +1,6 @@
 // Qwen3 weights on the device, read from a torch.save(state_dict) checkpoint in the reference
 // implementation's layout or from Hugging Face safetensors files, and checked key by key
-// against the config.
+// against the config; or drawn at random on the device.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -34,7 +34,10 @@ struct Weights {
 
 // Matrices are cast to `dtype`; norm scales stay float32 as in the reference, where RMSNorm
 // parameters are created in float32 and only the Linear/Embedding layers take cfg["dtype"].
+// request.random_weights: drawn on the device from request.seed, nothing read; else
 // request.files empty: the .pth at request.path; else the safetensors tensors listed.
+// Files are read by several threads, each piece straight into its tensor where the device
+// allows (docs/performance.md, "Loading").
 Weights load_weights(const LoadRequest& request, at::ScalarType dtype, c10::Device device);
 
 }  // namespace qwen3

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The CUDA host recipe: build the addon against the host's libtorch, make and check the CUDA
 # prebuild, run the test suite with the parity tests on the GPU, the full-size (random
-# Qwen3-0.6B) checks, the device-memory leak check, a per-kernel profile and the bench.
+# Qwen3-0.6B) checks, Hugging Face folders and load speed, the device-memory leak check, a
+# per-kernel profile and the bench.
 # On a host with CUDA PyTorch and no network, after packing Node (../shared/tools/pack-cuda-host.sh):
 #   source .cuda-host/setup.sh && bash scripts/cuda-host/cuda-host-check.sh [PHASE...]
-# PHASE: prebuild tests fullsize leak profile bench (default: all); the build always runs first.
+# PHASE: prebuild tests fullsize hf load leak profile bench (default: all); the build always runs first.
 # Logs go to $OUT (default ./cuda-host-logs).
 set -uo pipefail
 OUT=${OUT:-$PWD/cuda-host-logs}
@@ -29,7 +30,7 @@ PYTHON=$(node scripts/dev/python.js --which)
 step info node dist/cli.js info --json
 step tf32 node -e "const q = require('./dist/index.js'); for (const on of [true, false]) { q.getDevice({ enableTensorCores: on }); console.log('enableTensorCores', on, '->', q.runtimeInfo().tensorCores); }"
 step fixtures "$PYTHON" scripts/python/make_fixtures.py --out test/.fixtures
-phases=${*:-prebuild tests fullsize hf leak profile bench}
+phases=${*:-prebuild tests fullsize hf load leak profile bench}
 want() { [[ " $phases " == *" $1 "* ]]; }
 FULL=/tmp/qwen3-fixtures/qwen3-0.6b-random
 need_full() { [ -f $FULL/model.pth ] || step fixtures-full "$PYTHON" scripts/python/make_fixtures.py --out /tmp/qwen3-fixtures --full-size --only qwen3-0.6b-random --device cuda; }
@@ -83,6 +84,16 @@ if want hf; then
   HF_DIR=/tmp/qwen3-hf-${HF_SIZE:-8B}
   step hf-folder "$PYTHON" scripts/python/make_hf_random.py --size ${HF_SIZE:-8B} --out $HF_DIR --reference 20 --device cuda
   step hf-check node scripts/checks/hf_model_check.mjs --dir $HF_DIR --device cuda --compile
+fi
+# Load speed: the same 8B-shape folder (made here when the hf phase has not made it) loaded in
+# bfloat16 from the page cache, twice: seconds, GB/s, peak host RSS, its last logits against
+# transformers'; then the 32B shape, whose 65.5 GB of files this host's disk cannot hold, with
+# random weights made on the GPU in bfloat16, compiled, 20 tokens generated (tokens/s, device
+# memory). About 3 minutes when it makes the folder, under 2 when it is there.
+if want load; then
+  HF_DIR=/tmp/qwen3-hf-8B
+  [ -f $HF_DIR/reference.json ] || step hf-folder-8B "$PYTHON" scripts/python/make_hf_random.py --size 8B --out $HF_DIR --reference 20 --device cuda
+  step load-check node scripts/cuda-host/load_check.mjs --dir $HF_DIR --device cuda --random-size 32B --tokens 20
 fi
 if want leak; then
   for mode in "" --compile; do
