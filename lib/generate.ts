@@ -80,8 +80,11 @@ function checkModel(model: unknown): asserts model is Qwen3Model {
   if (!(model instanceof Qwen3Model)) throw new InvalidOptionError(`Expected Qwen3Model for model but received ${describeValue(model)}`, 'model');
 }
 
-/** mulberry32: a small seeded PRNG; the uniforms it draws pick sampled tokens on the device. */
-function seededUniforms(seed: number): (n: number) => Float64Array {
+/**
+ * mulberry32: a small seeded PRNG; the uniforms it draws pick sampled tokens on the device. Other
+ * generation loops (the server's completers) draw from it too, so one seed samples one sequence.
+ */
+export function seededUniforms(seed: number): (n: number) => Float64Array {
   let state = seed >>> 0;
   const next = () => {
     state = (state + 0x6d2b79f5) >>> 0;
