@@ -113,15 +113,23 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   app.setNotFoundHandler((request, reply) => {
     void reply.code(404).send(new ApiError(404, `There is no ${request.method} ${request.url.split('?')[0]} on this server`, 'invalid_request_error', null, 'not_found').body());
   });
-  app.addHook('onRequest', async (request) => {
+  // Responses not yet finished (or cut off): close() waits for them before closing the connections.
+  let open = 0;
+  const whenNoneOpen: (() => void)[] = [];
+  const settleOpen = () => {
+    for (const resolve of whenNoneOpen.splice(0)) resolve();
+  };
+  app.addHook('onRequest', async (request, reply) => {
+    open++;
+    reply.raw.once('close', () => {
+      if (--open === 0) settleOpen();
+    });
     if (key !== null && request.url.startsWith('/v1/') && !keyMatches(request.headers.authorization, key)) {
       throw new ApiError(401, 'Missing or wrong API key: send it as "Authorization: Bearer <key>"', 'invalid_request_error', null, 'invalid_api_key');
     }
   });
   app.addHook('onResponse', async (request, reply) => {
     metrics.requests.inc({ endpoint: request.routeOptions.url ?? 'unknown', status: String(reply.statusCode) });
-    // A client's keep-alive connection would otherwise hold a draining server open until it times out.
-    if (draining) setImmediate(() => app.server.closeIdleConnections());
   });
 
   app.get('/health', async (_request, reply) => (draining ? reply.code(503).send({ status: 'draining' }) : { status: 'ok' }));
@@ -168,17 +176,29 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const host = o.host ?? '127.0.0.1';
   const drainTimeoutMs = o.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS;
 
+  // Closing: stop listening (later requests on open connections get 503), let the completions end
+  // (all of them, or what is left when the drain time is up is aborted), let their responses go
+  // out, then close every connection: a client's idle keep-alive connection would otherwise hold
+  // the server open for its whole keep-alive time.
   let closing: Promise<void> | null = null;
+  const abortAll = () => {
+    void completer.close('abort');
+    settleOpen(); // a response that a client does not read is not waited for
+  };
   const close = (how: 'drain' | 'abort' = 'drain'): Promise<void> => {
-    if (how === 'abort') void completer.close('abort');
+    if (how === 'abort') abortAll();
     closing ??= (async () => {
       draining = true;
-      const timer = setTimeout(() => void completer.close('abort'), drainTimeoutMs);
+      const listening = app.close();
+      const timer = setTimeout(abortAll, drainTimeoutMs);
       try {
-        await Promise.all([completer.close('drain'), app.close()]);
+        await completer.close('drain');
+        if (open > 0) await new Promise<void>((resolve) => whenNoneOpen.push(resolve));
       } finally {
         clearTimeout(timer);
       }
+      app.server.closeAllConnections();
+      await listening;
     })();
     return closing;
   };
