@@ -54,7 +54,7 @@ describe('chat completions', () => {
     expect(whole.object).toBe('chat.completion');
     expect(whole.model).toBe('tiny');
 
-    const stream = await api.chat.completions.create({ messages, max_tokens: 12, temperature: 0, stream: true, stream_options: { include_usage: true }, ...withIds } as never);
+    const stream = await api.chat.completions.create({ model: 'tiny', messages, max_tokens: 12, temperature: 0, stream: true, stream_options: { include_usage: true }, ...withIds } as never);
     const chunks: OpenAI.ChatCompletionChunk[] = [];
     for await (const chunk of stream as unknown as AsyncIterable<OpenAI.ChatCompletionChunk>) chunks.push(chunk);
     expect(chunks[0]!.choices[0]!.delta).toEqual({ role: 'assistant', content: '' });
@@ -68,7 +68,7 @@ describe('chat completions', () => {
   });
 
   it('renders chat_template_kwargs.enable_thinking into the prompt', async () => {
-    const r = await api.chat.completions.create({ messages, max_tokens: 1, temperature: 0, chat_template_kwargs: { enable_thinking: false }, ...withIds } as never);
+    const r = await api.chat.completions.create({ model: 'tiny', messages, max_tokens: 1, temperature: 0, chat_template_kwargs: { enable_thinking: false }, ...withIds } as never);
     const prompt = (r as unknown as { choices: { prompt_token_ids: number[] }[] }).choices[0]!.prompt_token_ids;
     expect(prompt).toEqual(await chatPrompt(false));
     expect(prompt).not.toEqual(await chatPrompt());
@@ -79,7 +79,7 @@ describe('chat completions', () => {
     const sampling = { temperature: 0.9, topK: 40, topP: 0.95 };
     const expected = await Promise.all([7, 8].map((seed) => generateTextBasicCache(model, prompt, { maxNewTokens: 10, eosTokenId: imEnd, ...sampling, seed })));
     expect(expected[0]).not.toEqual(expected[1]);
-    const r = await api.chat.completions.create({ messages, max_tokens: 10, temperature: 0.9, top_k: 40, top_p: 0.95, seed: 7, n: 2, ...withIds } as never);
+    const r = await api.chat.completions.create({ model: 'tiny', messages, max_tokens: 10, temperature: 0.9, top_k: 40, top_p: 0.95, seed: 7, n: 2, ...withIds } as never);
     const choices = (r as OpenAI.ChatCompletion).choices;
     expect(choices.map((c) => c.index)).toEqual([0, 1]);
     expect(choices.map(idsOf)).toEqual(expected);
@@ -87,7 +87,7 @@ describe('chat completions', () => {
 
   it('gives logprobs equal to the log-softmax of the model logits, with the alternatives in order', async () => {
     const prompt = await chatPrompt();
-    const r = await api.chat.completions.create({ messages, max_tokens: 5, temperature: 0, logprobs: true, top_logprobs: 3, ...withIds });
+    const r = await api.chat.completions.create({ model: 'tiny', messages, max_tokens: 5, temperature: 0, logprobs: true, top_logprobs: 3, ...withIds });
     const ids = idsOf(r.choices[0]);
     const entries = r.choices[0]!.logprobs!.content!;
     expect(entries).toHaveLength(ids.length);
@@ -124,7 +124,7 @@ describe('completions', () => {
     const text = 'Hello world, this is';
     const textIds = await tokenizer.encode(text, { chat: false });
     const fromText = await generateTextBasicCache(model, textIds, { maxNewTokens: 10, eosTokenId: tokenizer.eosTokenId });
-    const stream = await api.completions.create({ prompt: text, max_tokens: 10, temperature: 0, stream: true, ...withIds });
+    const stream = await api.completions.create({ model: 'tiny', prompt: text, max_tokens: 10, temperature: 0, stream: true, ...withIds });
     let streamed = '';
     const ids: number[] = [];
     let finish: string | null = null;
@@ -139,7 +139,7 @@ describe('completions', () => {
   });
 
   it('gives tokens, token_logprobs, top_logprobs and text_offset', async () => {
-    const r = await api.completions.create({ prompt: promptIds, max_tokens: 4, temperature: 0, logprobs: 2 });
+    const r = await api.completions.create({ model: 'tiny', prompt: promptIds, max_tokens: 4, temperature: 0, logprobs: 2 });
     const lp = r.choices[0]!.logprobs!;
     expect(lp.tokens!.join('')).toBe(r.choices[0]!.text);
     expect(lp.text_offset).toEqual(lp.tokens!.map((_, i) => lp.tokens!.slice(0, i).join('').length));
@@ -150,15 +150,15 @@ describe('completions', () => {
   });
 
   it('cuts the text at the first stop string and drops it, whole and streamed', async () => {
-    const full = await api.completions.create({ prompt: promptIds, max_tokens: 12, temperature: 0 });
+    const full = await api.completions.create({ model: 'tiny', prompt: promptIds, max_tokens: 12, temperature: 0 });
     const text = full.choices[0]!.text;
     const stop = text.slice(Math.floor(text.length / 2), Math.floor(text.length / 2) + 3);
     expect(stop.trim()).not.toBe('');
     const cut = text.slice(0, text.indexOf(stop));
-    const whole = await api.completions.create({ prompt: promptIds, max_tokens: 12, temperature: 0, stop: [stop, 'never-there'] });
+    const whole = await api.completions.create({ model: 'tiny', prompt: promptIds, max_tokens: 12, temperature: 0, stop: [stop, 'never-there'] });
     expect(whole.choices[0]!.text).toBe(cut);
     expect(whole.choices[0]!.finish_reason).toBe('stop');
-    const stream = await api.completions.create({ prompt: promptIds, max_tokens: 12, temperature: 0, stop, stream: true });
+    const stream = await api.completions.create({ model: 'tiny', prompt: promptIds, max_tokens: 12, temperature: 0, stop, stream: true });
     let streamed = '';
     for await (const chunk of stream) streamed += chunk.choices[0]!.text;
     expect(streamed).toBe(cut);
@@ -170,7 +170,7 @@ describe('completions', () => {
     for (const p of prompts) expected.push(await generateTextBasicCache(model, p, { maxNewTokens: 6, eosTokenId: tokenizer.eosTokenId }));
     const results = await Promise.all(
       prompts.map(async (prompt) => {
-        const stream = await api.completions.create({ prompt, max_tokens: 6, temperature: 0, stream: true, ...withIds });
+        const stream = await api.completions.create({ model: 'tiny', prompt, max_tokens: 6, temperature: 0, stream: true, ...withIds });
         const ids: number[] = [];
         for await (const chunk of stream) ids.push(...idsOf(chunk.choices[0]));
         return ids;
@@ -189,7 +189,7 @@ describe('completions', () => {
     const controller = new AbortController();
     const run = async (prompt: number[], signal?: AbortSignal) => {
       const ids: number[] = [];
-      const stream = await api.completions.create({ prompt, max_tokens: 8, temperature: 0, stream: true, stop: [], ...withIds }, { signal });
+      const stream = await api.completions.create({ model: 'tiny', prompt, max_tokens: 8, temperature: 0, stream: true, stop: [], ...withIds }, { signal });
       for await (const chunk of stream) {
         ids.push(...idsOf(chunk.choices[0]));
         if (signal && ids.length === 2) controller.abort();
@@ -211,14 +211,14 @@ describe('completions', () => {
     const held = new StepGate().hold(prompt, 1);
     gate.current = held;
     const controller = new AbortController();
-    const request = api.completions.create({ prompt, max_tokens: 50, temperature: 0 }, { signal: controller.signal });
+    const request = api.completions.create({ model: 'tiny', prompt, max_tokens: 50, temperature: 0 }, { signal: controller.signal });
     await held.reached;
     controller.abort();
     await expect(request).rejects.toThrow();
     // The gate holds the step until release() or the request's abort: the abort reached the model loop.
     expect(await held.outcome).toBe('aborted');
     gate.current = null;
-    const after = await api.completions.create({ prompt, max_tokens: 2, temperature: 0 });
+    const after = await api.completions.create({ model: 'tiny', prompt, max_tokens: 2, temperature: 0 });
     expect(after.choices[0]!.finish_reason).toBe('length');
   });
 });
@@ -230,7 +230,7 @@ describe('models, health and metrics', () => {
     expect(await (await fetch(`${server.url}/health`)).json()).toEqual({ status: 'ok' });
     const before = await (await fetch(`${server.url}/metrics`)).text();
     const counter = (text: string, name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? 'NaN');
-    const r = await api.completions.create({ prompt: [1, 2, 3], max_tokens: 5, temperature: 0 });
+    const r = await api.completions.create({ model: 'tiny', prompt: [1, 2, 3], max_tokens: 5, temperature: 0 });
     const after = await (await fetch(`${server.url}/metrics`)).text();
     expect(counter(after, 'qwen3_generated_tokens_total') - counter(before, 'qwen3_generated_tokens_total')).toBe(r.usage!.completion_tokens);
     expect(counter(after, 'qwen3_prompt_tokens_total') - counter(before, 'qwen3_prompt_tokens_total')).toBe(3);

@@ -57,7 +57,7 @@ describe('qwen3 serve', () => {
       const reply = await api.chat.completions.create({ model: 'tiny', messages: [{ role: 'user', content: 'Hello' }], max_tokens: 4, temperature: 0 });
       expect(reply.choices[0]!.finish_reason).toMatch(/^(stop|length)$/);
 
-      const stream = await api.completions.create({ prompt: [1, 2, 3], max_tokens: 60, temperature: 0, stream: true });
+      const stream = await api.completions.create({ model: 'tiny', prompt: [1, 2, 3], max_tokens: 60, temperature: 0, stream: true });
       let finish: string | null = null;
       let chunks = 0;
       for await (const chunk of stream) {

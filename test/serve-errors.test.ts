@@ -111,13 +111,13 @@ describe('404, 413 and 415', () => {
 
 describe('401: the API key', () => {
   it('is required on /v1/ routes when set, in constant-time comparison, and not on /health or /metrics', async () => {
-    const keyed = await startServer({ model, tokenizer, port: 0, apiKey: 'sekret' });
+    const keyed = await startServer({ model, tokenizer, port: 0, servedModelName: 'tiny', apiKey: 'sekret' });
     try {
       expectError(await post(keyed.url, '/v1/completions', { prompt: [1], max_tokens: 1 }), 401, null, /Missing or wrong API key/, 'invalid_api_key');
       expectError(await post(keyed.url, '/v1/completions', { prompt: [1], max_tokens: 1 }, { authorization: 'Bearer sekreT' }), 401, null, /Missing or wrong API key/, 'invalid_api_key');
       const error = await client(keyed.url, 'wrong').models.list().catch((e: unknown) => e);
       expect(error).toBeInstanceOf(OpenAI.AuthenticationError);
-      const ok = await client(keyed.url, 'sekret').completions.create({ prompt: [1], max_tokens: 1, temperature: 0 });
+      const ok = await client(keyed.url, 'sekret').completions.create({ model: 'tiny', prompt: [1], max_tokens: 1, temperature: 0 });
       expect(ok.choices).toHaveLength(1);
       expect((await fetch(`${keyed.url}/health`)).status).toBe(200);
       expect((await fetch(`${keyed.url}/metrics`)).status).toBe(200);
@@ -130,19 +130,19 @@ describe('401: the API key', () => {
 describe('429 and shutdown', () => {
   it('answers 429 with Retry-After when the queue is full, and finishes the requests it took', async () => {
     const gate = new StepGate();
-    const busy = await startServer({ model, tokenizer, port: 0, maxQueue: 1, beforeStep: gate.hook });
+    const busy = await startServer({ model, tokenizer, port: 0, servedModelName: 'tiny', maxQueue: 1, beforeStep: gate.hook });
     try {
       const api = client(busy.url);
       const a = [11, 12, 13];
       const b = [21, 22, 23];
       gate.hold(a, 1);
-      const running = api.completions.create({ prompt: a, max_tokens: 4, temperature: 0 });
+      const running = api.completions.create({ model: 'tiny', prompt: a, max_tokens: 4, temperature: 0 });
       await gate.reached; // a runs (held after its first token)
-      const queued = await api.chat.completions.create({ messages: [{ role: 'user', content: 'queued' }], max_tokens: 3, temperature: 0, stream: true });
+      const queued = await api.chat.completions.create({ model: 'tiny', messages: [{ role: 'user', content: 'queued' }], max_tokens: 3, temperature: 0, stream: true });
       const refused = await post(busy.url, '/v1/completions', { prompt: b, max_tokens: 2 });
       expectError(refused, 429, null, 'The server is busy: 1 requests are already waiting; try again shortly', 'rate_limit_exceeded');
       expect(refused.headers.get('retry-after')).toBe('1');
-      expect(await api.completions.create({ prompt: b, max_tokens: 2 }).catch((e: unknown) => e)).toBeInstanceOf(OpenAI.RateLimitError);
+      expect(await api.completions.create({ model: 'tiny', prompt: b, max_tokens: 2 }).catch((e: unknown) => e)).toBeInstanceOf(OpenAI.RateLimitError);
       expect(busy.completer.stats()).toMatchObject({ queued: 1, running: 1 });
       gate.release();
       expect((await running).usage!.completion_tokens).toBe(4);
@@ -158,7 +158,7 @@ describe('429 and shutdown', () => {
 
   it('drains on close: new requests are refused while the one in flight finishes in full', async () => {
     const gate = new StepGate();
-    const draining = await startServer({ model, tokenizer, port: 0, beforeStep: gate.hook });
+    const draining = await startServer({ model, tokenizer, port: 0, servedModelName: 'tiny', beforeStep: gate.hook });
     const prompt = [31, 32, 33];
     gate.hold(prompt, 1);
     const inFlight = post(draining.url, '/v1/completions', { prompt, max_tokens: 5, temperature: 0, stream: true });
@@ -178,7 +178,7 @@ describe('429 and shutdown', () => {
 
   it('aborts what is still in flight when the drain time is up, ending its stream with finish_reason "abort"', async () => {
     const gate = new StepGate();
-    const impatient = await startServer({ model, tokenizer, port: 0, beforeStep: gate.hook, drainTimeoutMs: 0 });
+    const impatient = await startServer({ model, tokenizer, port: 0, servedModelName: 'tiny', beforeStep: gate.hook, drainTimeoutMs: 0 });
     const prompt = [41, 42, 43];
     gate.hold(prompt, 1);
     const inFlight = post(impatient.url, '/v1/completions', { prompt, max_tokens: 50, temperature: 0, stream: true });
@@ -193,7 +193,7 @@ describe('429 and shutdown', () => {
 });
 
 it('still answers after all of it', async () => {
-  const r = await client(server.url).chat.completions.create({ messages: [{ role: 'user', content: 'Still there?' }], max_tokens: 3, temperature: 0 });
+  const r = await client(server.url).chat.completions.create({ model: 'tiny', messages: [{ role: 'user', content: 'Still there?' }], max_tokens: 3, temperature: 0 });
   expect(r.choices[0]!.finish_reason).toMatch(/^(length|stop)$/);
   expect(server.completer.stats()).toMatchObject({ queued: 0, running: 0 });
 });

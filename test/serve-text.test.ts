@@ -70,7 +70,7 @@ describe('a server with scripted completions', () => {
 
   async function serve(script: number[], options: Partial<ServerOptions> = {}): Promise<{ url: string; completer: ScriptedCompleter }> {
     const completer = new ScriptedCompleter(script);
-    const server = await startServer({ model, tokenizer, port: 0, completer, ...options });
+    const server = await startServer({ model, tokenizer, port: 0, servedModelName: 'tiny', completer, ...options });
     servers.push(server);
     return { url: server.url, completer };
   }
@@ -80,11 +80,11 @@ describe('a server with scripted completions', () => {
   it('returns the thinking as reasoning_content and the rest as content, whole and streamed', async () => {
     const script = [tokenizer.tokenToId('<think>')!, ...(await ids('\nTwo and two.\n')), tokenizer.tokenToId('</think>')!, ...(await ids('\n\nIt is 4.'))];
     const { url } = await serve(script);
-    const whole = await client(url).chat.completions.create({ messages });
+    const whole = await client(url).chat.completions.create({ model: 'tiny', messages });
     expect(whole.choices[0]!.message).toMatchObject({ role: 'assistant', content: 'It is 4.', reasoning_content: 'Two and two.' });
     expect(whole.choices[0]!.finish_reason).toBe('stop');
     expect(whole.usage!.completion_tokens).toBe(script.length + 1);
-    const stream = await client(url).chat.completions.create({ messages, stream: true });
+    const stream = await client(url).chat.completions.create({ model: 'tiny', messages, stream: true });
     let reasoning = '';
     let content = '';
     for await (const chunk of stream) {
@@ -101,7 +101,7 @@ describe('a server with scripted completions', () => {
     writeFileSync(join(dir, 'chat_template.jinja'), "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}<|im_start|>assistant\n<think>\n");
     const thinking = await Qwen3Tokenizer.load({ modelDir: dir });
     const { url } = await serve([...(await ids('Hmm.')), tokenizer.tokenToId('</think>')!, ...(await ids('\n\nFour.'))], { tokenizer: thinking });
-    const r = await client(url).chat.completions.create({ messages });
+    const r = await client(url).chat.completions.create({ model: 'tiny', messages });
     expect(r.choices[0]!.message).toMatchObject({ content: 'Four.', reasoning_content: 'Hmm.' });
   });
 
@@ -134,9 +134,9 @@ describe('a server with scripted completions', () => {
     const generation = { eosTokenIds: [151643], sampling: { temperature: 0.6, topK: 20, topP: 0.95 } };
     const withDefaults = await serve([], { generation });
     const api = client(withDefaults.url);
-    await api.chat.completions.create({ messages });
-    await api.chat.completions.create({ messages, temperature: 0, top_k: -1, seed: 9, n: 3 } as never);
-    await api.completions.create({ prompt: [1, 2, 3], top_p: 0.5, max_tokens: 7, logprobs: 2 });
+    await api.chat.completions.create({ model: 'tiny', messages });
+    await api.chat.completions.create({ model: 'tiny', messages, temperature: 0, top_k: -1, seed: 9, n: 3 } as never);
+    await api.completions.create({ model: 'tiny', prompt: [1, 2, 3], top_p: 0.5, max_tokens: 7, logprobs: 2 });
     const [plain, ...rest] = withDefaults.completer.requests;
     const imEnd = tokenizer.specialTokens.get('<|im_end|>')!;
     expect(plain).toMatchObject({ temperature: 0.6, topK: 20, topP: 0.95, seed: undefined, logprobs: null, stopIds: [imEnd, 151643] });
@@ -145,7 +145,7 @@ describe('a server with scripted completions', () => {
     expect(rest[3]).toMatchObject({ promptIds: [1, 2, 3], temperature: 0.6, topK: 20, topP: 0.5, maxTokens: 7, logprobs: 2, stopIds: [imEnd, 151643] });
 
     const bare = await serve([]);
-    await client(bare.url).completions.create({ prompt: [1] });
+    await client(bare.url).completions.create({ model: 'tiny', prompt: [1] });
     expect(bare.completer.requests[0]).toMatchObject({ temperature: 1, topK: 0, topP: 1, stopIds: [imEnd] });
   });
 });

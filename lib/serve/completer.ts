@@ -9,6 +9,9 @@
 // counts it), and completers take an optional `beforeStep` hook so that tests (and tracing) can
 // hold the engine at a known point instead of racing it.
 
+/** The most alternatives a token's logprobs list (OpenAI's top_logprobs limit). */
+export const MAX_TOP_LOGPROBS = 20;
+
 /** Why a completion ended: a stop id, maxTokens reached, or its signal (or the completer's close('abort')). */
 export type FinishReason = 'stop' | 'length' | 'abort';
 

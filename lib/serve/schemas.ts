@@ -6,7 +6,7 @@
 import { z } from 'zod';
 import { boolean, integer, number, oneOf } from '../validate.js';
 import { ApiError } from './errors.js';
-import { MAX_TOP_LOGPROBS } from './serial.js';
+import { MAX_TOP_LOGPROBS } from './completer.js';
 
 /** Choices per request at most (n, and prompts times n for /v1/completions). */
 export const MAX_CHOICES = 64;

@@ -18,6 +18,7 @@ import {
   type CompletionRequest,
   type CompletionToken,
   type FinishReason,
+  MAX_TOP_LOGPROBS,
   QueueFullError,
   type StepHook,
 } from './completer.js';
@@ -30,8 +31,6 @@ export interface SerialCompleterOptions {
   beforeStep?: StepHook;
 }
 
-/** The most alternatives a token's logprobs list (OpenAI's top_logprobs limit). */
-export const MAX_TOP_LOGPROBS = 20;
 export const DEFAULT_MAX_QUEUE = 256;
 
 interface Job {

@@ -58,6 +58,8 @@ export interface RunningServer {
 export const DEFAULT_PORT = 8080;
 export const DEFAULT_BODY_LIMIT = 8 * 1024 * 1024;
 export const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
+/** How long aborted responses may take to send their last chunk before their connections are closed. */
+const ABORT_GRACE_MS = 1000;
 
 const optionsSchema = z
   .object({
@@ -181,9 +183,18 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   // out, then close every connection: a client's idle keep-alive connection would otherwise hold
   // the server open for its whole keep-alive time.
   let closing: Promise<void> | null = null;
+  let aborting = false;
+  let graceOver = false;
+  const responsesDone = () => (open === 0 || graceOver ? Promise.resolve() : new Promise<void>((resolve) => whenNoneOpen.push(resolve)));
   const abortAll = () => {
+    if (aborting) return;
+    aborting = true;
     void completer.close('abort');
-    settleOpen(); // a response that a client does not read is not waited for
+    // The aborted responses get a moment to send their last chunk; a client that stopped reading is not waited for.
+    setTimeout(() => {
+      graceOver = true;
+      settleOpen();
+    }, ABORT_GRACE_MS).unref();
   };
   const close = (how: 'drain' | 'abort' = 'drain'): Promise<void> => {
     if (how === 'abort') abortAll();
@@ -193,7 +204,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       const timer = setTimeout(abortAll, drainTimeoutMs);
       try {
         await completer.close('drain');
-        if (open > 0) await new Promise<void>((resolve) => whenNoneOpen.push(resolve));
+        await responsesDone();
       } finally {
         clearTimeout(timer);
       }
