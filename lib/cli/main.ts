@@ -7,6 +7,7 @@ import { registerChat } from './chat.js';
 import { registerDownload } from './download.js';
 import { registerGenerate } from './generate.js';
 import { registerInfo } from './info.js';
+import { registerServe } from './serve.js';
 import { watchOutput } from './output.js';
 import { registerTokenize } from './tokenize.js';
 
@@ -18,6 +19,7 @@ export function buildProgram(): Command {
   registerChat(program);
   registerBench(program);
   registerDownload(program);
+  registerServe(program);
   return program;
 }
 
