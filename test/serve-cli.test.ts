@@ -18,7 +18,8 @@ describe('qwen3 serve flags', () => {
     [['--port', '70000'], 'qwen3: Expected integer between 0 and 65535 for --port but received 70000'],
     [['--port', 'eighty'], 'Expected integer for --port but received "eighty"'],
     [['--max-queue', '-1'], 'qwen3: Expected integer between 0 and 2147483647 for --max-queue but received -1'],
-    [['--max-batch', '8'], 'qwen3: --max-batch 8 needs the batching scheduler'],
+    [['--max-batch', '0'], 'qwen3: Expected integer between 1 and 1024 for --max-batch but received 0'],
+    [['--prefix-cache', '5000'], 'qwen3: Expected integer between 0 and 4096 for --prefix-cache but received 5000'],
     [['--api-key', ''], 'qwen3: Expected non-empty string for --api-key but received ""'],
   ])('%j fails with exit 1 and says why', async (flags, message) => {
     const r = await runCli(['serve', ...(flags.length > 0 ? [...modelArgs, ...flags] : [])]);

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Qwen3Model, Qwen3Tokenizer, generateTextBasicCache } from '../lib/index.js';
 import { type RunningServer, startServer } from '../lib/serve/server.js';
 import type { Completer, CompletionRequest, FinishReason, StepHook } from '../lib/serve/completer.js';
-import { SerialCompleter } from '../lib/serve/serial.js';
+import { BatchCompleter } from '../lib/serve/batch.js';
 import { parseEvents } from './support/serve.js';
 
 const DIR = join(__dirname, '.fixtures', 'hf-untied-f32');
@@ -91,7 +91,7 @@ beforeAll(async () => {
       }
     }
   };
-  tracking = new Tracking(new SerialCompleter(model, { beforeStep: hook }));
+  tracking = new Tracking(new BatchCompleter(model, { beforeStep: hook }));
   server = await startServer({ model, tokenizer, port: 0, completer: tracking });
 });
 afterAll(async () => {

@@ -27,6 +27,19 @@ export interface SchedulerOptions {
   cachedSlots?: number;
   /** A new request copies a running sequence's keys and values when they share at least this many tokens. Default 16. */
   minSharedPrefix?: number;
+  /**
+   * Awaited before every step with the sequences it advances; a sequence aborted meanwhile is
+   * left out of the step. Tests hold the scheduler at a known point with it; tracing can count.
+   */
+  beforeStep?: (sequences: readonly StepSequence[]) => void | Promise<void>;
+}
+
+/** A sequence as beforeStep sees it. */
+export interface StepSequence {
+  /** The object given to submit(). */
+  readonly request: SequenceRequest;
+  /** Tokens emitted so far. */
+  readonly generated: number;
 }
 
 export interface SchedulerStats {
@@ -39,7 +52,7 @@ export interface SchedulerStats {
 }
 
 export class QueueFullError extends Error {
-  constructor(limit: number) {
+  constructor(readonly limit: number) {
     super(`The queue is full (${limit} requests waiting): try again later`);
     this.name = 'QueueFullError';
   }
@@ -52,6 +65,7 @@ const optionsSchema = z
     prefillChunk: integer(1, 1_000_000).optional(),
     cachedSlots: integer(0, 4096).optional(),
     minSharedPrefix: integer(1, 1_000_000).optional(),
+    beforeStep: z.custom<SchedulerOptions['beforeStep']>((f) => typeof f === 'function', { error: 'Expected function' }).optional(),
   })
   .strict();
 
@@ -64,6 +78,7 @@ export class BatchScheduler {
   readonly #prefillChunk: number;
   readonly #minShared: number;
   readonly #cache: PrefixCache;
+  readonly #beforeStep: SchedulerOptions['beforeStep'];
   readonly #waiting: Sequence[] = [];
   readonly #running: Sequence[] = [];
   #loop: Promise<void> | null = null;
@@ -78,6 +93,7 @@ export class BatchScheduler {
     this.#prefillChunk = o.prefillChunk ?? PREFILL_CHUNK_SIZE;
     this.#minShared = o.minSharedPrefix ?? 16;
     this.#cache = new PrefixCache(o.cachedSlots ?? this.#maxBatch);
+    this.#beforeStep = o.beforeStep;
   }
 
   /** Queues a request; its tokens stream as they are chosen. Throws QueueFullError when the queue is full. */
@@ -85,7 +101,7 @@ export class BatchScheduler {
     if (this.#closed) throw new Error('The scheduler is closed');
     const r = parseRequest(request, this.#model);
     if (this.#waiting.length >= this.#maxQueue) throw new QueueFullError(this.#maxQueue);
-    const seq = new Sequence(r);
+    const seq = new Sequence(r, request);
     this.#stats.promptTokens += seq.promptLength;
     if (seq.signal?.aborted) {
       seq.finish('abort');
@@ -114,7 +130,11 @@ export class BatchScheduler {
     while (this.#waiting.length > 0 || this.#running.length > 0) {
       this.#dropEnded();
       await this.#admit();
-      const step = this.#plan();
+      let step = this.#plan();
+      if (this.#beforeStep && step.rows.length > 0) {
+        await this.#beforeStep(step.sequences);
+        step = this.#withoutEnded(step);
+      }
       if (step.rows.length === 0) continue;
       let outputs;
       try {
@@ -200,8 +220,15 @@ export class BatchScheduler {
     }
   }
 
+  /** The step less the sequences that were aborted (or closed) while beforeStep ran. */
+  #withoutEnded(step: Step): Step {
+    const keep = step.sequences.map((seq) => !seq.done && !seq.signal?.aborted);
+    const pick = <T>(list: T[]) => list.filter((_, i) => keep[i]);
+    return { ...step, rows: pick(step.rows), sequences: pick(step.sequences), produces: pick(step.produces) };
+  }
+
   /** This step's rows: one token for every decoding sequence, and prompt chunks within the budget. */
-  #plan(): { rows: SlotRow[]; sequences: Sequence[]; produces: boolean[]; topLogprobs: number | null } {
+  #plan(): Step {
     const rows: SlotRow[] = [];
     const sequences: Sequence[] = [];
     const produces: boolean[] = [];
@@ -221,6 +248,14 @@ export class BatchScheduler {
   }
 }
 
+interface Step {
+  rows: SlotRow[];
+  sequences: Sequence[];
+  /** Whether each row's chosen token counts (its input reaches the end of the sequence's tokens). */
+  produces: boolean[];
+  topLogprobs: number | null;
+}
+
 function parseRequest(request: SequenceRequest, model: Qwen3Model): SequenceRequest {
   const { vocab_size: vocab, context_length: context } = model.config;
   const r = parseOptions(
@@ -231,7 +266,7 @@ function parseRequest(request: SequenceRequest, model: Qwen3Model): SequenceRequ
       topK: integer(0, vocab).optional(),
       topP: number(0, 1).optional(),
       seed: integer(0, 2 ** 32 - 1).optional(),
-      stopIds: z.array(integer(0, vocab - 1)).optional(),
+      stopIds: z.array(integer(0, 2 ** 31 - 1)).optional(),
       logprobs: integer(0, MAX_TOP_LOGPROBS).nullable().optional(),
       signal: abortSignal().optional(),
     }),

@@ -59,6 +59,8 @@ export class Sequence implements SequenceStream {
   readonly signal: AbortSignal | undefined;
   readonly usage: SequenceUsage;
   readonly finished: Promise<FinishReason>;
+  /** The request as its caller gave it. */
+  readonly request: SequenceRequest;
   /** The slot it runs in (-1: none yet), and how many of `tokens` the slot holds. */
   slot = -1;
   computed = 0;
@@ -69,7 +71,8 @@ export class Sequence implements SequenceStream {
   #error: unknown = null;
   #settle!: { resolve: (r: FinishReason) => void; reject: (e: unknown) => void };
 
-  constructor(r: SequenceRequest) {
+  constructor(r: SequenceRequest, original: SequenceRequest = r) {
+    this.request = original;
     this.tokens = [...r.promptIds];
     this.promptLength = r.promptIds.length;
     this.maxTokens = r.maxTokens;

@@ -6,7 +6,7 @@ import { type Command, Option } from 'commander';
 import { z } from 'zod';
 import { MODEL_SIZES } from '../config.js';
 import { DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_PORT, startServer } from '../serve/server.js';
-import { DEFAULT_MAX_QUEUE } from '../serve/serial.js';
+import { DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUE } from '../serve/batch.js';
 import { integer, nonEmptyString, number, parseOptions } from '../validate.js';
 import { type ModelFlags, intArg, loadFromFlags, numberArg } from './common.js';
 import { write } from './output.js';
@@ -17,18 +17,17 @@ interface ServeFlags extends ModelFlags {
   port: number;
   maxBatch: number;
   maxQueue: number;
+  prefixCache?: number;
   apiKey?: string;
   servedModelName?: string;
   shutdownTimeout: number;
 }
 
-/** The most rows one batch may hold (the batching completer's limit); this build serves one at a time. */
-const SERIAL_ONLY = 1;
-
 const flagsSchema = z.object({
   '--host': nonEmptyString(),
   '--port': integer(0, 65535),
-  '--max-batch': integer(1, 4096),
+  '--max-batch': integer(1, 1024),
+  '--prefix-cache': integer(0, 4096).optional(),
   '--max-queue': integer(0, 2 ** 31 - 1),
   '--api-key': nonEmptyString().optional(),
   '--served-model-name': nonEmptyString().optional(),
@@ -41,15 +40,14 @@ async function serveCommand(flags: ServeFlags): Promise<void> {
     '--host': flags.host,
     '--port': flags.port,
     '--max-batch': flags.maxBatch,
+    '--prefix-cache': flags.prefixCache,
     '--max-queue': flags.maxQueue,
     '--api-key': apiKey,
     '--served-model-name': flags.servedModelName,
     '--shutdown-timeout': flags.shutdownTimeout,
   });
-  if (flags.maxBatch > SERIAL_ONLY) {
-    throw new Error(`--max-batch ${flags.maxBatch} needs the batching scheduler, which this version does not have yet: it serves one request at a time (--max-batch 1)`);
-  }
-  const { model, tokenizer, generation } = await loadFromFlags(flags, 'reasoning');
+  // Batched rows need the fused block (the reference pass runs slot rows one by one): compiled unless --no-compile.
+  const { model, tokenizer, generation } = await loadFromFlags({ ...flags, compile: flags.compile ?? true }, 'reasoning');
   let server;
   try {
     server = await startServer({
@@ -60,7 +58,9 @@ async function serveCommand(flags: ServeFlags): Promise<void> {
       host: flags.host,
       port: flags.port,
       apiKey,
+      maxBatch: flags.maxBatch,
       maxQueue: flags.maxQueue,
+      prefixCache: flags.prefixCache,
       drainTimeoutMs: Math.round(flags.shutdownTimeout * 1000),
     });
   } catch (err) {
@@ -105,10 +105,11 @@ export function registerServe(program: Command): void {
     .option('--tokenizer <path>', "tokenizer.json, or a model folder's tokenizer and chat template (default: the model folder's, else the bundled Qwen3 tokenizer)")
     .option('--device <device>', 'auto, cpu, cuda, cuda:N, mps or xpu', 'auto')
     .addOption(new Option('--dtype <dtype>', "compute dtype (default: the config's)").choices(['bfloat16', 'float32', 'float16']))
-    .option('--compile', 'optimised execution (CUDA graphs, fused weights); same outputs')
+    .option('--no-compile', 'the reference pass instead of the fused one (slot rows then run one by one)')
     .option('--host <host>', 'address to listen on (0.0.0.0: every interface)', '127.0.0.1')
     .option('--port <n>', 'port to listen on (0: a free one)', intArg('--port'), DEFAULT_PORT)
-    .option('--max-batch <n>', 'requests generated at once (1: one at a time, in arrival order)', intArg('--max-batch'), 1)
+    .option('--max-batch <n>', 'requests generated at once, sharing each model step (1: one at a time, in arrival order)', intArg('--max-batch'), DEFAULT_MAX_BATCH)
+    .option('--prefix-cache <n>', 'ended requests whose KV cache is kept for prompts that begin the same way (default: --max-batch)', intArg('--prefix-cache'))
     .option('--max-queue <n>', 'requests that may wait; more are answered 429', intArg('--max-queue'), DEFAULT_MAX_QUEUE)
     .option('--api-key <key>', 'require "Authorization: Bearer <key>" on /v1/ routes (default: $QWEN3_API_KEY, else none)')
     .option('--served-model-name <name>', 'the model name clients send and /v1/models lists (default: the --model value)')

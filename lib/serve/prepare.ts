@@ -40,7 +40,7 @@ export interface Plan {
 // OpenAI's defaults, used where neither the request nor the model folder says.
 const DEFAULT_TEMPERATURE = 1;
 
-type Body = Pick<ChatBody, 'model' | 'max_tokens' | 'temperature' | 'top_p' | 'top_k' | 'seed' | 'stop' | 'n'>;
+type Body = Pick<ChatBody, 'model' | 'max_tokens' | 'temperature' | 'top_p' | 'top_k' | 'seed' | 'stop' | 'n' | 'ignore_eos'>;
 
 /** The unknown-model check: a request may leave `model` out, or must name the served model. */
 export function checkModelName(ctx: ServeContext, name: string | null | undefined): void {
@@ -87,7 +87,7 @@ const union = (...lists: (readonly number[])[]) => [...new Set(lists.flat())];
 const stopStrings = (stop: string | string[] | null | undefined) => (stop == null ? [] : [stop].flat().filter((s) => s !== ''));
 
 function basePlan(ctx: ServeContext, body: Body, prompts: PromptPlan[], logprobs: number | null, stopIds: number[], startsThinking: boolean | null): Plan {
-  return { prompts, n: body.n ?? 1, ...sampling(ctx, body), seed: body.seed ?? undefined, stopIds, stops: stopStrings(body.stop), logprobs, startsThinking };
+  return { prompts, n: body.n ?? 1, ...sampling(ctx, body), seed: body.seed ?? undefined, stopIds: body.ignore_eos ? [] : stopIds, stops: stopStrings(body.stop), logprobs, startsThinking };
 }
 
 /** OpenAI's message to the template's: text parts joined, "developer" read as "system". */

@@ -32,6 +32,8 @@ const common = {
   stream_options: opt(z.object({ include_usage: opt(boolean()) }, { error: 'Expected object' })),
   /** vLLM's extension: the generated token ids with each choice (and each streamed chunk). */
   return_token_ids: opt(boolean()),
+  /** vLLM's extension: generate max_tokens tokens even past an end token (benchmarks). */
+  ignore_eos: opt(boolean()),
   frequency_penalty: opt(number(-2, 2)),
   presence_penalty: opt(number(-2, 2)),
   logit_bias: opt(z.record(z.string(), z.number(), { error: 'Expected object of token ids to numbers' })),

@@ -18,7 +18,7 @@ import { ServerMetrics } from './metrics.js';
 import { type Plan, type ServeContext, checkModelName, planChat, planCompletion } from './prepare.js';
 import { type Endpoint, respond } from './responses.js';
 import { MAX_CHOICES, checkUnsupported, chatSchema, completionSchema } from './schemas.js';
-import { SerialCompleter } from './serial.js';
+import { BatchCompleter } from './batch.js';
 
 export interface ServerOptions {
   model: Qwen3Model;
@@ -33,11 +33,15 @@ export interface ServerOptions {
   port?: number;
   /** When set, /v1/ routes need `Authorization: Bearer <apiKey>`. */
   apiKey?: string | null;
+  /** Requests generated at once, sharing each step (default 32). Ignored with `completer`. */
+  maxBatch?: number;
   /** Requests that may wait for the model (default 256); more get 429. Ignored with `completer`. */
   maxQueue?: number;
-  /** What produces completions; default a SerialCompleter on `model`. close() closes it. */
+  /** Ended requests whose KV cache is kept for prefix reuse (default maxBatch). Ignored with `completer`. */
+  prefixCache?: number;
+  /** What produces completions; default a BatchCompleter on `model`. close() closes it. */
   completer?: Completer;
-  /** Passed to the default SerialCompleter (see StepHook). */
+  /** Passed to the default BatchCompleter (see StepHook). */
   beforeStep?: StepHook;
   /** Largest request body in bytes (default 8 MiB); larger ones get 413. */
   bodyLimit?: number;
@@ -70,7 +74,9 @@ const optionsSchema = z
     host: nonEmptyString().optional(),
     port: integer(0, 65535).optional(),
     apiKey: nonEmptyString().nullable().optional(),
+    maxBatch: integer(1, 1024).optional(),
     maxQueue: integer(0, 2 ** 31 - 1).optional(),
+    prefixCache: integer(0, 4096).optional(),
     completer: z.custom<Completer>((c) => typeof (c as Completer)?.complete === 'function', { error: 'Expected Completer' }).optional(),
     beforeStep: z.custom<StepHook>((f) => typeof f === 'function', { error: 'Expected function' }).optional(),
     bodyLimit: integer(1, 2 ** 31 - 1).optional(),
@@ -101,7 +107,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     generation: (o.generation as GenerationConfig | null | undefined) ?? null,
     servedModelName: o.servedModelName ?? o.model.path,
   };
-  const completer = o.completer ?? new SerialCompleter(o.model, { maxQueue: o.maxQueue, beforeStep: o.beforeStep });
+  const completer = o.completer ?? new BatchCompleter(o.model, { maxBatch: o.maxBatch, maxQueue: o.maxQueue, cachedSlots: o.prefixCache, beforeStep: o.beforeStep });
   const metrics = new ServerMetrics(completer);
   const key = o.apiKey ? digest(o.apiKey) : null;
   const completionSchemaForModel = completionSchema(o.model.config.vocab_size);
