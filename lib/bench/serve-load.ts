@@ -7,6 +7,7 @@
 export interface ServeLoadOptions {
   /** Server root, e.g. http://127.0.0.1:8080 */
   url: string;
+  /** The model name to send ('' : none, the server's own). */
   model: string;
   apiKey?: string;
   /** Requests in flight at once (closed loop). Ignored when arrivalMs is set. */
@@ -18,6 +19,8 @@ export interface ServeLoadOptions {
   vocab: number;
   /** Open loop: start a request every this many milliseconds. */
   arrivalMs?: number;
+  /** Explicit prompts, request i taking prompts[i % length] (instead of random ones). */
+  prompts?: number[][];
 }
 
 export interface Percentiles {
@@ -67,8 +70,8 @@ async function oneRequest(o: ServeLoadOptions, index: number): Promise<OneResult
   const headers: Record<string, string> = { 'content-type': 'application/json' };
   if (o.apiKey) headers.authorization = `Bearer ${o.apiKey}`;
   const body = {
-    model: o.model,
-    prompt: promptIds(index, o.promptTokens, o.vocab),
+    ...(o.model ? { model: o.model } : {}),
+    prompt: o.prompts ? o.prompts[index % o.prompts.length] : promptIds(index, o.promptTokens, o.vocab),
     max_tokens: o.maxTokens,
     temperature: 0,
     stream: true,

@@ -3,6 +3,7 @@
 // `qwen3: <message>` line on stderr and exit code 1.
 import { Command } from 'commander';
 import { registerBench } from './bench.js';
+import { registerBenchServe } from './bench-serve.js';
 import { registerChat } from './chat.js';
 import { registerDownload } from './download.js';
 import { registerGenerate } from './generate.js';
@@ -18,6 +19,7 @@ export function buildProgram(): Command {
   registerGenerate(program);
   registerChat(program);
   registerBench(program);
+  registerBenchServe(program);
   registerDownload(program);
   registerServe(program);
   return program;
