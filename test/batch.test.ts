@@ -6,6 +6,8 @@ import type { SequenceStream } from '../lib/batch/scheduler.js';
 import { loadFixture } from './support/fixtures.js';
 
 const fx = loadFixture('tiny-gqa4');
+// The CUDA host recipe runs this file with QWEN3_TEST_DEVICE=cuda too.
+const DEVICE = process.env.QWEN3_TEST_DEVICE ?? 'cpu';
 
 /** Deterministic prompts of different lengths (mulberry-free: a simple LCG is enough here). */
 function prompts(count: number, seed = 7): number[][] {
@@ -28,7 +30,7 @@ describe.each([
 ])('BatchScheduler (compile $compile, $dtype)', ({ compile, dtype }) => {
   let model: Qwen3Model;
   beforeAll(async () => {
-    model = await Qwen3Model.load(fx.modelPath, { config: fx.configPath, device: 'cpu', dtype, compile });
+    model = await Qwen3Model.load(fx.modelPath, { config: fx.configPath, device: DEVICE, dtype, compile });
   });
   afterAll(() => model?.dispose());
 
@@ -63,7 +65,7 @@ describe.each([
 describe('BatchScheduler on one model', () => {
   let model: Qwen3Model;
   beforeAll(async () => {
-    model = await Qwen3Model.load(fx.modelPath, { config: fx.configPath, device: 'cpu', dtype: 'float32', compile: true });
+    model = await Qwen3Model.load(fx.modelPath, { config: fx.configPath, device: DEVICE, dtype: 'float32', compile: true });
   });
   afterAll(() => model?.dispose());
 
@@ -176,7 +178,7 @@ describe('BatchScheduler on one model', () => {
 describe('ChatSession', () => {
   let model: Qwen3Model;
   beforeAll(async () => {
-    model = await Qwen3Model.load(fx.modelPath, { config: fx.configPath, device: 'cpu', dtype: 'float32', compile: true });
+    model = await Qwen3Model.load(fx.modelPath, { config: fx.configPath, device: DEVICE, dtype: 'float32', compile: true });
   });
   afterAll(() => model?.dispose());
 

@@ -14,7 +14,7 @@ const modelArgs = ['--model', big.modelPath, '--config', big.configPath, '--toke
 
 describe('qwen3 serve flags', () => {
   it.each([
-    [[], "error: required option '--model <path|id>' not specified"],
+    [[], 'qwen3: Expected --model (a .pth, a Hugging Face folder or a Hub repo id) or --random-weights'],
     [['--port', '70000'], 'qwen3: Expected integer between 0 and 65535 for --port but received 70000'],
     [['--port', 'eighty'], 'Expected integer for --port but received "eighty"'],
     [['--max-queue', '-1'], 'qwen3: Expected integer between 0 and 2147483647 for --max-queue but received -1'],

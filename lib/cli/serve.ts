@@ -12,7 +12,6 @@ import { type ModelFlags, intArg, loadFromFlags, numberArg } from './common.js';
 import { write } from './output.js';
 
 interface ServeFlags extends ModelFlags {
-  model: string;
   host: string;
   port: number;
   maxBatch: number;
@@ -46,6 +45,7 @@ async function serveCommand(flags: ServeFlags): Promise<void> {
     '--served-model-name': flags.servedModelName,
     '--shutdown-timeout': flags.shutdownTimeout,
   });
+  if (flags.model === undefined && flags.randomWeights === undefined) throw new Error('Expected --model (a .pth, a Hugging Face folder or a Hub repo id) or --random-weights');
   // Batched rows need the fused block (the reference pass runs slot rows one by one): compiled unless --no-compile.
   const { model, tokenizer, generation } = await loadFromFlags({ ...flags, compile: flags.compile ?? true }, 'reasoning');
   let server;
@@ -54,7 +54,7 @@ async function serveCommand(flags: ServeFlags): Promise<void> {
       model,
       tokenizer,
       generation,
-      servedModelName: flags.servedModelName ?? flags.model,
+      servedModelName: flags.servedModelName ?? flags.model ?? `random-${flags.size ?? '0.6B'}`,
       host: flags.host,
       port: flags.port,
       apiKey,
@@ -68,7 +68,7 @@ async function serveCommand(flags: ServeFlags): Promise<void> {
     throw err;
   }
   write(`Listening on ${server.url}\n`);
-  process.stderr.write(`Serving ${flags.servedModelName ?? flags.model} on ${model.device}; SIGTERM or Ctrl-C stops it\n`);
+  process.stderr.write(`Serving ${flags.servedModelName ?? flags.model ?? 'random weights'} on ${model.device}; SIGTERM or Ctrl-C stops it\n`);
   let stopping = false;
   let onSignal: (signal: NodeJS.Signals) => void = () => {};
   try {
@@ -98,7 +98,8 @@ export function registerServe(program: Command): void {
   program
     .command('serve')
     .description('serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models, /health, /metrics)')
-    .requiredOption('--model <path|id>', 'a .pth checkpoint, a Hugging Face folder or a Hub repo id such as Qwen/Qwen3-0.6B')
+    .option('--model <path|id>', 'a .pth checkpoint, a Hugging Face folder or a Hub repo id such as Qwen/Qwen3-0.6B')
+    .option('--random-weights [seed]', 'random weights of the --config or --size shape (default 0.6B), made on the device (benchmarks)', intArg('--random-weights'))
     .option('--revision <rev>', 'branch, tag or commit of a Hub repo id (default: main)')
     .option('--config <file>', 'model config JSON (reference key names); not for a model folder')
     .addOption(new Option('--size <size>', 'built-in model size').choices(Object.keys(MODEL_SIZES)))
