@@ -98,7 +98,11 @@ async function benchServeCommand(serveArgs: string[], flags: BenchServeFlags): P
     write(`${formatServeLoad(results)}\n\n`);
     write(`time to first token, idle server, ${flags.promptTokens === 10 ? 10 : flags.promptTokens}-token prompt: ${report.idleFirstTokenMs.toFixed(1)} ms (median of 10)\n`);
     write(`turn 2 of a conversation (${turn2.length} tokens): first token in ${cold.toFixed(1)} ms without the prefix cache, ${warm.toFixed(1)} ms with it\n`);
-    if (baseline) write(`transformers continuous batching, ${baseline.requests} requests at once: ${Number(baseline.tokensPerSecond).toFixed(0)} tokens/s\n`);
+    if (baseline) {
+      // The script falls back to padded model.generate where continuous batching fails.
+      const how = baseline.mode === 'continuous-batching' ? 'continuous batching' : `${String(baseline.mode)} (continuous batching failed)`;
+      write(`transformers ${String(baseline.transformersVersion ?? '')} ${how}, ${String(baseline.requests)} requests at once: ${Number(baseline.tokensPerSecond).toFixed(0)} tokens/s\n`);
+    }
   } finally {
     if (child) {
       child.kill('SIGTERM');

