@@ -95,19 +95,22 @@ export function parseConfig(value: unknown, defaults: ConfigDefaults = {}): Qwen
   return c;
 }
 
-/** Reads and validates a config JSON file. */
-export async function loadConfigFile(path: string, defaults: ConfigDefaults = {}): Promise<Qwen3Config> {
+/** The parsed JSON of a config file, with messages that name the file. */
+export async function readConfigJson(path: string): Promise<unknown> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
   } catch (err) {
     throw new Error(`Cannot read config file ${path}: ${(err as Error).message}`);
   }
-  let json: unknown;
   try {
-    json = JSON.parse(text);
+    return JSON.parse(text);
   } catch (err) {
     throw new Error(`Config file ${path} is not valid JSON: ${(err as Error).message}`);
   }
-  return parseConfig(json, defaults);
+}
+
+/** Reads and validates a config JSON file. */
+export async function loadConfigFile(path: string, defaults: ConfigDefaults = {}): Promise<Qwen3Config> {
+  return parseConfig(await readConfigJson(path), defaults);
 }

@@ -11,7 +11,7 @@ import { resolveModelSource } from './model/path.js';
 import { type CacheContent, Lease, ModelLock, appendRows, contentLength, copyContent } from './model/queue.js';
 import { GREEDY, type LogitsMode, type SamplingOptions, type TokenIds, checkTokenIds, stepRequest, withCallerStack } from './model/request.js';
 import { type NativeLoadRequest, type NativeModel, type NativeStepResult, native } from './native.js';
-import { MAX_TOP_LOGPROBS, type SlotRow, type SlotRowOutput, type SlotStepOptions, SlotPool, slotStepOutputs, slotStepRequest } from './model/slots.js';
+import { type SlotRow, type SlotRowOutput, type SlotStepOptions, SlotPool, runCopySlot, runSlotStep } from './model/slots.js';
 import { formatModelSummary } from './summary.js';
 import { InvalidOptionError, boolean, describeValue, integer, nonEmptyString, oneOf, parseOptions } from './validate.js';
 
@@ -246,8 +246,8 @@ export class Qwen3Model {
       decode: step('decode'),
       forward: step('forward'),
       decodeSteps: (ids: TokenIds, steps: number, sampling = GREEDY, stopId: number | null = null) => run(() => this.#steps(ids, steps, sampling, stopId)),
-      slotStep: (rows: readonly SlotRow[], options: SlotStepOptions = {}) => run(() => this.#slotStep(rows, options)),
-      copySlot: (from: number, to: number, length: number) => run(() => this.#copySlot(from, to, length)),
+      slotStep: (rows: readonly SlotRow[], options: SlotStepOptions = {}) => run(() => runSlotStep(this.#handle(), this.#slots, this.config, rows, options)),
+      copySlot: (from: number, to: number, length: number) => run(() => runCopySlot(this.#handle(), this.#slots, from, to, length)),
       resetCache: (release = false) => {
         if (lease.state === 'released') throw new Error('This model session has ended: acquire the model again');
         if (lease.state !== 'holding') {
@@ -468,34 +468,6 @@ export class Qwen3Model {
     this.#recordCache(Array.from({ length: batch }, (_, r) => [flat[r]!, ...out.slice(0, -1).map((ids) => ids[r]!)]), undefined, result.cacheLength);
     return { steps: out, cacheLength: result.cacheLength };
   }
-
-  async #slotStep(rows: readonly SlotRow[], options: SlotStepOptions): Promise<SlotRowOutput[]> {
-    const caller = new Error();
-    const handle = this.#handle();
-    for (const [r, row] of (Array.isArray(rows) ? rows : []).entries()) {
-      if (!this.#slots.lengths.has(row?.slot)) throw new InvalidOptionError(`Expected a slot taken with takeSlot() for rows[${r}].slot but received ${describeValue(row?.slot)}`, `rows[${r}].slot`);
-    }
-    const request = slotStepRequest(rows, slotOptions(options), this.#slots.lengths, this.config);
-    const result = await withCallerStack(handle.slotStep(request), caller);
-    const out = slotStepOutputs(result, rows.length, this.config.vocab_size);
-    rows.forEach((row, r) => this.#slots.setLength(row.slot, out[r]!.length));
-    return out;
-  }
-
-  async #copySlot(from: number, to: number, length: number): Promise<void> {
-    const caller = new Error();
-    const handle = this.#handle();
-    const held = this.#slots.lengths.get(from);
-    if (held === undefined) throw new InvalidOptionError(`Expected a slot taken with takeSlot() for from but received ${describeValue(from)}`, 'from');
-    if (!this.#slots.lengths.has(to) || to === from) throw new InvalidOptionError(`Expected another slot taken with takeSlot() for to but received ${describeValue(to)}`, 'to');
-    parseOptions(z.object({ length: integer(0, held) }), { length });
-    await withCallerStack(handle.copySlot(from, to, length), caller);
-    this.#slots.setLength(to, length);
-  }
-}
-
-function slotOptions(options: SlotStepOptions): SlotStepOptions {
-  return parseOptions(z.object({ topLogprobs: integer(0, MAX_TOP_LOGPROBS).nullable().optional(), logits: boolean().optional() }).strict(), options);
 }
 
 function parseLogitsOption(options: { logits?: LogitsMode }): LogitsMode {

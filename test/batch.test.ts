@@ -163,6 +163,30 @@ describe('BatchScheduler on one model', () => {
     expect(() => scheduler.submit({ promptIds: [1], maxTokens: 1 })).toThrow(/closed/);
   });
 
+  it('model.slotStep and copySlot name bad arguments before anything runs', async () => {
+    const slot = model.takeSlot();
+    const row = (over: object) => ({ slot, start: 0, ids: [1, 2], sampling: { temperature: 0, topK: 0, topP: 1 }, ...over });
+    await expect(model.slotStep([row({ slot: slot + 100 })])).rejects.toThrow(`Expected a slot taken with takeSlot() for rows[0].slot but received ${slot + 100}`);
+    await expect(model.slotStep([row({ start: 3 })])).rejects.toThrow('Expected integer between 0 and 0 for rows[0].start but received 3');
+    await expect(model.slotStep([row({}), row({})])).rejects.toThrow(`Expected each slot at most once per step but slot ${slot} appears twice (rows[1])`);
+    await expect(model.slotStep([row({ ids: [1, 512] })])).rejects.toThrow('Expected integer between 0 and 511 for rows[0].ids[1] but received 512');
+    await expect(model.slotStep([row({ ids: [] })])).rejects.toThrow('Expected at least one token id for rows[0].ids');
+    await expect(model.slotStep([row({ sampling: { temperature: 1, topK: 0, topP: 1 } })])).rejects.toThrow('Expected a uniform draw for rows[0].sampling');
+    await expect(model.slotStep([row({})], { topLogprobs: 21 })).rejects.toThrow('Expected integer between 0 and 20 for topLogprobs but received 21');
+    const [out] = await model.slotStep([row({})], { topLogprobs: 2 });
+    expect(out!.length).toBe(2);
+    expect(out!.top!.map((t) => t.id)[0]).toBe(out!.next);
+    const other = model.takeSlot();
+    await expect(model.exclusive((s) => s.copySlot(slot, other, 3))).rejects.toThrow('Expected integer between 0 and 2 for length but received 3');
+    await model.exclusive((s) => s.copySlot(slot, other, 2));
+    const [a] = await model.slotStep([{ slot: other, start: 2, ids: [3], sampling: { temperature: 0, topK: 0, topP: 1 } }], { logits: true });
+    const [b] = await model.slotStep([{ slot, start: 2, ids: [3], sampling: { temperature: 0, topK: 0, topP: 1 } }], { logits: true });
+    expect(a!.next).toBe(b!.next);
+    expect(Array.from(a!.logits!)).toEqual(Array.from(b!.logits!));
+    model.giveSlot(slot);
+    model.giveSlot(other);
+  });
+
   it('close("abort") ends running and waiting sequences with "abort"', async () => {
     const scheduler = new BatchScheduler(model, { maxBatch: 1 });
     const running = scheduler.submit({ promptIds: [1, 2, 3], maxTokens: 80 });

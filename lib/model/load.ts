@@ -1,7 +1,6 @@
 // Qwen3Model.load's options, the config they name, and aborting a load.
-import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
-import { DTYPES, MODEL_SIZES, type Dtype, type ModelSize, type Qwen3Config, parseConfig } from '../config.js';
+import { DTYPES, MODEL_SIZES, type Dtype, type ModelSize, type Qwen3Config, parseConfig, readConfigJson } from '../config.js';
 import type { NativeModel } from '../native.js';
 import { InvalidOptionError, abortSignal, boolean, describeValue, integer, nonEmptyString, oneOf } from '../validate.js';
 import { configFromHuggingFace } from './huggingface.js';
@@ -100,18 +99,7 @@ export async function resolveConfig(config: unknown, dtype: Dtype | undefined): 
 }
 
 async function readConfigFile(path: string, dtype: Dtype | undefined): Promise<ResolvedConfig> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    throw new Error(`Cannot read config file ${path}: ${(err as Error).message}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (err) {
-    throw new Error(`Config file ${path} is not valid JSON: ${(err as Error).message}`);
-  }
+  const json = await readConfigJson(path);
   if (typeof json === 'object' && json !== null && 'hidden_size' in json) {
     const hf = configFromHuggingFace(json, path);
     return { config: hf.config, tied: hf.tieWordEmbeddings };

@@ -3,8 +3,10 @@
 // returns the token chosen after each (see native/model/engine.h). Here: the checked request,
 // the unpacked result, and which slots are taken.
 import type { Qwen3Config } from '../config.js';
-import { MAX_SLOTS, type NativeSlotStepRequest, type NativeSlotStepResult } from '../native.js';
-import { InvalidOptionError, describeValue } from '../validate.js';
+import { z } from 'zod';
+import { MAX_SLOTS, type NativeModel, type NativeSlotStepRequest, type NativeSlotStepResult } from '../native.js';
+import { InvalidOptionError, boolean, describeValue, integer, parseOptions } from '../validate.js';
+import { withCallerStack } from './request.js';
 
 /** The most alternatives a step reports per row (OpenAI's top_logprobs limit). */
 export const MAX_TOP_LOGPROBS = 20;
@@ -162,4 +164,29 @@ export class SlotPool {
   get taken(): number {
     return this.#lengths.size;
   }
+}
+
+/** Checks and runs one slot step on taken slots, and records the slots' new lengths. */
+export async function runSlotStep(handle: NativeModel, pool: SlotPool, config: Readonly<Qwen3Config>, rows: readonly SlotRow[], options: SlotStepOptions): Promise<SlotRowOutput[]> {
+  const caller = new Error();
+  for (const [r, row] of (Array.isArray(rows) ? rows : []).entries()) {
+    if (!pool.lengths.has(row?.slot)) throw new InvalidOptionError(`Expected a slot taken with takeSlot() for rows[${r}].slot but received ${describeValue(row?.slot)}`, `rows[${r}].slot`);
+  }
+  const o = parseOptions(z.object({ topLogprobs: integer(0, MAX_TOP_LOGPROBS).nullable().optional(), logits: boolean().optional() }).strict(), options);
+  const request = slotStepRequest(rows, o, pool.lengths, config);
+  const result = await withCallerStack(handle.slotStep(request), caller);
+  const out = slotStepOutputs(result, rows.length, config.vocab_size);
+  rows.forEach((row, r) => pool.setLength(row.slot, out[r]!.length));
+  return out;
+}
+
+/** Slot `to` gets the first `length` tokens of slot `from`; both must be taken. */
+export async function runCopySlot(handle: NativeModel, pool: SlotPool, from: number, to: number, length: number): Promise<void> {
+  const caller = new Error();
+  const held = pool.lengths.get(from);
+  if (held === undefined) throw new InvalidOptionError(`Expected a slot taken with takeSlot() for from but received ${describeValue(from)}`, 'from');
+  if (!pool.lengths.has(to) || to === from) throw new InvalidOptionError(`Expected another slot taken with takeSlot() for to but received ${describeValue(to)}`, 'to');
+  parseOptions(z.object({ length: integer(0, held) }), { length });
+  await withCallerStack(handle.copySlot(from, to, length), caller);
+  pool.setLength(to, length);
 }
