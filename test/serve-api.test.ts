@@ -110,6 +110,27 @@ describe('chat completions', () => {
   });
 });
 
+describe('end tokens', () => {
+  it('stop a completion at an end token of the model folder, unless ignore_eos asks for max_tokens', async () => {
+    const promptIds = [9707, 1879, 11, 1052, 374];
+    const greedy = await generateTextBasicCache(model, promptIds, { maxNewTokens: 6, eosTokenId: null });
+    // A server whose generation settings make the third greedy token an end token.
+    const end = greedy[2]!;
+    const local = await startServer({ model, tokenizer, port: 0, servedModelName: 'tiny', generation: { eosTokenIds: [end], sampling: null } as never });
+    try {
+      const c = client(local.url);
+      const stopped = await c.completions.create({ model: 'tiny', prompt: promptIds, max_tokens: 6, temperature: 0, ...withIds });
+      expect(idsOf(stopped.choices[0])).toEqual(greedy.slice(0, greedy.indexOf(end)));
+      expect(stopped.choices[0]!.finish_reason).toBe('stop');
+      const full = await c.completions.create({ model: 'tiny', prompt: promptIds, max_tokens: 6, temperature: 0, ignore_eos: true, ...withIds } as never);
+      expect(idsOf((full as OpenAI.Completion).choices[0])).toEqual(greedy);
+      expect((full as OpenAI.Completion).choices[0]!.finish_reason).toBe('length');
+    } finally {
+      await local.close();
+    }
+  });
+});
+
 describe('completions', () => {
   const promptIds = [9707, 1879, 11, 1052, 374];
 
