@@ -1,8 +1,8 @@
 // The contract between the HTTP server and whatever produces completions. The server renders and
 // tokenizes prompts, checks every field, turns tokens into text (stop strings, reasoning, UTF-8)
-// and speaks OpenAI's API; a Completer only turns prompt ids into token ids. So a scheduler that
-// batches many requests into each model step can replace the one-at-a-time SerialCompleter
-// without the HTTP layer knowing.
+// and speaks OpenAI's API; a Completer only turns prompt ids into token ids (BatchCompleter, in
+// batch.ts, does it by continuous batching), so how completions are produced can change without
+// the HTTP layer knowing.
 //
 // Where this differs from a bare async iterable with a finish reason: `finish` resolves to an
 // outcome that also counts the tokens generated (the stop token included, as OpenAI's usage
