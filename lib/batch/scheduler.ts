@@ -79,6 +79,7 @@ export class BatchScheduler {
   readonly #minShared: number;
   readonly #cache: PrefixCache;
   readonly #beforeStep: SchedulerOptions['beforeStep'];
+  readonly #parseRequest: (request: SequenceRequest) => SequenceRequest;
   readonly #waiting: Sequence[] = [];
   readonly #running: Sequence[] = [];
   #loop: Promise<void> | null = null;
@@ -94,12 +95,13 @@ export class BatchScheduler {
     this.#minShared = o.minSharedPrefix ?? 16;
     this.#cache = new PrefixCache(o.cachedSlots ?? this.#maxBatch);
     this.#beforeStep = o.beforeStep;
+    this.#parseRequest = requestParser(model);
   }
 
   /** Queues a request; its tokens stream as they are chosen. Throws QueueFullError when the queue is full. */
   submit(request: SequenceRequest): SequenceStream {
     if (this.#closed) throw new Error('The scheduler is closed');
-    const r = parseRequest(request, this.#model);
+    const r = this.#parseRequest(request);
     if (this.#waiting.length >= this.#maxQueue) throw new QueueFullError(this.#maxQueue);
     const seq = new Sequence(r, request);
     this.#stats.promptTokens += seq.promptLength;
@@ -256,24 +258,25 @@ interface Step {
   topLogprobs: number | null;
 }
 
-function parseRequest(request: SequenceRequest, model: Qwen3Model): SequenceRequest {
+/** The checks of a request on `model`, built once per scheduler rather than per request. */
+function requestParser(model: Qwen3Model): (request: SequenceRequest) => SequenceRequest {
   const { vocab_size: vocab, context_length: context } = model.config;
-  const r = parseOptions(
-    z.object({
-      promptIds: z.array(integer(0, vocab - 1)).min(1, 'Expected at least one token for promptIds'),
-      maxTokens: integer(1, context),
-      temperature: number(0, 100).optional(),
-      topK: integer(0, vocab).optional(),
-      topP: number(0, 1).optional(),
-      seed: integer(0, 2 ** 32 - 1).optional(),
-      stopIds: z.array(integer(0, 2 ** 31 - 1)).optional(),
-      logprobs: integer(0, MAX_TOP_LOGPROBS).nullable().optional(),
-      signal: abortSignal().optional(),
-    }),
-    request,
-  );
-  if (r.promptIds.length + r.maxTokens > context) {
-    throw new RangeError(`Expected the prompt plus maxTokens to fit the context_length of ${context} but received ${r.promptIds.length} + ${r.maxTokens}`);
-  }
-  return r;
+  const schema = z.object({
+    promptIds: z.array(integer(0, vocab - 1)).min(1, 'Expected at least one token for promptIds'),
+    maxTokens: integer(1, context),
+    temperature: number(0, 100).optional(),
+    topK: integer(0, vocab).optional(),
+    topP: number(0, 1).optional(),
+    seed: integer(0, 2 ** 32 - 1).optional(),
+    stopIds: z.array(integer(0, 2 ** 31 - 1)).optional(),
+    logprobs: integer(0, MAX_TOP_LOGPROBS).nullable().optional(),
+    signal: abortSignal().optional(),
+  });
+  return (request) => {
+    const r = parseOptions(schema, request);
+    if (r.promptIds.length + r.maxTokens > context) {
+      throw new RangeError(`Expected the prompt plus maxTokens to fit the context_length of ${context} but received ${r.promptIds.length} + ${r.maxTokens}`);
+    }
+    return r;
+  };
 }

@@ -2,6 +2,7 @@
 // samples, and the stream its caller reads the new tokens from.
 import type { TokenLogprob } from '../model/slots.js';
 import { seededUniforms } from '../model/uniforms.js';
+import { Channel } from './channel.js';
 
 export interface SequenceRequest {
   /** The prompt, already tokenized (at least one token). */
@@ -44,8 +45,6 @@ export interface SequenceStream extends AsyncIterable<GeneratedToken> {
   readonly usage: SequenceUsage;
 }
 
-type Waiter = { resolve: (r: IteratorResult<GeneratedToken>) => void; reject: (e: unknown) => void };
-
 export class Sequence implements SequenceStream {
   /** The prompt and every token chosen so far. */
   readonly tokens: number[];
@@ -58,18 +57,13 @@ export class Sequence implements SequenceStream {
   readonly logprobs: number | null;
   readonly signal: AbortSignal | undefined;
   readonly usage: SequenceUsage;
-  readonly finished: Promise<FinishReason>;
   /** The request as its caller gave it. */
   readonly request: SequenceRequest;
   /** The slot it runs in (-1: none yet), and how many of `tokens` the slot holds. */
   slot = -1;
   computed = 0;
-  done = false;
   readonly #draw: (() => number) | null;
-  readonly #ready: GeneratedToken[] = [];
-  #waiter: Waiter | null = null;
-  #error: unknown = null;
-  #settle!: { resolve: (r: FinishReason) => void; reject: (e: unknown) => void };
+  readonly #out = new Channel<GeneratedToken, FinishReason>();
 
   constructor(r: SequenceRequest, original: SequenceRequest = r) {
     this.request = original;
@@ -85,8 +79,14 @@ export class Sequence implements SequenceStream {
     this.usage = { promptTokens: this.promptLength, completionTokens: 0, cachedPromptTokens: 0 };
     const draws = this.temperature > 0 ? seededUniforms(r.seed ?? Math.floor(Math.random() * 2 ** 32)) : null;
     this.#draw = draws ? () => draws(1)[0]! : null;
-    this.finished = new Promise((resolve, reject) => (this.#settle = { resolve, reject }));
-    this.finished.catch(() => {}); // a reader sees the error through the iterator too
+  }
+
+  get finished(): Promise<FinishReason> {
+    return this.#out.finish;
+  }
+
+  get done(): boolean {
+    return this.#out.ended;
   }
 
   get generated(): number {
@@ -109,51 +109,19 @@ export class Sequence implements SequenceStream {
     if (this.stopIds.has(token.id)) return 'stop';
     this.tokens.push(token.id);
     this.usage.completionTokens++;
-    this.#push(token);
+    this.#out.push(token);
     return this.generated >= this.maxTokens ? 'length' : null;
   }
 
   finish(reason: FinishReason): void {
-    if (this.done) return;
-    this.done = true;
-    this.#settle.resolve(reason);
-    this.#wake();
+    this.#out.end(reason);
   }
 
   fail(err: unknown): void {
-    if (this.done) return;
-    this.done = true;
-    this.#error = err;
-    this.#settle.reject(err);
-    this.#wake();
-  }
-
-  #push(token: GeneratedToken): void {
-    if (this.#waiter) {
-      const w = this.#waiter;
-      this.#waiter = null;
-      w.resolve({ value: token, done: false });
-    } else {
-      this.#ready.push(token);
-    }
-  }
-
-  #wake(): void {
-    const w = this.#waiter;
-    this.#waiter = null;
-    if (!w) return;
-    if (this.#error !== null) w.reject(this.#error);
-    else w.resolve({ value: undefined, done: true });
+    this.#out.fail(err);
   }
 
   [Symbol.asyncIterator](): AsyncIterator<GeneratedToken> {
-    return {
-      next: () => {
-        if (this.#ready.length > 0) return Promise.resolve({ value: this.#ready.shift()!, done: false });
-        if (this.#error !== null) return Promise.reject(this.#error);
-        if (this.done) return Promise.resolve({ value: undefined, done: true });
-        return new Promise((resolve, reject) => (this.#waiter = { resolve, reject }));
-      },
-    };
+    return this.#out[Symbol.asyncIterator]();
   }
 }

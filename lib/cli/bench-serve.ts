@@ -71,7 +71,7 @@ async function benchServeCommand(serveArgs: string[], flags: BenchServeFlags): P
     log('warming up');
     await runServeLoad({ ...common, concurrency: 4, requests: 8, maxTokens: 8 });
     const idle: number[] = [];
-    for (let i = 0; i < 10; i++) idle.push(await firstTokenMs(url, ids(10, 100 + i)));
+    for (let i = 0; i < 10; i++) idle.push(await firstTokenMs(url, ids(flags.promptTokens, 100 + i)));
     const results: ServeLoadResult[] = [];
     for (const n of flags.concurrency) {
       log(`${n} concurrent`);
@@ -96,7 +96,7 @@ async function benchServeCommand(serveArgs: string[], flags: BenchServeFlags): P
       return;
     }
     write(`${formatServeLoad(results)}\n\n`);
-    write(`time to first token, idle server, ${flags.promptTokens === 10 ? 10 : flags.promptTokens}-token prompt: ${report.idleFirstTokenMs.toFixed(1)} ms (median of 10)\n`);
+    write(`time to first token, idle server, ${flags.promptTokens}-token prompt: ${report.idleFirstTokenMs.toFixed(1)} ms (median of 10)\n`);
     write(`turn 2 of a conversation (${turn2.length} tokens): first token in ${cold.toFixed(1)} ms without the prefix cache, ${warm.toFixed(1)} ms with it\n`);
     if (baseline) {
       // The script falls back to padded model.generate where continuous batching fails.

@@ -6,7 +6,6 @@ import { z } from 'zod';
 import { BatchScheduler, QueueFullError as SchedulerQueueFull, type SequenceRequest, type StepSequence } from '../batch/scheduler.js';
 import type { Qwen3Model } from '../model.js';
 import { integer, parseOptions } from '../validate.js';
-import { CompletionChannel } from './channel.js';
 import {
   type Completer,
   CompleterClosedError,
@@ -42,7 +41,8 @@ export class BatchCompleter implements Completer {
   readonly #scheduler: BatchScheduler;
   readonly #jobs = new WeakMap<SequenceRequest, Job>();
   readonly #live = new Set<Job>();
-  #generated = 0;
+  /** Completions ended by a stop token, which the scheduler does not count as generated. */
+  #stops = 0;
   #closed = false;
 
   constructor(model: Qwen3Model, options: BatchCompleterOptions = {}) {
@@ -92,30 +92,27 @@ export class BatchCompleter implements Completer {
     this.#live.add(job);
     if (request.signal.aborted) stop.abort();
     else request.signal.addEventListener('abort', onAbort, { once: true });
-    const channel = new CompletionChannel();
-    void (async () => {
-      try {
-        for await (const token of stream) {
-          this.#generated++;
-          channel.push(token);
-        }
-        const reason = await stream.finished;
-        if (reason === 'stop') this.#generated++;
-        // OpenAI's usage counts the stop token the model generated.
-        channel.end({ reason, generatedTokens: stream.usage.completionTokens + (reason === 'stop' ? 1 : 0) });
-      } catch (err) {
-        channel.fail(err);
-      } finally {
+    // The sequence is the completion: its tokens as they come, and its end with OpenAI's count
+    // (which includes a stop token the model generated; the sequence does not emit it).
+    const finish = stream.finished.then((reason) => ({ reason, generatedTokens: stream.usage.completionTokens + (reason === 'stop' ? 1 : 0) }));
+    finish.catch(() => {}); // a failure reaches the reader through the iteration too
+    void finish
+      .then(
+        ({ reason }) => {
+          if (reason === 'stop') this.#stops++;
+        },
+        () => {},
+      )
+      .finally(() => {
         request.signal.removeEventListener('abort', onAbort);
         this.#live.delete(job);
-      }
-    })();
-    return channel;
+      });
+    return { finish, [Symbol.asyncIterator]: () => stream[Symbol.asyncIterator]() };
   }
 
   stats(): CompleterStats {
     const s = this.#scheduler.stats();
-    return { queued: s.queued, running: s.running, generatedTokens: this.#generated };
+    return { queued: s.queued, running: s.running, generatedTokens: s.generatedTokens + this.#stops };
   }
 
   async close(how: 'drain' | 'abort'): Promise<void> {

@@ -5,8 +5,8 @@
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import { Qwen3Model, Qwen3Tokenizer } from '../../lib/index.js';
-import { CompletionChannel } from '../../lib/serve/channel.js';
-import type { Completer, CompleterStats, Completion, CompletionRequest, CompletionToken, StepHook, StepRow } from '../../lib/serve/completer.js';
+import { Channel } from '../../lib/batch/channel.js';
+import type { Completer, CompleterStats, Completion, CompletionOutcome, CompletionRequest, CompletionToken, StepHook, StepRow } from '../../lib/serve/completer.js';
 import { loadFixture } from './fixtures.js';
 
 export const TOKENIZER_DIR = join(__dirname, '..', '.fixtures', 'chat-template', 'tokenizer');
@@ -75,7 +75,7 @@ export class ScriptedCompleter implements Completer {
 
   complete(request: CompletionRequest): Completion {
     this.requests.push(request);
-    const channel = new CompletionChannel();
+    const channel = new Channel<CompletionToken, CompletionOutcome>();
     for (const t of this.script) channel.push(typeof t === 'number' ? { id: t } : t);
     channel.end({ reason: this.reason, generatedTokens: this.script.length + (this.reason === 'stop' ? 1 : 0) });
     return channel;

@@ -1,18 +1,18 @@
-// A Completion that a completer fills from its own loop: tokens are buffered until the reader
-// takes them, so the model never waits for a slow client, and the outcome settles exactly once.
-import type { Completion, CompletionOutcome, CompletionToken } from './completer.js';
+// A stream that a producer fills from its own loop: items are buffered until the reader takes
+// them, so the model never waits for a slow reader, and the outcome settles exactly once. The
+// scheduler's sequences and the server's completions are both one.
 
-export class CompletionChannel implements Completion {
-  readonly finish: Promise<CompletionOutcome>;
-  #tokens: CompletionToken[] = [];
+export class Channel<T, Outcome> implements AsyncIterable<T> {
+  readonly finish: Promise<Outcome>;
+  #tokens: T[] = [];
   #ended = false;
   #error: unknown = undefined;
   #wake: (() => void) | null = null;
   #iterated = false;
-  #settle!: { resolve: (o: CompletionOutcome) => void; reject: (e: unknown) => void };
+  #settle!: { resolve: (o: Outcome) => void; reject: (e: unknown) => void };
 
   constructor() {
-    this.finish = new Promise<CompletionOutcome>((resolve, reject) => {
+    this.finish = new Promise<Outcome>((resolve, reject) => {
       this.#settle = { resolve, reject };
     });
     // A failure is also reported through the iteration; nobody has to await `finish` for it.
@@ -23,13 +23,13 @@ export class CompletionChannel implements Completion {
     return this.#ended;
   }
 
-  push(token: CompletionToken): void {
+  push(token: T): void {
     if (this.#ended) return;
     this.#tokens.push(token);
     this.#notify();
   }
 
-  end(outcome: CompletionOutcome): void {
+  end(outcome: Outcome): void {
     if (this.#ended) return;
     this.#ended = true;
     this.#settle.resolve(outcome);
@@ -39,7 +39,7 @@ export class CompletionChannel implements Completion {
   fail(error: unknown): void {
     if (this.#ended) return;
     this.#ended = true;
-    this.#error = error ?? new Error('The completion failed');
+    this.#error = error ?? new Error('The stream failed');
     this.#settle.reject(this.#error);
     this.#notify();
   }
@@ -50,8 +50,8 @@ export class CompletionChannel implements Completion {
     wake?.();
   }
 
-  async *[Symbol.asyncIterator](): AsyncIterator<CompletionToken> {
-    if (this.#iterated) throw new Error('A completion can be iterated only once');
+  async *[Symbol.asyncIterator](): AsyncIterator<T> {
+    if (this.#iterated) throw new Error('This stream can be iterated only once');
     this.#iterated = true;
     for (;;) {
       if (this.#tokens.length > 0) {
