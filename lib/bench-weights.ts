@@ -93,14 +93,15 @@ function benchWeights(log: (s: string) => void): { path: string; kind: string } 
   return { path, kind: 'random weights of the Qwen3-0.6B shape (no real weights downloaded)' };
 }
 
-/** Loads the weights onto one device. */
+/** Loads the weights onto one device, or a tensor-parallel model onto "cuda:0,cuda:1". */
 export function loadSource(source: BenchSource, device: string, dtype: Dtype, compile: boolean): Promise<Qwen3Model> {
+  const where = device.includes(',') ? { devices: device.split(',') } : { device };
   switch (source.kind) {
     case 'random':
-      return Qwen3Model.load({ config: source.config, randomWeights: { seed: source.seed, tieWordEmbeddings: source.tied }, device, dtype, compile });
+      return Qwen3Model.load({ config: source.config, randomWeights: { seed: source.seed, tieWordEmbeddings: source.tied }, ...where, dtype, compile });
     case 'folder':
-      return Qwen3Model.load(source.path, { device, dtype, compile });
+      return Qwen3Model.load(source.path, { ...where, dtype, compile });
     default:
-      return Qwen3Model.load(source.path, { config: source.config, device, dtype, compile });
+      return Qwen3Model.load(source.path, { config: source.config, ...where, dtype, compile });
   }
 }

@@ -11,6 +11,7 @@ import { z } from 'zod';
 import { projectPython } from './addon/index.js';
 import { DTYPES, type Dtype, type Qwen3Config } from './config.js';
 import { availableDevices, resolveDevice } from './device.js';
+import { resolveRanks } from './model/load.js';
 import { MAX_BATCH_SIZE, PREFILL_CHUNK_SIZE, generateBatchCache, generateStats } from './generate.js';
 import { BENCH_CONFIG, type BenchSource, benchSource, checkWeightsChoice, loadSource, sameShape } from './bench-weights.js';
 import { type RandomWeights, loadSchema } from './model/load.js';
@@ -127,7 +128,9 @@ function optionsSchema(promptTokens: number) {
 function benchPlan(options: BenchOptions, promptTokens: number): BenchPlan {
   const o = parseOptions(optionsSchema(promptTokens), options);
   return {
-    devices: (o.devices ?? availableDevices().filter((d) => !/:\d+$/.test(d))).map((d) => resolveDevice(d, 'devices')),
+    // An entry "cuda:0,cuda:1" is one tensor-parallel model over those devices.
+    devices: (o.devices ?? availableDevices().filter((d) => !/:\d+$/.test(d))).map((d) =>
+      d.includes(',') ? resolveRanks({ devices: d.split(',') }).join(',') : resolveDevice(d, 'devices')),
     model: o.model,
     revision: o.revision,
     config: o.config as Qwen3Config | string | undefined,
@@ -236,13 +239,15 @@ async function measureRow(model: Qwen3Model, device: string, row: BenchRowName, 
 /** The device's copy bandwidth next to what the fastest row achieved. */
 async function measureBandwidth(model: Qwen3Model, device: string, tokensPerSecond: number, report: BenchReport): Promise<void> {
   const config = model.config;
-  const measured = await native().measureBandwidth(device, 1 << 30);
+  const measured = await native().measureBandwidth(model.device, 1 << 30);
   // A decode step reads every weight once except the embedding table (one row of it); a tied
   // table is the head as well, read whole.
   const embedding = model.tieWordEmbeddings ? 0 : config.vocab_size * config.emb_dim * (model.dtype === 'float32' ? 4 : 2);
   const bytesPerToken = model.parameterBytes - embedding;
   const achieved = bytesPerToken * tokensPerSecond;
-  report.bandwidth.push({ device, measuredGBps: measured / 1e9, bytesPerToken, achievedGBps: achieved / 1e9, fraction: achieved / measured });
+  // Tensor parallel: every device reads its share at once, so the bound is one device's bandwidth times their number.
+  const ranks = model.devices.length;
+  report.bandwidth.push({ device, measuredGBps: (measured * ranks) / 1e9, bytesPerToken, achievedGBps: achieved / 1e9, fraction: achieved / (measured * ranks) });
 }
 
 /** Prompt throughput: one prefill of each length from an empty cache. */
@@ -322,7 +327,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
   const ids = prompt.map((id) => id % source.config.vocab_size);
   for (const device of plan.devices) {
     await benchDevice(device, source, ids, plan, report);
-    if (plan.baseline === 'transformers' && source.kind === 'checkpoint') mergeBaseline(report, device, source.path, prompt, plan);
+    if (plan.baseline === 'transformers' && source.kind === 'checkpoint' && !device.includes(',')) mergeBaseline(report, device, source.path, prompt, plan);
   }
   return report;
 }

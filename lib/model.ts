@@ -2,8 +2,8 @@
 // the native engine (one step at a time per model) and gives native errors the caller's stack.
 import { z } from 'zod';
 import type { Dtype, Qwen3Config } from './config.js';
-import { type DeviceName, type MemoryStats, memoryStats, resetPeakMemory, resolveDevice } from './device.js';
-import { IDLE_HANDOVER_MS, type LoadOptions, type RandomWeights, abortableLoad, loadAborted, loadSchema, resolveConfig } from './model/load.js';
+import { type DeviceName, type MemoryStats, memoryStats, resetPeakMemory } from './device.js';
+import { IDLE_HANDOVER_MS, type LoadOptions, type RandomWeights, abortableLoad, loadAborted, loadSchema, resolveConfig, resolveRanks } from './model/load.js';
 import { checkMemoryFits } from './model/memory.js';
 import { resolveModelDir } from './hub/model.js';
 import { isRepoId } from './hub/settings.js';
@@ -57,7 +57,10 @@ export interface ModelSession {
 export class Qwen3Model {
   readonly path: string;
   readonly config: Readonly<Qwen3Config>;
+  /** The device, or with tensor parallelism rank 0's. */
   readonly device: DeviceName;
+  /** Every device the model runs on: one, or the tensor-parallel ranks' in rank order. */
+  readonly devices: readonly DeviceName[];
   readonly dtype: Dtype;
   readonly compiled: boolean;
   /** The vocabulary head is the embedding table (one tensor on the device). */
@@ -70,11 +73,12 @@ export class Qwen3Model {
   #cacheEpoch = 0;
   readonly #slots = new SlotPool();
 
-  private constructor(path: string, config: Qwen3Config, tied: boolean, device: DeviceName, dtype: Dtype, compiled: boolean, handle: NativeModel, idleHandoverMs: number) {
+  private constructor(path: string, config: Qwen3Config, tied: boolean, devices: DeviceName[], dtype: Dtype, compiled: boolean, handle: NativeModel, idleHandoverMs: number) {
     this.path = path;
     this.config = Object.freeze({ ...config });
     this.tieWordEmbeddings = tied;
-    this.device = device;
+    this.device = devices[0]!;
+    this.devices = Object.freeze([...devices]);
     this.dtype = dtype;
     this.compiled = compiled;
     this.#native = handle;
@@ -149,15 +153,17 @@ export class Qwen3Model {
     caller: Error,
     request: Pick<NativeLoadRequest, 'path' | 'safetensors' | 'randomWeights'>,
   ): Promise<Qwen3Model> {
-    const device = resolveDevice(opts.device ?? 'auto');
+    const devices = resolveRanks(opts);
+    const device = devices[0]!;
     const dtype = opts.dtype ?? config.dtype;
-    checkMemoryFits(config, dtype, device, tied);
+    checkMemoryFits(config, dtype, devices, tied);
     if (opts.signal?.aborted) throw loadAborted(label, opts.signal);
     const { dtype: _stored, ...architecture } = config;
     const compile = opts.compile ?? false;
-    const loading = native().loadModel({ ...request, config: { ...architecture, tie_word_embeddings: tied }, device, dtype, compile });
+    const ranks = devices.length > 1 ? { devices } : {};
+    const loading = native().loadModel({ ...request, config: { ...architecture, tie_word_embeddings: tied }, device, dtype, compile, ...ranks });
     const handle = await withCallerStack(abortableLoad(loading, label, opts.signal), caller);
-    return new Qwen3Model(label, config, tied, device, dtype, compile, handle, opts.idleHandoverMs ?? IDLE_HANDOVER_MS);
+    return new Qwen3Model(label, config, tied, devices, dtype, compile, handle, opts.idleHandoverMs ?? IDLE_HANDOVER_MS);
   }
 
   get disposed(): boolean {

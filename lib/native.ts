@@ -106,6 +106,13 @@ export interface NativeLoadRequest {
    * from a file; `path` then only names them in messages. Not with `safetensors`.
    */
   randomWeights?: { seed: number } | null;
+  /**
+   * Tensor parallelism: one rank per device, in rank order, at least two (all "cuda:N" with
+   * distinct N, or "cpu" repeated for ranks that are threads); `device` must then be devices[0].
+   */
+  devices?: string[] | null;
+  /** How long a rank waits for the others in one collective before it fails (default 600000 ms). */
+  collectiveTimeoutMs?: number;
 }
 
 export interface NativeModel {
@@ -133,6 +140,10 @@ export interface NativeModel {
    */
   info(): {
     device: string;
+    /** The tensor-parallel ranks' devices (empty on one device). */
+    devices: string[];
+    /** How the ranks combine their results: "nccl", "threads", or "" on one device. */
+    transport: string;
     dtype: string;
     parameterBytes: number;
     cacheCapacity: number;

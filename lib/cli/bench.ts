@@ -48,7 +48,7 @@ export function registerBench(program: Command): void {
   program
     .command('bench')
     .description("the book's speed table for each device, with prefill, batched decode and bandwidth")
-    .option('--device <device...>', 'devices to measure (default: every available one)')
+    .option('--device <device...>', 'devices to measure (default: every available one); an entry cuda:0,cuda:1 is one tensor-parallel model over those devices')
     .option('--model <path|id>', "a .pth checkpoint, a Hugging Face folder or a Hub repo id (default: the book's downloaded Qwen3-0.6B base weights, else random weights of its shape)")
     .option('--revision <rev>', 'branch, tag or commit of a Hub repo id (default: main)')
     .option('--config <file>', "config JSON (the book's keys or a Hugging Face config.json) for a .pth or --random-weights")

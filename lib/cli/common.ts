@@ -55,6 +55,10 @@ export interface ModelFlags {
   size?: string;
   tokenizer?: string;
   device: string;
+  /** --devices cuda:0,cuda:1: tensor parallelism over these. */
+  devices?: string;
+  /** --tensor-parallel N: over the first N devices of --device's kind. */
+  tensorParallel?: number;
   dtype?: 'bfloat16' | 'float32' | 'float16';
   compile?: boolean;
   /** --random-weights [seed]: true without a seed. */
@@ -79,6 +83,8 @@ export function modelOptions(cmd: Command, kind: string): Command {
     .option('--random-weights [seed]', 'random weights of the --config or --size shape (default 0.6B), made on the device: no file is read (seed default 0)', intArg('--random-weights'))
     .option('--tokenizer <path>', "tokenizer.json, or a model folder's tokenizer and chat template (default: the model folder's, the downloaded one, else the bundled Qwen3 tokenizer)")
     .option('--device <device>', 'auto, cpu, cuda, cuda:N, mps or xpu', 'auto')
+    .option('--devices <list>', 'tensor parallelism: one share of the model on each of these devices, e.g. cuda:0,cuda:1')
+    .option('--tensor-parallel <n>', 'tensor parallelism over the first n devices of --device\'s kind (cuda:0 .. cuda:n-1)', intArg('--tensor-parallel'))
     .addOption(new Option('--dtype <dtype>', "compute dtype (default: the config's)").choices(['bfloat16', 'float32', 'float16']))
     .option('--compile', 'optimised execution (CUDA graphs, fused weights); same outputs')
     .option('--temperature <t>', 'sampling temperature (0: greedy)', numberArg('--temperature'))
@@ -146,14 +152,21 @@ export async function loadFromFlags(flags: ModelFlags, kind: 'base' | 'reasoning
   const settingsDir = folder ?? tokenizer.modelDir;
   const generation = settingsDir !== null ? await readGenerationConfig(settingsDir) : null;
   const model = folder !== null
-    ? await Qwen3Model.load(folder, { device: flags.device, dtype: flags.dtype, compile: flags.compile })
+    ? await Qwen3Model.load(folder, { ...placement(flags), dtype: flags.dtype, compile: flags.compile })
     : await Qwen3Model.load(modelPath, {
       config: flags.config ?? flags.size ?? '0.6B',
-      device: flags.device,
+      ...placement(flags),
       dtype: flags.dtype,
       compile: flags.compile,
     });
   return { model, tokenizer, generation };
+}
+
+/** Where --device, --devices and --tensor-parallel put the model, as Qwen3Model.load's options. */
+export function placement(flags: Pick<ModelFlags, 'device' | 'devices' | 'tensorParallel'>): { device?: string; devices?: string[]; tensorParallel?: number } {
+  if (flags.devices === undefined) return { device: flags.device, tensorParallel: flags.tensorParallel };
+  if (flags.device !== 'auto') throw new Error('Use either --device (one device) or --devices (tensor parallelism), not both');
+  return { devices: flags.devices.split(',').map((d) => d.trim()), tensorParallel: flags.tensorParallel };
 }
 
 /** The seed of --random-weights: the flag alone means seed 0. */
@@ -173,7 +186,7 @@ async function loadRandomFromFlags(flags: ModelFlags): Promise<Loaded> {
   const model = await Qwen3Model.load({
     config: flags.config ?? flags.size ?? '0.6B',
     randomWeights: { seed: randomSeed(flags.randomWeights!) },
-    device: flags.device,
+    ...placement(flags),
     dtype: flags.dtype,
     compile: flags.compile,
   });

@@ -68,7 +68,7 @@ async function serveCommand(flags: ServeFlags): Promise<void> {
     throw err;
   }
   write(`Listening on ${server.url}\n`);
-  process.stderr.write(`Serving ${flags.servedModelName ?? flags.model ?? 'random weights'} on ${model.device}; SIGTERM or Ctrl-C stops it\n`);
+  process.stderr.write(`Serving ${flags.servedModelName ?? flags.model ?? 'random weights'} on ${model.devices.join(', ')}; SIGTERM or Ctrl-C stops it\n`);
   let stopping = false;
   let onSignal: (signal: NodeJS.Signals) => void = () => {};
   try {
@@ -105,6 +105,8 @@ export function registerServe(program: Command): void {
     .addOption(new Option('--size <size>', 'built-in model size').choices(Object.keys(MODEL_SIZES)))
     .option('--tokenizer <path>', "tokenizer.json, or a model folder's tokenizer and chat template (default: the model folder's, else the bundled Qwen3 tokenizer)")
     .option('--device <device>', 'auto, cpu, cuda, cuda:N, mps or xpu', 'auto')
+    .option('--devices <list>', 'tensor parallelism: one share of the model on each of these devices, e.g. cuda:0,cuda:1')
+    .option('--tensor-parallel <n>', 'tensor parallelism over the first n devices of --device\'s kind (cuda:0 .. cuda:n-1)', intArg('--tensor-parallel'))
     .addOption(new Option('--dtype <dtype>', "compute dtype (default: the config's)").choices(['bfloat16', 'float32', 'float16']))
     .option('--no-compile', 'the reference pass instead of the fused one (slot rows then run one by one)')
     .option('--host <host>', 'address to listen on (0.0.0.0: every interface)', '127.0.0.1')

@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { DTYPES, MODEL_SIZES, type Dtype, type ModelSize, type Qwen3Config, parseConfig, readConfigJson } from '../config.js';
 import type { NativeModel } from '../native.js';
+import { type DeviceName, resolveDevice } from '../device.js';
 import { InvalidOptionError, abortSignal, boolean, describeValue, integer, nonEmptyString, oneOf } from '../validate.js';
 import { configFromHuggingFace } from './huggingface.js';
 
@@ -45,12 +46,28 @@ export interface LoadOptions {
    * release does (0.6B, 1.7B and 4B tied), else not tied.
    */
   randomWeights?: RandomWeights;
+  /**
+   * Tensor parallelism: one share of the model on each of these devices (["cuda:0", "cuda:1"]),
+   * every step run on all of them at once through NCCL (docs/scale-out.md). Each CUDA device is
+   * named with its index. "cpu" repeated runs the ranks as threads of this process, which checks
+   * the split but is no faster. Not with `device`.
+   */
+  devices?: string[];
+  /**
+   * Tensor parallelism over the first N devices of `device`'s kind (default "auto"): cuda:0 ..
+   * cuda:N-1, or N CPU ranks. 1 (default): one device. The model's key/value heads, feed-forward
+   * width and vocabulary must divide by N (Qwen3's 8 key/value heads: up to 8).
+   */
+  tensorParallel?: number;
 }
 
 export interface RandomWeights {
   seed?: number;
   tieWordEmbeddings?: boolean;
 }
+
+/** The most ranks a tensor-parallel model may have. */
+export const MAX_RANKS = 64;
 
 /** Default of LoadOptions.idleHandoverMs. */
 export const IDLE_HANDOVER_MS = 1000;
@@ -68,8 +85,52 @@ export const loadSchema = z
       .object({ seed: integer(0, Number.MAX_SAFE_INTEGER).optional(), tieWordEmbeddings: boolean().optional() }, { error: 'Expected object' })
       .strict()
       .optional(),
+    devices: z.array(nonEmptyString(), { error: 'Expected array of device names' }).min(1).max(MAX_RANKS).optional(),
+    tensorParallel: integer(1, MAX_RANKS).optional(),
   })
   .strict();
+
+
+/**
+ * The devices a load runs on: one (the `device` option, resolved), or the tensor-parallel ranks'
+ * that `devices` or `tensorParallel` name, CUDA devices with their index as NCCL needs them.
+ */
+export function resolveRanks(opts: { device?: string; devices?: string[]; tensorParallel?: number }): DeviceName[] {
+  if (opts.devices) {
+    if (opts.device !== undefined) throw new InvalidOptionError('Give device (one device) or devices (tensor parallel), not both', 'devices');
+    if (opts.tensorParallel !== undefined && opts.tensorParallel !== opts.devices.length) {
+      throw new InvalidOptionError(
+        `tensorParallel (${opts.tensorParallel}) must equal the number of devices (${opts.devices.length}) when both are given`,
+        'tensorParallel',
+      );
+    }
+    if (opts.devices.length === 1) return [resolveDevice(opts.devices[0], 'devices[0]')];
+    const ranks = opts.devices.map((name, i) => rankDevice(name, `devices[${i}]`));
+    const kinds = new Set(ranks.map((d) => (d === 'cpu' ? 'cpu' : 'cuda')));
+    if (kinds.size > 1) throw new InvalidOptionError(`Expected all CUDA devices or all "cpu" for devices but received ${ranks.join(', ')}`, 'devices');
+    const cuda = ranks.filter((d) => d !== 'cpu');
+    if (new Set(cuda).size !== cuda.length) throw new InvalidOptionError(`Expected each CUDA device once in devices but received ${ranks.join(', ')}`, 'devices');
+    return ranks;
+  }
+  const device = resolveDevice(opts.device ?? 'auto');
+  const n = opts.tensorParallel ?? 1;
+  if (n === 1) return [device];
+  if (device === 'cpu') return Array.from({ length: n }, () => 'cpu' as const);
+  if (!device.startsWith('cuda')) {
+    throw new InvalidOptionError(`Tensor parallelism runs on CUDA devices or the CPU, not on ${device}`, 'tensorParallel');
+  }
+  return Array.from({ length: n }, (_, i) => rankDevice(`cuda:${i}`, 'tensorParallel'));
+}
+
+/** One rank's device, checked to exist: "cpu", or CUDA with its index. */
+function rankDevice(name: string, option: string): DeviceName {
+  if (name === 'cuda') throw new InvalidOptionError(`Expected a CUDA device with its index ("cuda:0", "cuda:1", ...) for ${option} but received "cuda"`, option);
+  const device = resolveDevice(name, option);
+  if (device !== 'cpu' && !device.startsWith('cuda')) {
+    throw new InvalidOptionError(`Tensor parallelism runs on CUDA devices or the CPU, not on ${device} (${option})`, option);
+  }
+  return device === 'cuda' ? 'cuda:0' : device;
+}
 
 /** The built-in sizes whose official releases tie the head to the embedding table. */
 const TIED_SIZES: readonly ModelSize[] = ['0.6B', '1.7B', '4B'];

@@ -65,20 +65,31 @@ function modelName(c: Qwen3Config): string {
 
 /**
  * Refuses, with the numbers, a load whose weights and a generation of LOAD_CONTEXT_TOKENS
- * cannot fit the device's free memory (host RAM for the CPU), instead of failing half-way
- * through the load or being killed. Devices that report no free memory are not checked.
+ * cannot fit a device's free memory (host RAM for the CPU), instead of failing half-way
+ * through the load or being killed. Devices that report no free memory are not checked. With
+ * several devices (tensor parallelism) each is checked for its share; CPU ranks share the host.
  */
-export function checkMemoryFits(c: Qwen3Config, dtype: Dtype, device: string, tied: boolean): void {
-  const free = device === 'cpu' ? freemem() : native().memoryStats(device)?.freeBytes ?? null;
-  const problem = free === null ? null : memoryShortfall(c, dtype, tied, device, free);
-  if (problem) throw new Error(problem);
+export function checkMemoryFits(c: Qwen3Config, dtype: Dtype, devices: readonly string[], tied: boolean): void {
+  const world = devices.length;
+  for (const device of new Set(devices)) {
+    const free = device === 'cpu' ? freemem() : native().memoryStats(device)?.freeBytes ?? null;
+    const sharing = device === 'cpu' ? world : 1;  // ranks on one host all take its RAM
+    const problem = free === null ? null : memoryShortfall(c, dtype, tied, device, free / sharing, world);
+    if (problem) throw new Error(problem);
+  }
 }
 
-/** Why a load cannot fit `free` bytes of `device`, or null when it fits. */
-export function memoryShortfall(c: Qwen3Config, dtype: Dtype, tied: boolean, device: string, free: number): string | null {
+/**
+ * Why a load cannot fit `free` bytes of `device`, or null when it fits. One rank of `world`
+ * holds the whole weights while it loads (it reads them, then keeps its share), then its share
+ * of the weights and of the KV cache.
+ */
+export function memoryShortfall(c: Qwen3Config, dtype: Dtype, tied: boolean, device: string, free: number, world = 1): string | null {
   const tokens = Math.min(c.context_length, LOAD_CONTEXT_TOKENS);
   const need = estimateGenerationMemory(c, dtype, { batch: 1, tokens, passTokens: Math.min(tokens, 512) }, tied);
-  if (need.total <= free) return null;
-  return `${modelName(c)} in ${dtype} needs ${formatGB(need.total)} (weights ${formatGB(need.weights)}, KV cache for ${tokens} tokens ${formatGB(need.kvCache)}); `
+  const total = world === 1 ? need.total : need.weights * (1 + 1 / world) + (need.kvCache + need.activations) / world + need.logits;
+  if (total <= free) return null;
+  const share = world === 1 ? '' : ` as one of ${world} tensor-parallel ranks (the whole weights while loading, then its share)`;
+  return `${modelName(c)} in ${dtype} needs ${formatGB(total)}${share} (weights ${formatGB(need.weights)}, KV cache for ${tokens} tokens ${formatGB(need.kvCache)}); `
     + `${device} has ${formatGB(free)} free`;
 }

@@ -161,6 +161,24 @@ void ParseRandomWeights(const Napi::Object& o, LoadRequest& r) {
   r.seed = static_cast<uint64_t>(IntegerField(value.As<Napi::Object>(), "seed", 0, (int64_t(1) << 53) - 1, "randomWeights."));
 }
 
+// devices: absent or null (one device), or the tensor-parallel ranks' devices, at least two.
+void ParseDevices(const Napi::Object& o, LoadRequest& r) {
+  const Napi::Value value = o.Get("devices");
+  if (value.IsUndefined() || value.IsNull()) return;
+  if (!value.IsArray() || value.As<Napi::Array>().Length() < 2 || value.As<Napi::Array>().Length() > 64) {
+    Fail(o.Env(), "array of 2 to 64 device names", "devices", value);
+  }
+  const Napi::Array list = value.As<Napi::Array>();
+  for (uint32_t i = 0; i < list.Length(); ++i) {
+    const Napi::Value d = list.Get(i);
+    if (!d.IsString()) Fail(o.Env(), "string", "devices[" + std::to_string(i) + "]", d);
+    r.devices.push_back(d.As<Napi::String>().Utf8Value());
+  }
+  r.device = r.devices.front();
+  const Napi::Value timeout = o.Get("collectiveTimeoutMs");
+  if (!timeout.IsUndefined()) r.collective_timeout_ms = IntegerField(o, "collectiveTimeoutMs", 1, int64_t(1) << 31);
+}
+
 }  // namespace
 
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
@@ -176,6 +194,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   r.config = ParseConfig(o);
   ParseSafetensors(o, r);
   ParseRandomWeights(o, r);
+  ParseDevices(o, r);
   return QueueLoad(info.Env(), std::move(r));
 }
 
@@ -253,6 +272,10 @@ Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {
   Napi::Object out = Napi::Object::New(info.Env());
   // Fixed at load: safe to read while a step runs.
   out.Set("device", e->engine->device());
+  Napi::Array devices = Napi::Array::New(info.Env());
+  for (const std::string& d : e->engine->devices()) devices.Set(devices.Length(), d);
+  out.Set("devices", devices);
+  out.Set("transport", e->engine->transport());
   out.Set("dtype", e->engine->dtype());
   out.Set("parameterBytes", static_cast<double>(e->engine->parameter_bytes()));
   out.Set("compiled", e->engine->compiled());

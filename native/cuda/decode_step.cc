@@ -88,6 +88,7 @@ struct CudaDecoder::State {
   at::Tensor slots;      // (capacity,) int64: 0..capacity-1, compared with position for the mask
   at::Tensor cos, sin;   // (capacity, head_dim) float32
   at::Tensor logits;     // (batch, vocab) compute dtype
+  at::Tensor local_logits;  // (batch, vocab / world): this rank's rows of the head (tensor parallel)
   at::Tensor next;       // (batch,) int64
   at::Tensor history;    // (batch, kMaxChain) int64: the tokens of a chain of steps
   at::Tensor counter;    // (1,) int64: the chain's next column of history
@@ -120,6 +121,9 @@ struct CudaDecoder::State {
 
 #ifdef QWEN3_WITH_CUDA_KERNELS
   bool one_row() const { return batch == 1 && CudaDecodeOps::gemv_fits(config, dtype); }
+  // Batch 1 on one device starts from x_row and ends in the head kernel that also chains the
+  // step; a rank of a tensor-parallel model must gather the logits before the argmax instead.
+  bool row_input() const { return one_row() && !weights.ranks; }
 
   // The blocks through the decode kernels (cuda/decode_ops.h), then the head. Returns whether
   // it also ended the step for a chain (batch 1 does, in the head's kernel).
@@ -134,9 +138,10 @@ struct CudaDecoder::State {
     CudaDecodeOps ops(config, dtype, buffers, one_row);
     // (batch, emb_dim) residual stream: batch 1 starts from x_row, which set_inputs or the step
     // before wrote.
-    at::Tensor x = one_row ? x_row : at::embedding(weights.tok_emb, ids).view({batch, D});
+    const bool row_input = this->row_input();
+    at::Tensor x = row_input ? x_row : at::embedding(weights.tok_emb, ids).view({batch, D});
     run_blocks(weights, ops, x);
-    if (one_row) {
+    if (row_input) {
       // Final norm, the vocabulary head and argmax in one kernel; in a chain it also moves the
       // step on (as chain_step) and writes the next token's embedding into x_row.
       cuda::StepChain chain{ids.data_ptr<int64_t>(), position.data_ptr<int64_t>(), history.data_ptr<int64_t>(), counter.data_ptr<int64_t>(),
@@ -146,8 +151,16 @@ struct CudaDecoder::State {
                         head_done.data_ptr<int>(), next.data_ptr<int64_t>(), chained ? &chain : nullptr, stream);
       return true;
     }
-    // Final norm, the vocabulary head (cuBLAS) and argmax.
-    at::mm_out(logits, ops.norm(x, weights.final_norm), weights.out_head.t());
+    // Final norm and the vocabulary head (this rank's rows of it, gathered across ranks), then argmax.
+    at::Tensor& head = weights.ranks ? local_logits : logits;  // (batch, rows of the head)
+    if (one_row) {
+      cuda::gemv_argmax(dt, weights.out_head.data_ptr(), x.data_ptr(), weights.final_norm.data_ptr<float>(), head.data_ptr(),
+                        static_cast<int>(head.size(1)), static_cast<int>(D), eps, head_scratch.data_ptr<float>(), head_done.data_ptr<int>(),
+                        next.data_ptr<int64_t>(), nullptr, stream);
+    } else {
+      at::mm_out(head, ops.norm(x, weights.final_norm), weights.out_head.t());
+    }
+    if (weights.ranks) gather_vocab_into(weights, head, logits);
     next.copy_(at::argmax(logits, -1));
     return false;
   }
@@ -171,7 +184,7 @@ struct CudaDecoder::State {
     AtenOps ops(config, std::move(step));
     at::Tensor x = at::embedding(weights.tok_emb, ids).view({batch, config.emb_dim});  // (batch, emb_dim)
     run_blocks(weights, ops, x);
-    logits.copy_(ops.logits(x, weights.final_norm, weights.out_head));
+    logits.copy_(gather_vocab(weights, ops.logits(x, weights.final_norm, weights.out_head)));
     next.copy_(at::argmax(logits, -1));
   }
 
@@ -195,6 +208,7 @@ struct CudaDecoder::State {
     slots = at::arange(capacity, opts.dtype(at::kLong));
     std::tie(cos, sin) = rope.slice(0, capacity);
     logits = at::empty({batch, config.vocab_size}, opts.dtype(dtype));
+    local_logits = weights.ranks ? at::empty({batch, weights.out_head.size(0)}, opts.dtype(dtype)) : at::Tensor();
     next = at::empty({batch}, opts.dtype(at::kLong));
     history = at::zeros({batch, kMaxChain}, opts.dtype(at::kLong));
     counter = at::zeros({1}, opts.dtype(at::kLong));
@@ -205,7 +219,7 @@ struct CudaDecoder::State {
     done = at::zeros({batch, config.n_kv_groups}, opts.dtype(at::kInt));
     x_row = head_scratch = head_done = at::Tensor();
     if (fused_kernels(config) && one_row()) {
-      x_row = at::empty({1, config.emb_dim}, opts.dtype(dtype));
+      if (row_input()) x_row = at::empty({1, config.emb_dim}, opts.dtype(dtype));
       head_scratch = at::empty({static_cast<int64_t>(cuda::head_scratch_floats(static_cast<int>(config.vocab_size)))}, opts.dtype(at::kFloat));
       head_done = at::zeros({1}, opts.dtype(at::kInt));
     }

@@ -53,6 +53,7 @@ struct CudaSlotDecoder::State {
     int64_t batch = 0;
     at::Tensor ids, slots, positions;  // (batch,) int64 each: the step's inputs; padding rows at position -1
     at::Tensor logits;                 // (batch, vocab) compute dtype
+    at::Tensor local_logits;           // (batch, vocab / world): this rank's rows of the head (tensor parallel)
     at::Tensor partials;               // float32 scratch of the split attention (cuda::attention_partials_floats)
     at::Tensor done;                   // (batch, groups) int32 split counters, back to zero after each step
     // Batch 1 (GEMVs): the head's kernel with its argmax, as in a batch-1 decode step.
@@ -89,6 +90,7 @@ struct CudaSlotDecoder::State {
     b.slots = at::zeros({batch}, opts.dtype(at::kLong));
     b.positions = at::full({batch}, -1, opts.dtype(at::kLong));
     b.logits = at::empty({batch, config.vocab_size}, opts.dtype(dtype));
+    if (weights.ranks) b.local_logits = at::empty({batch, weights.out_head.size(0)}, opts.dtype(dtype));
     const auto floats = cuda::attention_partials_floats(static_cast<int>(batch), static_cast<int>(config.n_heads),
                                                         static_cast<int>(config.head_dim), static_cast<int>(capacity));
     b.partials = at::empty({static_cast<int64_t>(floats)}, opts.dtype(at::kFloat));
@@ -121,14 +123,17 @@ struct CudaSlotDecoder::State {
     CudaDecodeOps ops(config, dtype, buffers, gemv);
     at::Tensor x = at::embedding(weights.tok_emb, b.ids);  // (batch, emb_dim)
     run_blocks(weights, ops, x);
+    // The head: this rank's rows of it, gathered across ranks, when tensor parallel.
+    at::Tensor& head = weights.ranks ? b.local_logits : b.logits;  // (batch, rows of the head)
     if (gemv) {
       cuda::gemv_argmax(kernel_dtype(dtype), weights.out_head.data_ptr(), x.data_ptr(), weights.final_norm.data_ptr<float>(),
-                        b.logits.data_ptr(), static_cast<int>(config.vocab_size), static_cast<int>(config.emb_dim), static_cast<float>(kNormEps),
+                        head.data_ptr(), static_cast<int>(head.size(1)), static_cast<int>(config.emb_dim), static_cast<float>(kNormEps),
                         b.head_scratch.data_ptr<float>(), b.head_done.data_ptr<int>(), b.next.data_ptr<int64_t>(), nullptr,
                         c10::cuda::getCurrentCUDAStream().stream());
-      return;
+    } else {
+      at::mm_out(head, ops.norm(x, weights.final_norm), weights.out_head.t());
     }
-    at::mm_out(b.logits, ops.norm(x, weights.final_norm), weights.out_head.t());
+    if (weights.ranks) gather_vocab_into(weights, head, b.logits);
   }
 };
 

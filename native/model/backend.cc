@@ -49,7 +49,7 @@ at::Tensor prompt_logits(Backend backend, const ModelConfig& config, const Fused
   run_blocks(weights, *ops, x);
   // Logits of every position, or of each row's last.
   const at::Tensor h = all_logits ? x : x.view({batch, seq, D}).select(1, seq - 1);  // (batch * seq or batch, emb_dim)
-  return ops->logits(h, weights.final_norm, weights.out_head).view({batch, all_logits ? seq : 1, config.vocab_size});
+  return gather_vocab(weights, ops->logits(h, weights.final_norm, weights.out_head)).view({batch, all_logits ? seq : 1, config.vocab_size});
 }
 
 bool slot_kernels_enabled() {

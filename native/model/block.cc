@@ -1,8 +1,10 @@
 #include "model/block.h"
 
 #include <ATen/ops/cat.h>
+#include <ATen/ops/empty.h>
 
 #include "common/element_type.h"
+#include "parallel/collectives.h"
 
 namespace qwen3 {
 
@@ -30,7 +32,9 @@ FusedWeights FusedWeights::fuse(Weights&& w) {
 }
 
 int64_t FusedWeights::parameter_bytes() const {
-  int64_t total = tok_emb.nbytes() + final_norm.nbytes() + (out_head.is_same(tok_emb) ? 0 : out_head.nbytes());
+  // A tied head is the embedding table or, on one rank, a slice of it.
+  const bool tied = out_head.defined() && out_head.storage().is_alias_of(tok_emb.storage());
+  int64_t total = tok_emb.nbytes() + final_norm.nbytes() + (tied ? 0 : out_head.nbytes());
   for (const FusedBlock& b : blocks) {
     for (const at::Tensor* t : {&b.w_qkv, &b.out_proj, &b.q_norm, &b.k_norm, &b.w_gate_up, &b.fc3, &b.norm1, &b.norm2}) {
       if (t->defined()) total += static_cast<int64_t>(t->nbytes());
@@ -43,6 +47,37 @@ int kernel_dtype(at::ScalarType dtype) {
   return dtype == at::kFloat ? kFloat32 : dtype == at::kBFloat16 ? kBFloat16 : kFloat16;
 }
 
+at::Tensor gather_vocab(const FusedWeights& weights, const at::Tensor& local) {
+  if (!weights.ranks) return local;
+  at::Tensor full = at::empty({local.size(0), local.size(1) * weights.ranks->world()}, local.options());
+  gather_vocab_into(weights, local, full);
+  return full;
+}
+
+void gather_vocab_into(const FusedWeights& weights, const at::Tensor& local, at::Tensor& full) {
+  const int64_t world = weights.ranks->world(), rows = local.size(0), part = local.size(1);
+  const at::Tensor mine = local.contiguous();
+  if (rows == 1) {
+    weights.ranks->all_gather(full, mine);  // one row: rank-major is the vocabulary's order
+    return;
+  }
+  at::Tensor parts = at::empty({world, rows, part}, local.options());  // (world, rows, vocab / world)
+  weights.ranks->all_gather(parts, mine);
+  full.view({rows, world, part}).copy_(parts.permute({1, 0, 2}));
+}
+
+namespace {
+
+// x += input w^T. With ranks, w holds this rank's columns (row-parallel): rank 0 adds its part to
+// the residual stream, the others start from zero, and the sum across ranks is x plus every part.
+void add_projection(const FusedWeights& weights, BlockOps& ops, at::Tensor& x, const at::Tensor& input, const at::Tensor& w) {
+  if (weights.ranks && weights.ranks->rank() != 0) x.zero_();
+  ops.linear_add(x, input, w);
+  if (weights.ranks) weights.ranks->all_reduce_sum(x);
+}
+
+}  // namespace
+
 void run_blocks(const FusedWeights& weights, BlockOps& ops, at::Tensor& x) {
   for (size_t l = 0; l < weights.blocks.size(); ++l) {
     const FusedBlock& w = weights.blocks[l];
@@ -51,11 +86,11 @@ void run_blocks(const FusedWeights& weights, BlockOps& ops, at::Tensor& x) {
     // Per-head norm and RoPE, the KV cache, attention.
     const at::Tensor context = ops.attention(static_cast<int64_t>(l), qkv, w);  // (rows, heads * hd)
     // Output projection onto the residual stream.
-    ops.linear_add(x, context, w.out_proj);
+    add_projection(weights, ops, x, context, w.out_proj);
     // SwiGLU feed-forward: gate and up in one product of the normed stream, SiLU(gate) * up.
     const at::Tensor act = ops.swiglu(x, w);  // (rows, hidden_dim)
     // Down projection onto the residual stream.
-    ops.linear_add(x, act, w.fc3);
+    add_projection(weights, ops, x, act, w.fc3);
   }
 }
 

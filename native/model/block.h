@@ -14,6 +14,8 @@
 
 namespace qwen3 {
 
+class Collectives;
+
 // One block's weights for the fast paths: Q/K/V and gate/up fused into one matrix each.
 struct FusedBlock {
   at::Tensor w_qkv;      // ((n_heads + 2 * n_kv_groups) * head_dim, emb_dim)
@@ -30,12 +32,21 @@ struct FusedWeights {
   at::Tensor tok_emb;  // (vocab_size, emb_dim)
   std::vector<FusedBlock> blocks;
   at::Tensor final_norm;  // (emb_dim,) float32
-  at::Tensor out_head;    // (vocab_size, emb_dim)
+  at::Tensor out_head;    // (vocab_size, emb_dim); one rank's (vocab_size / world, emb_dim)
+  // Tensor parallelism (parallel/shard.h): how this rank's partial results meet the other
+  // ranks'. Null: the whole model on one device.
+  Collectives* ranks = nullptr;
 
   // Takes the eager weights apart: each unfused matrix is freed as soon as it is copied.
   static FusedWeights fuse(Weights&& weights);
   int64_t parameter_bytes() const;
 };
+
+// The logits of the whole vocabulary from the head's rows that this rank holds:
+// local (rows, vocab / world) -> (rows, vocab), the same on every rank. Without ranks, local.
+at::Tensor gather_vocab(const FusedWeights& weights, const at::Tensor& local);
+// The same into `full` (rows, vocab), contiguous (a fixed buffer of a CUDA graph).
+void gather_vocab_into(const FusedWeights& weights, const at::Tensor& local, at::Tensor& full);
 
 // The element type code of the fused kernels (common/element_type.h) for a tensor dtype.
 int kernel_dtype(at::ScalarType dtype);
@@ -56,7 +67,8 @@ class BlockOps {
   virtual at::Tensor swiglu(const at::Tensor& x, const FusedBlock& w) = 0;
 };
 
-// Every block of the model over the residual stream x (rows, emb_dim), in place.
+// Every block of the model over the residual stream x (rows, emb_dim), in place. With ranks, the
+// output and down projections are summed across them (x is the same on every rank after each).
 void run_blocks(const FusedWeights& weights, BlockOps& ops, at::Tensor& x);
 
 }  // namespace qwen3

@@ -22,6 +22,9 @@
 #include "model/sampling.h"
 #include "model/slot_step.h"
 #include "model/weights.h"
+#include "parallel/collectives.h"
+#include "parallel/rank_threads.h"
+#include "parallel/shard.h"
 #include "platform/device.h"
 
 namespace qwen3 {
@@ -37,7 +40,8 @@ at::ScalarType parse_dtype(const std::string& name) {
 }  // namespace
 
 struct Qwen3Engine::Impl {
-  ModelConfig config;
+  ModelConfig config;       // what this rank runs: the whole model, or its share of the heads and hidden units
+  ModelConfig full_config;  // the whole model's
   std::string device_name, dtype_name;
   c10::Device device;
   at::ScalarType dtype;
@@ -61,18 +65,23 @@ struct Qwen3Engine::Impl {
     return *slot_steps;
   }
 
-  Impl(const LoadRequest& r, c10::Device dev, at::ScalarType dt)
-      : config(r.config), device_name(r.device), dtype_name(r.dtype), device(dev), dtype(dt),
-        cache(r.config.n_layers, r.config.n_kv_groups, r.config.head_dim, r.config.context_length),
-        rope(r.config.head_dim, r.config.rope_base, r.config.context_length, dev), backend(choose_backend(dev, r.config, r.compile)),
+  // One rank of `world` (ranks: its collectives), or the whole model when world is 1. A rank
+  // always runs the fast block, whose products it splits.
+  Impl(const LoadRequest& r, c10::Device dev, at::ScalarType dt, int world = 1, Collectives* ranks = nullptr)
+      : config(world > 1 ? shard_config(r.config, world) : r.config), full_config(r.config), device_name(dev.str()), dtype_name(r.dtype),
+        device(dev), dtype(dt), cache(config.n_layers, config.n_kv_groups, config.head_dim, config.context_length),
+        rope(config.head_dim, config.rope_base, config.context_length, dev), backend(choose_backend(dev, config, r.compile || world > 1)),
         compiled(r.compile) {
+    const c10::DeviceGuard on_device(dev);
     Weights w = load_weights(r, dt, dev);
+    if (world > 1) w = shard_weights(std::move(w), r.config, ranks->rank(), world);
     if (backend == Backend::Reference) {
       reference = std::make_unique<ReferenceForward>(config, std::move(w), dev, dt);
       return;
     }
     const auto t0 = std::chrono::steady_clock::now();
     fast = std::make_unique<FusedWeights>(FusedWeights::fuse(std::move(w)));
+    fast->ranks = ranks;
     if (CudaDecoder::supported(dev)) graph = std::make_unique<CudaDecoder>(config, *fast, cache, dev, dt, /*use_graphs=*/r.compile);
     if (r.compile) compile_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
@@ -204,23 +213,103 @@ struct Qwen3Engine::Impl {
   }
 };
 
+// The other ranks of a tensor-parallel model: their engines, threads and collectives.
+struct Qwen3Engine::Ranks {
+  std::vector<std::string> devices;
+  std::unique_ptr<CollectiveGroup> group;
+  std::vector<std::unique_ptr<Collectives>> collectives;  // (world,)
+  std::vector<std::unique_ptr<Impl>> impls;              // ranks 1..world-1 (rank 0 is impl_)
+  std::unique_ptr<RankThreads> threads;
+  std::string failure;  // set once a rank failed mid-step: the ranks may no longer agree
+
+  Impl& rank(int r, Impl& first) { return r == 0 ? first : *impls[static_cast<size_t>(r - 1)]; }
+
+  // Runs fn on every rank. A request that one rank refuses, every rank refuses in the same way
+  // before any collective (they hold the same state); any other failure may leave the others
+  // waiting in a collective, so it aborts them, and the model refuses further steps.
+  void run(const std::function<void(int)>& fn) {
+    if (!failure.empty()) {
+      throw std::runtime_error("A rank of this tensor-parallel model failed (" + failure + "); load the model again");
+    }
+    threads->run(fn, [this](std::exception_ptr error) {
+      try {
+        std::rethrow_exception(error);
+      } catch (const std::invalid_argument&) {
+        return;
+      } catch (const std::exception& e) {
+        failure = e.what();
+      } catch (...) {
+        failure = "unknown error";
+      }
+      for (auto& c : collectives) {
+        if (c) c->abort();
+      }
+    });
+  }
+};
+
 std::unique_ptr<Qwen3Engine> Qwen3Engine::load(const LoadRequest& request) {
   c10::InferenceMode guard;
-  check_device(request.device);
   const at::ScalarType dtype = parse_dtype(request.dtype);
-  auto impl = std::make_unique<Impl>(request, c10::Device(request.device), dtype);
-  return std::unique_ptr<Qwen3Engine>(new Qwen3Engine(std::move(impl)));
+  const auto world = static_cast<int>(request.devices.size());
+  if (world <= 1) {
+    check_device(request.device);
+    auto impl = std::make_unique<Impl>(request, c10::Device(request.device), dtype);
+    return std::unique_ptr<Qwen3Engine>(new Qwen3Engine(std::move(impl), nullptr));
+  }
+  check_shardable(request.config, world);
+  for (const std::string& d : request.devices) check_device(d);
+  auto ranks = std::make_unique<Ranks>();
+  ranks->devices = request.devices;
+  ranks->group = CollectiveGroup::create(request.devices, request.collective_timeout_ms);
+  ranks->collectives.resize(static_cast<size_t>(world));
+  ranks->impls.resize(static_cast<size_t>(world - 1));
+  ranks->threads = std::make_unique<RankThreads>(world);
+  std::unique_ptr<Impl> first;
+  // Each rank loads its share on its own thread, where its collectives are made.
+  ranks->run([&](int r) {
+    c10::InferenceMode rank_guard;
+    const c10::Device device(request.devices[static_cast<size_t>(r)]);
+    const c10::DeviceGuard on_device(device);
+    ranks->collectives[static_cast<size_t>(r)] = ranks->group->join(r);
+    auto impl = std::make_unique<Impl>(request, device, dtype, world, ranks->collectives[static_cast<size_t>(r)].get());
+    (r == 0 ? first : ranks->impls[static_cast<size_t>(r - 1)]) = std::move(impl);
+  });
+  return std::unique_ptr<Qwen3Engine>(new Qwen3Engine(std::move(first), std::move(ranks)));
 }
 
-Qwen3Engine::Qwen3Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Qwen3Engine::~Qwen3Engine() = default;
+Qwen3Engine::Qwen3Engine(std::unique_ptr<Impl> impl, std::unique_ptr<Ranks> ranks) : impl_(std::move(impl)), ranks_(std::move(ranks)) {}
+
+Qwen3Engine::~Qwen3Engine() {
+  if (!ranks_) return;
+  // The ranks' engines go first, then each rank ends its collectives on its own thread, all at
+  // once (ending a NCCL communicator may wait for the other ranks to end theirs).
+  ranks_->impls.clear();
+  impl_.reset();
+  try {
+    ranks_->threads->run([&](int r) { ranks_->collectives[static_cast<size_t>(r)].reset(); }, [](std::exception_ptr) {});
+  } catch (...) {
+  }
+}
+
+void Qwen3Engine::every_rank(const std::function<void(Impl&, bool)>& fn) {
+  if (!ranks_) return fn(*impl_, true);
+  ranks_->run([&](int r) {
+    c10::InferenceMode guard;
+    fn(ranks_->rank(r, *impl_), r == 0);
+  });
+}
 
 // Runs one step, bracketed for an external profiler when QWEN3_PROFILE asks for it (platform/device.h).
 StepResult Qwen3Engine::profiled(const char* what, const StepRequest& request, StepKind kind) {
-  if (!profile_wanted(what)) return impl_->run(request, kind);
-  profiler_range(impl_->device_name, true);
-  StepResult out = impl_->run(request, kind);
-  profiler_range(impl_->device_name, false);
+  const bool profile = profile_wanted(what);
+  if (profile) profiler_range(impl_->device_name, true);
+  StepResult out;
+  every_rank([&](Impl& impl, bool first) {
+    StepResult mine = impl.run(request, kind);
+    if (first) out = std::move(mine);
+  });
+  if (profile) profiler_range(impl_->device_name, false);
   return out;
 }
 
@@ -236,36 +325,69 @@ StepResult Qwen3Engine::decode_steps(const StepRequest& request) {
   if (request.seq != 1) throw std::invalid_argument("decode_steps takes exactly one token per row");
   if (impl_->cache.length() == 0) throw std::invalid_argument("decode_steps needs a prefilled KV cache: call prefill first");
   if (request.logits != LogitsMode::None) throw std::invalid_argument("decode_steps returns no logits: use decode for them");
-  return impl_->run_steps(request);
-}
-
-StepResult Qwen3Engine::forward_uncached(const StepRequest& request) { return impl_->run(request, StepKind::Uncached); }
-
-SlotStepResult Qwen3Engine::slot_step(const SlotStepRequest& request) {
-  if (!profile_wanted("slot_step")) return impl_->slots().step(request);
-  profiler_range(impl_->device_name, true);
-  SlotStepResult out = impl_->slots().step(request);
-  profiler_range(impl_->device_name, false);
+  StepResult out;
+  every_rank([&](Impl& impl, bool first) {
+    StepResult mine = impl.run_steps(request);
+    if (first) out = std::move(mine);
+  });
   return out;
 }
 
-void Qwen3Engine::copy_slot(const CopySlotRequest& request) { impl_->slots().copy(request); }
+StepResult Qwen3Engine::forward_uncached(const StepRequest& request) { return profiled("forward", request, StepKind::Uncached); }
+
+SlotStepResult Qwen3Engine::slot_step(const SlotStepRequest& request) {
+  const bool profile = profile_wanted("slot_step");
+  if (profile) profiler_range(impl_->device_name, true);
+  SlotStepResult out;
+  every_rank([&](Impl& impl, bool first) {
+    SlotStepResult mine = impl.slots().step(request);
+    if (first) out = std::move(mine);
+  });
+  if (profile) profiler_range(impl_->device_name, false);
+  return out;
+}
+
+void Qwen3Engine::copy_slot(const CopySlotRequest& request) {
+  every_rank([&](Impl& impl, bool) { impl.slots().copy(request); });
+}
 
 void Qwen3Engine::reset_cache(bool release) {
-  impl_->cache.reset(release);
-  impl_->row_pad.clear();
-  if (release && impl_->slot_steps) impl_->slot_steps->release();
+  every_rank([&](Impl& impl, bool) {
+    impl.cache.reset(release);
+    impl.row_pad.clear();
+    if (release && impl.slot_steps) impl.slot_steps->release();
+  });
 }
 
 int64_t Qwen3Engine::cache_length() const { return impl_->cache.length(); }
 int64_t Qwen3Engine::cache_capacity() const { return impl_->cache.capacity(); }
-int64_t Qwen3Engine::slot_cache_bytes() const { return impl_->slot_steps ? impl_->slot_steps->bytes() : 0; }
-const ModelConfig& Qwen3Engine::config() const { return impl_->config; }
+
+int64_t Qwen3Engine::slot_cache_bytes() const {
+  int64_t total = impl_->slot_steps ? impl_->slot_steps->bytes() : 0;
+  if (ranks_) {
+    for (const auto& impl : ranks_->impls) total += impl->slot_steps ? impl->slot_steps->bytes() : 0;
+  }
+  return total;
+}
+
+const ModelConfig& Qwen3Engine::config() const { return impl_->full_config; }
 const std::string& Qwen3Engine::device() const { return impl_->device_name; }
+
+const std::vector<std::string>& Qwen3Engine::devices() const {
+  static const std::vector<std::string> none;
+  return ranks_ ? ranks_->devices : none;
+}
+
+const char* Qwen3Engine::transport() const { return ranks_ ? ranks_->group->transport() : ""; }
 const std::string& Qwen3Engine::dtype() const { return impl_->dtype_name; }
 
 int64_t Qwen3Engine::parameter_bytes() const {
-  return impl_->reference ? impl_->reference->parameter_bytes() : impl_->fast->parameter_bytes();
+  const auto bytes = [](const Impl& impl) { return impl.reference ? impl.reference->parameter_bytes() : impl.fast->parameter_bytes(); };
+  int64_t total = bytes(*impl_);
+  if (ranks_) {
+    for (const auto& impl : ranks_->impls) total += bytes(*impl);
+  }
+  return total;
 }
 
 bool Qwen3Engine::compiled() const { return impl_->compiled; }

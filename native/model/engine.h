@@ -2,8 +2,10 @@
 // so the N-API files that include it compile quickly.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "model/step.h"
 
@@ -12,6 +14,8 @@ namespace qwen3 {
 class Qwen3Engine {
  public:
   // Reads and checks the checkpoint, then moves the weights to the device. Slow: call off the JS thread.
+  // With several request.devices, each holds one rank's share of a tensor-parallel model
+  // (parallel/shard.h), every step runs on all of them at once, and the answers are rank 0's.
   static std::unique_ptr<Qwen3Engine> load(const LoadRequest& request);
   ~Qwen3Engine();
 
@@ -41,7 +45,11 @@ class Qwen3Engine {
   int64_t slot_cache_bytes() const;
   const ModelConfig& config() const;
   const std::string& device() const;
+  // Every device the model runs on (one, or the ranks' in order), and how the ranks talk ("" for one device).
+  const std::vector<std::string>& devices() const;
+  const char* transport() const;
   const std::string& dtype() const;
+  // Bytes of weights on all devices together.
   int64_t parameter_bytes() const;
   bool compiled() const;
   // Seconds spent fusing weights and capturing CUDA graphs so far.
@@ -50,9 +58,13 @@ class Qwen3Engine {
 
  private:
   struct Impl;
-  explicit Qwen3Engine(std::unique_ptr<Impl> impl);
+  struct Ranks;
+  Qwen3Engine(std::unique_ptr<Impl> impl, std::unique_ptr<Ranks> ranks);
   StepResult profiled(const char* what, const StepRequest& request, StepKind kind);
-  std::unique_ptr<Impl> impl_;
+  // Calls fn on every rank's engine at once (fn(impl, true) for rank 0, whose results are the answer).
+  void every_rank(const std::function<void(Impl&, bool)>& fn);
+  std::unique_ptr<Impl> impl_;    // rank 0 (the only one on one device)
+  std::unique_ptr<Ranks> ranks_;  // the other ranks, their threads and collectives; null on one device
 };
 
 }  // namespace qwen3

@@ -101,7 +101,7 @@ at::Tensor SlotSteps::decode_rows(const std::vector<int64_t>& slots, const std::
   const at::Tensor tokens = at::from_blob(host_ids.data(), {rows}, at::kInt).to(m_.device, at::kLong);
   at::Tensor x = at::embedding(m_.fast->tok_emb, tokens);  // (rows, emb_dim)
   run_blocks(*m_.fast, *ops, x);
-  return ops->logits(x, m_.fast->final_norm, m_.fast->out_head);  // (rows, vocab)
+  return gather_vocab(*m_.fast, ops->logits(x, m_.fast->final_norm, m_.fast->out_head));  // (rows, vocab)
 }
 
 std::vector<at::Tensor> SlotSteps::run_rows(const SlotStepRequest& r) {

@@ -27,6 +27,10 @@ struct LoadRequest {
   std::string path;    // a torch.save(state_dict) checkpoint, or the Hugging Face model folder (for messages)
   ModelConfig config;
   std::string device;  // "cpu", "cuda", "cuda:1", "mps", "xpu" (already resolved from "auto")
+  // Tensor parallelism: one rank per device, in rank order (all CUDA, or "cpu" repeated for
+  // ranks that are threads of this process); `device` is then devices[0]. Empty or one: one device.
+  std::vector<std::string> devices;
+  int64_t collective_timeout_ms = 600000;  // how long a rank waits for the others in a collective
   std::string dtype;   // compute dtype: "float32", "bfloat16" or "float16"
   bool compile = false;  // fused weights, SDPA, CUDA graphs for decode steps
   // Safetensors files and every tensor in them (Hugging Face layout); empty: `path` is a .pth.

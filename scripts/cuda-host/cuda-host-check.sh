@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The CUDA host recipe: build the addon against the host's libtorch, make and check the CUDA
 # prebuild, run the test suite with the parity tests on the GPU, the full-size (random
-# Qwen3-0.6B) checks, Hugging Face folders and load speed, the device-memory leak check, a
-# per-kernel profile and the bench.
+# Qwen3-0.6B) checks, Hugging Face folders and load speed, tensor parallelism over two GPUs, the
+# device-memory leak check, a per-kernel profile and the bench.
 # On a host with CUDA PyTorch and no network, after packing Node (../shared/tools/pack-cuda-host.sh):
 #   source .cuda-host/setup.sh && bash scripts/cuda-host/cuda-host-check.sh [PHASE...]
-# PHASE: prebuild tests serve fullsize hf load leak profile bench (default: all); the build always runs first.
+# PHASE: prebuild tests serve fullsize hf load tp leak profile bench (default: all but tp, which needs two GPUs); the build always runs first.
 # Logs go to $OUT (default ./cuda-host-logs).
 set -uo pipefail
 OUT=${OUT:-$PWD/cuda-host-logs}
@@ -103,6 +103,19 @@ if want load; then
   HF_DIR=/tmp/qwen3-hf-8B
   [ -f $HF_DIR/reference.json ] || step hf-folder-8B "$PYTHON" scripts/python/make_hf_random.py --size 8B --out $HF_DIR --reference 20 --device cuda
   step load-check node scripts/cuda-host/load_check.mjs --dir $HF_DIR --device cuda --random-size 32B --tokens 20
+fi
+# Tensor parallelism over two GPUs (kind nvidia-h200-x2): the tests with NCCL ranks against one
+# GPU, the split model's float32 tokens and bf16 logits against one GPU for the 0.6B and 8B shapes
+# (TP_SIZES), then the bench with one GPU beside two (TP_BENCH_SIZES, random bf16 weights made on
+# the devices): batch 1, batch 32 and a 2,048-token prefill.
+if want tp; then
+  QWEN3_TEST_DEVICE=cuda:0 QWEN3_TEST_DEVICES=cuda:0,cuda:1 step tp-tests npx vitest run test/tensor-parallel.test.ts
+  step tp-check node scripts/cuda-host/tensor_parallel_check.mjs --sizes ${TP_SIZES:-0.6B,8B}
+  export OUT
+  for size in ${TP_BENCH_SIZES:-8B 32B}; do
+    step tp-bench-$size bash -c 'node dist/cli.js bench --random-weights --size '$size' --dtype bfloat16 --device cuda:0 cuda:0,cuda:1 --rows "KV cache compiled" --batches 1,32 --prefill 2048 --new-tokens 100 --runs 3 --json > "$OUT/tp-bench-'$size'.json"'
+    node -e "console.log(require('./dist/bench.js').formatBenchReport(require(process.env.OUT + '/tp-bench-$size.json')))" | tee "$OUT/tp-bench-$size.md"
+  done
 fi
 if want leak; then
   for mode in "" --compile; do

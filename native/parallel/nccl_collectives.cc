@@ -1,0 +1,90 @@
+// Collectives between CUDA devices through NCCL, as PyTorch's own distributed package runs them:
+// one c10d::ProcessGroupNCCL per rank, the ranks meeting through a c10d::HashStore (threads of
+// this process). The collectives are queued on the current stream's device and joined back to it
+// without blocking the host, so a decode step that contains them is still captured as one CUDA
+// graph. Built only where libtorch has CUDA and the NCCL headers were found (USE_C10D_NCCL).
+#include <stdexcept>
+
+#include "parallel/collectives.h"
+
+#ifdef USE_C10D_NCCL
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+namespace qwen3 {
+
+#ifdef USE_C10D_NCCL
+
+namespace {
+
+class NcclCollectives : public Collectives {
+ public:
+  NcclCollectives(int rank, int world, c10::intrusive_ptr<c10d::ProcessGroupNCCL> group)
+      : Collectives(rank, world), group_(std::move(group)) {}
+  // Ends the communicator as destroy_process_group() would (each rank's on its own thread, all
+  // at once: see Qwen3Engine's destructor); a group that already failed is past caring.
+  ~NcclCollectives() override {
+    try {
+      group_->shutdown();
+    } catch (...) {
+    }
+  }
+
+  void all_reduce_sum(at::Tensor& x) override {
+    std::vector<at::Tensor> tensors{x};
+    group_->allreduce(tensors)->wait();
+  }
+
+  void all_gather(at::Tensor& out, const at::Tensor& in) override {
+    at::Tensor input = in;
+    group_->_allgather_base(out, input)->wait();
+  }
+
+  void abort() override { group_->abort(); }
+
+ private:
+  c10::intrusive_ptr<c10d::ProcessGroupNCCL> group_;
+};
+
+class NcclGroup : public CollectiveGroup {
+ public:
+  NcclGroup(int world, int64_t timeout_ms) : world_(world), timeout_ms_(timeout_ms), store_(c10::make_intrusive<c10d::HashStore>()) {
+    store_->setTimeout(std::chrono::milliseconds(timeout_ms));
+  }
+
+  std::unique_ptr<Collectives> join(int rank) override {
+    auto options = c10d::ProcessGroupNCCL::Options::create();
+    options->timeout = std::chrono::milliseconds(timeout_ms_);
+    auto group = c10::make_intrusive<c10d::ProcessGroupNCCL>(store_, rank, world_, options);
+    return std::make_unique<NcclCollectives>(rank, world_, std::move(group));
+  }
+  const char* transport() const override { return "nccl"; }
+
+ private:
+  int world_;
+  int64_t timeout_ms_;
+  c10::intrusive_ptr<c10d::HashStore> store_;
+};
+
+}  // namespace
+
+bool nccl_available() { return true; }
+
+std::unique_ptr<CollectiveGroup> make_nccl_group(const std::vector<std::string>& devices, int64_t timeout_ms) {
+  return std::make_unique<NcclGroup>(static_cast<int>(devices.size()), timeout_ms);
+}
+
+#else
+
+bool nccl_available() { return false; }
+
+std::unique_ptr<CollectiveGroup> make_nccl_group(const std::vector<std::string>&, int64_t) {
+  throw std::invalid_argument(
+      "Tensor parallelism over CUDA devices needs NCCL, and this build of qwen3-torch has none (a CPU-only libtorch, or a CUDA "
+      "libtorch whose NCCL headers were not found at build time: pip install nvidia-nccl-cu13 and rebuild)");
+}
+
+#endif
+
+}  // namespace qwen3
