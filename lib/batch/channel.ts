@@ -44,10 +44,14 @@ export class Channel<T, Outcome> implements AsyncIterable<T> {
     this.#notify();
   }
 
+  // The reader resumes in a later turn of the event loop, not in this one's microtasks: the
+  // scheduler, which pushes every row's token after a step, then starts the next model step
+  // before the readers' work (detokenizing, writing to sockets) runs, and that work overlaps the
+  // step instead of delaying it.
   #notify(): void {
     const wake = this.#wake;
     this.#wake = null;
-    wake?.();
+    if (wake) setImmediate(wake);
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<T> {
