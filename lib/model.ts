@@ -195,7 +195,16 @@ export class Qwen3Model {
     return this.#handle().info().graphCaptures;
   }
 
-  /** Bytes of weights on the device. */
+  /**
+   * Slot steps that the engine ran before they were asked for (after a step whose rows all
+   * decode greedily, the one that would follow it), and how many of them served the request that
+   * came, whole or in part. On by default on CUDA; QWEN3_SLOT_SPECULATION=1 or 0 forces it.
+   */
+  get slotSpeculation(): { run: number; used: number } {
+    return this.#handle().info().slotSpeculation;
+  }
+
+  /** Bytes of weights on all its devices together. */
   get parameterBytes(): number {
     return this.#handle().info().parameterBytes;
   }

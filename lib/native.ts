@@ -151,6 +151,11 @@ export interface NativeModel {
     compiled: boolean;
     compileSeconds: number;
     graphCaptures: number;
+    /**
+     * Slot steps run ahead of being asked for (greedy decode rows fed their own tokens), and how
+     * many of them served the request that followed, whole or in part.
+     */
+    slotSpeculation: { run: number; used: number };
   };
   dispose(): void;
 }

@@ -31,6 +31,14 @@ void EngineThread::run(const std::function<void()>& task) {
   done.get();
 }
 
+void EngineThread::post(const std::function<void()>& task) {
+  {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    tasks_.push(std::packaged_task<void()>(task));
+  }
+  wake_.notify_one();
+}
+
 void EngineThread::loop() {
   for (;;) {
     std::packaged_task<void()> job;

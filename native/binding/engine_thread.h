@@ -22,6 +22,9 @@ class EngineThread {
 
   // Runs `task` on the engine thread and waits for it; its exception is rethrown here.
   void run(const std::function<void()>& task);
+  // Queues `task` to run on the engine thread after what is queued now, without waiting. It
+  // must not throw (an exception is dropped).
+  void post(const std::function<void()>& task);
 
  private:
   void loop();

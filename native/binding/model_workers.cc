@@ -19,6 +19,8 @@ void EngineStatus::Refresh(const Qwen3Engine& engine) {
   v.slot_cache_bytes = engine.slot_cache_bytes();
   v.compile_seconds = engine.compile_seconds();
   v.graph_captures = engine.graph_captures();
+  v.speculated_slot_steps = engine.speculated_slot_steps();
+  v.used_speculated_slot_steps = engine.used_speculated_slot_steps();
   std::lock_guard<std::mutex> lock(mutex_);
   values_ = v;
 }
@@ -58,16 +60,24 @@ class EngineWorker : public PromiseWorker {
   // The work itself, on the engine thread.
   virtual void Run(Qwen3Engine& engine) = 0;
 
+  // Work to queue on the engine thread once this call's own work succeeded, ahead of any later
+  // call (a slot step's speculation of the next one); empty: none. It runs after this worker
+  // may be gone, so it captures only the engine (which outlives its thread's queue).
+  virtual std::function<void()> Then(Qwen3Engine& engine) { return {}; }
+
   void Work() override {
     std::lock_guard<std::mutex> lock(engine_->mutex);
-    // The counters change even when a step fails half-way (a cache that grew), so refresh them
-    // on every way out.
-    struct RefreshOnExit {
-      EngineStatus& status;
-      const Qwen3Engine& engine;
-      ~RefreshOnExit() { status.Refresh(engine); }
-    } refresh{*status_, *engine_->engine};
-    engine_->thread.run([this] { Run(*engine_->engine); });
+    engine_->thread.run([this] {
+      // The counters change even when a step fails half-way (a cache that grew), so refresh them
+      // on every way out; on the engine thread, before anything queued after this call runs.
+      struct RefreshOnExit {
+        EngineStatus& status;
+        const Qwen3Engine& engine;
+        ~RefreshOnExit() { status.Refresh(engine); }
+      } refresh{*status_, *engine_->engine};
+      Run(*engine_->engine);
+      if (std::function<void()> then = Then(*engine_->engine)) engine_->thread.post(then);
+    });
   }
 
   void Finished() override { status_->StepSettled(); }
@@ -123,6 +133,9 @@ class SlotStepWorker : public EngineWorker {
 
  protected:
   void Run(Qwen3Engine& engine) override { result_ = engine.slot_step(request_); }
+  std::function<void()> Then(Qwen3Engine& engine) override {
+    return [&engine] { engine.speculate_slot_step(); };
+  }
 
   Napi::Value Result(Napi::Env env) override {
     Napi::Object out = Napi::Object::New(env);

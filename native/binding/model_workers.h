@@ -34,8 +34,9 @@ class EngineStatus {
     int64_t slot_cache_bytes = 0;
     double compile_seconds = 0;
     int graph_captures = 0;
+    int64_t speculated_slot_steps = 0, used_speculated_slot_steps = 0;
   };
-  // Call while holding the engine's mutex, or before any step can run.
+  // Call on the engine thread, or before any step can run.
   void Refresh(const Qwen3Engine& engine);
   Values Get() const;
 

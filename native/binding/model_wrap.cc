@@ -284,6 +284,10 @@ Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {
   out.Set("slotCacheBytes", static_cast<double>(s.slot_cache_bytes));
   out.Set("compileSeconds", s.compile_seconds);
   out.Set("graphCaptures", s.graph_captures);
+  Napi::Object speculation = Napi::Object::New(info.Env());
+  speculation.Set("run", static_cast<double>(s.speculated_slot_steps));
+  speculation.Set("used", static_cast<double>(s.used_speculated_slot_steps));
+  out.Set("slotSpeculation", speculation);
   return out;
 }
 

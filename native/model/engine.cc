@@ -347,6 +347,10 @@ SlotStepResult Qwen3Engine::slot_step(const SlotStepRequest& request) {
   return out;
 }
 
+void Qwen3Engine::speculate_slot_step() {
+  if (!ranks_ && impl_->slot_steps) impl_->slot_steps->speculate();
+}
+
 void Qwen3Engine::copy_slot(const CopySlotRequest& request) {
   every_rank([&](Impl& impl, bool) { impl.slots().copy(request); });
 }
@@ -369,6 +373,9 @@ int64_t Qwen3Engine::slot_cache_bytes() const {
   }
   return total;
 }
+
+int64_t Qwen3Engine::speculated_slot_steps() const { return impl_->slot_steps ? impl_->slot_steps->speculation().run_count() : 0; }
+int64_t Qwen3Engine::used_speculated_slot_steps() const { return impl_->slot_steps ? impl_->slot_steps->speculation().used_count() : 0; }
 
 const ModelConfig& Qwen3Engine::config() const { return impl_->full_config; }
 const std::string& Qwen3Engine::device() const { return impl_->device_name; }

@@ -34,6 +34,9 @@ class Qwen3Engine {
   // One step over sequence slots: each row continues its own slot from its own start
   // (model/slot_step.h). Independent of the batch steps' KV cache.
   SlotStepResult slot_step(const SlotStepRequest& request);
+  // Runs the slot step that the last one suggests will follow, so that a matching next call
+  // finds its outputs ready (model/slot_speculation.h). For the engine thread between calls.
+  void speculate_slot_step();
   // Slot `to` gets the first `length` tokens of slot `from`.
   void copy_slot(const CopySlotRequest& request);
 
@@ -43,6 +46,9 @@ class Qwen3Engine {
   int64_t cache_capacity() const;
   // Bytes allocated for the slots' keys and values.
   int64_t slot_cache_bytes() const;
+  // Slot steps speculated so far, and how many of them served a request.
+  int64_t speculated_slot_steps() const;
+  int64_t used_speculated_slot_steps() const;
   const ModelConfig& config() const;
   const std::string& device() const;
   // Every device the model runs on (one, or the ranks' in order), and how the ranks talk ("" for one device).

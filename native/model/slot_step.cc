@@ -36,7 +36,9 @@ void to_host(const at::Tensor& t, std::vector<float>& out) {
 
 SlotSteps::SlotSteps(const ModelParts& parts, bool use_graphs)
     : m_(parts), cache_(parts.config.n_layers, parts.config.n_kv_groups, parts.config.head_dim, parts.config.context_length),
-      kernels_(slot_kernels_enabled()) {
+      kernels_(slot_kernels_enabled()),
+      // A rank of a tensor-parallel model does not speculate: every rank would have to, in step.
+      speculate_(SlotSpeculation::wanted(parts.device.is_cuda()) && !(parts.fast && parts.fast->ranks)) {
   if (m_.fast && kernels_ && CudaSlotDecoder::supports(m_.backend)) {
     cuda_ = std::make_unique<CudaSlotDecoder>(m_.config, *m_.fast, cache_, m_.device, m_.dtype, use_graphs);
   }
@@ -133,6 +135,18 @@ std::vector<at::Tensor> SlotSteps::run_rows(const SlotStepRequest& r) {
 }
 
 SlotStepResult SlotSteps::step(const SlotStepRequest& r) {
+  if (!speculate_) return run_step(r);
+  std::optional<SlotStepResult> out = speculation_.take(r, cache_);
+  if (!out) out = run_step(r);
+  speculation_.plan(r, *out, m_.config.context_length);
+  return *std::move(out);
+}
+
+void SlotSteps::speculate() {
+  if (speculate_) speculation_.run([this](const SlotStepRequest& next) { return run_step(next); });
+}
+
+SlotStepResult SlotSteps::run_step(const SlotStepRequest& r) {
   c10::InferenceMode guard;
   const c10::DeviceGuard on_device(m_.device);
   const int64_t rows = r.rows();
@@ -210,6 +224,7 @@ SlotStepResult SlotSteps::results(const SlotStepRequest& r, const std::vector<at
 }
 
 void SlotSteps::copy(const CopySlotRequest& r) {
+  speculation_.discard(cache_);
   c10::InferenceMode guard;
   const c10::DeviceGuard on_device(m_.device);
   if (r.length > cache_.length(r.from)) {
@@ -226,6 +241,7 @@ void SlotSteps::copy(const CopySlotRequest& r) {
 }
 
 void SlotSteps::release() {
+  speculation_.discard(cache_);
   if (cuda_) cuda_->release();
   cache_.reset(/*release=*/true);
 }

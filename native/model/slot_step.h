@@ -14,6 +14,7 @@
 #include "model/config.h"
 #include "model/layers.h"
 #include "model/slot_cache.h"
+#include "model/slot_speculation.h"
 #include "model/step.h"
 
 namespace qwen3 {
@@ -40,16 +41,22 @@ class SlotSteps {
 
   // Checks the request against the slots (each start at most its slot's length), runs it and
   // chooses each row's next token. A step that fails leaves each of its slots at its start.
+  // The outputs may come from a step speculated before the request (model/slot_speculation.h).
   SlotStepResult step(const SlotStepRequest& request);
+  // Runs the step that the last one suggests will follow, if any (between calls, on the engine thread).
+  void speculate();
   void copy(const CopySlotRequest& request);
   // Empties every slot and frees the storage.
   void release();
 
   int64_t bytes() const { return cache_.bytes(); }
+  const SlotSpeculation& speculation() const { return speculation_; }
   double capture_seconds() const;
   int captures() const;
 
  private:
+  // The step as asked, without speculation.
+  SlotStepResult run_step(const SlotStepRequest& request);
   // Every row of a checked step into its slot, each slot's length then past its new tokens: the
   // last position's logits (1, vocab) of each row.
   std::vector<at::Tensor> run_rows(const SlotStepRequest& request);
@@ -67,6 +74,8 @@ class SlotSteps {
   SlotCache cache_;
   bool kernels_;  // the backend's own ragged kernels (slot_kernels_enabled), read once
   std::unique_ptr<CudaSlotDecoder> cuda_;  // the fused ragged decode step, where it runs
+  bool speculate_;                         // SlotSpeculation::wanted, and not a tensor-parallel rank
+  SlotSpeculation speculation_;
 };
 
 }  // namespace qwen3

@@ -1,0 +1,157 @@
+// Slot-step speculation (native/model/slot_speculation.h): after a step whose rows all decode
+// greedily, the engine runs the step that would follow before it is asked for. On by default
+// on CUDA only; forced on here (QWEN3_SLOT_SPECULATION=1, read at a model's first slot call) so
+// that the CPU checks it: outputs must be those of the requested step whether the speculation is
+// used whole, in part or not at all, and whatever it wrote must be undone when unused.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BatchScheduler, Qwen3Model, generateTextBasicCache } from '../lib/index.js';
+import type { SequenceStream } from '../lib/batch/scheduler.js';
+import { type NativeModel, type NativeSlotStepRequest, native } from '../lib/native.js';
+import { loadFixture, relativeMaxError } from './support/fixtures.js';
+
+const DEVICE = process.env.QWEN3_TEST_DEVICE ?? 'cpu';
+const fx = loadFixture('tiny-gqa4');
+const VOCAB = fx.config.vocab_size;
+
+function withSpeculation<T>(setting: '0' | '1', load: () => Promise<T>): Promise<T> {
+  const saved = process.env.QWEN3_SLOT_SPECULATION;
+  process.env.QWEN3_SLOT_SPECULATION = setting;
+  return load().finally(() => {
+    if (saved === undefined) delete process.env.QWEN3_SLOT_SPECULATION;
+    else process.env.QWEN3_SLOT_SPECULATION = saved;
+  });
+}
+
+interface Row {
+  slot: number;
+  start: number;
+  ids: number[];
+  temperature?: number;
+  u?: number;
+}
+
+function request(rows: Row[], logits = true): NativeSlotStepRequest {
+  const offsets = [0];
+  for (const r of rows) offsets.push(offsets.at(-1)! + r.ids.length);
+  return {
+    slots: Int32Array.from(rows, (r) => r.slot),
+    starts: Int32Array.from(rows, (r) => r.start),
+    offsets: Int32Array.from(offsets),
+    ids: Int32Array.from(rows.flatMap((r) => r.ids)),
+    temperature: Float64Array.from(rows, (r) => r.temperature ?? 0),
+    topK: Int32Array.from(rows, () => 0),
+    topP: Float64Array.from(rows, () => 1),
+    uniforms: Float64Array.from(rows, (r) => r.u ?? 0),
+    topLogprobs: 2,
+    logits,
+  };
+}
+
+describe.each([false, true])('speculated slot steps against plain ones, float32 (compile %s)', (compile) => {
+  let spec: NativeModel;
+  let plain: NativeModel;
+  beforeAll(async () => {
+    const load = () => native().loadModel({ path: fx.modelPath, config: fx.config as never, device: DEVICE, dtype: 'float32', compile });
+    spec = await withSpeculation('1', async () => {
+      const h = await load();
+      await h.copySlot(0, 1, 0); // the first slot call reads the setting
+      return h;
+    });
+    plain = await withSpeculation('0', async () => {
+      const h = await load();
+      await h.copySlot(0, 1, 0);
+      return h;
+    });
+  });
+  afterAll(() => {
+    spec?.dispose();
+    plain?.dispose();
+  });
+
+  /** The same request on both models: the same tokens, lengths and log-probabilities, logits within 1e-5. */
+  async function both(rows: Row[]) {
+    const a = await spec.slotStep(request(rows));
+    const b = await plain.slotStep(request(rows));
+    expect([...a.next]).toEqual([...b.next]);
+    expect([...a.lengths]).toEqual([...b.lengths]);
+    expect([...a.topIds!]).toEqual([...b.topIds!]);
+    expect(relativeMaxError(a.logits!, b.logits!)).toBeLessThan(1e-5);
+    expect(a.logits!.length).toBe(rows.length * VOCAB);
+    return a;
+  }
+
+  it('decode steps that follow the speculation, whole and in part, and steps that do not', async () => {
+    // Three sequences' prompts, then greedy decode steps fed their own tokens (speculated whole).
+    let out = await both([{ slot: 0, start: 0, ids: [1, 17, 42] }, { slot: 1, start: 0, ids: [5, 6, 7, 8] }, { slot: 2, start: 0, ids: [300, 301] }]);
+    let rows: Row[] = [0, 1, 2].map((slot, r) => ({ slot, start: out.lengths[r]!, ids: [out.next[r]!] }));
+    for (let i = 0; i < 4; i++) {
+      out = await both(rows);
+      rows = rows.map((row, r) => ({ slot: row.slot, start: out.lengths[r]!, ids: [out.next[r]!] }));
+    }
+    // Slot 1 leaves: the speculated step's rows 0 and 2 serve, and slot 1's token is undone.
+    const left = rows[1]!;
+    out = await both([rows[0]!, rows[2]!]);
+    rows = [{ slot: 0, start: out.lengths[0]!, ids: [out.next[0]!] }, { slot: 2, start: out.lengths[1]!, ids: [out.next[1]!] }];
+    for (const h of [spec, plain]) {
+      await expect(h.slotStep(request([{ slot: 1, start: left.start + 1, ids: [3] }]))).rejects.toThrow(
+        `Expected integer between 0 and ${left.start} (the length of slot 1) for starts[0] but received ${left.start + 1}`,
+      );
+    }
+    // Another token than the chosen one (as a sampled row would feed), and a joining prompt: not speculated.
+    out = await both([{ ...rows[0]!, ids: [(rows[0]!.ids[0]! + 1) % VOCAB] }, rows[1]!, { slot: 3, start: 0, ids: [9, 9, 9] }]);
+    // A sampled row: no speculation after it, and the step after runs as asked.
+    rows = [0, 2, 3].map((slot, r) => ({ slot, start: out.lengths[r]!, ids: [out.next[r]!], temperature: r === 1 ? 0.9 : 0, u: 0.3 }));
+    out = await both(rows);
+    // Back to greedy: speculated again, then a copy of a speculated slot discards the speculation.
+    rows = [0, 2, 3].map((slot, r) => ({ slot, start: out.lengths[r]!, ids: [out.next[r]!] }));
+    out = await both(rows);
+    for (const h of [spec, plain]) await h.copySlot(0, 4, out.lengths[0]!);
+    for (const h of [spec, plain]) {
+      await expect(h.copySlot(2, 5, out.lengths[1]! + 1)).rejects.toThrow(`(the length of slot 2) for length but received ${out.lengths[1]! + 1}`);
+    }
+    await both([{ slot: 4, start: out.lengths[0]!, ids: [out.next[0]!] }, { slot: 0, start: out.lengths[0]!, ids: [out.next[0]!] }]);
+    // Three decode steps served whole (the first of the four followed the prompts, which are not
+    // speculated), one in part (slot 1 left); the rest were speculated in vain or not at all.
+    const used = spec.info().slotSpeculation;
+    expect(used.used).toBe(4);
+    expect(used.run).toBe(6);
+    expect(plain.info().slotSpeculation).toEqual({ run: 0, used: 0 });
+  });
+});
+
+describe('the scheduler with speculation', () => {
+  let model: Qwen3Model;
+  beforeAll(async () => {
+    model = await withSpeculation('1', async () => {
+      const m = await Qwen3Model.load(fx.modelPath, { config: fx.configPath, device: DEVICE, dtype: 'float32', compile: true });
+      const slot = m.takeSlot();
+      await m.slotStep([{ slot, start: 0, ids: [1], sampling: { temperature: 0, topK: 0, topP: 1 } }]);
+      m.giveSlot(slot);
+      return m;
+    });
+  });
+  afterAll(() => model?.dispose());
+
+  async function ids(stream: SequenceStream): Promise<number[]> {
+    const out: number[] = [];
+    for await (const t of stream) out.push(t.id);
+    return out;
+  }
+
+  it('sequences that join, leave and sample each equal their own generation', async () => {
+    const prompts = [[1, 17, 42, 99], [5, 6, 7], [400, 401, 402, 403, 404, 405], [9], [250, 251], [33, 34, 35, 36, 37, 38, 39]];
+    const lengths = [12, 5, 9, 14, 3, 8];
+    const sampled = { temperature: 0.8, topK: 40, topP: 0.9, seed: 77 };
+    const expected = [];
+    for (const [i, p] of prompts.entries()) {
+      expected.push(await generateTextBasicCache(model, p, { maxNewTokens: lengths[i]!, eosTokenId: null, ...(i === 2 ? sampled : {}) }));
+    }
+    const scheduler = new BatchScheduler(model, { maxBatch: 3, prefillChunk: 4 });
+    const got = await Promise.all(prompts.map((p, i) => ids(scheduler.submit({ promptIds: p, maxTokens: lengths[i]!, ...(i === 2 ? sampled : {}) }))));
+    expect(got).toEqual(expected);
+    await scheduler.close();
+    const { run, used } = model.slotSpeculation;
+    expect(used).toBeGreaterThan(0);
+    expect(run).toBeGreaterThanOrEqual(used);
+  });
+});
