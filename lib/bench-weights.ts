@@ -94,8 +94,8 @@ function benchWeights(log: (s: string) => void): { path: string; kind: string } 
 }
 
 /** Loads the weights onto one device, or a tensor-parallel model onto "cuda:0,cuda:1". */
-export function loadSource(source: BenchSource, device: string, dtype: Dtype, compile: boolean): Promise<Qwen3Model> {
-  const where = device.includes(',') ? { devices: device.split(',') } : { device };
+export function loadSource(source: BenchSource, device: string, dtype: Dtype, compile: boolean, quantize?: 'int8'): Promise<Qwen3Model> {
+  const where = { ...(device.includes(',') ? { devices: device.split(',') } : { device }), ...(quantize ? { quantize } : {}) };
   switch (source.kind) {
     case 'random':
       return Qwen3Model.load({ config: source.config, randomWeights: { seed: source.seed, tieWordEmbeddings: source.tied }, ...where, dtype, compile });

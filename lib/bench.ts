@@ -44,6 +44,8 @@ export interface BenchOptions {
   dtype?: Dtype;
   /** Random weights of the config's shape, made on each device (Qwen3Model.load's randomWeights). */
   randomWeights?: RandomWeights;
+  /** Weights quantized at load (Qwen3Model.load's quantize; CPU). */
+  quantize?: 'int8';
   newTokens?: number;
   runs?: number;
   rows?: BenchRowName[];
@@ -92,6 +94,7 @@ interface BenchPlan {
   config: Qwen3Config | string | undefined;
   dtype: Dtype;
   randomWeights: RandomWeights | undefined;
+  quantize: 'int8' | undefined;
   newTokens: number;
   runs: number;
   rows: BenchRowName[];
@@ -113,6 +116,7 @@ function optionsSchema(promptTokens: number) {
       config: loadSchema.shape.config,
       dtype: oneOf(DTYPES).optional(),
       randomWeights: loadSchema.shape.randomWeights,
+      quantize: loadSchema.shape.quantize,
       newTokens: integer(1, MAX_CONTEXT - promptTokens).optional(),
       runs: integer(1, MAX_RUNS).optional(),
       rows: z.array(oneOf(BENCH_ROWS), { error: 'Expected array of row names' }).optional(),
@@ -136,6 +140,7 @@ function benchPlan(options: BenchOptions, promptTokens: number): BenchPlan {
     config: o.config as Qwen3Config | string | undefined,
     dtype: o.dtype ?? BENCH_DTYPE,
     randomWeights: o.randomWeights,
+    quantize: o.quantize,
     newTokens: o.newTokens ?? BENCH_DEFAULTS.newTokens,
     runs: o.runs ?? BENCH_DEFAULTS.runs,
     rows: o.rows ?? [...BENCH_ROWS],
@@ -241,8 +246,8 @@ async function measureBandwidth(model: Qwen3Model, device: string, tokensPerSeco
   const config = model.config;
   const measured = await native().measureBandwidth(model.device, 1 << 30);
   // A decode step reads every weight once except the embedding table (one row of it); a tied
-  // table is the head as well, read whole.
-  const embedding = model.tieWordEmbeddings ? 0 : config.vocab_size * config.emb_dim * (model.dtype === 'float32' ? 4 : 2);
+  // table is the head as well, read whole, unless the head is an int8 copy of it.
+  const embedding = model.tieWordEmbeddings && !model.quantize ? 0 : config.vocab_size * config.emb_dim * (model.dtype === 'float32' ? 4 : 2);
   const bytesPerToken = model.parameterBytes - embedding;
   const achieved = bytesPerToken * tokensPerSecond;
   // Tensor parallel: every device reads its share at once, so the bound is one device's bandwidth times their number.
@@ -289,7 +294,7 @@ async function benchDevice(device: string, source: BenchSource, prompt: number[]
     const needsModel = wanted.length > 0 || (compile && (plan.batches.length > 0 || plan.prefill.length > 0));
     if (!needsModel) continue;
     plan.log(`${device}: loading ${compile ? 'compiled' : 'eager'} model`);
-    const model = await loadSource(source, device, plan.dtype, compile);
+    const model = await loadSource(source, device, plan.dtype, compile, plan.quantize);
     try {
       for (const row of wanted) {
         const tokensPerSecond = await measureRow(model, device, row, prompt, plan, report);

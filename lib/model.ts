@@ -63,6 +63,8 @@ export class Qwen3Model {
   readonly devices: readonly DeviceName[];
   readonly dtype: Dtype;
   readonly compiled: boolean;
+  /** "int8" when the weights were quantized at load, else null. */
+  readonly quantize: 'int8' | null;
   /** The vocabulary head is the embedding table (one tensor on the device). */
   readonly tieWordEmbeddings: boolean;
   #native: NativeModel | null;
@@ -73,7 +75,7 @@ export class Qwen3Model {
   #cacheEpoch = 0;
   readonly #slots = new SlotPool();
 
-  private constructor(path: string, config: Qwen3Config, tied: boolean, devices: DeviceName[], dtype: Dtype, compiled: boolean, handle: NativeModel, idleHandoverMs: number) {
+  private constructor(path: string, config: Qwen3Config, tied: boolean, devices: DeviceName[], dtype: Dtype, compiled: boolean, quantize: 'int8' | null, handle: NativeModel, idleHandoverMs: number) {
     this.path = path;
     this.config = Object.freeze({ ...config });
     this.tieWordEmbeddings = tied;
@@ -81,6 +83,7 @@ export class Qwen3Model {
     this.devices = Object.freeze([...devices]);
     this.dtype = dtype;
     this.compiled = compiled;
+    this.quantize = quantize;
     this.#native = handle;
     this.#lock = new ModelLock(idleHandoverMs, (lease) => {
       lease.saved = { epoch: this.#cacheEpoch, content: copyContent(this.#cache), releaseMemory: false };
@@ -161,9 +164,10 @@ export class Qwen3Model {
     const { dtype: _stored, ...architecture } = config;
     const compile = opts.compile ?? false;
     const ranks = devices.length > 1 ? { devices } : {};
-    const loading = native().loadModel({ ...request, config: { ...architecture, tie_word_embeddings: tied }, device, dtype, compile, ...ranks });
+    const quantize = opts.quantize ? { quantize: opts.quantize } : {};
+    const loading = native().loadModel({ ...request, config: { ...architecture, tie_word_embeddings: tied }, device, dtype, compile, ...ranks, ...quantize });
     const handle = await withCallerStack(abortableLoad(loading, label, opts.signal), caller);
-    return new Qwen3Model(label, config, tied, devices, dtype, compile, handle, opts.idleHandoverMs ?? IDLE_HANDOVER_MS);
+    return new Qwen3Model(label, config, tied, devices, dtype, compile, opts.quantize ?? null, handle, opts.idleHandoverMs ?? IDLE_HANDOVER_MS);
   }
 
   get disposed(): boolean {

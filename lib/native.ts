@@ -113,6 +113,8 @@ export interface NativeLoadRequest {
   devices?: string[] | null;
   /** How long a rank waits for the others in one collective before it fails (default 600000 ms). */
   collectiveTimeoutMs?: number;
+  /** "int8": block matrices and head quantized per row at load (CPU only). */
+  quantize?: 'int8' | null;
 }
 
 export interface NativeModel {

@@ -6,8 +6,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BatchScheduler, Qwen3Model, generateTextBasicCache } from '../lib/index.js';
 import type { SequenceStream } from '../lib/batch/scheduler.js';
-import { type NativeModel, type NativeSlotStepRequest, native } from '../lib/native.js';
+import { type NativeModel, native } from '../lib/native.js';
 import { loadFixture, relativeMaxError } from './support/fixtures.js';
+import { type Row, slotRequest } from './support/slot-rows.js';
 
 const DEVICE = process.env.QWEN3_TEST_DEVICE ?? 'cpu';
 const fx = loadFixture('tiny-gqa4');
@@ -22,30 +23,8 @@ function withSpeculation<T>(setting: '0' | '1', load: () => Promise<T>): Promise
   });
 }
 
-interface Row {
-  slot: number;
-  start: number;
-  ids: number[];
-  temperature?: number;
-  u?: number;
-}
-
-function request(rows: Row[], logits = true): NativeSlotStepRequest {
-  const offsets = [0];
-  for (const r of rows) offsets.push(offsets.at(-1)! + r.ids.length);
-  return {
-    slots: Int32Array.from(rows, (r) => r.slot),
-    starts: Int32Array.from(rows, (r) => r.start),
-    offsets: Int32Array.from(offsets),
-    ids: Int32Array.from(rows.flatMap((r) => r.ids)),
-    temperature: Float64Array.from(rows, (r) => r.temperature ?? 0),
-    topK: Int32Array.from(rows, () => 0),
-    topP: Float64Array.from(rows, () => 1),
-    uniforms: Float64Array.from(rows, (r) => r.u ?? 0),
-    topLogprobs: 2,
-    logits,
-  };
-}
+const request = (rows: Row[]) => slotRequest(rows, { topLogprobs: 2 });
+const sampled = (u: number): Pick<Row, 'sampling' | 'u'> => ({ sampling: { temperature: 0.9, topK: 0, topP: 1 }, u });
 
 describe.each([false, true])('speculated slot steps against plain ones, float32 (compile %s)', (compile) => {
   let spec: NativeModel;
@@ -100,7 +79,7 @@ describe.each([false, true])('speculated slot steps against plain ones, float32 
     // Another token than the chosen one (as a sampled row would feed), and a joining prompt: not speculated.
     out = await both([{ ...rows[0]!, ids: [(rows[0]!.ids[0]! + 1) % VOCAB] }, rows[1]!, { slot: 3, start: 0, ids: [9, 9, 9] }]);
     // A sampled row: no speculation after it, and the step after runs as asked.
-    rows = [0, 2, 3].map((slot, r) => ({ slot, start: out.lengths[r]!, ids: [out.next[r]!], temperature: r === 1 ? 0.9 : 0, u: 0.3 }));
+    rows = [0, 2, 3].map((slot, r) => ({ slot, start: out.lengths[r]!, ids: [out.next[r]!], ...(r === 1 ? sampled(0.3) : {}) }));
     out = await both(rows);
     // Back to greedy: speculated again, then a copy of a speculated slot discards the speculation.
     rows = [0, 2, 3].map((slot, r) => ({ slot, start: out.lengths[r]!, ids: [out.next[r]!] }));

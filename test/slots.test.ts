@@ -9,6 +9,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type NativeModel, type NativeSlotStepRequest, type NativeSlotStepResult, native } from '../lib/native.js';
 import { loadFixture, relativeMaxError } from './support/fixtures.js';
+import { GREEDY, type Row, type Sampling, slotRequest } from './support/slot-rows.js';
 
 const DEVICE = process.env.QWEN3_TEST_DEVICE ?? 'cpu';
 const fx = loadFixture('tiny-gqa4');
@@ -18,38 +19,7 @@ type Dtype = 'float32' | 'bfloat16';
 const load = (dtype: Dtype, compile: boolean) =>
   native().loadModel({ path: fx.modelPath, config: fx.config as never, device: DEVICE, dtype, compile });
 
-interface Sampling {
-  temperature: number;
-  topK: number;
-  topP: number;
-}
-const GREEDY: Sampling = { temperature: 0, topK: 0, topP: 1 };
-
-interface Row {
-  slot: number;
-  start: number;
-  ids: number[];
-  sampling?: Sampling;
-  u?: number;
-}
-
-function request(rows: Row[], extra: Partial<NativeSlotStepRequest> = {}): NativeSlotStepRequest {
-  const offsets = [0];
-  for (const r of rows) offsets.push(offsets.at(-1)! + r.ids.length);
-  return {
-    slots: Int32Array.from(rows, (r) => r.slot),
-    starts: Int32Array.from(rows, (r) => r.start),
-    offsets: Int32Array.from(offsets),
-    ids: Int32Array.from(rows.flatMap((r) => r.ids)),
-    temperature: Float64Array.from(rows, (r) => (r.sampling ?? GREEDY).temperature),
-    topK: Int32Array.from(rows, (r) => (r.sampling ?? GREEDY).topK),
-    topP: Float64Array.from(rows, (r) => (r.sampling ?? GREEDY).topP),
-    uniforms: Float64Array.from(rows, (r) => r.u ?? 0),
-    topLogprobs: -1,
-    logits: true,
-    ...extra,
-  };
-}
+const request = slotRequest;
 
 interface Output {
   next: number;

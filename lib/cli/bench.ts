@@ -12,6 +12,7 @@ interface BenchFlags {
   config?: string;
   size?: string;
   dtype?: 'bfloat16' | 'float32' | 'float16';
+  quantize?: 'int8';
   randomWeights?: number | true;
   newTokens?: number;
   runs: number;
@@ -32,7 +33,7 @@ function rowList(value: string): BenchRowName[] {
 }
 
 async function benchCommand(opts: BenchFlags): Promise<void> {
-  const { device: devices, newTokens, runs, rows, batches, prefill, baseline, dtype } = opts;
+  const { device: devices, newTokens, runs, rows, batches, prefill, baseline, dtype, quantize } = opts;
   if (opts.config && opts.size) throw new Error('Use either --config or --size, not both');
   if (opts.randomWeights !== undefined && opts.model !== undefined) throw new Error('--random-weights makes the weights on the device: leave out --model');
   // A repo id is downloaded here, with a progress bar on stderr; runBench then finds it in the cache.
@@ -40,7 +41,7 @@ async function benchCommand(opts: BenchFlags): Promise<void> {
   if (model !== undefined) await resolveModelFlag(model, revision);
   const config = opts.config ?? opts.size;
   const randomWeights = opts.randomWeights === undefined ? undefined : { seed: randomSeed(opts.randomWeights) };
-  const report = await runBench({ devices, model, revision, config, dtype, randomWeights, newTokens, runs, rows, batches, prefill, baseline });
+  const report = await runBench({ devices, model, revision, config, dtype, randomWeights, quantize, newTokens, runs, rows, batches, prefill, baseline });
   write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatBenchReport(report)}\n`);
 }
 
@@ -54,6 +55,7 @@ export function registerBench(program: Command): void {
     .option('--config <file>', "config JSON (the book's keys or a Hugging Face config.json) for a .pth or --random-weights")
     .addOption(new Option('--size <size>', 'built-in model size, for a .pth or --random-weights').choices(Object.keys(MODEL_SIZES)))
     .addOption(new Option('--dtype <dtype>', 'compute dtype (default: bfloat16)').choices(['bfloat16', 'float32', 'float16']))
+    .addOption(new Option('--quantize <type>', 'weights quantized at load: int8 (per-row scales, CPU)').choices(['int8']))
     .option('--random-weights [seed]', 'random weights of the --config or --size shape (default 0.6B), made on each device: no file is read (seed default 0)', intArg('--random-weights'))
     .option('--new-tokens <n>', `tokens generated per run (default: ${BENCH_DEFAULTS.newTokens}, or what the model's context leaves)`, intArg('--new-tokens'))
     .option('--runs <n>', 'timed runs per row after one warm-up (median reported)', intArg('--runs'), BENCH_DEFAULTS.runs)

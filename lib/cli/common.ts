@@ -61,6 +61,8 @@ export interface ModelFlags {
   tensorParallel?: number;
   dtype?: 'bfloat16' | 'float32' | 'float16';
   compile?: boolean;
+  /** --quantize int8 (CPU). */
+  quantize?: 'int8';
   /** --random-weights [seed]: true without a seed. */
   randomWeights?: number | true;
 }
@@ -87,6 +89,7 @@ export function modelOptions(cmd: Command, kind: string): Command {
     .option('--tensor-parallel <n>', 'tensor parallelism over the first n devices of --device\'s kind (cuda:0 .. cuda:n-1)', intArg('--tensor-parallel'))
     .addOption(new Option('--dtype <dtype>', "compute dtype (default: the config's)").choices(['bfloat16', 'float32', 'float16']))
     .option('--compile', 'optimised execution (CUDA graphs, fused weights); same outputs')
+    .addOption(new Option('--quantize <type>', 'weights quantized at load: int8 (per-row scales, CPU)').choices(['int8']))
     .option('--temperature <t>', 'sampling temperature (0: greedy)', numberArg('--temperature'))
     .option('--top-k <k>', 'sample from the k most likely tokens', intArg('--top-k'))
     .option('--top-p <p>', 'sample from the smallest set of tokens with probability p', numberArg('--top-p'))
@@ -152,12 +155,13 @@ export async function loadFromFlags(flags: ModelFlags, kind: 'base' | 'reasoning
   const settingsDir = folder ?? tokenizer.modelDir;
   const generation = settingsDir !== null ? await readGenerationConfig(settingsDir) : null;
   const model = folder !== null
-    ? await Qwen3Model.load(folder, { ...placement(flags), dtype: flags.dtype, compile: flags.compile })
+    ? await Qwen3Model.load(folder, { ...placement(flags), dtype: flags.dtype, compile: flags.compile, quantize: flags.quantize })
     : await Qwen3Model.load(modelPath, {
       config: flags.config ?? flags.size ?? '0.6B',
       ...placement(flags),
       dtype: flags.dtype,
       compile: flags.compile,
+      quantize: flags.quantize,
     });
   return { model, tokenizer, generation };
 }
@@ -189,6 +193,7 @@ async function loadRandomFromFlags(flags: ModelFlags): Promise<Loaded> {
     ...placement(flags),
     dtype: flags.dtype,
     compile: flags.compile,
+    quantize: flags.quantize,
   });
   return { model, tokenizer, generation };
 }

@@ -59,6 +59,13 @@ export interface LoadOptions {
    * width and vocabulary must divide by N (Qwen3's 8 key/value heads: up to 8).
    */
   tensorParallel?: number;
+  /**
+   * "int8": the block's matrices and the vocabulary head quantized at load, each row on its own
+   * (symmetric, one float32 scale per output channel), which halves what a batch-1 decode step
+   * reads against bfloat16. CPU only; the activations stay in `dtype` (float32 or bfloat16), and
+   * the fused block runs whatever `compile` says. docs/performance.md has its cost in accuracy.
+   */
+  quantize?: 'int8';
 }
 
 export interface RandomWeights {
@@ -87,6 +94,7 @@ export const loadSchema = z
       .optional(),
     devices: z.array(nonEmptyString(), { error: 'Expected array of device names' }).min(1).max(MAX_RANKS).optional(),
     tensorParallel: integer(1, MAX_RANKS).optional(),
+    quantize: oneOf(['int8'] as const).optional(),
   })
   .strict();
 

@@ -191,6 +191,11 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
     Fail(info.Env(), "one of \"float32\", \"bfloat16\", \"float16\"", "dtype", o.Get("dtype"));
   }
   r.compile = BooleanField(o, "compile");
+  const Napi::Value quantize = o.Get("quantize");
+  if (!quantize.IsUndefined() && !quantize.IsNull()) {
+    if (!quantize.IsString() || quantize.As<Napi::String>().Utf8Value() != "int8") Fail(info.Env(), "\"int8\" or null", "quantize", quantize);
+    r.quantize = "int8";
+  }
   r.config = ParseConfig(o);
   ParseSafetensors(o, r);
   ParseRandomWeights(o, r);

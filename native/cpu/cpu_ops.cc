@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cpu/gemv.h"
+#include "cpu/int8_weights.h"
 #include "cpu/kernels.h"
 #include "model/slot_cache.h"
 
@@ -24,8 +25,9 @@ at::Tensor CpuOps::norm(const at::Tensor& x, const at::Tensor& scale) {
 }
 
 at::Tensor CpuOps::project(const at::Tensor& x, const at::Tensor& w) {
-  // A batch-1 bfloat16 step streams the weights through the AVX512-BF16 kernel where it applies.
-  at::Tensor y = cpu_gemv(x, w);
+  // The AVX512 kernels where they apply: a batch-1 step streams bfloat16 weights through the BF16
+  // dot products; int8 rows go through the VNNI ones for any number of rows.
+  at::Tensor y = is_int8_rows(w) ? int8_gemm(x, w) : cpu_gemv(x, w);
   return y.defined() ? y : AtenOps::project(x, w);
 }
 

@@ -1,6 +1,7 @@
 // The block's operations on the CPU: the fused loops of cpu/kernels.h for RMSNorm, per-head
 // norm with RoPE, SiLU*up and one-token attention; the AVX512-BF16 GEMV for one-row bfloat16
-// products; ATen (oneDNN) for the rest, rounding where the reference rounds.
+// products and the VNNI one for int8 weights (cpu/int8_weights.h); ATen (oneDNN) for the rest,
+// rounding where the reference rounds.
 #pragma once
 
 #include "model/aten_ops.h"

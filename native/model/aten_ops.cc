@@ -1,3 +1,4 @@
+#include "cpu/int8_weights.h"
 #include "model/aten_ops.h"
 
 #include <ATen/TensorIndexing.h>
@@ -17,7 +18,10 @@ namespace qwen3 {
 
 void AtenOps::linear_add(at::Tensor& x, const at::Tensor& input, const at::Tensor& w) { x = project(input, w) + x; }
 
-at::Tensor AtenOps::project(const at::Tensor& x, const at::Tensor& w) { return at::linear(x, w); }
+at::Tensor AtenOps::project(const at::Tensor& x, const at::Tensor& w) {
+  // Int8 rows (cpu/int8_weights.h): prompts and batched steps multiply in float32.
+  return is_int8_rows(w) ? int8_linear(x, w) : at::linear(x, w);
+}
 
 at::Tensor AtenOps::silu_mul(const at::Tensor& gate_up) {
   const auto halves = gate_up.chunk(2, -1);  // 2 x (rows, hidden_dim)

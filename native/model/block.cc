@@ -4,6 +4,7 @@
 #include <ATen/ops/empty.h>
 
 #include "common/element_type.h"
+#include "cpu/int8_weights.h"
 #include "parallel/collectives.h"
 
 namespace qwen3 {
@@ -29,6 +30,13 @@ FusedWeights FusedWeights::fuse(Weights&& w) {
   f.final_norm = std::move(w.final_norm);
   f.out_head = std::move(w.out_head);
   return f;
+}
+
+void FusedWeights::quantize_int8() {
+  for (FusedBlock& b : blocks) {
+    for (at::Tensor* m : {&b.w_qkv, &b.out_proj, &b.w_gate_up, &b.fc3}) *m = quantize_rows_int8(*m);
+  }
+  out_head = quantize_rows_int8(out_head);
 }
 
 int64_t FusedWeights::parameter_bytes() const {

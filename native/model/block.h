@@ -39,6 +39,9 @@ struct FusedWeights {
 
   // Takes the eager weights apart: each unfused matrix is freed as soon as it is copied.
   static FusedWeights fuse(Weights&& weights);
+  // Every block matrix and the head become int8 rows (cpu/int8_weights.h); the embedding table
+  // stays as it is (a tied head gets an int8 copy of its own).
+  void quantize_int8();
   int64_t parameter_bytes() const;
 };
 

@@ -70,7 +70,8 @@ struct Qwen3Engine::Impl {
   Impl(const LoadRequest& r, c10::Device dev, at::ScalarType dt, int world = 1, Collectives* ranks = nullptr)
       : config(world > 1 ? shard_config(r.config, world) : r.config), full_config(r.config), device_name(dev.str()), dtype_name(r.dtype),
         device(dev), dtype(dt), cache(config.n_layers, config.n_kv_groups, config.head_dim, config.context_length),
-        rope(config.head_dim, config.rope_base, config.context_length, dev), backend(choose_backend(dev, config, r.compile || world > 1)),
+        rope(config.head_dim, config.rope_base, config.context_length, dev),
+        backend(choose_backend(dev, config, r.compile || world > 1 || !r.quantize.empty())),
         compiled(r.compile) {
     const c10::DeviceGuard on_device(dev);
     Weights w = load_weights(r, dt, dev);
@@ -82,6 +83,7 @@ struct Qwen3Engine::Impl {
     const auto t0 = std::chrono::steady_clock::now();
     fast = std::make_unique<FusedWeights>(FusedWeights::fuse(std::move(w)));
     fast->ranks = ranks;
+    if (r.quantize == "int8") fast->quantize_int8();
     if (CudaDecoder::supported(dev)) graph = std::make_unique<CudaDecoder>(config, *fast, cache, dev, dt, /*use_graphs=*/r.compile);
     if (r.compile) compile_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
@@ -251,6 +253,13 @@ struct Qwen3Engine::Ranks {
 std::unique_ptr<Qwen3Engine> Qwen3Engine::load(const LoadRequest& request) {
   c10::InferenceMode guard;
   const at::ScalarType dtype = parse_dtype(request.dtype);
+  if (!request.quantize.empty()) {
+    if (request.quantize != "int8") throw std::invalid_argument("Unsupported quantize '" + request.quantize + "': expected int8");
+    if (c10::Device(request.device).type() != c10::DeviceType::CPU) {
+      throw std::invalid_argument("int8 weights run on the CPU, not on " + request.device + " (FP8 weights for CUDA are not built yet)");
+    }
+    if (dtype == at::kHalf) throw std::invalid_argument("int8 weights compute in float32 or bfloat16, not float16");
+  }
   const auto world = static_cast<int>(request.devices.size());
   if (world <= 1) {
     check_device(request.device);

@@ -33,6 +33,9 @@ struct LoadRequest {
   int64_t collective_timeout_ms = 600000;  // how long a rank waits for the others in a collective
   std::string dtype;   // compute dtype: "float32", "bfloat16" or "float16"
   bool compile = false;  // fused weights, SDPA, CUDA graphs for decode steps
+  // "int8": the block's matrices and the head quantized per row at load (cpu/int8_weights.h;
+  // CPU only, and always the fused block). Empty: the weights as they are.
+  std::string quantize;
   // Safetensors files and every tensor in them (Hugging Face layout); empty: `path` is a .pth.
   std::vector<std::string> files;
   std::vector<StoredTensor> tensors;

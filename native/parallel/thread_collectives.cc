@@ -1,7 +1,7 @@
 // Collectives for ranks that are CPU threads of this process: each rank publishes its tensor,
 // and after a barrier every rank reads all of them. Every rank sums in rank order, so all ranks
 // get bit-identical results (as NCCL's ring does for its own order).
-#include <ATen/ops/empty_like.h>
+#include <ATen/core/Tensor.h>
 
 #include <algorithm>
 #include <chrono>

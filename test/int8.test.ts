@@ -1,0 +1,113 @@
+// Int8 weights (native/cpu/int8_weights.h): the model with every block matrix and the head
+// quantized per row, and each product's input per block of 64, must be the same quantization
+// done in PyTorch (scripts/python/int8_reference.py): logits within the bfloat16 parity tolerance
+// of it for a whole sequence (the float32 path) and for each decode step (the VNNI kernel), in
+// float32 the same 40 greedy tokens, and batched steps as one-row ones. Not closer: rounding the
+// inputs to int8 is a step function, so where the two passes' inputs differ in the last bit (the
+// fused RMSNorm against PyTorch's) a value can land on the other side of a rounding boundary.
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BatchScheduler, Qwen3Model, generateTextBasicCache } from '../lib/index.js';
+import type { SequenceStream } from '../lib/batch/scheduler.js';
+import { native } from '../lib/native.js';
+import { loadFixture, relativeMaxError, rows } from './support/fixtures.js';
+import { runCli } from './support/run-cli.js';
+
+const fx = loadFixture('tiny-gqa4');
+const VOCAB = fx.config.vocab_size;
+const PROMPT = [1, 17, 42, 99, 256, 300, 511];
+const STEPS = 40;
+const python = execFileSync(process.execPath, [join(__dirname, '..', 'scripts', 'dev', 'python.js'), '--which'], { encoding: 'utf8' }).trim();
+
+interface Reference {
+  greedy: number[];
+  logits: number[];
+  shape: [number, number];
+}
+
+function reference(dtype: 'float32' | 'bfloat16', sequence?: number[]): Reference {
+  const args = [join(__dirname, '..', 'scripts', 'python', 'int8_reference.py'), '--model', fx.modelPath, '--config', fx.configPath, '--dtype', dtype,
+    '--prompt', PROMPT.join(','), '--steps', String(STEPS), ...(sequence ? ['--sequence', sequence.join(',')] : [])];
+  return JSON.parse(execFileSync(python, args, { encoding: 'utf8', maxBuffer: 1 << 26 })) as Reference;
+}
+
+describe.each([
+  { dtype: 'float32' as const, tol: 3e-2 },
+  { dtype: 'bfloat16' as const, tol: 5e-2 },
+])('int8 weights, $dtype, against the same quantization in PyTorch', ({ dtype, tol }) => {
+  let model: Qwen3Model;
+  let ref: Reference;
+  let sequence: number[];
+  beforeAll(async () => {
+    model = await Qwen3Model.load(fx.modelPath, { config: fx.configPath, dtype, quantize: 'int8' });
+    const greedy = reference(dtype).greedy;
+    sequence = [...PROMPT, ...greedy];
+    ref = { ...reference(dtype, sequence), greedy };
+  }, 120_000);
+  afterAll(() => model?.dispose());
+
+  it('logits of a whole sequence (the widened path) and of each decode step (the int8 kernel)', async () => {
+    const whole = await model.forward(sequence);
+    expect(whole.logits!.shape).toEqual([1, sequence.length, VOCAB]);
+    expect(relativeMaxError(whole.logits!.data, Float32Array.from(ref.logits))).toBeLessThan(tol);
+    // Teacher-forced decode steps after the prompt: one row each, through the int8 GEMV.
+    await model.resetCache();
+    await model.prefill(PROMPT);
+    const want = Float32Array.from(ref.logits);
+    for (let i = PROMPT.length; i < sequence.length - 1; i++) {
+      const step = await model.decode([sequence[i]!], { logits: 'last' });
+      expect(relativeMaxError(step.logits!.data, rows(want, VOCAB, i, i + 1))).toBeLessThan(tol);
+    }
+    await model.resetCache();
+  });
+
+  it.runIf(dtype === 'float32')('greedy tokens equal PyTorch for 40 steps, and batched sequences their own generations', async () => {
+    expect(await generateTextBasicCache(model, PROMPT, { maxNewTokens: STEPS, eosTokenId: null })).toEqual(ref.greedy);
+    const prompts = [PROMPT, [5, 6, 7], [400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410], [9]];
+    const alone = [];
+    for (const p of prompts) alone.push(await generateTextBasicCache(model, p, { maxNewTokens: 10, eosTokenId: null }));
+    const scheduler = new BatchScheduler(model, { maxBatch: 4 });
+    const ids = async (s: SequenceStream) => {
+      const out: number[] = [];
+      for await (const t of s) out.push(t.id);
+      return out;
+    };
+    expect(await Promise.all(prompts.map((p) => ids(scheduler.submit({ promptIds: p, maxTokens: 10 }))))).toEqual(alone);
+    await scheduler.close();
+  });
+
+  it('holds each matrix as int8 rows with a float32 scale, the embedding table as it was', () => {
+    const c = fx.config;
+    const size = dtype === 'float32' ? 4 : 2;
+    const int8 = (n: number, k: number) => n * (k + 4);
+    const block = int8((c.n_heads + 2 * c.n_kv_groups) * c.head_dim, c.emb_dim) + int8(c.emb_dim, c.n_heads * c.head_dim)
+      + int8(2 * c.hidden_dim, c.emb_dim) + int8(c.emb_dim, c.hidden_dim);
+    const norms = (c.emb_dim * (2 * c.n_layers + 1) + 2 * c.head_dim * c.n_layers) * 4;
+    expect(model.parameterBytes).toBe(c.vocab_size * c.emb_dim * size + c.n_layers * block + int8(c.vocab_size, c.emb_dim) + norms);
+    expect(model.quantize).toBe('int8');
+  });
+});
+
+describe('int8 options', () => {
+  it('refuses devices, dtypes and kinds it does not run, by name', async () => {
+    const load = (extra: Record<string, unknown>) =>
+      native().loadModel({ path: fx.modelPath, config: fx.config as never, device: 'cpu', dtype: 'float32', compile: false, ...extra } as never);
+    await expect(load({ device: 'cuda', quantize: 'int8' })).rejects.toThrow('int8 weights run on the CPU, not on cuda (FP8 weights for CUDA are not built yet)');
+    await expect(load({ dtype: 'float16', quantize: 'int8' })).rejects.toThrow('int8 weights compute in float32 or bfloat16, not float16');
+    expect(() => load({ quantize: 'int4' })).toThrow(/Expected "int8" or null for quantize but received "int4"/);
+    await expect(Qwen3Model.load(fx.modelPath, { config: fx.configPath, quantize: 'fp4' as never })).rejects.toThrow(/quantize/);
+  });
+
+  it('qwen3 generate --quantize int8 generates what the API generates', async () => {
+    const r = await runCli(['generate', '--random-weights', '3', '--config', fx.configPath, '--dtype', 'float32', '--quantize', 'int8',
+      '--prompt-ids', PROMPT.join(','), '--max-new-tokens', '12', '--ignore-eos', '--json']);
+    expect(r.stderr).toBe('');
+    const model = await Qwen3Model.load({ config: fx.configPath, randomWeights: { seed: 3 }, dtype: 'float32', quantize: 'int8' });
+    try {
+      expect((JSON.parse(r.stdout) as { ids: number[] }).ids).toEqual(await generateTextBasicCache(model, PROMPT, { maxNewTokens: 12, eosTokenId: null }));
+    } finally {
+      model.dispose();
+    }
+  });
+});
