@@ -2,7 +2,7 @@
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { BENCH_DEFAULTS, BENCH_ROWS, type BenchRowName, formatBenchReport, runBench } from '../bench.js';
 import { MODEL_SIZES } from '../config.js';
-import { intArg, intList, randomSeed, resolveModelFlag } from './common.js';
+import { intArg, intList, quantizeOption, randomSeed, resolveModelFlag } from './common.js';
 import { write } from './output.js';
 
 interface BenchFlags {
@@ -55,7 +55,7 @@ export function registerBench(program: Command): void {
     .option('--config <file>', "config JSON (the book's keys or a Hugging Face config.json) for a .pth or --random-weights")
     .addOption(new Option('--size <size>', 'built-in model size, for a .pth or --random-weights').choices(Object.keys(MODEL_SIZES)))
     .addOption(new Option('--dtype <dtype>', 'compute dtype (default: bfloat16)').choices(['bfloat16', 'float32', 'float16']))
-    .addOption(new Option('--quantize <type>', 'weights quantized at load: int8 (per-row scales, CPU)').choices(['int8']))
+    .addOption(quantizeOption())
     .option('--random-weights [seed]', 'random weights of the --config or --size shape (default 0.6B), made on each device: no file is read (seed default 0)', intArg('--random-weights'))
     .option('--new-tokens <n>', `tokens generated per run (default: ${BENCH_DEFAULTS.newTokens}, or what the model's context leaves)`, intArg('--new-tokens'))
     .option('--runs <n>', 'timed runs per row after one warm-up (median reported)', intArg('--runs'), BENCH_DEFAULTS.runs)

@@ -75,21 +75,31 @@ export interface SamplingFlags {
   seed?: number;
 }
 
+/** --quantize, for every command that loads a model. */
+export function quantizeOption(): Option {
+  return new Option('--quantize <type>', 'weights quantized at load: int8 (per-row scales, CPU)').choices(['int8']);
+}
+
+/** Where a loaded model runs and in what dtype: --device, --devices, --tensor-parallel, --dtype, --quantize. */
+export function placementOptions(cmd: Command): Command {
+  return cmd
+    .option('--device <device>', 'auto, cpu, cuda, cuda:N, mps or xpu', 'auto')
+    .option('--devices <list>', 'tensor parallelism: one share of the model on each of these devices, e.g. cuda:0,cuda:1')
+    .option('--tensor-parallel <n>', 'tensor parallelism over the first n devices of --device\'s kind (cuda:0 .. cuda:n-1)', intArg('--tensor-parallel'))
+    .addOption(new Option('--dtype <dtype>', "compute dtype (default: the config's)").choices(['bfloat16', 'float32', 'float16']))
+    .addOption(quantizeOption());
+}
+
 /** Flags shared by every command that loads a model and generates with it. */
 export function modelOptions(cmd: Command, kind: string): Command {
-  return cmd
+  return placementOptions(cmd
     .option('--model <path|id>', `a .pth checkpoint, a Hugging Face folder or a Hub repo id such as Qwen/Qwen3-0.6B (default: download the book's ${kind} Qwen3-0.6B)`)
     .option('--revision <rev>', 'branch, tag or commit of a Hub repo id (default: main)')
     .option('--config <file>', "model config JSON (the book's keys or a Hugging Face config.json); not for a model folder")
     .addOption(new Option('--size <size>', 'built-in model size').choices(Object.keys(MODEL_SIZES)))
     .option('--random-weights [seed]', 'random weights of the --config or --size shape (default 0.6B), made on the device: no file is read (seed default 0)', intArg('--random-weights'))
-    .option('--tokenizer <path>', "tokenizer.json, or a model folder's tokenizer and chat template (default: the model folder's, the downloaded one, else the bundled Qwen3 tokenizer)")
-    .option('--device <device>', 'auto, cpu, cuda, cuda:N, mps or xpu', 'auto')
-    .option('--devices <list>', 'tensor parallelism: one share of the model on each of these devices, e.g. cuda:0,cuda:1')
-    .option('--tensor-parallel <n>', 'tensor parallelism over the first n devices of --device\'s kind (cuda:0 .. cuda:n-1)', intArg('--tensor-parallel'))
-    .addOption(new Option('--dtype <dtype>', "compute dtype (default: the config's)").choices(['bfloat16', 'float32', 'float16']))
+    .option('--tokenizer <path>', "tokenizer.json, or a model folder's tokenizer and chat template (default: the model folder's, the downloaded one, else the bundled Qwen3 tokenizer)"))
     .option('--compile', 'optimised execution (CUDA graphs, fused weights); same outputs')
-    .addOption(new Option('--quantize <type>', 'weights quantized at load: int8 (per-row scales, CPU)').choices(['int8']))
     .option('--temperature <t>', 'sampling temperature (0: greedy)', numberArg('--temperature'))
     .option('--top-k <k>', 'sample from the k most likely tokens', intArg('--top-k'))
     .option('--top-p <p>', 'sample from the smallest set of tokens with probability p', numberArg('--top-p'))

@@ -8,7 +8,7 @@ import { MODEL_SIZES } from '../config.js';
 import { DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_PORT, startServer } from '../serve/server.js';
 import { DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUE } from '../serve/batch.js';
 import { integer, nonEmptyString, number, parseOptions } from '../validate.js';
-import { type ModelFlags, intArg, loadFromFlags, numberArg } from './common.js';
+import { type ModelFlags, intArg, loadFromFlags, numberArg, placementOptions } from './common.js';
 import { write } from './output.js';
 
 interface ServeFlags extends ModelFlags {
@@ -95,7 +95,7 @@ async function serveCommand(flags: ServeFlags): Promise<void> {
 }
 
 export function registerServe(program: Command): void {
-  program
+  placementOptions(program
     .command('serve')
     .description('serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models, /health, /metrics)')
     .option('--model <path|id>', 'a .pth checkpoint, a Hugging Face folder or a Hub repo id such as Qwen/Qwen3-0.6B')
@@ -103,12 +103,7 @@ export function registerServe(program: Command): void {
     .option('--revision <rev>', 'branch, tag or commit of a Hub repo id (default: main)')
     .option('--config <file>', 'model config JSON (reference key names); not for a model folder')
     .addOption(new Option('--size <size>', 'built-in model size').choices(Object.keys(MODEL_SIZES)))
-    .option('--tokenizer <path>', "tokenizer.json, or a model folder's tokenizer and chat template (default: the model folder's, else the bundled Qwen3 tokenizer)")
-    .option('--device <device>', 'auto, cpu, cuda, cuda:N, mps or xpu', 'auto')
-    .option('--devices <list>', 'tensor parallelism: one share of the model on each of these devices, e.g. cuda:0,cuda:1')
-    .option('--tensor-parallel <n>', 'tensor parallelism over the first n devices of --device\'s kind (cuda:0 .. cuda:n-1)', intArg('--tensor-parallel'))
-    .addOption(new Option('--dtype <dtype>', "compute dtype (default: the config's)").choices(['bfloat16', 'float32', 'float16']))
-    .addOption(new Option('--quantize <type>', 'weights quantized at load: int8 (per-row scales, CPU)').choices(['int8']))
+    .option('--tokenizer <path>', "tokenizer.json, or a model folder's tokenizer and chat template (default: the model folder's, else the bundled Qwen3 tokenizer)"))
     .option('--no-compile', 'the reference pass instead of the fused one (slot rows then run one by one)')
     .option('--host <host>', 'address to listen on (0.0.0.0: every interface)', '127.0.0.1')
     .option('--port <n>', 'port to listen on (0: a free one)', intArg('--port'), DEFAULT_PORT)
