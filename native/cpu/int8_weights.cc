@@ -81,15 +81,16 @@ inline float row_scale(const uint8_t* w, int64_t stride, int64_t k, int64_t row)
 // 32-bit lane of the block, -128 times the sum of the lane's four values: the VNNI product of
 // the stored q + 128 starts from it, which leaves the exact x_q . q.
 struct Activations {
+  explicit Activations(int64_t k)
+      : t(static_cast<size_t>(k / kInt8Block)), xq(static_cast<size_t>(k)), start(static_cast<size_t>(k / kInt8Block * 16)) {}
   std::vector<float> t;
   std::vector<int8_t> xq;
   std::vector<int32_t> start;  // (blocks, 16)
 };
 
-Activations quantize_activations(const float* x, int64_t k) {
+// Fills `a` (sized for k, its lane sums zero) from x; allocates nothing, so it may run on the pool.
+void quantize_activations(const float* x, int64_t k, Activations& a) {
   const int64_t blocks = k / kInt8Block;
-  Activations a{std::vector<float>(static_cast<size_t>(blocks)), std::vector<int8_t>(static_cast<size_t>(k)),
-                std::vector<int32_t>(static_cast<size_t>(blocks * 16))};
   for (int64_t b = 0; b < blocks; ++b) {
     const float* xb = x + b * kInt8Block;
     float top = 0.f;
@@ -103,7 +104,6 @@ Activations quantize_activations(const float* x, int64_t k) {
       a.start[static_cast<size_t>(b * 16 + i / 4)] -= 128 * static_cast<int32_t>(v);
     }
   }
-  return a;
 }
 
 // Weight rows [n, n + R) against x rows [x0, x0 + XN): per block, one VNNI product per pair
@@ -169,8 +169,12 @@ at::Tensor int8_gemm(const at::Tensor& x, const at::Tensor& w) {
   }
   const int64_t n = w.size(0), rows = x.numel() / k;
   const at::Tensor xf = x.reshape({rows, k}).to(at::kFloat).contiguous();  // bfloat16 widens exactly
-  std::vector<Activations> xs;
-  for (int64_t r = 0; r < rows; ++r) xs.push_back(quantize_activations(xf.data_ptr<float>() + r * k, k));
+  // A prompt's rows are quantized over the cores too (a decode step's one row on this thread).
+  std::vector<Activations> xs(static_cast<size_t>(rows), Activations(k));
+  const float* xp = xf.data_ptr<float>();
+  parallel_parts(rows, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) quantize_activations(xp + r * k, k, xs[static_cast<size_t>(r)]);
+  });
   std::vector<int64_t> shape = x.sizes().vec();
   shape.back() = n;
   at::Tensor out = at::empty(shape, x.options());
@@ -186,7 +190,7 @@ at::Tensor int8_gemm(const at::Tensor& x, const at::Tensor& w) {
   return out;
 }
 
-#else  // not x86-64: one-row products take the ATen path
+#else  // not x86-64: every product takes the ATen path (int8_linear)
 
 at::Tensor int8_gemm(const at::Tensor&, const at::Tensor&) { return at::Tensor(); }
 

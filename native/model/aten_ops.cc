@@ -1,4 +1,3 @@
-#include "cpu/int8_weights.h"
 #include "model/aten_ops.h"
 
 #include <ATen/TensorIndexing.h>
@@ -12,6 +11,7 @@
 #include <algorithm>
 #include <optional>
 
+#include "cpu/int8_weights.h"
 #include "model/slot_cache.h"
 
 namespace qwen3 {

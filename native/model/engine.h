@@ -51,7 +51,8 @@ class Qwen3Engine {
   int64_t used_speculated_slot_steps() const;
   const ModelConfig& config() const;
   const std::string& device() const;
-  // Every device the model runs on (one, or the ranks' in order), and how the ranks talk ("" for one device).
+  // The tensor-parallel ranks' devices in rank order (empty on one device), and how the ranks
+  // talk ("nccl" or "threads"; "" on one device).
   const std::vector<std::string>& devices() const;
   const char* transport() const;
   const std::string& dtype() const;
