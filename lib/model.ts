@@ -200,12 +200,21 @@ export class Qwen3Model {
   }
 
   /**
-   * Slot steps that the engine ran before they were asked for (after a step whose rows all
-   * decode greedily, the one that would follow it), and how many of them served the request that
-   * came, whole or in part. On by default on CUDA; QWEN3_SLOT_SPECULATION=1 or 0 forces it.
+   * Slot steps that the engine ran before they were asked for (after a step whose rows are all
+   * greedy, the one that would follow it), and how many of them served the request that came,
+   * whole or in part. On by default on CUDA; QWEN3_SLOT_SPECULATION=1 or 0 forces it.
    */
   get slotSpeculation(): { run: number; used: number } {
     return this.#handle().info().slotSpeculation;
+  }
+
+  /**
+   * Prompt chunks that ran inside a slot step's decode rows, one row per token, so that a
+   * sequence joining costs the running ones about a step. On by default on CUDA (on the CPU a
+   * prompt pass keeps the logits equal to the reference's); QWEN3_PROMPT_ROWS=1 or 0 forces it.
+   */
+  get slotPromptRows(): number {
+    return this.#handle().info().slotPromptRows;
   }
 
   /** Bytes of weights on all its devices together. */

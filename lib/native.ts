@@ -158,6 +158,11 @@ export interface NativeModel {
      * many of them served the request that followed, whole or in part.
      */
     slotSpeculation: { run: number; used: number };
+    /**
+     * Prompt chunks that ran inside a slot step's decode rows, one row per token (by default where
+     * the CUDA ragged step runs; QWEN3_PROMPT_ROWS=1 or 0 forces it).
+     */
+    slotPromptRows: number;
   };
   dispose(): void;
 }

@@ -1,5 +1,5 @@
-// Slot-step speculation (native/model/slot_speculation.h): after a step whose rows all decode
-// greedily, the engine runs the step that would follow before it is asked for. On by default
+// Slot-step speculation (native/model/slot_speculation.h): after a step whose rows are all
+// greedy, the engine runs the step that would follow before it is asked for. On by default
 // on CUDA only; forced on here (QWEN3_SLOT_SPECULATION=1, read at a model's first slot call) so
 // that the CPU checks it: outputs must be those of the requested step whether the speculation is
 // used whole, in part or not at all, and whatever it wrote must be undone when unused.
@@ -14,14 +14,18 @@ const DEVICE = process.env.QWEN3_TEST_DEVICE ?? 'cpu';
 const fx = loadFixture('tiny-gqa4');
 const VOCAB = fx.config.vocab_size;
 
-function withSpeculation<T>(setting: '0' | '1', load: () => Promise<T>): Promise<T> {
-  const saved = process.env.QWEN3_SLOT_SPECULATION;
-  process.env.QWEN3_SLOT_SPECULATION = setting;
+/** Runs `load` with the environment's `settings` (read by a model's first slot call), then restores it. */
+function withEnv<T>(settings: Record<string, string>, load: () => Promise<T>): Promise<T> {
+  const saved = Object.keys(settings).map((name) => [name, process.env[name]] as const);
+  Object.assign(process.env, settings);
   return load().finally(() => {
-    if (saved === undefined) delete process.env.QWEN3_SLOT_SPECULATION;
-    else process.env.QWEN3_SLOT_SPECULATION = saved;
+    for (const [name, value] of saved) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
   });
 }
+const withSpeculation = <T>(setting: '0' | '1', load: () => Promise<T>) => withEnv({ QWEN3_SLOT_SPECULATION: setting }, load);
 
 const request = (rows: Row[]) => slotRequest(rows, { topLogprobs: 2 });
 const sampled = (u: number): Pick<Row, 'sampling' | 'u'> => ({ sampling: { temperature: 0.9, topK: 0, topP: 1 }, u });
@@ -60,7 +64,7 @@ describe.each([false, true])('speculated slot steps against plain ones, float32 
   }
 
   it('decode steps that follow the speculation, whole and in part, and steps that do not', async () => {
-    // Three sequences' prompts, then greedy decode steps fed their own tokens (speculated whole).
+    // Three sequences' prompts, then greedy decode steps fed their own tokens (each speculated whole).
     let out = await both([{ slot: 0, start: 0, ids: [1, 17, 42] }, { slot: 1, start: 0, ids: [5, 6, 7, 8] }, { slot: 2, start: 0, ids: [300, 301] }]);
     let rows: Row[] = [0, 1, 2].map((slot, r) => ({ slot, start: out.lengths[r]!, ids: [out.next[r]!] }));
     for (let i = 0; i < 4; i++) {
@@ -76,9 +80,13 @@ describe.each([false, true])('speculated slot steps against plain ones, float32 
         `Expected integer between 0 and ${left.start} (the length of slot 1) for starts[0] but received ${left.start + 1}`,
       );
     }
-    // Another token than the chosen one (as a sampled row would feed), and a joining prompt: not speculated.
+    // The failed request undid the speculation; a step to speculate again.
+    out = await both(rows);
+    rows = rows.map((row, r) => ({ slot: row.slot, start: out.lengths[r]!, ids: [out.next[r]!] }));
+    // Another token than the chosen one (as a sampled row would feed), and a joining prompt: only
+    // slot 2's row is served; the other two run as a step of their own.
     out = await both([{ ...rows[0]!, ids: [(rows[0]!.ids[0]! + 1) % VOCAB] }, rows[1]!, { slot: 3, start: 0, ids: [9, 9, 9] }]);
-    // A sampled row: no speculation after it, and the step after runs as asked.
+    // A sampled row: the greedy rows are served, the sampled one runs; no speculation after it.
     rows = [0, 2, 3].map((slot, r) => ({ slot, start: out.lengths[r]!, ids: [out.next[r]!], ...(r === 1 ? sampled(0.3) : {}) }));
     out = await both(rows);
     // Back to greedy: speculated again, then a copy of a speculated slot discards the speculation.
@@ -89,19 +97,22 @@ describe.each([false, true])('speculated slot steps against plain ones, float32 
       await expect(h.copySlot(2, 5, out.lengths[1]! + 1)).rejects.toThrow(`(the length of slot 2) for length but received ${out.lengths[1]! + 1}`);
     }
     await both([{ slot: 4, start: out.lengths[0]!, ids: [out.next[0]!] }, { slot: 0, start: out.lengths[0]!, ids: [out.next[0]!] }]);
-    // Three decode steps served whole (the first of the four followed the prompts, which are not
-    // speculated), one in part (slot 1 left); the rest were speculated in vain or not at all.
+    // Served: the four decode steps after the prompts whole, then in part the step slot 1 left,
+    // the joining step and the sampled one. Speculated in vain: the step before the failed
+    // request and the one before the copy. (The one after the last step counts only once a later
+    // call ends: the counters are read when a call ends.)
     const used = spec.info().slotSpeculation;
-    expect(used.used).toBe(4);
-    expect(used.run).toBe(6);
+    expect(used.used).toBe(7);
+    expect(used.run).toBe(9);
     expect(plain.info().slotSpeculation).toEqual({ run: 0, used: 0 });
   });
 });
 
-describe('the scheduler with speculation', () => {
+// With prompt chunks as prompt passes (the CPU's default) and as decode rows (CUDA's).
+describe.each(['0', '1'])('the scheduler with speculation (QWEN3_PROMPT_ROWS=%s)', (promptRows) => {
   let model: Qwen3Model;
   beforeAll(async () => {
-    model = await withSpeculation('1', async () => {
+    model = await withEnv({ QWEN3_SLOT_SPECULATION: '1', QWEN3_PROMPT_ROWS: promptRows }, async () => {
       const m = await Qwen3Model.load(fx.modelPath, { config: fx.configPath, device: DEVICE, dtype: 'float32', compile: true });
       const slot = m.takeSlot();
       await m.slotStep([{ slot, start: 0, ids: [1], sampling: { temperature: 0, topK: 0, topP: 1 } }]);
@@ -132,5 +143,6 @@ describe('the scheduler with speculation', () => {
     const { run, used } = model.slotSpeculation;
     expect(used).toBeGreaterThan(0);
     expect(run).toBeGreaterThanOrEqual(used);
+    expect(model.slotPromptRows > 0).toBe(promptRows === '1');
   });
 });

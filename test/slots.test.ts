@@ -4,7 +4,9 @@
 // chunks, decode steps for its single tokens), fed the same tokens: bit for bit where the pass is
 // the same (every row of the reference backend on the CPU, and the compiled CPU's prompt chunks
 // over prompt-made content), else within the parity tolerance of test/compile.test.ts (relative
-// 1e-5 in float32, 3e-2 in bfloat16), with the same next token except at a near tie.
+// 1e-5 in float32, 3e-2 in bfloat16), with the same next token except at a near tie. Prompt
+// chunks run as prompt passes on the CPU by default, and as rows of the step's decode part (one
+// per token) where QWEN3_PROMPT_ROWS=1 forces it here (and by default on CUDA).
 // The CUDA host recipe runs this file with QWEN3_TEST_DEVICE=cuda (docs/testing.md).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type NativeModel, type NativeSlotStepRequest, type NativeSlotStepResult, native } from '../lib/native.js';
@@ -86,6 +88,10 @@ const CASES = [
   // QWEN3_SLOT_KERNELS=0: the ATen ragged step (masked SDPA over gathered slots) instead of the CPU loops or the CUDA slot decoder.
   { name: 'compiled float32, ATen ragged step', dtype: 'float32', compile: true, kernels: false },
   { name: 'compiled bfloat16, ATen ragged step', dtype: 'bfloat16', compile: true, kernels: false },
+  // QWEN3_PROMPT_ROWS=1: prompt chunks as decode rows, through the CPU loops and through the ATen ragged step.
+  { name: 'compiled float32, prompts as rows', dtype: 'float32', compile: true, kernels: true, promptRows: true },
+  { name: 'compiled bfloat16, prompts as rows', dtype: 'bfloat16', compile: true, kernels: true, promptRows: true },
+  { name: 'compiled float32, prompts as rows of the ATen ragged step', dtype: 'float32', compile: true, kernels: false, promptRows: true },
 ] as const;
 
 for (const c of CASES) {
@@ -93,16 +99,24 @@ for (const c of CASES) {
     // The reference backend runs each row through its own pass: bit-identical to the batch API on the CPU.
     const allExact = DEVICE === 'cpu' && !c.compile;
     const tol = c.dtype === 'float32' ? 1e-5 : 3e-2;
+    // Prompt chunks through the batch API's own prompt pass (not as decode rows): exact on the CPU.
+    const promptPass = DEVICE === 'cpu' && !('promptRows' in c);
     let h: NativeModel;
-    const saved = process.env.QWEN3_SLOT_KERNELS;
+    const saved = { kernels: process.env.QWEN3_SLOT_KERNELS, promptRows: process.env.QWEN3_PROMPT_ROWS };
+    const restore = (name: string, value: string | undefined) => {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    };
     beforeAll(async () => {
-      if (!c.kernels) process.env.QWEN3_SLOT_KERNELS = '0'; // read by the model's first slot call
+      // Read by the model's first slot call.
+      if (!c.kernels) process.env.QWEN3_SLOT_KERNELS = '0';
+      if ('promptRows' in c) process.env.QWEN3_PROMPT_ROWS = '1';
       h = await load(c.dtype, c.compile);
     });
     afterAll(() => {
       h.dispose();
-      if (saved === undefined) delete process.env.QWEN3_SLOT_KERNELS;
-      else process.env.QWEN3_SLOT_KERNELS = saved;
+      restore('QWEN3_SLOT_KERNELS', saved.kernels);
+      restore('QWEN3_PROMPT_ROWS', saved.promptRows);
     });
 
     /** A slot row's output against its sequence alone. */
@@ -155,7 +169,7 @@ for (const c of CASES) {
           // pass: every op with the reference backend; prompt chunks over prompt-made content
           // with the compiled CPU (its decode rows of a step run as one batched product).
           const promptsOnly = refs[name]!.slice(0, op + 1).every((x) => x.ids.length > 1);
-          const exact = allExact || (DEVICE === 'cpu' && promptsOnly);
+          const exact = allExact || (promptPass && promptsOnly);
           expectSame({ next: out.next[r]!, logits: rowLogits(out, r) }, refs[name]![op]!, exact, `${name} op ${op} at step ${step}`);
         });
       }
@@ -164,6 +178,9 @@ for (const c of CASES) {
       const bytes = h.info().slotCacheBytes;
       expect(bytes % perToken).toBe(0);
       expect(bytes / perToken).toBeGreaterThanOrEqual(8 * lengths.A!);
+      // Every chunk of more than one token so far: A, B, C, D's two, B2 and E.
+      if ('promptRows' in c) expect(h.info().slotPromptRows).toBe(7);
+      else if (DEVICE === 'cpu') expect(h.info().slotPromptRows).toBe(0);
     });
 
     it('sampled rows, each with its own settings and draw, choose what they choose alone; logprobs fit the logits', async () => {
@@ -196,7 +213,7 @@ for (const c of CASES) {
         for (let r = 0; r < rows.length; r++) {
           const logits = rowLogits(out, r);
           const want = refs[r]![step]!;
-          const exact = allExact || (DEVICE === 'cpu' && step === 0); // step 0: prompt rows
+          const exact = allExact || (promptPass && step === 0); // step 0: prompt rows
           const sampled = samplers[r] !== GREEDY;
           // The logits, and a greedy row's token (expectSame); a sampled row's token where compared.
           expectSame({ next: sampled ? want.next : out.next[r]!, logits }, want, exact, `row ${r} step ${step}`);

@@ -2,7 +2,11 @@
 // OpenAI-compatible server, measuring what a client sees. Per request: time to the first token,
 // the gaps between later tokens, and the tokens the server reports in `usage`. Requests run
 // closed-loop (N clients, each sending its next request when the last ends) or open-loop (one
-// request every `arrivalMs`, whatever is still running).
+// request every `arrivalMs`, whatever is still running). An open loop's throughput over the whole
+// run is bounded by its arrivals (the last request starts (requests - 1) * arrivalMs in, and its
+// 200 tokens take their time after that), so it also reports the sustained rate: tokens streamed
+// between the first request's end (when the number in flight has settled) and the last arrival,
+// against the offered rate (maxTokens per arrivalMs).
 
 export interface ServeLoadOptions {
   /** Server root, e.g. http://127.0.0.1:8080 */
@@ -40,6 +44,8 @@ export interface ServeLoadResult {
   ttft: Percentiles;
   /** Milliseconds between consecutive streamed tokens of one request. */
   itl: Percentiles;
+  /** Open loop only: the steady state between the first request's end and the last arrival. */
+  sustained: { tokensPerSecond: number; offeredTokensPerSecond: number; seconds: number } | null;
 }
 
 function percentiles(values: number[]): Percentiles {
@@ -62,6 +68,9 @@ interface OneResult {
   ttft: number | null;
   gaps: number[];
   tokens: number;
+  /** performance.now() of each streamed event with text, and of the end. */
+  times: number[];
+  end: number;
 }
 
 /** One streamed completion; reads the server-sent events until [DONE]. */
@@ -79,7 +88,7 @@ async function oneRequest(o: ServeLoadOptions, index: number): Promise<OneResult
     // Random weights may choose an end token early; every request should run its full length.
     ignore_eos: true,
   };
-  const result: OneResult = { ok: false, ttft: null, gaps: [], tokens: 0 };
+  const result: OneResult = { ok: false, ttft: null, gaps: [], tokens: 0, times: [], end: 0 };
   try {
     const response = await fetch(`${o.url}/v1/completions`, { method: 'POST', headers, body: JSON.stringify(body) });
     if (!response.ok || !response.body) return result;
@@ -102,6 +111,7 @@ async function oneRequest(o: ServeLoadOptions, index: number): Promise<OneResult
         const parsed = JSON.parse(data) as { choices?: { text?: string }[]; usage?: { completion_tokens?: number } };
         if (parsed.usage?.completion_tokens !== undefined) result.tokens = parsed.usage.completion_tokens;
         if ((parsed.choices?.length ?? 0) === 0) continue;
+        result.times.push(now);
         if (result.ttft === null) result.ttft = now - started;
         else result.gaps.push(now - last);
         last = now;
@@ -110,7 +120,23 @@ async function oneRequest(o: ServeLoadOptions, index: number): Promise<OneResult
   } catch {
     result.ok = false;
   }
+  result.end = performance.now();
   return result;
+}
+
+/** Tokens streamed per second between the first request's end and the last arrival. */
+function sustainedRate(o: ServeLoadOptions, ok: OneResult[], started: number, completionTokens: number): ServeLoadResult['sustained'] {
+  if (o.arrivalMs === undefined || ok.length === 0) return null;
+  const from = Math.min(...ok.map((r) => r.end));
+  const to = started + (o.requests - 1) * o.arrivalMs;
+  const offeredTokensPerSecond = (o.maxTokens * 1000) / o.arrivalMs;
+  if (to <= from) return { tokensPerSecond: Number.NaN, offeredTokensPerSecond, seconds: 0 };
+  // Events carry a token each, except where the server holds back part of a character: scale by
+  // the tokens the server counted per event.
+  const events = ok.reduce((n, r) => n + r.times.length, 0);
+  const inWindow = ok.reduce((n, r) => n + r.times.filter((t) => t >= from && t < to).length, 0);
+  const seconds = (to - from) / 1000;
+  return { tokensPerSecond: (inWindow * (completionTokens / events)) / seconds, offeredTokensPerSecond, seconds };
 }
 
 export async function runServeLoad(o: ServeLoadOptions): Promise<ServeLoadResult> {
@@ -145,15 +171,19 @@ export async function runServeLoad(o: ServeLoadOptions): Promise<ServeLoadResult
     tokensPerSecond: completionTokens / seconds,
     ttft: percentiles(ok.map((r) => r.ttft!).filter((t) => t !== null)),
     itl: percentiles(ok.flatMap((r) => r.gaps)),
+    sustained: sustainedRate(o, ok, started, completionTokens),
   };
 }
 
 export function formatServeLoad(results: ServeLoadResult[]): string {
-  const head = '| load | requests | failed | tokens/s | TTFT p50 / p99 (ms) | ITL p50 / p99 (ms) |\n|---|---:|---:|---:|---:|---:|';
+  const head =
+    '| load | requests | failed | tokens/s | sustained / offered tokens/s | TTFT p50 / p99 (ms) | ITL p50 / p99 (ms) |\n|---|---:|---:|---:|---:|---:|---:|';
   const f = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '-');
+  const sustained = (r: ServeLoadResult) =>
+    r.sustained ? `${Number.isFinite(r.sustained.tokensPerSecond) ? r.sustained.tokensPerSecond.toFixed(0) : '-'} / ${r.sustained.offeredTokensPerSecond.toFixed(0)}` : '';
   const rows = results.map(
     (r) =>
-      `| ${r.arrivalMs !== null ? `1 every ${r.arrivalMs} ms` : `${r.concurrency} concurrent`} | ${r.requests} | ${r.failed} | ${r.tokensPerSecond.toFixed(0)} | ${f(r.ttft.p50)} / ${f(r.ttft.p99)} | ${f(r.itl.p50)} / ${f(r.itl.p99)} |`,
+      `| ${r.arrivalMs !== null ? `1 every ${r.arrivalMs} ms` : `${r.concurrency} concurrent`} | ${r.requests} | ${r.failed} | ${r.tokensPerSecond.toFixed(0)} | ${sustained(r)} | ${f(r.ttft.p50)} / ${f(r.ttft.p99)} | ${f(r.itl.p50)} / ${f(r.itl.p99)} |`,
   );
   return [head, ...rows].join('\n');
 }

@@ -80,7 +80,9 @@ async function benchServeCommand(serveArgs: string[], flags: BenchServeFlags): P
     if (flags.arrivalMs !== undefined) {
       const n = Math.max(...flags.concurrency);
       log(`one request every ${flags.arrivalMs} ms`);
-      results.push(await runServeLoad({ ...common, concurrency: n, requests: flags.requests ?? Math.max(2 * n, 8), arrivalMs: flags.arrivalMs }));
+      // Arrivals over at least 4 s, so that the steady state outlasts the ramp up and the drain.
+      const requests = flags.requests ?? Math.max(2 * n, 8, Math.ceil(4000 / flags.arrivalMs));
+      results.push(await runServeLoad({ ...common, concurrency: n, requests, arrivalMs: flags.arrivalMs }));
     }
     // A conversation's second turn: its first turn plus a short new message.
     const turn1 = ids(flags.turnTokens, 1);
@@ -135,7 +137,7 @@ export function registerBenchServe(program: Command): void {
     .option('--requests <n>', 'requests per load (default: twice the concurrency, at least 8)', intArg('--requests'))
     .option('--max-tokens <n>', 'new tokens per request', intArg('--max-tokens'), 200)
     .option('--prompt-tokens <n>', 'prompt length in tokens', intArg('--prompt-tokens'), 10)
-    .option('--arrival-ms <n>', 'also a load of one request every n ms (as many requests as the largest concurrency)', intArg('--arrival-ms'))
+    .option('--arrival-ms <n>', 'also a load of one request every n ms (arrivals over 4 s unless --requests says)', intArg('--arrival-ms'))
     .option('--turn-tokens <n>', "length of a conversation's first turn for the prefix-cache measurement", intArg('--turn-tokens'), 1000)
     .addOption(new Option('--baseline <system>', "also run transformers' continuous batching on the same folder").choices(['transformers']))
     .option('--json', 'machine-readable report')

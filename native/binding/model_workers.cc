@@ -21,6 +21,7 @@ void EngineStatus::Refresh(const Qwen3Engine& engine) {
   v.graph_captures = engine.graph_captures();
   v.speculated_slot_steps = engine.speculated_slot_steps();
   v.used_speculated_slot_steps = engine.used_speculated_slot_steps();
+  v.prompt_chunks_as_rows = engine.prompt_chunks_as_rows();
   std::lock_guard<std::mutex> lock(mutex_);
   values_ = v;
 }

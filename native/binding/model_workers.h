@@ -35,6 +35,7 @@ class EngineStatus {
     double compile_seconds = 0;
     int graph_captures = 0;
     int64_t speculated_slot_steps = 0, used_speculated_slot_steps = 0;
+    int64_t prompt_chunks_as_rows = 0;
   };
   // Call on the engine thread, or before any step can run.
   void Refresh(const Qwen3Engine& engine);

@@ -293,6 +293,7 @@ Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {
   speculation.Set("run", static_cast<double>(s.speculated_slot_steps));
   speculation.Set("used", static_cast<double>(s.used_speculated_slot_steps));
   out.Set("slotSpeculation", speculation);
+  out.Set("slotPromptRows", static_cast<double>(s.prompt_chunks_as_rows));
   return out;
 }
 

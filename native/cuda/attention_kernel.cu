@@ -28,6 +28,7 @@ struct GroupBlock {
   int64_t pos, lo, hi;  // the step's position; the split's positions [lo, hi)
   int active;           // splits that hold positions at this length
   bool owner;           // this split holds the new position: it writes the new key and value
+  bool stores;          // owner, and the phase writes the cache
   size_t base;          // the (row, group)'s first element in the key/value buffers
   float *qs, *vec, *part_acc, *part_m, *part_s, *red;
 };
@@ -71,13 +72,13 @@ __device__ __forceinline__ void norm_rope_group(const GroupBlock& b, const T* __
       const T roped = from_f<T>(v * cos[pos * hd + d] + rotated * sin[pos * hd + d]);
       if (j < reps) {
         b.qs[j * hd + d] = to_f(roped);
-      } else if (b.owner) {
+      } else if (b.stores) {
         k_cache[b.base + pos * hd + d] = roped;
       }
     }
     __syncthreads();  // vec and red are reused by the next pass
   }
-  if (b.owner) {
+  if (b.stores) {
     for (int d = threadIdx.x; d < hd; d += blockDim.x) v_cache[b.base + pos * hd + d] = src[(heads + groups + g) * hd + d];
   }
 }
@@ -238,7 +239,7 @@ __global__ void __launch_bounds__(kGroupAttnThreads)
                            const float* __restrict__ cos, const float* __restrict__ sin, const int64_t* __restrict__ position,
                            int position_stride, const int64_t* __restrict__ row_slots, T* k_cache, T* v_cache, T* __restrict__ out,
                            float* partials, int* done, int heads, int groups, int hd, int capacity, int splits, int min_per_split, float scale,
-                           float eps) {
+                           float eps, int phase) {
   extern __shared__ float group_smem[];
   __shared__ bool last_block;
   pdl_launch_dependents();
@@ -256,6 +257,7 @@ __global__ void __launch_bounds__(kGroupAttnThreads)
   b.row = blockIdx.x / (splits * groups);
   b.pos = position[static_cast<size_t>(b.row) * position_stride];
   if (b.pos < 0) {
+    if (phase == kAttendStoreOnly) return;
     // A padding row of a batch-size bucket: no keys to attend to, and nothing to write but a
     // zero context (whatever the row computes afterwards is never read).
     if (b.split == 0) {
@@ -273,11 +275,14 @@ __global__ void __launch_bounds__(kGroupAttnThreads)
   b.lo = b.split * per;
   b.hi = min(b.lo + per, length);
   b.owner = b.lo <= b.pos && b.pos < b.hi;
+  b.stores = b.owner && phase != kAttendReadOnly;
+  if (phase == kAttendStoreOnly && !b.owner) return;
   const int64_t slot = row_slots ? row_slots[b.row] : b.row;  // the row's place in the key/value buffers
   b.base = (static_cast<size_t>(slot) * groups + b.g) * capacity * hd;
 
   norm_rope_group<T>(b, qkv + static_cast<size_t>(b.row) * (heads + 2 * groups) * hd, q_norm, k_norm, qk_norm, cos, sin, k_cache, v_cache,
                      heads, groups, hd, eps);
+  if (phase == kAttendStoreOnly) return;
   __syncthreads();  // the new key and value are in the cache for the loop below
 
   const Teams t = teams_of<T>(b.reps, hd);
@@ -322,7 +327,8 @@ bool group_attention_supported(int dtype, int heads, int groups, int hd) {
 
 void group_attention(int dtype, const void* qkv, const float* q_norm, const float* k_norm, bool qk_norm, const float* cos, const float* sin,
                      const int64_t* position, int position_stride, const int64_t* row_slots, void* k_cache, void* v_cache, void* out,
-                     float* partials, int* done, int rows, int heads, int groups, int hd, int capacity, float scale, float eps, void* stream) {
+                     float* partials, int* done, int rows, int heads, int groups, int hd, int capacity, float scale, float eps, int phase,
+                     void* stream) {
   if (!group_attention_supported(dtype, heads, groups, hd)) throw std::invalid_argument("group_attention: unsupported head layout");
   const int splits = attention_splits(rows, capacity), reps = heads / groups;
   const size_t shared = (static_cast<size_t>(reps) * hd + kGroupAttnThreads + kGroupAttnWarps * hd + 3 * kGroupAttnWarps) * sizeof(float);
@@ -331,7 +337,7 @@ void group_attention(int dtype, const void* qkv, const float* q_norm, const floa
     launch("group_attention", group_attention_kernel<T>, true, dim3(rows * groups * splits), dim3(kGroupAttnThreads), shared, stream,
            static_cast<const T*>(qkv), q_norm, k_norm, qk_norm, cos, sin, position, position_stride, row_slots, static_cast<T*>(k_cache),
            static_cast<T*>(v_cache),
-           static_cast<T*>(out), partials, done, heads, groups, hd, capacity, splits, min_positions_per_split(rows), scale, eps);
+           static_cast<T*>(out), partials, done, heads, groups, hd, capacity, splits, min_positions_per_split(rows), scale, eps, phase);
   });
   check("group_attention");
 }

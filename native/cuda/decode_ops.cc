@@ -51,13 +51,21 @@ at::Tensor CudaDecodeOps::qkv(const at::Tensor& x, const FusedBlock& w) {
 
 at::Tensor CudaDecodeOps::attention(int64_t layer, const at::Tensor& qkv, const FusedBlock& w) {
   const int64_t hd = config_.head_dim;
-  cuda::group_attention(dtype_, qkv.data_ptr(), config_.qk_norm ? w.q_norm.data_ptr<float>() : nullptr,
-                        config_.qk_norm ? w.k_norm.data_ptr<float>() : nullptr, config_.qk_norm, buffers_.cos, buffers_.sin,
-                        buffers_.position, buffers_.slots ? 1 : 0, buffers_.row_slots, keys(layer).data_ptr(), values(layer).data_ptr(),
-                        context_.data_ptr(), buffers_.partials, buffers_.done, static_cast<int>(buffers_.batch),
-                        static_cast<int>(config_.n_heads), static_cast<int>(config_.n_kv_groups), static_cast<int>(hd),
-                        static_cast<int>(buffers_.capacity), static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd))),
-                        static_cast<float>(kNormEps), stream_);
+  const auto run = [&](int phase) {
+    cuda::group_attention(dtype_, qkv.data_ptr(), config_.qk_norm ? w.q_norm.data_ptr<float>() : nullptr,
+                          config_.qk_norm ? w.k_norm.data_ptr<float>() : nullptr, config_.qk_norm, buffers_.cos, buffers_.sin,
+                          buffers_.position, buffers_.slots ? 1 : 0, buffers_.row_slots, keys(layer).data_ptr(), values(layer).data_ptr(),
+                          context_.data_ptr(), buffers_.partials, buffers_.done, static_cast<int>(buffers_.batch),
+                          static_cast<int>(config_.n_heads), static_cast<int>(config_.n_kv_groups), static_cast<int>(hd),
+                          static_cast<int>(buffers_.capacity), static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd))),
+                          static_cast<float>(kNormEps), phase, stream_);
+  };
+  if (buffers_.rows_share_slots) {
+    run(cuda::kAttendStoreOnly);
+    run(cuda::kAttendReadOnly);
+  } else {
+    run(cuda::kAttendFused);
+  }
   return context_;
 }
 

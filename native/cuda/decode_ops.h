@@ -26,6 +26,9 @@ struct DecodeBuffers {
   // row_slots[r] at position[r] (negative: a padding row).
   SlotCache* slots = nullptr;          // (slots, groups, capacity, head_dim) per layer
   const int64_t* row_slots = nullptr;  // (batch,)
+  // Several rows may be tokens of one slot (a prompt run as rows, each attending to the ones
+  // before it): every row's key and value are stored before any row attends.
+  bool rows_share_slots = false;
 };
 
 class CudaDecodeOps : public BlockOps {

@@ -32,13 +32,18 @@ void qk_norm_rope_cache(int dtype, const void* qkv, const float* q_norm, const f
 // position is padding: it reads and writes no cache and gets a zero context. The positions are
 // split up to attention_splits(rows, capacity) ways, each row by its own length; `partials` holds
 // attention_partials_floats(...) floats and `done` rows * groups ints, zero before the first
-// call and left zero by each.
+// call and left zero by each. `phase` kAttendFused does all of it; where several rows are tokens
+// of one slot (a prompt run as rows), each row reads keys that other rows write, so the step
+// runs kAttendStoreOnly (every row's key and value into the cache) and then kAttendReadOnly (the
+// attention, writing nothing), with the same arithmetic as the fused kernel.
+constexpr int kAttendFused = 0, kAttendStoreOnly = 1, kAttendReadOnly = 2;
 int attention_splits(int rows, int capacity);
 size_t attention_partials_floats(int rows, int heads, int hd, int capacity);
 bool group_attention_supported(int dtype, int heads, int groups, int hd);
 void group_attention(int dtype, const void* qkv, const float* q_norm, const float* k_norm, bool qk_norm, const float* cos, const float* sin,
                      const int64_t* position, int position_stride, const int64_t* row_slots, void* k_cache, void* v_cache, void* out,
-                     float* partials, int* done, int rows, int heads, int groups, int hd, int capacity, float scale, float eps, void* stream);
+                     float* partials, int* done, int rows, int heads, int groups, int hd, int capacity, float scale, float eps, int phase,
+                     void* stream);
 
 // out = cast(silu(g) * u) where gate_up is (rows, 2 * hidden) = [g | u]; out: (rows, hidden)
 void silu_mul(int dtype, const void* gate_up, void* out, int rows, int hidden, void* stream);

@@ -51,6 +51,7 @@ struct CudaSlotDecoder::State {
   // The fixed buffers (and the graph, when compiled) of one batch size.
   struct Bucket {
     int64_t batch = 0;
+    bool shared = false;               // rows may share slots (buffers.rows_share_slots)
     at::Tensor ids, slots, positions;  // (batch,) int64 each: the step's inputs; padding rows at position -1
     at::Tensor logits;                 // (batch, vocab) compute dtype
     at::Tensor local_logits;           // (batch, vocab / world): this rank's rows of the head (tensor parallel)
@@ -62,7 +63,7 @@ struct CudaSlotDecoder::State {
     at::Tensor head_done;              // (1,) int32, back to zero after each step
     std::unique_ptr<at::cuda::CUDAGraph> graph;
   };
-  std::map<int64_t, Bucket> buckets;
+  std::map<std::pair<int64_t, bool>, Bucket> buckets;  // by (batch, shared)
   // The cache the buckets were made for: graphs record its buffers' addresses and capacity.
   int64_t rows = 0, capacity = 0;
   const void* keys = nullptr;
@@ -81,10 +82,11 @@ struct CudaSlotDecoder::State {
     std::tie(cos, sin) = rope.slice(0, capacity);
   }
 
-  Bucket& bucket(int64_t batch) {
-    Bucket& b = buckets[batch];
+  Bucket& bucket(int64_t batch, bool shared) {
+    Bucket& b = buckets[{batch, shared}];
     if (b.batch == batch) return b;
     b.batch = batch;
+    b.shared = shared;
     const auto opts = at::TensorOptions().device(device);
     b.ids = at::zeros({batch}, opts.dtype(at::kLong));
     b.slots = at::zeros({batch}, opts.dtype(at::kLong));
@@ -119,6 +121,7 @@ struct CudaSlotDecoder::State {
     buffers.done = b.done.data_ptr<int>();
     buffers.slots = &cache;
     buffers.row_slots = b.slots.data_ptr<int64_t>();
+    buffers.rows_share_slots = b.shared;
     const bool gemv = one_row(b.batch);
     CudaDecodeOps ops(config, dtype, buffers, gemv);
     at::Tensor x = at::embedding(weights.tok_emb, b.ids);  // (batch, emb_dim)
@@ -158,8 +161,11 @@ at::Tensor CudaSlotDecoder::step(const std::vector<int64_t>& slots, const std::v
   s.follow_cache();
   const auto rows = static_cast<int64_t>(slots.size());
   // Batch sizes in powers of two, eager too: one set of buffers (and one graph) per size, and
-  // the same kernels whichever way the step runs.
-  State::Bucket& b = s.bucket(power_of_two_at_least(rows, 1));
+  // the same kernels whichever way the step runs; a step whose rows share slots has its own.
+  std::vector<int64_t> sorted(slots);
+  std::sort(sorted.begin(), sorted.end());
+  const bool shared = std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end();
+  State::Bucket& b = s.bucket(power_of_two_at_least(rows, 1), shared);
   std::vector<int64_t> ids64(static_cast<size_t>(b.batch), 0), slots64(static_cast<size_t>(b.batch), 0),
       positions64(static_cast<size_t>(b.batch), -1);
   std::copy(ids.begin(), ids.end(), ids64.begin());

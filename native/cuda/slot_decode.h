@@ -31,7 +31,8 @@ class CudaSlotDecoder {
   // buckets of at least 256 positions, so that graphs are captured again rarely.
   void reserve(int64_t rows, int64_t capacity);
   // One token per row (ids), of slot slots[r] at position positions[r] (its length before the
-  // step): writes the row's key and value there. Returns the logits (rows, vocab) in the compute
+  // step): writes the row's key and value there. Rows of one slot (a prompt's tokens) each
+  // attend to the positions before their own, those of this step included. Returns the logits (rows, vocab) in the compute
   // dtype, a view of a fixed buffer that the next step overwrites.
   at::Tensor step(const std::vector<int64_t>& slots, const std::vector<int64_t>& positions, const std::vector<int32_t>& ids);
   // Drops the graphs and their buffers (before the slot cache is freed).

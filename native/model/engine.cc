@@ -385,6 +385,7 @@ int64_t Qwen3Engine::slot_cache_bytes() const {
 
 int64_t Qwen3Engine::speculated_slot_steps() const { return impl_->slot_steps ? impl_->slot_steps->speculation().run_count() : 0; }
 int64_t Qwen3Engine::used_speculated_slot_steps() const { return impl_->slot_steps ? impl_->slot_steps->speculation().used_count() : 0; }
+int64_t Qwen3Engine::prompt_chunks_as_rows() const { return impl_->slot_steps ? impl_->slot_steps->prompt_chunks_as_rows() : 0; }
 
 const ModelConfig& Qwen3Engine::config() const { return impl_->full_config; }
 const std::string& Qwen3Engine::device() const { return impl_->device_name; }

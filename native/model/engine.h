@@ -49,6 +49,7 @@ class Qwen3Engine {
   // Slot steps speculated so far, and how many of them served a request.
   int64_t speculated_slot_steps() const;
   int64_t used_speculated_slot_steps() const;
+  int64_t prompt_chunks_as_rows() const;
   const ModelConfig& config() const;
   const std::string& device() const;
   // The tensor-parallel ranks' devices in rank order (empty on one device), and how the ranks

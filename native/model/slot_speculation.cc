@@ -11,18 +11,42 @@ bool SlotSpeculation::wanted(bool device_is_cuda) {
   return device_is_cuda;
 }
 
+namespace {
+
+// Appends row j of `from` (k alternatives a row) to `out`.
+void append_row(SlotStepResult& out, const SlotStepResult& from, size_t j, size_t k) {
+  out.next.push_back(from.next[j]);
+  out.lengths.push_back(from.lengths[j]);
+  if (from.has_logprobs) {
+    out.has_logprobs = true;
+    out.logprobs.push_back(from.logprobs[j]);
+    out.top_ids.insert(out.top_ids.end(), from.top_ids.begin() + j * k, from.top_ids.begin() + (j + 1) * k);
+    out.top_logprobs.insert(out.top_logprobs.end(), from.top_logprobs.begin() + j * k, from.top_logprobs.begin() + (j + 1) * k);
+  }
+  if (!from.logits.empty()) {
+    const size_t vocab = from.logits.size() / from.next.size();
+    out.logits.insert(out.logits.end(), from.logits.begin() + j * vocab, from.logits.begin() + (j + 1) * vocab);
+  }
+}
+
+size_t alternatives(const SlotStepRequest& r) { return r.top_logprobs > 0 ? static_cast<size_t>(r.top_logprobs) : 0; }
+
+}  // namespace
+
 void SlotSpeculation::plan(const SlotStepRequest& done, const SlotStepResult& out, int64_t context_length) {
   planned_.reset();
   result_.reset();
   const int64_t rows = done.rows();
   for (int64_t i = 0; i < rows; ++i) {
     const auto at = static_cast<size_t>(i);
-    const bool decode = done.offsets[at + 1] - done.offsets[at] == 1;
-    if (!decode || done.temperature[at] > 0 || out.lengths[at] + 1 > context_length) return;
+    if (done.temperature[at] > 0 || out.lengths[at] + 1 > context_length) return;
   }
+  // Every row, prompt chunks included, decodes the token it chose.
   SlotStepRequest next = done;
   next.starts = out.lengths;
   next.ids = out.next;
+  next.offsets.resize(static_cast<size_t>(rows) + 1);
+  for (int64_t i = 0; i <= rows; ++i) next.offsets[static_cast<size_t>(i)] = i;
   planned_ = std::move(next);
 }
 
@@ -37,54 +61,36 @@ void SlotSpeculation::run(const std::function<SlotStepResult(const SlotStepReque
   }
 }
 
-std::optional<SlotStepResult> SlotSpeculation::take(const SlotStepRequest& request, SlotCache& cache) {
+std::optional<SlotSpeculation::Served> SlotSpeculation::take(const SlotStepRequest& request, SlotCache& cache) {
   if (!planned_ || !result_) {
     planned_.reset();
     return std::nullopt;
   }
   const SlotStepRequest& spec = *planned_;
-  const SlotStepResult& got = *result_;
   std::vector<bool> keep(static_cast<size_t>(spec.rows()), false);
-  std::vector<size_t> from;  // request row -> speculated row
-  bool covered = request.top_logprobs == spec.top_logprobs && request.logits == spec.logits;
-  for (int64_t i = 0; covered && i < request.rows(); ++i) {
-    const auto at = static_cast<size_t>(i);
-    covered = request.offsets[at + 1] - request.offsets[at] == 1 && request.temperature[at] <= 0;
-    size_t j = 0;
-    while (covered && j < spec.slots.size() && spec.slots[j] != request.slots[at]) ++j;
-    covered = covered && j < spec.slots.size() && !keep[j] && spec.starts[j] == request.starts[at] &&
-              spec.ids[j] == request.ids[static_cast<size_t>(request.offsets[at])];
-    if (covered) {
+  Served served;
+  served.rows.assign(static_cast<size_t>(request.rows()), false);
+  if (request.top_logprobs == spec.top_logprobs && request.logits == spec.logits) {
+    for (int64_t i = 0; i < request.rows(); ++i) {
+      const auto at = static_cast<size_t>(i);
+      if (request.offsets[at + 1] - request.offsets[at] != 1 || request.temperature[at] > 0) continue;
+      size_t j = 0;
+      while (j < spec.slots.size() && spec.slots[j] != request.slots[at]) ++j;
+      if (j == spec.slots.size() || keep[j] || spec.starts[j] != request.starts[at] ||
+          spec.ids[j] != request.ids[static_cast<size_t>(request.offsets[at])]) {
+        continue;
+      }
       keep[j] = true;
-      from.push_back(j);
+      served.rows[at] = true;
+      append_row(served.outputs, *result_, j, alternatives(spec));
     }
-  }
-  if (!covered) {
-    keep.assign(keep.size(), false);
-    undo_rows(keep, cache);
-    planned_.reset();
-    result_.reset();
-    return std::nullopt;
   }
   undo_rows(keep, cache);
-  ++used_;
-  SlotStepResult out;
-  out.has_logprobs = got.has_logprobs;
-  const size_t k = spec.top_logprobs > 0 ? static_cast<size_t>(spec.top_logprobs) : 0;
-  const size_t vocab = spec.logits && !spec.slots.empty() ? got.logits.size() / spec.slots.size() : 0;
-  for (const size_t j : from) {
-    out.next.push_back(got.next[j]);
-    out.lengths.push_back(got.lengths[j]);
-    if (got.has_logprobs) out.logprobs.push_back(got.logprobs[j]);
-    if (got.has_logprobs && k > 0) {
-      out.top_ids.insert(out.top_ids.end(), got.top_ids.begin() + j * k, got.top_ids.begin() + (j + 1) * k);
-      out.top_logprobs.insert(out.top_logprobs.end(), got.top_logprobs.begin() + j * k, got.top_logprobs.begin() + (j + 1) * k);
-    }
-    if (vocab > 0) out.logits.insert(out.logits.end(), got.logits.begin() + j * vocab, got.logits.begin() + (j + 1) * vocab);
-  }
   planned_.reset();
   result_.reset();
-  return out;
+  if (served.outputs.next.empty()) return std::nullopt;
+  ++used_;
+  return served;
 }
 
 void SlotSpeculation::discard(SlotCache& cache) {
@@ -99,6 +105,32 @@ void SlotSpeculation::undo_rows(const std::vector<bool>& keep, SlotCache& cache)
   for (size_t j = 0; j < keep.size(); ++j) {
     if (!keep[j]) cache.set_length(planned_->slots[j], planned_->starts[j]);
   }
+}
+
+SlotStepRequest select_rows(const SlotStepRequest& r, const std::vector<bool>& keep) {
+  SlotStepRequest out;
+  out.top_logprobs = r.top_logprobs;
+  out.logits = r.logits;
+  out.offsets.push_back(0);
+  for (size_t i = 0; i < keep.size(); ++i) {
+    if (!keep[i]) continue;
+    out.slots.push_back(r.slots[i]);
+    out.starts.push_back(r.starts[i]);
+    out.ids.insert(out.ids.end(), r.ids.begin() + r.offsets[i], r.ids.begin() + r.offsets[i + 1]);
+    out.offsets.push_back(static_cast<int64_t>(out.ids.size()));
+    out.temperature.push_back(r.temperature[i]);
+    out.top_p.push_back(r.top_p[i]);
+    out.uniforms.push_back(r.uniforms[i]);
+    out.top_k.push_back(r.top_k[i]);
+  }
+  return out;
+}
+
+SlotStepResult interleave_rows(const SlotStepRequest& r, const std::vector<bool>& first, const SlotStepResult& a, const SlotStepResult& b) {
+  SlotStepResult out;
+  size_t from_a = 0, from_b = 0;
+  for (const bool in_a : first) append_row(out, in_a ? a : b, in_a ? from_a++ : from_b++, alternatives(r));
+  return out;
 }
 
 }  // namespace qwen3

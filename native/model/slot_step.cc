@@ -11,9 +11,11 @@
 #include <c10/core/InferenceMode.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "cuda/slot_decode.h"
 #include "model/block.h"
@@ -24,6 +26,19 @@ namespace qwen3 {
 namespace {
 
 std::string str(int64_t v) { return std::to_string(v); }
+
+// A prompt chunk runs as decode rows up to this many tokens, and while its rows attend to at most
+// this many positions in all: past that the prompt pass's matrix products and attention win.
+constexpr int64_t kPromptRowsMaxTokens = 64;
+constexpr int64_t kPromptRowsMaxPositions = 16384;
+// The most rows a step's decode part takes on for prompt tokens.
+constexpr int64_t kMaxDecodeRows = 256;
+
+bool prompt_rows_wanted(bool cuda_steps) {
+  const char* setting = std::getenv("QWEN3_PROMPT_ROWS");
+  if (setting != nullptr && *setting != '\0') return std::string(setting) != "0";
+  return cuda_steps;
+}
 
 // Copies a float32 tensor's elements to the host vector `out`.
 void to_host(const at::Tensor& t, std::vector<float>& out) {
@@ -42,6 +57,11 @@ SlotSteps::SlotSteps(const ModelParts& parts, bool use_graphs)
   if (m_.fast && kernels_ && CudaSlotDecoder::supports(m_.backend)) {
     cuda_ = std::make_unique<CudaSlotDecoder>(m_.config, *m_.fast, cache_, m_.device, m_.dtype, use_graphs);
   }
+  prompt_rows_ = prompt_rows_wanted(cuda_ != nullptr);
+}
+
+bool SlotSteps::prompt_as_rows(int64_t start, int64_t count) const {
+  return prompt_rows_ && count <= kPromptRowsMaxTokens && count * (start + count) <= kPromptRowsMaxPositions;
 }
 
 SlotSteps::~SlotSteps() = default;
@@ -109,37 +129,60 @@ at::Tensor SlotSteps::decode_rows(const std::vector<int64_t>& slots, const std::
 std::vector<at::Tensor> SlotSteps::run_rows(const SlotStepRequest& r) {
   const int64_t rows = r.rows();
   std::vector<at::Tensor> last(static_cast<size_t>(rows));  // (1, vocab) each
-  std::vector<int64_t> decode_at, decode_slots, decode_positions;
+  // The decode step's rows: one per decode row and per token of each prompt that joins it.
+  std::vector<int64_t> decode_slots, decode_positions;
   std::vector<int32_t> decode_ids;
+  std::vector<std::pair<int64_t, size_t>> last_row;  // (request row, its last decode row)
   for (int64_t i = 0; i < rows; ++i) {
     const auto at = static_cast<size_t>(i);
     const int64_t slot = r.slots[at], start = r.starts[at], count = r.offsets[at + 1] - r.offsets[at];
-    if (count == 1) {
-      decode_at.push_back(i);
-      decode_slots.push_back(slot);
-      decode_positions.push_back(start);
-      decode_ids.push_back(r.ids[static_cast<size_t>(r.offsets[at])]);
+    const int32_t* ids = &r.ids[static_cast<size_t>(r.offsets[at])];
+    const auto taken = static_cast<int64_t>(decode_slots.size());
+    if (count == 1 || (prompt_as_rows(start, count) && taken + count <= kMaxDecodeRows)) {
+      for (int64_t t = 0; t < count; ++t) {  // in position order, as the slot's length follows them
+        decode_slots.push_back(slot);
+        decode_positions.push_back(start + t);
+        decode_ids.push_back(ids[t]);
+      }
+      last_row.emplace_back(i, decode_slots.size() - 1);
+      if (count > 1) ++prompt_chunks_as_rows_;
       continue;
     }
-    last[at] = prompt_row(slot, start, &r.ids[static_cast<size_t>(r.offsets[at])], count);
+    last[at] = prompt_row(slot, start, ids, count);
     cache_.set_length(slot, start + count);
   }
-  if (!decode_at.empty()) {
+  if (!decode_slots.empty()) {
     const at::Tensor logits = decode_rows(decode_slots, decode_positions, decode_ids);  // (decode rows, vocab)
-    for (size_t j = 0; j < decode_at.size(); ++j) {
-      last[static_cast<size_t>(decode_at[j])] = logits.narrow(0, static_cast<int64_t>(j), 1);
-      cache_.set_length(decode_slots[j], decode_positions[j] + 1);
-    }
+    for (size_t j = 0; j < decode_slots.size(); ++j) cache_.set_length(decode_slots[j], decode_positions[j] + 1);
+    for (const auto& [i, j] : last_row) last[static_cast<size_t>(i)] = logits.narrow(0, static_cast<int64_t>(j), 1);
   }
   return last;
 }
 
 SlotStepResult SlotSteps::step(const SlotStepRequest& r) {
   if (!speculate_) return run_step(r);
-  std::optional<SlotStepResult> out = speculation_.take(r, cache_);
-  if (!out) out = run_step(r);
-  speculation_.plan(r, *out, m_.config.context_length);
-  return *std::move(out);
+  const std::optional<SlotSpeculation::Served> served = speculation_.take(r, cache_);
+  SlotStepResult out;
+  if (!served) {
+    out = run_step(r);
+  } else if (served->outputs.next.size() == static_cast<size_t>(r.rows())) {
+    out = served->outputs;
+  } else {
+    // The rest of the request (a sequence that joined, say) as a step of its own. Should it fail,
+    // the served rows go back to their starts as well: the whole step fails.
+    std::vector<bool> rest(served->rows.size());
+    for (size_t i = 0; i < rest.size(); ++i) rest[i] = !served->rows[i];
+    try {
+      out = interleave_rows(r, served->rows, served->outputs, run_step(select_rows(r, rest)));
+    } catch (...) {
+      for (size_t i = 0; i < rest.size(); ++i) {
+        if (served->rows[i]) cache_.set_length(r.slots[i], r.starts[i]);
+      }
+      throw;
+    }
+  }
+  speculation_.plan(r, out, m_.config.context_length);
+  return out;
 }
 
 void SlotSteps::speculate() {

@@ -1,8 +1,11 @@
 // Steps over sequence slots (Qwen3Engine::slot_step): many independent sequences, each at its
-// own length, that join and leave a running decode batch. A step's prompt rows run one at a time
-// as batch-1 prompt passes into their slots (the code path of a prefill after cached tokens); its
-// decode rows run as one ragged decode step, each row at its own position over its own slot's
-// keys (the Reference backend runs them row by row through its own pass instead).
+// own length, that join and leave a running decode batch. A step's decode rows run as one ragged
+// decode step, each row at its own position over its own slot's keys (the Reference backend runs
+// them row by row through its own pass instead). A short prompt chunk joins that step as one row
+// per token, so that a sequence joining costs the running ones little more than a step; longer
+// chunks run one at a time as batch-1 prompt passes into their slots (the code path of a prefill
+// after cached tokens). Prompts run as rows where the CUDA ragged step runs (elsewhere the prompt
+// pass keeps the CPU's logits equal to the reference's); QWEN3_PROMPT_ROWS=1 or 0 forces it.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -51,12 +54,16 @@ class SlotSteps {
 
   int64_t bytes() const { return cache_.bytes(); }
   const SlotSpeculation& speculation() const { return speculation_; }
+  // Prompt chunks that ran as decode rows (prompt_as_rows) so far.
+  int64_t prompt_chunks_as_rows() const { return prompt_chunks_as_rows_; }
   double capture_seconds() const;
   int captures() const;
 
  private:
   // The step as asked, without speculation.
   SlotStepResult run_step(const SlotStepRequest& request);
+  // Whether a prompt chunk of `count` tokens after `start` joins the decode rows (one per token).
+  bool prompt_as_rows(int64_t start, int64_t count) const;
   // Every row of a checked step into its slot, each slot's length then past its new tokens: the
   // last position's logits (1, vocab) of each row.
   std::vector<at::Tensor> run_rows(const SlotStepRequest& request);
@@ -73,6 +80,8 @@ class SlotSteps {
   ModelParts m_;
   SlotCache cache_;
   bool kernels_;  // the backend's own ragged kernels (slot_kernels_enabled), read once
+  bool prompt_rows_;  // short prompt chunks run as decode rows
+  int64_t prompt_chunks_as_rows_ = 0;
   std::unique_ptr<CudaSlotDecoder> cuda_;  // the fused ragged decode step, where it runs
   bool speculate_;                         // SlotSpeculation::wanted, and not a tensor-parallel rank
   SlotSpeculation speculation_;

@@ -1,7 +1,8 @@
 // The decode attention kernel (cuda::group_attention) against a double-precision host reference,
 // in both of its uses: a batch step (every row at one position, row r in cache row r) and a
 // ragged step over sequence slots (per-row positions, a row -> slot map, padding rows at position
-// -1 that must touch nothing). Positions long enough to split the attention several ways, rows
+// -1 that must touch nothing), and a ragged step whose rows include a prompt's tokens (several
+// rows of one slot, run as a store-only and then a read-only launch). Positions long enough to split the attention several ways, rows
 // whose lengths leave some splits empty. Exits 1 on a mismatch. Needs a GPU; no libtorch:
 //   nvcc -std=c++17 -arch=sm_90 -Inative scripts/checks/slot_attention_check.cu native/cuda/attention_kernel.cu -o /tmp/slot_check && /tmp/slot_check
 #include <cuda_bf16.h>
@@ -58,6 +59,7 @@ struct Case {
   int rows;
   std::vector<int64_t> positions;  // per row (or one, with stride 0)
   std::vector<int64_t> slots;      // per row; empty: identity
+  bool shared = false;             // rows share slots: store, then attend
 };
 
 // Runs one call of the kernel and compares its output and cache writes with the host reference.
@@ -94,13 +96,17 @@ bool run_case(int dtype, const char* name, const Case& c, std::mt19937& rng) {
   CHECK(cudaMalloc(&d_partials, partial_n * sizeof(float)));
   CHECK(cudaMalloc(&d_done, static_cast<size_t>(c.rows) * G * sizeof(int)));
   CHECK(cudaMemset(d_done, 0, static_cast<size_t>(c.rows) * G * sizeof(int)));
-  qwen3::cuda::group_attention(dtype, d_qkv, d_qn, d_kn, true, d_cos, d_sin, d_pos, stride, d_slots, d_k, d_v, d_out, d_partials, d_done,
-                               c.rows, H, G, HD, CAPACITY, scale, EPS, nullptr);
+  for (const int phase : c.shared ? std::vector<int>{qwen3::cuda::kAttendStoreOnly, qwen3::cuda::kAttendReadOnly}
+                                  : std::vector<int>{qwen3::cuda::kAttendFused}) {
+    qwen3::cuda::group_attention(dtype, d_qkv, d_qn, d_kn, true, d_cos, d_sin, d_pos, stride, d_slots, d_k, d_v, d_out, d_partials, d_done,
+                                 c.rows, H, G, HD, CAPACITY, scale, EPS, phase, nullptr);
+  }
   CHECK(cudaDeviceSynchronize());
   const std::vector<T> out = download(d_out, out_init.size()), k_after = download(d_k, cache_n), v_after = download(d_v, cache_n);
   const std::vector<int> done = download(d_done, static_cast<size_t>(c.rows) * G);
 
-  // The host reference: the same roundings, sums in double.
+  // The host reference: the same roundings, sums in double. Rows run in order, each key stored
+  // before the row attends, so a prompt's later rows see its earlier ones.
   std::vector<T> k_want = k_cache, v_want = v_cache;
   std::vector<bool> written(cache_n, false);  // new keys: the device may round its RoPE differently (fused multiply-adds)
   double worst = 0;
@@ -181,7 +187,10 @@ int main() {
   const Case batch{3, {300}, {}};                                               // a batch step at position 300
   const Case ragged{8, {299, 0, 37, 130, 383, -1, -1, -1}, {4, 0, 2, 5, 1, 3, 3, 3}};  // 5 rows, then padding
   const Case one{1, {200}, {2}};                                                // a bucket of one
-  for (const auto& [name, c] : {std::pair{"batch", batch}, std::pair{"ragged", ragged}, std::pair{"one row", one}}) {
+  // A 6-token prompt after 250 cached tokens of slot 1 and a 3-token one from empty slot 5,
+  // beside two decode rows, then padding.
+  const Case prompts{16, {250, 251, 252, 253, 254, 255, 0, 1, 2, 90, 377, -1, -1, -1, -1, -1}, {1, 1, 1, 1, 1, 1, 5, 5, 5, 0, 3, 2, 2, 2, 2, 2}, true};
+  for (const auto& [name, c] : {std::pair{"batch", batch}, std::pair{"ragged", ragged}, std::pair{"one row", one}, std::pair{"prompt rows", prompts}}) {
     ok &= run_case<float>(0, (std::string(name) + " float32").c_str(), c, rng);
     ok &= run_case<__nv_bfloat16>(1, (std::string(name) + " bfloat16").c_str(), c, rng);
   }
