@@ -30,6 +30,7 @@ export {
 } from './generate.js';
 export { runtimeInfo, type RuntimeInfo } from './info.js';
 export { IDLE_HANDOVER_MS, Qwen3Model, type LoadOptions, type Logits, type LogitsMode, type SlotRow, type SlotRowOutput, type SlotSampling, type SlotStepOptions, type StepOutput, type StepsOutput, type TokenIds, type TokenLogprob } from './model.js';
+export type { ProcessGroupOptions } from './model/process-group.js';
 export { InvalidOptionError } from './validate.js';
 export { BatchScheduler, QueueFullError, type FinishReason, type GeneratedToken, type SchedulerOptions, type SchedulerStats, type SequenceRequest, type SequenceStream, type SequenceUsage } from './batch/scheduler.js';
 export { ChatSession, type ChatSessionGenerateOptions } from './chat-session.js';

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import type { Dtype, Qwen3Config } from './config.js';
 import { type DeviceName, type MemoryStats, memoryStats, resetPeakMemory } from './device.js';
 import { IDLE_HANDOVER_MS, type LoadOptions, type RandomWeights, abortableLoad, loadAborted, loadSchema, resolveConfig, resolveRanks } from './model/load.js';
+import { processRankDevice, resolveProcessGroup } from './model/process-group.js';
 import { checkMemoryFits } from './model/memory.js';
 import { resolveModelDir } from './hub/model.js';
 import { isRepoId } from './hub/settings.js';
@@ -59,8 +60,10 @@ export class Qwen3Model {
   readonly config: Readonly<Qwen3Config>;
   /** The device, or with tensor parallelism rank 0's. */
   readonly device: DeviceName;
-  /** Every device the model runs on: one, or the tensor-parallel ranks' in rank order. */
+  /** Every device the model runs on in this process: one, or the tensor-parallel ranks' in rank order. */
   readonly devices: readonly DeviceName[];
+  /** With LoadOptions.processGroup: this process's rank and the group's size; else null. */
+  readonly processGroup: Readonly<{ rank: number; worldSize: number }> | null;
   readonly dtype: Dtype;
   readonly compiled: boolean;
   /** "int8" when the weights were quantized at load, else null. */
@@ -77,6 +80,8 @@ export class Qwen3Model {
 
   private constructor(path: string, config: Qwen3Config, tied: boolean, devices: DeviceName[], dtype: Dtype, compiled: boolean, quantize: 'int8' | null, handle: NativeModel, idleHandoverMs: number) {
     this.path = path;
+    const group = handle.info().processGroup;
+    this.processGroup = group ? Object.freeze({ ...group }) : null;
     this.config = Object.freeze({ ...config });
     this.tieWordEmbeddings = tied;
     this.device = devices[0]!;
@@ -156,16 +161,24 @@ export class Qwen3Model {
     caller: Error,
     request: Pick<NativeLoadRequest, 'path' | 'safetensors' | 'randomWeights'>,
   ): Promise<Qwen3Model> {
-    const devices = resolveRanks(opts);
+    const group = resolveProcessGroup(opts.processGroup);
+    if (group && (opts.devices !== undefined || (opts.tensorParallel ?? 1) > 1)) {
+      throw new InvalidOptionError('Give processGroup (one rank per process) or devices / tensorParallel (ranks as threads of this process), not both', 'processGroup');
+    }
+    const devices = group ? [processRankDevice(opts.device, group)] : resolveRanks(opts);
     const device = devices[0]!;
     const dtype = opts.dtype ?? config.dtype;
-    checkMemoryFits(config, dtype, devices, tied);
+    checkMemoryFits(config, dtype, devices, tied, group?.worldSize);
     if (opts.signal?.aborted) throw loadAborted(label, opts.signal);
     const { dtype: _stored, ...architecture } = config;
     const compile = opts.compile ?? false;
     const ranks = devices.length > 1 ? { devices } : {};
+    const processGroup = group ? { processGroup: { rank: group.rank, worldSize: group.worldSize, masterAddr: group.masterAddr, masterPort: group.masterPort } } : {};
+    const timeout = opts.collectiveTimeoutMs !== undefined ? { collectiveTimeoutMs: opts.collectiveTimeoutMs } : {};
     const quantize = opts.quantize ? { quantize: opts.quantize } : {};
-    const loading = native().loadModel({ ...request, config: { ...architecture, tie_word_embeddings: tied }, device, dtype, compile, ...ranks, ...quantize });
+    const loading = native().loadModel({
+      ...request, config: { ...architecture, tie_word_embeddings: tied }, device, dtype, compile, ...ranks, ...processGroup, ...timeout, ...quantize,
+    });
     const handle = await withCallerStack(abortableLoad(loading, label, opts.signal), caller);
     return new Qwen3Model(label, config, tied, devices, dtype, compile, opts.quantize ?? null, handle, opts.idleHandoverMs ?? IDLE_HANDOVER_MS);
   }

@@ -111,7 +111,13 @@ export interface NativeLoadRequest {
    * distinct N, or "cpu" repeated for ranks that are threads); `device` must then be devices[0].
    */
   devices?: string[] | null;
-  /** How long a rank waits for the others in one collective before it fails (default 600000 ms). */
+  /**
+   * One rank per process instead (parallel/process_group.h): this process's rank of worldSize
+   * (2 to 64), meeting the others through a c10d TCPStore that rank 0 hosts at
+   * masterAddr:masterPort. Not with `devices`.
+   */
+  processGroup?: { rank: number; worldSize: number; masterAddr: string; masterPort: number } | null;
+  /** How long a rank waits for the others, to meet and in each collective, before it fails (default 600000 ms). */
   collectiveTimeoutMs?: number;
   /** "int8": block matrices and head quantized per row at load (CPU only). */
   quantize?: 'int8' | null;
@@ -163,6 +169,8 @@ export interface NativeModel {
      * the CUDA ragged step runs; QWEN3_PROMPT_ROWS=1 or 0 forces it).
      */
     slotPromptRows: number;
+    /** One rank per process: this process's rank and the group's size; else null. */
+    processGroup: { rank: number; worldSize: number } | null;
   };
   dispose(): void;
 }

@@ -13,7 +13,7 @@ import { isHuggingFaceDir } from '../model/huggingface.js';
 import { resolveModelDir } from '../hub/model.js';
 import { isRepoId } from '../hub/settings.js';
 import { hubProgressView } from './hub-progress.js';
-import { Qwen3Model } from '../model.js';
+import { type LoadOptions, Qwen3Model } from '../model.js';
 import { Qwen3Tokenizer, type TokenizerLoadOptions } from '../tokenizer.js';
 
 export function intArg(name: string) {
@@ -59,6 +59,8 @@ export interface ModelFlags {
   devices?: string;
   /** --tensor-parallel N: over the first N devices of --device's kind. */
   tensorParallel?: number;
+  /** --distributed (generate): this process is one rank, as torchrun's variables say. */
+  distributed?: boolean;
   dtype?: 'bfloat16' | 'float32' | 'float16';
   compile?: boolean;
   /** --quantize int8 (CPU). */
@@ -176,8 +178,14 @@ export async function loadFromFlags(flags: ModelFlags, kind: 'base' | 'reasoning
   return { model, tokenizer, generation };
 }
 
-/** Where --device, --devices and --tensor-parallel put the model, as Qwen3Model.load's options. */
-export function placement(flags: Pick<ModelFlags, 'device' | 'devices' | 'tensorParallel'>): { device?: string; devices?: string[]; tensorParallel?: number } {
+/** Where --device, --devices, --tensor-parallel and --distributed put the model, as Qwen3Model.load's options. */
+export function placement(flags: Pick<ModelFlags, 'device' | 'devices' | 'tensorParallel' | 'distributed'>): Pick<LoadOptions, 'device' | 'devices' | 'tensorParallel' | 'processGroup'> {
+  if (flags.distributed) {
+    if (flags.devices !== undefined || flags.tensorParallel !== undefined) {
+      throw new Error('Use either --distributed (one rank per process) or --devices / --tensor-parallel (ranks as threads of one process), not both');
+    }
+    return { device: flags.device, processGroup: 'env' };
+  }
   if (flags.devices === undefined) return { device: flags.device, tensorParallel: flags.tensorParallel };
   if (flags.device !== 'auto') throw new Error('Use either --device (one device) or --devices (tensor parallelism), not both');
   return { devices: flags.devices.split(',').map((d) => d.trim()), tensorParallel: flags.tensorParallel };

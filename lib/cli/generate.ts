@@ -1,6 +1,7 @@
 // `qwen3 generate`: one prompt, its continuation streamed to stdout, the stats to stderr. Ctrl-C
 // stops it (within one prefill chunk or decode step) and it exits 130 with what it had; a reader
-// that goes away ends it quietly with 0.
+// that goes away ends it quietly with 0. With --distributed every process that torchrun starts
+// runs the same generation on its share of the model, and rank 0 alone prints.
 import type { Command } from 'commander';
 import { withSamplingDefaults } from '../model/generation-config.js';
 import { PREFILL_CHUNK_SIZE, formatStats, generateStats } from '../generate.js';
@@ -23,13 +24,15 @@ async function generateCommand(flags: GenerateFlags): Promise<void> {
   const { model, tokenizer, generation } = await loadFromFlags(flags, 'base');
   // A model folder's generation_config.json gives the sampling settings the user left unset.
   const sampling = withSamplingDefaults({ temperature: flags.temperature, topK: flags.topK, topP: flags.topP }, generation?.sampling ?? null);
+  // Every rank of a process group makes the same calls; rank 0 speaks for them.
+  const quiet = (model.processGroup?.rank ?? 0) > 0;
   const interrupt = catchInterrupt();
   try {
     const promptIds = 'ids' in prompt ? prompt.ids : await tokenizer.encode(prompt.text, { chat: flags.chat });
     if (flags.cache && promptIds.length > PREFILL_CHUNK_SIZE) {
       process.stderr.write(`Prefilling ${promptIds.length} prompt tokens, ${PREFILL_CHUNK_SIZE} at a time (Ctrl-C stops between them)\n`);
     }
-    const streaming = flags.stream && !flags.json;
+    const streaming = flags.stream && !flags.json && !quiet;
     const decoder = tokenizer.createStreamDecoder();
     const { ids, stats } = await generateStats(model, promptIds, {
       maxNewTokens: flags.maxNewTokens,
@@ -43,7 +46,7 @@ async function generateCommand(flags: GenerateFlags): Promise<void> {
     });
     const aborted = interrupt.interrupted;
     if (aborted) process.exitCode = EXIT_INTERRUPTED;
-    if (outputClosed().aborted) return; // nobody reads the rest
+    if (outputClosed().aborted || quiet) return; // nobody reads the rest, or rank 0 prints it
     const text = tokenizer.decode(ids);
     if (flags.json) {
       const { seconds, tokensPerSecond, prefillSeconds, decodeTokensPerSecond, peakMemoryBytes, device } = stats;
@@ -72,5 +75,6 @@ export function registerGenerate(program: Command): void {
     .option('--eos-token-id <id>', "stop at this token (default: the tokenizer's end token)", intArg('--eos-token-id'))
     .option('--ignore-eos', 'do not stop at the end-of-text token')
     .option('--json', 'print {"ids": [...], "text": "...", "aborted": false, "stats": {...}}')
+    .option('--distributed', "one rank of a model split over processes, as torchrun starts them (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT; cuda means cuda:LOCAL_RANK); rank 0 prints")
     .action(generateCommand);
 }

@@ -5,6 +5,7 @@ import type { NativeModel } from '../native.js';
 import { type DeviceName, resolveDevice } from '../device.js';
 import { InvalidOptionError, abortSignal, boolean, describeValue, integer, nonEmptyString, oneOf } from '../validate.js';
 import { configFromHuggingFace } from './huggingface.js';
+import { MAX_RANKS, type ProcessGroupOptions, processGroupSchema } from './process-group.js';
 
 export interface LoadOptions {
   /**
@@ -66,15 +67,26 @@ export interface LoadOptions {
    * the fused block runs whatever `compile` says. docs/performance.md has its cost in accuracy.
    */
   quantize?: 'int8';
+  /**
+   * One rank of a model split over processes, as torchrun starts them (docs/scale-out.md): this
+   * process holds its share on `device`, and every process of the group loads the same model and
+   * makes the same calls in the same order (each gets the same answers). "env" reads torchrun's
+   * RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT and LOCAL_RANK. A `device` of "cuda" (or "auto"
+   * on a CUDA machine) means cuda:localRank. CUDA ranks add through NCCL; CPU ranks through
+   * rank 0's store, which is slow (for checks and tiny models). Not with devices or tensorParallel.
+   */
+  processGroup?: ProcessGroupOptions | 'env';
+  /**
+   * How long a rank waits for the others, to meet at load and then in each collective, before it
+   * fails. Milliseconds, default 600000 (10 minutes).
+   */
+  collectiveTimeoutMs?: number;
 }
 
 export interface RandomWeights {
   seed?: number;
   tieWordEmbeddings?: boolean;
 }
-
-/** The most ranks a tensor-parallel model may have. */
-export const MAX_RANKS = 64;
 
 /** Default of LoadOptions.idleHandoverMs. */
 export const IDLE_HANDOVER_MS = 1000;
@@ -95,6 +107,8 @@ export const loadSchema = z
     devices: z.array(nonEmptyString(), { error: 'Expected array of device names' }).min(1).max(MAX_RANKS).optional(),
     tensorParallel: integer(1, MAX_RANKS).optional(),
     quantize: oneOf(['int8'] as const).optional(),
+    processGroup: processGroupSchema.optional(),
+    collectiveTimeoutMs: integer(1, 2 ** 31).optional(),
   })
   .strict();
 

@@ -69,8 +69,7 @@ function modelName(c: Qwen3Config): string {
  * through the load or being killed. Devices that report no free memory are not checked. With
  * several devices (tensor parallelism) each is checked for its share; CPU ranks share the host.
  */
-export function checkMemoryFits(c: Qwen3Config, dtype: Dtype, devices: readonly string[], tied: boolean): void {
-  const world = devices.length;
+export function checkMemoryFits(c: Qwen3Config, dtype: Dtype, devices: readonly string[], tied: boolean, world = devices.length): void {
   for (const device of new Set(devices)) {
     const free = device === 'cpu' ? freemem() : native().memoryStats(device)?.freeBytes ?? null;
     const sharing = device === 'cpu' ? world : 1;  // ranks on one host all take its RAM

@@ -175,8 +175,21 @@ void ParseDevices(const Napi::Object& o, LoadRequest& r) {
     r.devices.push_back(d.As<Napi::String>().Utf8Value());
   }
   r.device = r.devices.front();
-  const Napi::Value timeout = o.Get("collectiveTimeoutMs");
-  if (!timeout.IsUndefined()) r.collective_timeout_ms = IntegerField(o, "collectiveTimeoutMs", 1, int64_t(1) << 31);
+}
+
+// processGroup: absent or null, or {rank, worldSize, masterAddr, masterPort}: this process's
+// rank of a model split over processes (parallel/process_group.h).
+void ParseProcessGroup(const Napi::Object& o, LoadRequest& r) {
+  const Napi::Value value = o.Get("processGroup");
+  if (value.IsUndefined() || value.IsNull()) return;
+  if (!value.IsObject()) Fail(o.Env(), "object", "processGroup", value);
+  if (!r.devices.empty()) throw Napi::TypeError::New(o.Env(), "Expected either devices or processGroup in a load request, not both");
+  const Napi::Object g = value.As<Napi::Object>();
+  ProcessGroupSpec& s = r.process_group;
+  s.world = static_cast<int>(IntegerField(g, "worldSize", 2, 64, "processGroup."));
+  s.rank = static_cast<int>(IntegerField(g, "rank", 0, s.world - 1, "processGroup."));
+  s.master_addr = StringField(g, "masterAddr");
+  s.master_port = static_cast<int>(IntegerField(g, "masterPort", 1, 65535, "processGroup."));
 }
 
 }  // namespace
@@ -200,6 +213,9 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   ParseSafetensors(o, r);
   ParseRandomWeights(o, r);
   ParseDevices(o, r);
+  ParseProcessGroup(o, r);
+  const Napi::Value timeout = o.Get("collectiveTimeoutMs");
+  if (!timeout.IsUndefined()) r.collective_timeout_ms = IntegerField(o, "collectiveTimeoutMs", 1, int64_t(1) << 31);
   return QueueLoad(info.Env(), std::move(r));
 }
 
@@ -281,6 +297,15 @@ Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {
   for (const std::string& d : e->engine->devices()) devices.Set(devices.Length(), d);
   out.Set("devices", devices);
   out.Set("transport", e->engine->transport());
+  const ProcessGroupSpec group = e->engine->process_group();
+  if (group.world > 0) {
+    Napi::Object g = Napi::Object::New(info.Env());
+    g.Set("rank", group.rank);
+    g.Set("worldSize", group.world);
+    out.Set("processGroup", g);
+  } else {
+    out.Set("processGroup", info.Env().Null());
+  }
   out.Set("dtype", e->engine->dtype());
   out.Set("parameterBytes", static_cast<double>(e->engine->parameter_bytes()));
   out.Set("compiled", e->engine->compiled());

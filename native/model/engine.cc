@@ -23,6 +23,7 @@
 #include "model/slot_step.h"
 #include "model/weights.h"
 #include "parallel/collectives.h"
+#include "parallel/process_group.h"
 #include "parallel/rank_threads.h"
 #include "parallel/shard.h"
 #include "platform/device.h"
@@ -215,10 +216,13 @@ struct Qwen3Engine::Impl {
   }
 };
 
-// The other ranks of a tensor-parallel model: their engines, threads and collectives.
+// The other ranks of a tensor-parallel model: their engines, threads and collectives. One rank
+// per process: only this process's collectives, and no other rank here.
 struct Qwen3Engine::Ranks {
-  std::vector<std::string> devices;
-  std::unique_ptr<CollectiveGroup> group;
+  std::vector<std::string> devices;  // the ranks in this process (empty: one rank per process)
+  ProcessGroupSpec process_group;    // one rank per process: which (else world 0)
+  std::string transport;
+  std::unique_ptr<CollectiveGroup> group;  // ranks that are threads of this process
   std::vector<std::unique_ptr<Collectives>> collectives;  // (world,)
   std::vector<std::unique_ptr<Impl>> impls;              // ranks 1..world-1 (rank 0 is impl_)
   std::unique_ptr<RankThreads> threads;
@@ -260,6 +264,7 @@ std::unique_ptr<Qwen3Engine> Qwen3Engine::load(const LoadRequest& request) {
     }
     if (dtype == at::kHalf) throw std::invalid_argument("int8 weights compute in float32 or bfloat16, not float16");
   }
+  if (request.process_group.world > 1) return load_process_rank(request);
   const auto world = static_cast<int>(request.devices.size());
   if (world <= 1) {
     check_device(request.device);
@@ -271,6 +276,7 @@ std::unique_ptr<Qwen3Engine> Qwen3Engine::load(const LoadRequest& request) {
   auto ranks = std::make_unique<Ranks>();
   ranks->devices = request.devices;
   ranks->group = CollectiveGroup::create(request.devices, request.collective_timeout_ms);
+  ranks->transport = ranks->group->transport();
   ranks->collectives.resize(static_cast<size_t>(world));
   ranks->impls.resize(static_cast<size_t>(world - 1));
   ranks->threads = std::make_unique<RankThreads>(world);
@@ -285,6 +291,27 @@ std::unique_ptr<Qwen3Engine> Qwen3Engine::load(const LoadRequest& request) {
     (r == 0 ? first : ranks->impls[static_cast<size_t>(r - 1)]) = std::move(impl);
   });
   return std::unique_ptr<Qwen3Engine>(new Qwen3Engine(std::move(first), std::move(ranks)));
+}
+
+std::unique_ptr<Qwen3Engine> Qwen3Engine::load_process_rank(const LoadRequest& request) {
+  const at::ScalarType dtype = parse_dtype(request.dtype);
+  const ProcessGroupSpec& spec = request.process_group;
+  check_shardable(request.config, spec.world);
+  check_device(request.device);
+  auto ranks = std::make_unique<Ranks>();
+  ranks->process_group = spec;
+  ranks->transport = process_group_transport(request.device);
+  ranks->collectives.resize(1);
+  ranks->threads = std::make_unique<RankThreads>(1);  // this process's rank, on the calling thread
+  std::unique_ptr<Impl> mine;
+  ranks->run([&](int) {
+    c10::InferenceMode rank_guard;
+    const c10::Device device(request.device);
+    const c10::DeviceGuard on_device(device);
+    ranks->collectives[0] = join_process_group(spec, request.device, request.collective_timeout_ms);
+    mine = std::make_unique<Impl>(request, device, dtype, spec.world, ranks->collectives[0].get());
+  });
+  return std::unique_ptr<Qwen3Engine>(new Qwen3Engine(std::move(mine), std::move(ranks)));
 }
 
 Qwen3Engine::Qwen3Engine(std::unique_ptr<Impl> impl, std::unique_ptr<Ranks> ranks) : impl_(std::move(impl)), ranks_(std::move(ranks)) {}
@@ -395,7 +422,9 @@ const std::vector<std::string>& Qwen3Engine::devices() const {
   return ranks_ ? ranks_->devices : none;
 }
 
-const char* Qwen3Engine::transport() const { return ranks_ ? ranks_->group->transport() : ""; }
+const char* Qwen3Engine::transport() const { return ranks_ ? ranks_->transport.c_str() : ""; }
+
+ProcessGroupSpec Qwen3Engine::process_group() const { return ranks_ ? ranks_->process_group : ProcessGroupSpec{}; }
 const std::string& Qwen3Engine::dtype() const { return impl_->dtype_name; }
 
 int64_t Qwen3Engine::parameter_bytes() const {

@@ -16,6 +16,8 @@ class Qwen3Engine {
   // Reads and checks the checkpoint, then moves the weights to the device. Slow: call off the JS thread.
   // With several request.devices, each holds one rank's share of a tensor-parallel model
   // (parallel/shard.h), every step runs on all of them at once, and the answers are rank 0's.
+  // With request.process_group, this process holds one rank's share and the other processes
+  // of the group make the same calls (parallel/process_group.h); every rank gets the answers.
   static std::unique_ptr<Qwen3Engine> load(const LoadRequest& request);
   ~Qwen3Engine();
 
@@ -52,10 +54,12 @@ class Qwen3Engine {
   int64_t prompt_chunks_as_rows() const;
   const ModelConfig& config() const;
   const std::string& device() const;
-  // The tensor-parallel ranks' devices in rank order (empty on one device), and how the ranks
-  // talk ("nccl" or "threads"; "" on one device).
+  // The tensor-parallel ranks' devices in rank order (empty on one device, and with one rank per
+  // process), and how the ranks talk ("nccl", "threads" or "store"; "" on one device).
   const std::vector<std::string>& devices() const;
   const char* transport() const;
+  // This process's rank and the group's size with one rank per process (world 0 otherwise).
+  ProcessGroupSpec process_group() const;
   const std::string& dtype() const;
   // Bytes of weights on all devices together.
   int64_t parameter_bytes() const;
@@ -68,6 +72,7 @@ class Qwen3Engine {
   struct Impl;
   struct Ranks;
   Qwen3Engine(std::unique_ptr<Impl> impl, std::unique_ptr<Ranks> ranks);
+  static std::unique_ptr<Qwen3Engine> load_process_rank(const LoadRequest& request);  // with request.process_group
   StepResult profiled(const char* what, const StepRequest& request, StepKind kind);
   // Calls fn on every rank's engine at once (fn(impl, true) for rank 0, whose results are the answer).
   void every_rank(const std::function<void(Impl&, bool)>& fn);

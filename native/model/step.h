@@ -23,6 +23,15 @@ struct StoredTensor {
   uint64_t begin = 0, end = 0;  // absolute byte range in the file
 };
 
+// One rank of a model split over processes, as torchrun starts them (parallel/process_group.h):
+// this process runs rank `rank` of `world` on LoadRequest::device, and the ranks meet through a
+// c10d TCPStore that rank 0 hosts at master_addr:master_port. world 0: not split over processes.
+struct ProcessGroupSpec {
+  int rank = 0, world = 0;
+  std::string master_addr;
+  int master_port = 0;
+};
+
 struct LoadRequest {
   std::string path;    // a torch.save(state_dict) checkpoint, or the Hugging Face model folder (for messages)
   ModelConfig config;
@@ -30,7 +39,8 @@ struct LoadRequest {
   // Tensor parallelism: one rank per device, in rank order (all CUDA, or "cpu" repeated for
   // ranks that are threads of this process); `device` is then devices[0]. Empty or one: one device.
   std::vector<std::string> devices;
-  int64_t collective_timeout_ms = 600000;  // how long a rank waits for the others in a collective
+  ProcessGroupSpec process_group;  // or one rank per process (then `devices` is empty)
+  int64_t collective_timeout_ms = 600000;  // how long a rank waits for the others (meeting, collectives)
   std::string dtype;   // compute dtype: "float32", "bfloat16" or "float16"
   bool compile = false;  // fused weights, SDPA, CUDA graphs for decode steps
   // "int8": the block's matrices and the head quantized per row at load (cpu/int8_weights.h;

@@ -1,8 +1,11 @@
 // Collectives between CUDA devices through NCCL, as PyTorch's own distributed package runs them:
-// one c10d::ProcessGroupNCCL per rank, the ranks meeting through a c10d::HashStore (threads of
-// this process). The collectives are queued on the current stream's device and joined back to it
+// one c10d::ProcessGroupNCCL per rank, the ranks meeting through a c10d store: a HashStore for
+// ranks that are threads of this process, rank 0's TCPStore for ranks in several processes
+// (parallel/process_group.h). The collectives are queued on the current stream's device and joined back to it
 // without blocking the host, so a decode step that contains them is still captured as one CUDA
 // graph. Built only where libtorch has CUDA and the NCCL headers were found (USE_C10D_NCCL).
+#include <torch/csrc/distributed/c10d/Store.hpp>
+
 #include <stdexcept>
 
 #include "parallel/collectives.h"
@@ -53,12 +56,7 @@ class NcclGroup : public CollectiveGroup {
     store_->setTimeout(std::chrono::milliseconds(timeout_ms));
   }
 
-  std::unique_ptr<Collectives> join(int rank) override {
-    auto options = c10d::ProcessGroupNCCL::Options::create();
-    options->timeout = std::chrono::milliseconds(timeout_ms_);
-    auto group = c10::make_intrusive<c10d::ProcessGroupNCCL>(store_, rank, world_, options);
-    return std::make_unique<NcclCollectives>(rank, world_, std::move(group));
-  }
+  std::unique_ptr<Collectives> join(int rank) override;
   const char* transport() const override { return "nccl"; }
 
  private:
@@ -69,6 +67,15 @@ class NcclGroup : public CollectiveGroup {
 
 }  // namespace
 
+std::unique_ptr<Collectives> nccl_over_store(const c10::intrusive_ptr<c10d::Store>& store, int rank, int world, int64_t timeout_ms) {
+  auto options = c10d::ProcessGroupNCCL::Options::create();
+  options->timeout = std::chrono::milliseconds(timeout_ms);
+  auto group = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, world, options);
+  return std::make_unique<NcclCollectives>(rank, world, std::move(group));
+}
+
+std::unique_ptr<Collectives> NcclGroup::join(int rank) { return nccl_over_store(store_, rank, world_, timeout_ms_); }
+
 bool nccl_available() { return true; }
 
 std::unique_ptr<CollectiveGroup> make_nccl_group(const std::vector<std::string>& devices, int64_t timeout_ms) {
@@ -77,13 +84,17 @@ std::unique_ptr<CollectiveGroup> make_nccl_group(const std::vector<std::string>&
 
 #else
 
-bool nccl_available() { return false; }
-
-std::unique_ptr<CollectiveGroup> make_nccl_group(const std::vector<std::string>&, int64_t) {
+namespace {
+[[noreturn]] void no_nccl() {
   throw std::invalid_argument(
       "Tensor parallelism over CUDA devices needs NCCL, and this build of qwen3-torch has none (a CPU-only libtorch, or a CUDA "
       "libtorch whose NCCL headers were not found at build time: pip install nvidia-nccl-cu13 and rebuild)");
 }
+}  // namespace
+
+bool nccl_available() { return false; }
+std::unique_ptr<CollectiveGroup> make_nccl_group(const std::vector<std::string>&, int64_t) { no_nccl(); }
+std::unique_ptr<Collectives> nccl_over_store(const c10::intrusive_ptr<c10d::Store>&, int, int, int64_t) { no_nccl(); }
 
 #endif
 

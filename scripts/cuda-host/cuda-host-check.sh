@@ -104,15 +104,37 @@ if want load; then
   [ -f $HF_DIR/reference.json ] || step hf-folder-8B "$PYTHON" scripts/python/make_hf_random.py --size 8B --out $HF_DIR --reference 20 --device cuda
   step load-check node scripts/cuda-host/load_check.mjs --dir $HF_DIR --device cuda --random-size 32B --tokens 20
 fi
+# The same generation as two processes started the way torchrun starts them (RANK, WORLD_SIZE,
+# MASTER_ADDR, MASTER_PORT, LOCAL_RANK), beside one process with a thread per GPU: the tokens must
+# agree; each JSON has the decode speed.
+tp_processes() {
+  local args=(generate --random-weights --size "${TP_PROCESS_SIZE:-8B}" --dtype bfloat16 --compile --prompt-ids 1,2,3 --max-new-tokens 200 --ignore-eos --json)
+  node dist/cli.js "${args[@]}" --devices cuda:0,cuda:1 > "$OUT/tp-threads.json" || return 1
+  local pids=()
+  for r in 0 1; do
+    RANK=$r LOCAL_RANK=$r WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29533 node dist/cli.js "${args[@]}" --device cuda --distributed > "$OUT/tp-process-$r.json" &
+    pids+=($!)
+  done
+  wait "${pids[0]}" && wait "${pids[1]}" || return 1
+  node -e "
+    const [threads, procs] = ['tp-threads', 'tp-process-0'].map((f) => require(process.env.OUT + '/' + f + '.json'));
+    for (const [name, r] of [['threads', threads], ['processes', procs]]) console.log(name, r.stats.decodeTokensPerSecond.toFixed(1), 'decode tokens/s');
+    const same = JSON.stringify(threads.ids) === JSON.stringify(procs.ids);
+    console.log(same ? 'same tokens' : 'DIFFERENT tokens');
+    process.exitCode = same ? 0 : 1;"
+}
 # Tensor parallelism over two GPUs (kind nvidia-h200-x2): the tests with NCCL ranks against one
-# GPU, the split model's float32 tokens and bf16 logits against one GPU for the 0.6B and 8B shapes
-# (TP_SIZES), then the bench with one GPU beside two (TP_BENCH_SIZES, random bf16 weights made on
+# GPU (threads of one process, and one process per rank), the split model's float32 tokens and
+# bf16 logits against one GPU for the 0.6B and 8B shapes (TP_SIZES), two processes beside
+# threads, then the bench with one GPU beside two (TP_BENCH_SIZES, random bf16 weights made on
 # the devices): batch 1, batch 32 and a 2,048-token prefill.
 if want tp; then
-  QWEN3_TEST_DEVICE=cuda:0 QWEN3_TEST_DEVICES=cuda:0,cuda:1 step tp-tests npx vitest run test/tensor-parallel.test.ts
+  QWEN3_TEST_DEVICE=cuda:0 QWEN3_TEST_DEVICES=cuda:0,cuda:1 step tp-tests npx vitest run test/tensor-parallel.test.ts test/process-group.test.ts
   step tp-check node scripts/cuda-host/tensor_parallel_check.mjs --sizes ${TP_SIZES:-0.6B,8B}
   export OUT
-  for size in ${TP_BENCH_SIZES:-8B 32B}; do
+  step tp-processes tp_processes
+  export OUT
+  for size in ${TP_BENCH_SIZES-8B 32B}; do
     step tp-bench-$size bash -c 'node dist/cli.js bench --random-weights --size '$size' --dtype bfloat16 --device cuda:0 cuda:0,cuda:1 --rows "KV cache compiled" --batches 1,32 --prefill 2048 --new-tokens 100 --runs 3 --json > "$OUT/tp-bench-'$size'.json"'
     node -e "console.log(require('./dist/bench.js').formatBenchReport(require(process.env.OUT + '/tp-bench-$size.json')))" | tee "$OUT/tp-bench-$size.md"
   done
