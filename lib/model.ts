@@ -5,6 +5,7 @@ import type { Dtype, Qwen3Config } from './config.js';
 import { type DeviceName, type MemoryStats, memoryStats, resetPeakMemory } from './device.js';
 import { IDLE_HANDOVER_MS, type LoadOptions, type RandomWeights, abortableLoad, loadAborted, loadSchema, resolveConfig, resolveRanks } from './model/load.js';
 import { processRankDevice, resolveProcessGroup } from './model/process-group.js';
+import { warmUp } from './model/warmup.js';
 import { checkMemoryFits } from './model/memory.js';
 import { resolveModelDir } from './hub/model.js';
 import { isRepoId } from './hub/settings.js';
@@ -180,6 +181,14 @@ export class Qwen3Model {
       ...request, config: { ...architecture, tie_word_embeddings: tied }, device, dtype, compile, ...ranks, ...processGroup, ...timeout, ...quantize,
     });
     const handle = await withCallerStack(abortableLoad(loading, label, opts.signal), caller);
+    if (opts.warmup ?? device.startsWith('cuda')) {
+      try {
+        await withCallerStack(warmUp(handle, config.context_length, config.vocab_size, compile), caller);
+      } catch (err) {
+        handle.dispose();
+        throw err;
+      }
+    }
     return new Qwen3Model(label, config, tied, devices, dtype, compile, opts.quantize ?? null, handle, opts.idleHandoverMs ?? IDLE_HANDOVER_MS);
   }
 

@@ -91,3 +91,26 @@ describe('compiled model and the KV cache', () => {
     }
   });
 });
+
+// LoadOptions.warmup (lib/model/warmup.ts): a prompt and decode steps at load (by default on CUDA
+// only; asked for here). The model must come out as a fresh one: an empty cache, the same tokens.
+describe.each([false, true])('warm-up at load (compile %s)', (compile) => {
+  it('leaves an empty cache (buffers kept when compiled) and changes no token', async () => {
+    const fx = loadFixture('tiny-bigvocab');  // context_length 256: room for the warm-up's prompt and steps
+    const opts = { config: fx.configPath, device: DEVICE, dtype: 'float32', compile } as const;
+    const warm = await Qwen3Model.load(fx.modelPath, { ...opts, warmup: true });
+    const cold = await Qwen3Model.load(fx.modelPath, { ...opts, warmup: false });
+    try {
+      expect(warm.cacheLength).toBe(0);
+      expect(cold.cacheCapacity).toBe(0);
+      // Compiled, the warm-up's buffers stay for the first request; eager, they are freed.
+      if (compile) expect(warm.cacheCapacity).toBeGreaterThanOrEqual(fx.config.context_length - 17);
+      else expect(warm.cacheCapacity).toBe(0);
+      const gen = { maxNewTokens: fx.steps, eosTokenId: null };
+      expect(await generateTextBasicCache(warm, fx.prompt, gen)).toEqual(await generateTextBasicCache(cold, fx.prompt, gen));
+    } finally {
+      warm.dispose();
+      cold.dispose();
+    }
+  });
+});

@@ -61,6 +61,8 @@ export interface ModelFlags {
   tensorParallel?: number;
   /** --distributed (generate): this process is one rank, as torchrun's variables say. */
   distributed?: boolean;
+  /** false with --no-warmup. */
+  warmup?: boolean;
   dtype?: 'bfloat16' | 'float32' | 'float16';
   compile?: boolean;
   /** --quantize int8 (CPU). */
@@ -89,7 +91,8 @@ export function placementOptions(cmd: Command): Command {
     .option('--devices <list>', 'tensor parallelism: one share of the model on each of these devices, e.g. cuda:0,cuda:1')
     .option('--tensor-parallel <n>', 'tensor parallelism over the first n devices of --device\'s kind (cuda:0 .. cuda:n-1)', intArg('--tensor-parallel'))
     .addOption(new Option('--dtype <dtype>', "compute dtype (default: the config's)").choices(['bfloat16', 'float32', 'float16']))
-    .addOption(quantizeOption());
+    .addOption(quantizeOption())
+    .option('--no-warmup', 'skip the warm-up at load (on CUDA: a prompt and a few steps that take first-use costs off the first request)');
 }
 
 /** Flags shared by every command that loads a model and generates with it. */
@@ -179,17 +182,22 @@ export async function loadFromFlags(flags: ModelFlags, kind: 'base' | 'reasoning
 }
 
 /** Where --device, --devices, --tensor-parallel and --distributed put the model, as Qwen3Model.load's options. */
-export function placement(flags: Pick<ModelFlags, 'device' | 'devices' | 'tensorParallel' | 'distributed'>): Pick<LoadOptions, 'device' | 'devices' | 'tensorParallel' | 'processGroup'> {
+export function placement(
+  flags: Pick<ModelFlags, 'device' | 'devices' | 'tensorParallel' | 'distributed' | 'warmup'>,
+): Pick<LoadOptions, 'device' | 'devices' | 'tensorParallel' | 'processGroup' | 'warmup'> {
   if (flags.distributed) {
     if (flags.devices !== undefined || flags.tensorParallel !== undefined) {
       throw new Error('Use either --distributed (one rank per process) or --devices / --tensor-parallel (ranks as threads of one process), not both');
     }
-    return { device: flags.device, processGroup: 'env' };
+    return { device: flags.device, processGroup: 'env', ...warmup(flags) };
   }
-  if (flags.devices === undefined) return { device: flags.device, tensorParallel: flags.tensorParallel };
+  if (flags.devices === undefined) return { device: flags.device, tensorParallel: flags.tensorParallel, ...warmup(flags) };
   if (flags.device !== 'auto') throw new Error('Use either --device (one device) or --devices (tensor parallelism), not both');
-  return { devices: flags.devices.split(',').map((d) => d.trim()), tensorParallel: flags.tensorParallel };
+  return { devices: flags.devices.split(',').map((d) => d.trim()), tensorParallel: flags.tensorParallel, ...warmup(flags) };
 }
+
+/** --no-warmup as Qwen3Model.load's option (absent: the default). */
+const warmup = (flags: Pick<ModelFlags, 'warmup'>): Pick<LoadOptions, 'warmup'> => (flags.warmup === false ? { warmup: false } : {});
 
 /** The seed of --random-weights: the flag alone means seed 0. */
 export function randomSeed(flag: number | true): number {

@@ -81,6 +81,12 @@ export interface LoadOptions {
    * fails. Milliseconds, default 600000 (10 minutes).
    */
   collectiveTimeoutMs?: number;
+  /**
+   * Run a 512-token prompt and a few decode steps at load, so that what a first request would
+   * build (library plans, kernels loaded on first use, the compiled decode step's CUDA graph) is
+   * built before it comes. Default: on for CUDA devices, off elsewhere.
+   */
+  warmup?: boolean;
 }
 
 export interface RandomWeights {
@@ -109,6 +115,7 @@ export const loadSchema = z
     quantize: oneOf(['int8'] as const).optional(),
     processGroup: processGroupSchema.optional(),
     collectiveTimeoutMs: integer(1, 2 ** 31).optional(),
+    warmup: boolean().optional(),
   })
   .strict();
 

@@ -39,6 +39,18 @@ const at::Tensor& CudaDecodeOps::norm(const at::Tensor& x, const at::Tensor& sca
   return normed_;
 }
 
+void CudaDecodeOps::head(const FusedWeights& weights, const at::Tensor& x, at::Tensor& logits, const HeadBuffers& head) {
+  at::Tensor out = weights.ranks ? head.local : logits;  // (batch, rows of the head): a handle on the same storage
+  if (one_row_) {
+    cuda::gemv_argmax(dtype_, weights.out_head.data_ptr(), x.data_ptr(), weights.final_norm.data_ptr<float>(), out.data_ptr(),
+                      static_cast<int>(out.size(1)), static_cast<int>(config_.emb_dim), static_cast<float>(kNormEps), head.scratch, head.done,
+                      head.next, nullptr, stream_);
+  } else {
+    at::mm_out(out, norm(x, weights.final_norm), weights.out_head.t());
+  }
+  if (weights.ranks) gather_vocab_into(weights, out, logits);
+}
+
 at::Tensor CudaDecodeOps::qkv(const at::Tensor& x, const FusedBlock& w) {
   if (one_row_) {
     cuda::gemv(dtype_, cuda::kGemvRmsNorm, w.w_qkv.data_ptr(), x.data_ptr(), w.norm1.data_ptr<float>(), nullptr, qkv_.data_ptr(),

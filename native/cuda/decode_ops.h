@@ -31,6 +31,15 @@ struct DecodeBuffers {
   bool rows_share_slots = false;
 };
 
+// What the vocabulary head of a decode step writes besides the logits: a tensor-parallel rank's
+// own rows of them, and for batch 1 the head GEMV's scratch and its argmax (cuda::gemv_argmax).
+struct HeadBuffers {
+  at::Tensor local;       // (batch, this rank's rows of the head); undefined on one device
+  float* scratch = nullptr;  // batch 1: cuda::head_scratch_floats(vocab) floats
+  int* done = nullptr;       // batch 1: (1,), zero between steps
+  int64_t* next = nullptr;   // batch 1: (1,) the argmax of this rank's rows
+};
+
 class CudaDecodeOps : public BlockOps {
  public:
   // True where a batch-1 step can run as GEMVs (every product's input fits the kernel).
@@ -46,6 +55,10 @@ class CudaDecodeOps : public BlockOps {
 
   // RMSNorm of x (batch, emb_dim) into the step's normed buffer (the cuBLAS path's head uses it).
   const at::Tensor& norm(const at::Tensor& x, const at::Tensor& scale);
+  // The final norm and the vocabulary head of x (batch, emb_dim) into logits (batch, vocab):
+  // batch 1 through the head's GEMV kernel, else cuBLAS; a tensor-parallel rank computes its own
+  // rows into head.local and gathers them from every rank.
+  void head(const FusedWeights& weights, const at::Tensor& x, at::Tensor& logits, const HeadBuffers& head);
 
  private:
   const at::Tensor& keys(int64_t layer) const { return buffers_.slots ? buffers_.slots->keys(layer) : buffers_.cache->keys(layer); }

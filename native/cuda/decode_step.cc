@@ -10,7 +10,6 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/embedding.h>
 #include <ATen/ops/from_blob.h>
-#include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -151,16 +150,11 @@ struct CudaDecoder::State {
                         head_done.data_ptr<int>(), next.data_ptr<int64_t>(), chained ? &chain : nullptr, stream);
       return true;
     }
-    // Final norm and the vocabulary head (this rank's rows of it, gathered across ranks), then argmax.
-    at::Tensor& head = weights.ranks ? local_logits : logits;  // (batch, rows of the head)
-    if (one_row) {
-      cuda::gemv_argmax(dt, weights.out_head.data_ptr(), x.data_ptr(), weights.final_norm.data_ptr<float>(), head.data_ptr(),
-                        static_cast<int>(head.size(1)), static_cast<int>(D), eps, head_scratch.data_ptr<float>(), head_done.data_ptr<int>(),
-                        next.data_ptr<int64_t>(), nullptr, stream);
-    } else {
-      at::mm_out(head, ops.norm(x, weights.final_norm), weights.out_head.t());
-    }
-    if (weights.ranks) gather_vocab_into(weights, head, logits);
+    // Final norm and the vocabulary head (this rank's rows of it, gathered across ranks), then
+    // the argmax over every rank's rows.
+    HeadBuffers buffers_of_head{local_logits};
+    if (one_row) buffers_of_head = {local_logits, head_scratch.data_ptr<float>(), head_done.data_ptr<int>(), next.data_ptr<int64_t>()};
+    ops.head(weights, x, logits, buffers_of_head);
     next.copy_(at::argmax(logits, -1));
     return false;
   }

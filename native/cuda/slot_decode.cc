@@ -8,10 +8,8 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/full.h>
-#include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
 #include <chrono>
@@ -126,17 +124,9 @@ struct CudaSlotDecoder::State {
     CudaDecodeOps ops(config, dtype, buffers, gemv);
     at::Tensor x = at::embedding(weights.tok_emb, b.ids);  // (batch, emb_dim)
     run_blocks(weights, ops, x);
-    // The head: this rank's rows of it, gathered across ranks, when tensor parallel.
-    at::Tensor& head = weights.ranks ? b.local_logits : b.logits;  // (batch, rows of the head)
-    if (gemv) {
-      cuda::gemv_argmax(kernel_dtype(dtype), weights.out_head.data_ptr(), x.data_ptr(), weights.final_norm.data_ptr<float>(),
-                        head.data_ptr(), static_cast<int>(head.size(1)), static_cast<int>(config.emb_dim), static_cast<float>(kNormEps),
-                        b.head_scratch.data_ptr<float>(), b.head_done.data_ptr<int>(), b.next.data_ptr<int64_t>(), nullptr,
-                        c10::cuda::getCurrentCUDAStream().stream());
-    } else {
-      at::mm_out(head, ops.norm(x, weights.final_norm), weights.out_head.t());
-    }
-    if (weights.ranks) gather_vocab_into(weights, head, b.logits);
+    HeadBuffers head{b.local_logits};
+    if (gemv) head = {b.local_logits, b.head_scratch.data_ptr<float>(), b.head_done.data_ptr<int>(), b.next.data_ptr<int64_t>()};
+    ops.head(weights, x, b.logits, head);
   }
 };
 

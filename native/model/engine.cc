@@ -256,6 +256,7 @@ struct Qwen3Engine::Ranks {
 
 std::unique_ptr<Qwen3Engine> Qwen3Engine::load(const LoadRequest& request) {
   c10::InferenceMode guard;
+  choose_attention_backends();
   const at::ScalarType dtype = parse_dtype(request.dtype);
   if (!request.quantize.empty()) {
     if (request.quantize != "int8") throw std::invalid_argument("Unsupported quantize '" + request.quantize + "': expected int8");

@@ -92,6 +92,11 @@ void set_tensor_cores(bool enabled) {
 #endif
 }
 
+void choose_attention_backends() {
+  const char* cudnn = std::getenv("QWEN3_SDPA_CUDNN");
+  at::globalContext().setSDPUseCuDNN(cudnn != nullptr && std::string(cudnn) == "1");
+}
+
 bool tensor_cores_enabled() {
   const auto& ctx = at::globalContext();
 #if defined(QWEN3_FP32_PRECISION_ENUM)

@@ -21,6 +21,12 @@ void check_device(const std::string& device);
 
 // TF32 for float32 matrix products on CUDA (the book's enable_tensor_cores).
 void set_tensor_cores(bool enabled);
+
+// Which kernels libtorch's scaled_dot_product_attention may pick for prompts on CUDA: not cuDNN's,
+// which builds a plan for every new sequence length (a stall on the first prompt of each length,
+// and a server sees prompts of every length), unless QWEN3_SDPA_CUDNN=1 asks for it; the flash
+// kernels then run. Process-wide; the engine sets it at each load.
+void choose_attention_backends();
 bool tensor_cores_enabled();
 
 // Allocated bytes on a device.

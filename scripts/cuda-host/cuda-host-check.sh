@@ -5,7 +5,7 @@
 # device-memory leak check, a per-kernel profile and the bench.
 # On a host with CUDA PyTorch and no network, after packing Node (../shared/tools/pack-cuda-host.sh):
 #   source .cuda-host/setup.sh && bash scripts/cuda-host/cuda-host-check.sh [PHASE...]
-# PHASE: prebuild tests serve fullsize hf load tp leak profile bench (default: all but tp, which needs two GPUs); the build always runs first.
+# PHASE: prebuild tests serve fullsize hf load tp leak profile cold bench (default: all but tp, which needs two GPUs); the build always runs first.
 # Logs go to $OUT (default ./cuda-host-logs).
 set -uo pipefail
 OUT=${OUT:-$PWD/cuda-host-logs}
@@ -30,7 +30,7 @@ PYTHON=$(node scripts/dev/python.js --which)
 step info node dist/cli.js info --json
 step tf32 node -e "const q = require('./dist/index.js'); for (const on of [true, false]) { q.getDevice({ enableTensorCores: on }); console.log('enableTensorCores', on, '->', q.runtimeInfo().tensorCores); }"
 step fixtures "$PYTHON" scripts/python/make_fixtures.py --out test/.fixtures
-phases=${*:-prebuild tests serve fullsize hf load leak profile bench}
+phases=${*:-prebuild tests serve fullsize hf load leak profile cold bench}
 want() { [[ " $phases " == *" $1 "* ]]; }
 FULL=/tmp/qwen3-fixtures/qwen3-0.6b-random
 need_full() { [ -f $FULL/model.pth ] || step fixtures-full "$PYTHON" scripts/python/make_fixtures.py --out /tmp/qwen3-fixtures --full-size --only qwen3-0.6b-random --device cuda; }
@@ -147,6 +147,14 @@ fi
 if want profile; then
   need_full
   step profile-compiled bash scripts/cuda-host/profile-cuda.sh $FULL/model.pth --compile
+fi
+# First token after load in a fresh process (one-shot qwen3 generate), with and without the warm-up at load.
+# Then the first prefill of each new prompt length in a warm process, with the flash kernels
+# (the default) and with cuDNN's attention.
+if want cold; then
+  step cold-start node scripts/cuda-host/cold_start.mjs --size ${COLD_SIZE:-0.6B}
+  step prefill-shapes node scripts/cuda-host/prefill_shapes.mjs --size ${COLD_SIZE:-0.6B}
+  QWEN3_SDPA_CUDNN=1 step prefill-shapes-cudnn node scripts/cuda-host/prefill_shapes.mjs --size ${COLD_SIZE:-0.6B}
 fi
 # The speed table; BASELINE=transformers adds Hugging Face transformers (torch.compile takes minutes).
 if want bench; then
