@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
 done
 if [ ${#tests[@]} -eq 0 ]; then
   tests=(test/errors.test.ts test/generate.test.ts test/parity.test.ts test/compile.test.ts test/hostile.test.ts
-         test/boundary.test.ts test/lifecycle.test.ts test/fuzz.test.ts)
+         test/boundary.test.ts test/lifecycle.test.ts test/fuzz.test.ts test/slots.test.ts test/slot-speculation.test.ts)
 fi
 out=$root/build/asan
 start=$SECONDS
