@@ -50,6 +50,8 @@ export interface BenchOptions {
   rows?: BenchRowName[];
   batches?: number[];
   prefill?: number[];
+  /** Context lengths for batch-1 decode after a long prompt (none by default). */
+  contexts?: number[];
   baseline?: 'transformers';
   log?: (line: string) => void;
 }
@@ -79,6 +81,11 @@ export interface BenchReport {
   batched: { device: string; batch: number; tokensPerSecond: number; baselineTokensPerSecond?: number }[];
   compileSeconds: Record<string, number>;
   bandwidth: { device: string; measuredGBps: number; bytesPerToken: number; achievedGBps: number; fraction: number }[];
+  /**
+   * Batch-1 decode after a prompt of `contextTokens` (compiled): its rate, and the weights plus the
+   * keys and values a step reads, against the device's measured copy bandwidth.
+   */
+  contextDecode: { device: string; contextTokens: number; decodeTokensPerSecond: number; bytesPerToken: number; achievedGBps: number; fraction: number }[];
   /** What the baseline could not measure, and why (e.g. its torch.compile failing on a device). */
   baselineErrors?: string[];
 }
@@ -99,6 +106,7 @@ interface BenchPlan {
   rows: BenchRowName[];
   batches: number[];
   prefill: number[];
+  contexts: number[];
   /** Which of newTokens and prefill the caller gave; the defaults shrink to fit a short context. */
   given: { newTokens: boolean; prefill: boolean };
   baseline: 'transformers' | undefined;
@@ -121,6 +129,7 @@ function optionsSchema(promptTokens: number) {
       rows: z.array(oneOf(BENCH_ROWS), { error: 'Expected array of row names' }).optional(),
       batches: z.array(integer(1, MAX_BATCH_SIZE), { error: 'Expected array of batch sizes' }).optional(),
       prefill: z.array(integer(1, MAX_CONTEXT), { error: 'Expected array of prompt lengths' }).optional(),
+      contexts: z.array(integer(1, MAX_CONTEXT), { error: 'Expected array of context lengths' }).optional(),
       baseline: oneOf(['transformers']).optional(),
       log: z.custom<(line: string) => void>((f) => typeof f === 'function', { error: 'Expected function' }).optional(),
     })
@@ -145,6 +154,7 @@ function benchPlan(options: BenchOptions, promptTokens: number): BenchPlan {
     rows: o.rows ?? [...BENCH_ROWS],
     batches: o.batches ?? [...BENCH_DEFAULTS.batches],
     prefill: o.prefill ?? [...BENCH_DEFAULTS.prefill],
+    contexts: o.contexts ?? [],
     given: { newTokens: o.newTokens !== undefined, prefill: o.prefill !== undefined },
     baseline: o.baseline,
     log: o.log ?? ((s: string) => process.stderr.write(`${s}\n`)),
@@ -162,6 +172,7 @@ function fitToModel(plan: BenchPlan, config: Qwen3Config, checkpoint: boolean, p
   const prefill = plan.given.prefill ? plan.prefill : BENCH_DEFAULTS.prefill.filter((n) => n <= context);
   parseOptions(z.object({ newTokens: integer(1, context - promptTokens) }), { newTokens });
   parseOptions(z.object({ prefill: z.array(integer(1, context)) }), { prefill });
+  parseOptions(z.object({ contexts: z.array(integer(1, context - newTokens)) }), { contexts: plan.contexts });
   if (plan.baseline && (!checkpoint || !sameShape(config, BENCH_CONFIG))) {
     throw new InvalidOptionError("The transformers baseline runs the book's Qwen3-0.6B checkpoint in bfloat16 only, not this model", 'baseline');
   }
@@ -181,6 +192,9 @@ function checkMemory(plan: BenchPlan, config: Qwen3Config, tied: boolean, prompt
     ...(plan.rows.length > 0 ? [{ what: `Generating ${plan.newTokens} tokens`, batch: 1, tokens, passTokens: tokens }] : []),
     ...plan.batches.map((batch) => ({ what: `Batch ${batch}`, batch, tokens, passTokens: Math.min(promptTokens, PREFILL_CHUNK_SIZE) })),
     ...plan.prefill.map((length) => ({ what: `A prefill of ${length} tokens`, batch: 1, tokens: length, passTokens: length })),
+    ...plan.contexts.map((length) => ({
+      what: `Decoding after ${length} tokens`, batch: 1, tokens: length + plan.newTokens, passTokens: Math.min(length, PREFILL_CHUNK_SIZE),
+    })),
   ];
   const available = freemem();
   for (const { what, ...size } of work) {
@@ -188,7 +202,7 @@ function checkMemory(plan: BenchPlan, config: Qwen3Config, tied: boolean, prompt
     if (estimate.total > available) {
       throw new InvalidOptionError(
         `${what} needs about ${formatGB(estimate.total)} of memory (${describeEstimate(estimate)}); this machine has ${formatGB(available)} available of ${formatGB(totalmem())}`,
-        what.startsWith('Batch') ? 'batches' : what.startsWith('A prefill') ? 'prefill' : 'newTokens',
+        what.startsWith('Batch') ? 'batches' : what.startsWith('A prefill') ? 'prefill' : what.startsWith('Decoding') ? 'contexts' : 'newTokens',
       );
     }
   }
@@ -208,6 +222,7 @@ function emptyReport(plan: BenchPlan, weights: string, promptTokens: number): Be
     batched: [],
     compileSeconds: {},
     bandwidth: [],
+    contextDecode: [],
   };
 }
 
@@ -240,18 +255,48 @@ async function measureRow(model: Qwen3Model, device: string, row: BenchRowName, 
   return tokensPerSecond;
 }
 
+/** Bytes a batch-1 decode step reads of the weights: all but the embedding table (one row of it). */
+function weightBytesPerToken(model: Qwen3Model): number {
+  // A tied table is the head as well, read whole, unless the head is an int8 copy of it.
+  const config = model.config;
+  const embedding = model.tieWordEmbeddings && !model.quantize ? 0 : config.vocab_size * config.emb_dim * (model.dtype === 'float32' ? 4 : 2);
+  return model.parameterBytes - embedding;
+}
+
+/** The copy bandwidth of the model's devices together: tensor-parallel ranks read their shares at once. */
+async function copyBandwidth(model: Qwen3Model): Promise<number> {
+  return (await native().measureBandwidth(model.device, 1 << 30)) * model.devices.length;
+}
+
 /** The device's copy bandwidth next to what the fastest row achieved. */
 async function measureBandwidth(model: Qwen3Model, device: string, tokensPerSecond: number, report: BenchReport): Promise<void> {
-  const config = model.config;
-  const measured = await native().measureBandwidth(model.device, 1 << 30);
-  // A decode step reads every weight once except the embedding table (one row of it); a tied
-  // table is the head as well, read whole, unless the head is an int8 copy of it.
-  const embedding = model.tieWordEmbeddings && !model.quantize ? 0 : config.vocab_size * config.emb_dim * (model.dtype === 'float32' ? 4 : 2);
-  const bytesPerToken = model.parameterBytes - embedding;
+  const measured = await copyBandwidth(model);
+  const bytesPerToken = weightBytesPerToken(model);
   const achieved = bytesPerToken * tokensPerSecond;
-  // Tensor parallel: every device reads its share at once, so the bound is one device's bandwidth times their number.
-  const ranks = model.devices.length;
-  report.bandwidth.push({ device, measuredGBps: (measured * ranks) / 1e9, bytesPerToken, achievedGBps: achieved / 1e9, fraction: achieved / (measured * ranks) });
+  report.bandwidth.push({ device, measuredGBps: measured / 1e9, bytesPerToken, achievedGBps: achieved / 1e9, fraction: achieved / measured });
+}
+
+/**
+ * Batch-1 decode after a long prompt: each step also reads the keys and values of every token
+ * before it, on average the prompt and half the new tokens.
+ */
+async function measureContexts(model: Qwen3Model, device: string, prompt: number[], plan: BenchPlan, report: BenchReport): Promise<void> {
+  if (plan.contexts.length === 0) return;
+  const measured = await copyBandwidth(model);
+  const c = model.config;
+  const kvBytesPerToken = 2 * c.n_layers * c.n_kv_groups * c.head_dim * (model.dtype === 'float32' ? 4 : 2);
+  for (const contextTokens of plan.contexts) {
+    const ids = Array.from({ length: contextTokens }, (_, i) => prompt[i % prompt.length]!);
+    const rates = await timedRuns(plan.runs, async () => {
+      const { stats } = await generateStats(model, ids, { maxNewTokens: plan.newTokens, ignoreEos: true });
+      return stats.decodeTokensPerSecond;
+    });
+    const decodeTokensPerSecond = median(rates);
+    const bytesPerToken = weightBytesPerToken(model) + kvBytesPerToken * (contextTokens + plan.newTokens / 2);
+    const achieved = bytesPerToken * decodeTokensPerSecond;
+    report.contextDecode.push({ device, contextTokens, decodeTokensPerSecond, bytesPerToken, achievedGBps: achieved / 1e9, fraction: achieved / measured });
+    plan.log(`${device} decode after ${contextTokens} tokens: ${decodeTokensPerSecond.toFixed(1)} tokens/s`);
+  }
 }
 
 /** Prompt throughput: one prefill of each length from an empty cache. */
@@ -290,7 +335,7 @@ async function measureBatches(model: Qwen3Model, device: string, prompt: number[
 async function benchDevice(device: string, source: BenchSource, prompt: number[], plan: BenchPlan, report: BenchReport): Promise<void> {
   for (const compile of [false, true]) {
     const wanted = plan.rows.filter((r) => r.endsWith('compiled') === compile);
-    const needsModel = wanted.length > 0 || (compile && (plan.batches.length > 0 || plan.prefill.length > 0));
+    const needsModel = wanted.length > 0 || (compile && (plan.batches.length > 0 || plan.prefill.length > 0 || plan.contexts.length > 0));
     if (!needsModel) continue;
     plan.log(`${device}: loading ${compile ? 'compiled' : 'eager'} model`);
     const model = await loadSource(source, device, plan.dtype, compile, plan.quantize);
@@ -303,6 +348,7 @@ async function benchDevice(device: string, source: BenchSource, prompt: number[]
       report.compileSeconds[device] = model.compileSeconds;
       await measurePrefill(model, device, prompt, plan, report);
       await measureBatches(model, device, prompt, plan, report);
+      await measureContexts(model, device, prompt, plan, report);
     } finally {
       model.dispose();
     }
@@ -382,6 +428,12 @@ export function formatBenchReport(r: BenchReport): string {
   for (const e of r.baselineErrors ?? []) out.push(`Baseline not measured on ${e}`);
   for (const b of r.bandwidth) {
     out.push(`Bandwidth on ${b.device}: ${(b.bytesPerToken / 1e9).toFixed(2)} GB read per token, ${b.achievedGBps.toFixed(0)} GB/s achieved of ${b.measuredGBps.toFixed(0)} GB/s measured (${(100 * b.fraction).toFixed(0)}%)`);
+  }
+  if (r.contextDecode?.length) {
+    out.push('', '| Device | Context tokens | Decode tokens/sec (batch 1, compiled) | GB read per token | Bandwidth used |', '|---|---|---|---|---|');
+    for (const x of r.contextDecode) {
+      out.push(`| ${x.device} | ${x.contextTokens} | ${x.decodeTokensPerSecond.toFixed(1)} | ${(x.bytesPerToken / 1e9).toFixed(2)} | ${x.achievedGBps.toFixed(0)} GB/s (${(100 * x.fraction).toFixed(0)}%) |`);
+    }
   }
   return out.join('\n');
 }

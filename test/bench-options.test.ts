@@ -154,6 +154,26 @@ describe('qwen3 bench with any model', () => {
     expect(madeSoFar()).toBe(made); // the default checkpoint was not asked for
   });
 
+  it('measures decode after a long prompt, with the weights and keys and values each step reads', async () => {
+    const r = await runCli(['bench', '--model', folder, '--device', 'cpu', '--rows', 'KV cache', '--batches', '', '--prefill', '', '--context', '40,64', '--runs', '1',
+      '--new-tokens', '4', '--json'], { env });
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as { contextDecode: { contextTokens: number; decodeTokensPerSecond: number; bytesPerToken: number; fraction: number }[]; bandwidth: unknown[] };
+    expect(out.contextDecode.map((x) => x.contextTokens)).toEqual([40, 64]);
+    const c = JSON.parse(readFileSync(join(folder, 'config.json'), 'utf8')) as { num_hidden_layers: number; num_key_value_heads: number; head_dim: number };
+    const kvPerToken = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * 2; // bfloat16
+    const [short, long] = out.contextDecode;
+    // The same weights, and the keys and values of the prompt and half the new tokens more.
+    expect(long!.bytesPerToken - short!.bytesPerToken).toBe(kvPerToken * (64 - 40));
+    for (const x of out.contextDecode) {
+      expect(x.decodeTokensPerSecond).toBeGreaterThan(0);
+      expect(x.fraction).toBeGreaterThan(0);
+    }
+    const tooLong = await runCli(['bench', '--model', folder, '--device', 'cpu', '--context', '95', '--new-tokens', '4', '--json'], { env });
+    expect(tooLong.status).toBe(1);
+    expect(tooLong.stderr).toMatch(/^qwen3: Expected integer between 1 and 92 for contexts\.0 but received 95\n$/);
+  });
+
   it('measures a Hub repo id, downloaded into the Hugging Face cache first', async () => {
     const hfEnv = isolatedHfEnvironment();
     const hub = await new FakeHub().start();

@@ -19,6 +19,8 @@ interface BenchFlags {
   rows?: BenchRowName[];
   batches: number[];
   prefill: number[];
+  /** --context: batch-1 decode after prompts of these lengths. */
+  context?: number[];
   baseline?: 'transformers';
   json?: boolean;
 }
@@ -41,7 +43,7 @@ async function benchCommand(opts: BenchFlags): Promise<void> {
   if (model !== undefined) await resolveModelFlag(model, revision);
   const config = opts.config ?? opts.size;
   const randomWeights = opts.randomWeights === undefined ? undefined : { seed: randomSeed(opts.randomWeights) };
-  const report = await runBench({ devices, model, revision, config, dtype, randomWeights, quantize, newTokens, runs, rows, batches, prefill, baseline });
+  const report = await runBench({ devices, model, revision, config, dtype, randomWeights, quantize, newTokens, runs, rows, batches, prefill, contexts: opts.context, baseline });
   write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatBenchReport(report)}\n`);
 }
 
@@ -62,6 +64,7 @@ export function registerBench(program: Command): void {
     .option('--rows <names>', `comma-separated rows (${BENCH_ROWS.join(', ')})`, rowList)
     .option('--batches <list>', 'batch sizes for batched decode', intList('--batches'), [...BENCH_DEFAULTS.batches])
     .option('--prefill <list>', `prompt lengths for prefill throughput (default: ${BENCH_DEFAULTS.prefill.join(',')}, those that fit the model's context)`, intList('--prefill'))
+    .option('--context <list>', 'batch-1 decode after prompts of these lengths, e.g. 4096,16384,32768, with the bandwidth it uses (weights and KV cache)', intList('--context'))
     .addOption(new Option('--baseline <system>', 'also run this system on the same weights and device').choices(['transformers']))
     .option('--json', 'machine-readable report')
     .action(benchCommand);

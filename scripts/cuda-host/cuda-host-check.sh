@@ -160,7 +160,7 @@ fi
 if want bench; then
   need_full
   export OUT BASELINE
-  step bench bash -c 'node dist/cli.js bench --device cuda --model '$FULL'/model.pth ${BASELINE:+--baseline $BASELINE} --json > "$OUT/bench.json"'
+  step bench bash -c 'node dist/cli.js bench --device cuda --model '$FULL'/model.pth --context 4096,16384,32768 ${BASELINE:+--baseline $BASELINE} --json > "$OUT/bench.json"'
   node -e "console.log(require('./dist/bench.js').formatBenchReport(require(process.env.OUT + '/bench.json')))" | tee "$OUT/bench.md"
 fi
 exit $status
