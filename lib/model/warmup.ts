@@ -10,9 +10,11 @@ const WARMUP_PROMPT = 512;
 const WARMUP_STEPS = 16;
 
 /**
- * A prompt of up to 512 tokens and a chained call of greedy decode steps, then an 8-token prompt
- * and one decode step, then the cache emptied. Compiled, the cache keeps its buffers, so the decode graph captured here (for the
- * prompt's capacity bucket) serves the first request that fits them; eager, they are freed.
+ * A prompt of up to 512 tokens and a chained call of greedy decode steps; then an 8-token prompt
+ * (short prompts take other kernels than long ones) and one sampled step (the top-k and top-p
+ * kernels); then the cache emptied. Compiled, the cache keeps its buffers, so the decode graph
+ * captured here (for the prompt's capacity bucket) serves the first request that fits them;
+ * eager, they are freed.
  */
 export async function warmUp(handle: NativeModel, contextLength: number, vocab: number, compiled: boolean): Promise<void> {
   const promptLength = Math.min(WARMUP_PROMPT, contextLength - WARMUP_STEPS - 1);
@@ -22,9 +24,10 @@ export async function warmUp(handle: NativeModel, contextLength: number, vocab: 
   const prompt: NativeStepRequest = { ids, batch: 1, seq: promptLength, logits: 0, ...greedy };
   const { next } = await handle.prefill(prompt);
   await handle.decodeSteps({ ids: next, batch: 1, seq: 1, logits: 0, steps: WARMUP_STEPS, stopId: -1, ...greedy });
-  // A short prompt takes other kernels than a long one; then one step as sampling makes them.
   handle.resetCache(false);
-  const short = await handle.prefill({ ids: ids.subarray(0, Math.min(8, promptLength)), batch: 1, seq: Math.min(8, promptLength), logits: 0, ...greedy });
-  await handle.decode({ ids: short.next, batch: 1, seq: 1, logits: 1, ...greedy });
+  const shortLength = Math.min(8, promptLength);
+  const short = await handle.prefill({ ids: ids.subarray(0, shortLength), batch: 1, seq: shortLength, logits: 0, ...greedy });
+  const sampled = { temperature: 1, topK: 50, topP: 0.9, uniforms: Float64Array.of(0.5) };
+  await handle.decode({ ids: short.next, batch: 1, seq: 1, logits: 0, ...sampled });
   handle.resetCache(!compiled);
 }
