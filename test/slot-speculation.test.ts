@@ -108,6 +108,37 @@ describe.each([false, true])('speculated slot steps against plain ones, float32 
   });
 });
 
+// The speculated step runs on the engine thread after a call has settled, outside any call: a
+// reset that frees the slots must wait for it (it did not, and on CUDA, where speculation is on
+// by default, the process could crash). Each round resets the moment a greedy step settles, while
+// the step after it is being speculated, then checks that the slots start over cleanly.
+describe('resetting the slots while a speculated step runs', () => {
+  it('waits for it: 40 resets right after a step, each followed by the same fresh outputs', async () => {
+    const h = await withSpeculation('1', async () => {
+      const m = await native().loadModel({ path: fx.modelPath, config: fx.config as never, device: DEVICE, dtype: 'float32', compile: true });
+      await m.copySlot(0, 1, 0);
+      return m;
+    });
+    try {
+      let first: number[] | null = null;
+      for (let round = 0; round < 40; round++) {
+        let out = await h.slotStep(request([{ slot: 0, start: 0, ids: [1, 17, 42] }, { slot: 3, start: 0, ids: [5, 6] }]));
+        const got = [...out.next];
+        for (let i = 0; i < 3; i++) {
+          out = await h.slotStep(request([{ slot: 0, start: out.lengths[0]!, ids: [out.next[0]!] }, { slot: 3, start: out.lengths[1]!, ids: [out.next[1]!] }]));
+          got.push(...out.next);
+        }
+        h.resetCache(true); // the step after the last one is being speculated now
+        first ??= got;
+        expect(got).toEqual(first);
+        expect(h.info().slotCacheBytes).toBe(0);
+      }
+    } finally {
+      h.dispose();
+    }
+  });
+});
+
 // With prompt chunks as prompt passes (the CPU's default) and as decode rows (CUDA's).
 describe.each(['0', '1'])('the scheduler with speculation (QWEN3_PROMPT_ROWS=%s)', (promptRows) => {
   let model: Qwen3Model;

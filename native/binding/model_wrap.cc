@@ -277,8 +277,14 @@ Napi::Value ModelWrap::ResetCache(const Napi::CallbackInfo& info) {
   if (status_->Busy()) throw Napi::Error::New(info.Env(), "Model is busy: cannot reset the KV cache during a step");
   std::unique_lock<std::mutex> lock(e->mutex, std::try_to_lock);
   if (!lock.owns_lock()) throw Napi::Error::New(info.Env(), "Model is busy: cannot reset the KV cache during a step");
-  e->engine->reset_cache(release.IsBoolean() && release.As<Napi::Boolean>().Value());
-  status_->Refresh(*e->engine);
+  // On the engine thread, after what is queued there: a speculated slot step runs there between
+  // calls, outside the lock, on the slots that a reset frees. So this waits for at most that one
+  // step, which has already begun.
+  const bool free_memory = release.IsBoolean() && release.As<Napi::Boolean>().Value();
+  e->thread.run([&] {
+    e->engine->reset_cache(free_memory);
+    status_->Refresh(*e->engine);
+  });
   return info.Env().Undefined();
 }
 
