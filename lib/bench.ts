@@ -268,9 +268,9 @@ async function copyBandwidth(model: Qwen3Model): Promise<number> {
   return (await native().measureBandwidth(model.device, 1 << 30)) * model.devices.length;
 }
 
-/** The device's copy bandwidth next to what the fastest row achieved. */
-async function measureBandwidth(model: Qwen3Model, device: string, tokensPerSecond: number, report: BenchReport): Promise<void> {
-  const measured = await copyBandwidth(model);
+/** The device's copy bandwidth (`bandwidth`, bytes/s) next to what the fastest row achieved. */
+async function measureBandwidth(model: Qwen3Model, device: string, tokensPerSecond: number, bandwidth: () => Promise<number>, report: BenchReport): Promise<void> {
+  const measured = await bandwidth();
   const bytesPerToken = weightBytesPerToken(model);
   const achieved = bytesPerToken * tokensPerSecond;
   report.bandwidth.push({ device, measuredGBps: measured / 1e9, bytesPerToken, achievedGBps: achieved / 1e9, fraction: achieved / measured });
@@ -280,9 +280,11 @@ async function measureBandwidth(model: Qwen3Model, device: string, tokensPerSeco
  * Batch-1 decode after a long prompt: each step also reads the keys and values of every token
  * before it, on average the prompt and half the new tokens.
  */
-async function measureContexts(model: Qwen3Model, device: string, prompt: number[], plan: BenchPlan, report: BenchReport): Promise<void> {
+async function measureContexts(
+  model: Qwen3Model, device: string, prompt: number[], plan: BenchPlan, bandwidth: () => Promise<number>, report: BenchReport,
+): Promise<void> {
   if (plan.contexts.length === 0) return;
-  const measured = await copyBandwidth(model);
+  const measured = await bandwidth();
   const c = model.config;
   const kvBytesPerToken = 2 * c.n_layers * c.n_kv_groups * c.head_dim * (model.dtype === 'float32' ? 4 : 2);
   for (const contextTokens of plan.contexts) {
@@ -339,16 +341,19 @@ async function benchDevice(device: string, source: BenchSource, prompt: number[]
     if (!needsModel) continue;
     plan.log(`${device}: loading ${compile ? 'compiled' : 'eager'} model`);
     const model = await loadSource(source, device, plan.dtype, compile, plan.quantize);
+    // Measured once per model, for the bandwidth line and the long-context rows.
+    let copied: Promise<number> | undefined;
+    const bandwidth = () => (copied ??= copyBandwidth(model));
     try {
       for (const row of wanted) {
         const tokensPerSecond = await measureRow(model, device, row, prompt, plan, report);
-        if (row === 'KV cache compiled') await measureBandwidth(model, device, tokensPerSecond, report);
+        if (row === 'KV cache compiled') await measureBandwidth(model, device, tokensPerSecond, bandwidth, report);
       }
       if (!compile) continue;
       report.compileSeconds[device] = model.compileSeconds;
       await measurePrefill(model, device, prompt, plan, report);
       await measureBatches(model, device, prompt, plan, report);
-      await measureContexts(model, device, prompt, plan, report);
+      await measureContexts(model, device, prompt, plan, bandwidth, report);
     } finally {
       model.dispose();
     }

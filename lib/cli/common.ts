@@ -170,34 +170,28 @@ export async function loadFromFlags(flags: ModelFlags, kind: 'base' | 'reasoning
   const settingsDir = folder ?? tokenizer.modelDir;
   const generation = settingsDir !== null ? await readGenerationConfig(settingsDir) : null;
   const model = folder !== null
-    ? await Qwen3Model.load(folder, { ...placement(flags), dtype: flags.dtype, compile: flags.compile, quantize: flags.quantize })
-    : await Qwen3Model.load(modelPath, {
-      config: flags.config ?? flags.size ?? '0.6B',
-      ...placement(flags),
-      dtype: flags.dtype,
-      compile: flags.compile,
-      quantize: flags.quantize,
-    });
+    ? await Qwen3Model.load(folder, loadOptions(flags))
+    : await Qwen3Model.load(modelPath, { config: flags.config ?? flags.size ?? '0.6B', ...loadOptions(flags) });
   return { model, tokenizer, generation };
 }
 
-/** Where --device, --devices, --tensor-parallel and --distributed put the model, as Qwen3Model.load's options. */
-export function placement(
-  flags: Pick<ModelFlags, 'device' | 'devices' | 'tensorParallel' | 'distributed' | 'warmup'>,
-): Pick<LoadOptions, 'device' | 'devices' | 'tensorParallel' | 'processGroup' | 'warmup'> {
+/**
+ * Qwen3Model.load's options from the flags every loading command shares: --device, --devices,
+ * --tensor-parallel and --distributed (where the model goes), --dtype, --compile, --quantize and
+ * --no-warmup.
+ */
+function loadOptions(flags: ModelFlags): LoadOptions {
+  const rest = { dtype: flags.dtype, compile: flags.compile, quantize: flags.quantize, ...(flags.warmup === false ? { warmup: false } : {}) };
   if (flags.distributed) {
     if (flags.devices !== undefined || flags.tensorParallel !== undefined) {
       throw new Error('Use either --distributed (one rank per process) or --devices / --tensor-parallel (ranks as threads of one process), not both');
     }
-    return { device: flags.device, processGroup: 'env', ...warmup(flags) };
+    return { device: flags.device, processGroup: 'env', ...rest };
   }
-  if (flags.devices === undefined) return { device: flags.device, tensorParallel: flags.tensorParallel, ...warmup(flags) };
+  if (flags.devices === undefined) return { device: flags.device, tensorParallel: flags.tensorParallel, ...rest };
   if (flags.device !== 'auto') throw new Error('Use either --device (one device) or --devices (tensor parallelism), not both');
-  return { devices: flags.devices.split(',').map((d) => d.trim()), tensorParallel: flags.tensorParallel, ...warmup(flags) };
+  return { devices: flags.devices.split(',').map((d) => d.trim()), tensorParallel: flags.tensorParallel, ...rest };
 }
-
-/** --no-warmup as Qwen3Model.load's option (absent: the default). */
-const warmup = (flags: Pick<ModelFlags, 'warmup'>): Pick<LoadOptions, 'warmup'> => (flags.warmup === false ? { warmup: false } : {});
 
 /** The seed of --random-weights: the flag alone means seed 0. */
 export function randomSeed(flag: number | true): number {
@@ -216,10 +210,7 @@ async function loadRandomFromFlags(flags: ModelFlags): Promise<Loaded> {
   const model = await Qwen3Model.load({
     config: flags.config ?? flags.size ?? '0.6B',
     randomWeights: { seed: randomSeed(flags.randomWeights!) },
-    ...placement(flags),
-    dtype: flags.dtype,
-    compile: flags.compile,
-    quantize: flags.quantize,
+    ...loadOptions(flags),
   });
   return { model, tokenizer, generation };
 }

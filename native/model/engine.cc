@@ -265,54 +265,43 @@ std::unique_ptr<Qwen3Engine> Qwen3Engine::load(const LoadRequest& request) {
     }
     if (dtype == at::kHalf) throw std::invalid_argument("int8 weights compute in float32 or bfloat16, not float16");
   }
-  if (request.process_group.world > 1) return load_process_rank(request);
-  const auto world = static_cast<int>(request.devices.size());
+  // The ranks in this process: one per device as threads, or this process's one rank of a group.
+  const ProcessGroupSpec& group = request.process_group;
+  const bool per_process = group.world > 1;
+  const std::vector<std::string> here = per_process ? std::vector<std::string>{request.device} : request.devices;
+  const int world = per_process ? group.world : static_cast<int>(request.devices.size());
   if (world <= 1) {
     check_device(request.device);
     auto impl = std::make_unique<Impl>(request, c10::Device(request.device), dtype);
     return std::unique_ptr<Qwen3Engine>(new Qwen3Engine(std::move(impl), nullptr));
   }
   check_shardable(request.config, world);
-  for (const std::string& d : request.devices) check_device(d);
+  for (const std::string& d : here) check_device(d);
   auto ranks = std::make_unique<Ranks>();
-  ranks->devices = request.devices;
-  ranks->group = CollectiveGroup::create(request.devices, request.collective_timeout_ms);
-  ranks->transport = ranks->group->transport();
-  ranks->collectives.resize(static_cast<size_t>(world));
-  ranks->impls.resize(static_cast<size_t>(world - 1));
-  ranks->threads = std::make_unique<RankThreads>(world);
+  if (per_process) {
+    ranks->process_group = group;
+    ranks->transport = process_group_transport(request.device);
+  } else {
+    ranks->devices = request.devices;
+    ranks->group = CollectiveGroup::create(request.devices, request.collective_timeout_ms);
+    ranks->transport = ranks->group->transport();
+  }
+  const auto local = static_cast<int>(here.size());
+  ranks->collectives.resize(static_cast<size_t>(local));
+  ranks->impls.resize(static_cast<size_t>(local - 1));
+  ranks->threads = std::make_unique<RankThreads>(local);
   std::unique_ptr<Impl> first;
   // Each rank loads its share on its own thread, where its collectives are made.
   ranks->run([&](int r) {
     c10::InferenceMode rank_guard;
-    const c10::Device device(request.devices[static_cast<size_t>(r)]);
+    const c10::Device device(here[static_cast<size_t>(r)]);
     const c10::DeviceGuard on_device(device);
-    ranks->collectives[static_cast<size_t>(r)] = ranks->group->join(r);
+    ranks->collectives[static_cast<size_t>(r)] =
+        per_process ? join_process_group(group, request.device, request.collective_timeout_ms) : ranks->group->join(r);
     auto impl = std::make_unique<Impl>(request, device, dtype, world, ranks->collectives[static_cast<size_t>(r)].get());
     (r == 0 ? first : ranks->impls[static_cast<size_t>(r - 1)]) = std::move(impl);
   });
   return std::unique_ptr<Qwen3Engine>(new Qwen3Engine(std::move(first), std::move(ranks)));
-}
-
-std::unique_ptr<Qwen3Engine> Qwen3Engine::load_process_rank(const LoadRequest& request) {
-  const at::ScalarType dtype = parse_dtype(request.dtype);
-  const ProcessGroupSpec& spec = request.process_group;
-  check_shardable(request.config, spec.world);
-  check_device(request.device);
-  auto ranks = std::make_unique<Ranks>();
-  ranks->process_group = spec;
-  ranks->transport = process_group_transport(request.device);
-  ranks->collectives.resize(1);
-  ranks->threads = std::make_unique<RankThreads>(1);  // this process's rank, on the calling thread
-  std::unique_ptr<Impl> mine;
-  ranks->run([&](int) {
-    c10::InferenceMode rank_guard;
-    const c10::Device device(request.device);
-    const c10::DeviceGuard on_device(device);
-    ranks->collectives[0] = join_process_group(spec, request.device, request.collective_timeout_ms);
-    mine = std::make_unique<Impl>(request, device, dtype, spec.world, ranks->collectives[0].get());
-  });
-  return std::unique_ptr<Qwen3Engine>(new Qwen3Engine(std::move(mine), std::move(ranks)));
 }
 
 Qwen3Engine::Qwen3Engine(std::unique_ptr<Impl> impl, std::unique_ptr<Ranks> ranks) : impl_(std::move(impl)), ranks_(std::move(ranks)) {}

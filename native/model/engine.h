@@ -72,7 +72,6 @@ class Qwen3Engine {
   struct Impl;
   struct Ranks;
   Qwen3Engine(std::unique_ptr<Impl> impl, std::unique_ptr<Ranks> ranks);
-  static std::unique_ptr<Qwen3Engine> load_process_rank(const LoadRequest& request);  // with request.process_group
   StepResult profiled(const char* what, const StepRequest& request, StepKind kind);
   // Calls fn on every rank's engine at once (fn(impl, true) for rank 0, whose results are the answer).
   void every_rank(const std::function<void(Impl&, bool)>& fn);

@@ -161,12 +161,12 @@ std::vector<at::Tensor> SlotSteps::run_rows(const SlotStepRequest& r) {
 
 SlotStepResult SlotSteps::step(const SlotStepRequest& r) {
   if (!speculate_) return run_step(r);
-  const std::optional<SlotSpeculation::Served> served = speculation_.take(r, cache_);
+  std::optional<SlotSpeculation::Served> served = speculation_.take(r, cache_);
   SlotStepResult out;
   if (!served) {
     out = run_step(r);
   } else if (served->outputs.next.size() == static_cast<size_t>(r.rows())) {
-    out = served->outputs;
+    out = std::move(served->outputs);
   } else {
     // The rest of the request (a sequence that joined, say) as a step of its own. Should it fail,
     // the served rows go back to their starts as well: the whole step fails.
