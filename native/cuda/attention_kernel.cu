@@ -14,12 +14,22 @@ namespace {
 // that finishes last) splits. (A variant with no block barrier before the merge measured slower.)
 constexpr int kGroupAttnThreads = 512;
 constexpr int kGroupAttnWarps = kGroupAttnThreads / 32;
+// Splits of one row's positions at most: one row has only `groups` blocks per split, so it takes
+// more of them to fill the GPU at long lengths; many rows fill it with fewer.
 constexpr int kGroupAttnMaxSplits = 32;
+constexpr int kOneRowMaxSplits = 64;
 // A split takes at least this many positions per row of the batch, up to 128: the fastest at
 // batch 1; larger batches have blocks enough, and more splits there only repeat the prologue.
 constexpr int kPositionsPerSplitPerRow = 32;
 constexpr int kMaxPositionsPerSplit = 128;
 constexpr int kLaneFloats = 16;  // at most two 16-byte loads of float32 a lane and position
+// Positions a lane loads before it sums the first (float32 has the registers for two).
+template <typename T>
+constexpr int kPositionsInFlight = sizeof(T) == 4 ? 2 : 4;
+// 16-byte pieces of a position's key a lane reads: two only for float32 heads of 256 (a team is
+// at most a warp, and a 2-byte head of up to 256 fits one piece a lane).
+template <typename T>
+constexpr int kMaxChunks = sizeof(T) == 4 ? 2 : 1;
 
 // Where the block's work lies: its (row, group, split), the positions the split covers, and the
 // shared-memory scratch of its steps.
@@ -114,40 +124,55 @@ __device__ __forceinline__ void attend_positions(const GroupBlock& b, const Team
   const int warp = threadIdx.x >> 5;
   float q[kLaneFloats];
 #pragma unroll
-  for (int c = 0; c < 2; ++c) {
+  for (int c = 0; c < kMaxChunks<T>; ++c) {
 #pragma unroll
     for (int e = 0; e < V; ++e) q[c * V + e] = c < t.chunks ? b.qs[t.r * hd + (c * t.team + t.t_lane) * V + e] : 0.f;
   }
+  // Each lane walks the positions p0 + t_id, p0 + t_id + stride, ... in order; kPositionsInFlight
+  // of them are loaded before the first is summed, so that a long split streams the cache with
+  // several loads in flight per lane rather than one load, a reduction and an exp at a time.
   const int stride = t.warps_per_head * t.teams;
-  for (int64_t p0 = b.lo + (warp % t.warps_per_head) * t.teams; p0 < b.hi; p0 += stride) {  // the same trip count for the whole warp
-    const int64_t p = p0 + t.t_id;
-    const bool valid = p < b.hi;
-    float dot = 0.f;
-    uint4 kv[2], vv[2];
+  // The same trip count for the whole warp.
+  for (int64_t p0 = b.lo + (warp % t.warps_per_head) * t.teams; p0 < b.hi; p0 += stride * kPositionsInFlight<T>) {
+    uint4 kv[kPositionsInFlight<T>][kMaxChunks<T>], vv[kPositionsInFlight<T>][kMaxChunks<T>];
 #pragma unroll
-    for (int c = 0; c < 2; ++c) {
-      if (valid && c < t.chunks) {
-        kv[c] = *reinterpret_cast<const uint4*>(k_cache + b.base + p * hd + (c * t.team + t.t_lane) * V);
-        vv[c] = *reinterpret_cast<const uint4*>(v_cache + b.base + p * hd + (c * t.team + t.t_lane) * V);
-        const T* kk = reinterpret_cast<const T*>(&kv[c]);
+    for (int u = 0; u < kPositionsInFlight<T>; ++u) {
+      const int64_t p = p0 + u * stride + t.t_id;
 #pragma unroll
-        for (int e = 0; e < V; ++e) dot += q[c * V + e] * to_f(kk[e]);
-      }
-    }
-    for (int o = t.team / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-    if (valid) {
-      const float score = dot * scale, m_new = fmaxf(m, score);
-      const float correction = __expf(m - m_new), weight = __expf(score - m_new);
-      s = s * correction + weight;
-#pragma unroll
-      for (int c = 0; c < 2; ++c) {
-        if (c < t.chunks) {
-          const T* vp = reinterpret_cast<const T*>(&vv[c]);
-#pragma unroll
-          for (int e = 0; e < V; ++e) acc[c * V + e] = acc[c * V + e] * correction + weight * to_f(vp[e]);
+      for (int c = 0; c < kMaxChunks<T>; ++c) {
+        if (p < b.hi && c < t.chunks) {
+          kv[u][c] = *reinterpret_cast<const uint4*>(k_cache + b.base + p * hd + (c * t.team + t.t_lane) * V);
+          vv[u][c] = *reinterpret_cast<const uint4*>(v_cache + b.base + p * hd + (c * t.team + t.t_lane) * V);
         }
       }
-      m = m_new;
+    }
+#pragma unroll
+    for (int u = 0; u < kPositionsInFlight<T>; ++u) {
+      const bool valid = p0 + u * stride + t.t_id < b.hi;
+      float dot = 0.f;
+#pragma unroll
+      for (int c = 0; c < kMaxChunks<T>; ++c) {
+        if (valid && c < t.chunks) {
+          const T* kk = reinterpret_cast<const T*>(&kv[u][c]);
+#pragma unroll
+          for (int e = 0; e < V; ++e) dot += q[c * V + e] * to_f(kk[e]);
+        }
+      }
+      for (int o = t.team / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+      if (valid) {
+        const float score = dot * scale, m_new = fmaxf(m, score);
+        const float correction = __expf(m - m_new), weight = __expf(score - m_new);
+        s = s * correction + weight;
+#pragma unroll
+        for (int c = 0; c < kMaxChunks<T>; ++c) {
+          if (c < t.chunks) {
+            const T* vp = reinterpret_cast<const T*>(&vv[u][c]);
+#pragma unroll
+            for (int e = 0; e < V; ++e) acc[c * V + e] = acc[c * V + e] * correction + weight * to_f(vp[e]);
+          }
+        }
+        m = m_new;
+      }
     }
   }
 }
@@ -169,7 +194,7 @@ __device__ __forceinline__ void store_warp_partial(const GroupBlock& b, const Te
   }
   if (lane < t.team) {
 #pragma unroll
-    for (int c = 0; c < 2; ++c) {
+    for (int c = 0; c < kMaxChunks<T>; ++c) {
 #pragma unroll
       for (int e = 0; e < V; ++e) if (c < t.chunks) b.part_acc[warp * hd + (c * t.team + lane) * V + e] = acc[c * V + e];
     }
@@ -238,8 +263,8 @@ __global__ void __launch_bounds__(kGroupAttnThreads)
     group_attention_kernel(const T* __restrict__ qkv, const float* __restrict__ q_norm, const float* __restrict__ k_norm, bool qk_norm,
                            const float* __restrict__ cos, const float* __restrict__ sin, const int64_t* __restrict__ position,
                            int position_stride, const int64_t* __restrict__ row_slots, T* k_cache, T* v_cache, T* __restrict__ out,
-                           float* partials, int* done, int heads, int groups, int hd, int capacity, int splits, int min_per_split, float scale,
-                           float eps, int phase) {
+                           float* partials, int* done, int heads, int groups, int hd, int capacity, int splits, int split_limit,
+                           int min_per_split, float scale, float eps, int phase) {
   extern __shared__ float group_smem[];
   __shared__ bool last_block;
   pdl_launch_dependents();
@@ -269,7 +294,7 @@ __global__ void __launch_bounds__(kGroupAttnThreads)
   const int64_t length = b.pos + 1;
   // How the positions split depends on the length alone (not on the grid, which follows the
   // buffer's capacity), so eager steps and graph replays add in the same order.
-  const int64_t per = max(static_cast<int64_t>(min_per_split), (length + kGroupAttnMaxSplits - 1) / kGroupAttnMaxSplits);
+  const int64_t per = max(static_cast<int64_t>(min_per_split), (length + split_limit - 1) / split_limit);
   b.active = static_cast<int>((length + per - 1) / per);
   if (b.split >= b.active) return;  // the grid covers the longest length the cache can hold
   b.lo = b.split * per;
@@ -310,9 +335,11 @@ __global__ void __launch_bounds__(kGroupAttnThreads)
 
 int min_positions_per_split(int rows) { return std::min(kMaxPositionsPerSplit, kPositionsPerSplitPerRow * std::max(1, rows)); }
 
+int max_splits(int rows) { return rows == 1 ? kOneRowMaxSplits : kGroupAttnMaxSplits; }
+
 int attention_splits(int rows, int capacity) {
   const int per = min_positions_per_split(rows);
-  return std::max(1, std::min(kGroupAttnMaxSplits, (capacity + per - 1) / per));
+  return std::max(1, std::min(max_splits(rows), (capacity + per - 1) / per));
 }
 
 size_t attention_partials_floats(int rows, int heads, int hd, int capacity) {
@@ -322,7 +349,8 @@ size_t attention_partials_floats(int rows, int heads, int hd, int capacity) {
 bool group_attention_supported(int dtype, int heads, int groups, int hd) {
   const int bytes = dtype == 0 ? 4 : 2, team = std::min(32, hd * bytes / 16);
   const bool pow2 = hd >= 32 && (hd & (hd - 1)) == 0;
-  return pow2 && hd <= 256 && groups > 0 && heads % groups == 0 && heads / groups <= kGroupAttnWarps && hd / (team * (16 / bytes)) <= 2;
+  return pow2 && hd <= 256 && groups > 0 && heads % groups == 0 && heads / groups <= kGroupAttnWarps &&
+         hd / (team * (16 / bytes)) <= (bytes == 4 ? 2 : 1);
 }
 
 void group_attention(int dtype, const void* qkv, const float* q_norm, const float* k_norm, bool qk_norm, const float* cos, const float* sin,
@@ -337,7 +365,8 @@ void group_attention(int dtype, const void* qkv, const float* q_norm, const floa
     launch("group_attention", group_attention_kernel<T>, true, dim3(rows * groups * splits), dim3(kGroupAttnThreads), shared, stream,
            static_cast<const T*>(qkv), q_norm, k_norm, qk_norm, cos, sin, position, position_stride, row_slots, static_cast<T*>(k_cache),
            static_cast<T*>(v_cache),
-           static_cast<T*>(out), partials, done, heads, groups, hd, capacity, splits, min_positions_per_split(rows), scale, eps, phase);
+           static_cast<T*>(out), partials, done, heads, groups, hd, capacity, splits, max_splits(rows), min_positions_per_split(rows), scale, eps,
+           phase);
   });
   check("group_attention");
 }

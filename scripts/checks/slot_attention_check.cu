@@ -20,7 +20,7 @@
 
 namespace {
 
-constexpr int H = 16, G = 8, HD = 128, REPS = H / G, SLOTS = 6, CAPACITY = 384;
+constexpr int H = 16, G = 8, HD = 128, REPS = H / G, SLOTS = 6;
 constexpr float EPS = 1e-6f;
 
 #define CHECK(x)                                                                        \
@@ -60,21 +60,23 @@ struct Case {
   std::vector<int64_t> positions;  // per row (or one, with stride 0)
   std::vector<int64_t> slots;      // per row; empty: identity
   bool shared = false;             // rows share slots: store, then attend
+  int capacity = 384;              // positions each slot holds
 };
 
 // Runs one call of the kernel and compares its output and cache writes with the host reference.
 template <typename T>
 bool run_case(int dtype, const char* name, const Case& c, std::mt19937& rng) {
+  const int capacity = c.capacity;
   std::normal_distribution<float> normal(0.f, 1.f);
   const int qkv_width = (H + 2 * G) * HD;
-  const size_t cache_n = static_cast<size_t>(SLOTS) * G * CAPACITY * HD;
+  const size_t cache_n = static_cast<size_t>(SLOTS) * G * capacity * HD;
   std::vector<T> qkv(static_cast<size_t>(c.rows) * qkv_width), k_cache(cache_n), v_cache(cache_n);
   for (auto& x : qkv) x = from_f<T>(normal(rng));
   for (auto& x : k_cache) x = from_f<T>(normal(rng));
   for (auto& x : v_cache) x = from_f<T>(normal(rng));
-  std::vector<float> q_norm(HD), k_norm(HD), cos(static_cast<size_t>(CAPACITY) * HD), sin(cos.size());
+  std::vector<float> q_norm(HD), k_norm(HD), cos(static_cast<size_t>(capacity) * HD), sin(cos.size());
   for (int d = 0; d < HD; ++d) q_norm[d] = 1.f + 0.1f * normal(rng), k_norm[d] = 1.f + 0.1f * normal(rng);
-  for (int p = 0; p < CAPACITY; ++p) {
+  for (int p = 0; p < capacity; ++p) {
     for (int d = 0; d < HD; ++d) {
       const double angle = p * std::pow(1e6, -static_cast<double>(2 * (d % (HD / 2))) / HD);
       cos[static_cast<size_t>(p) * HD + d] = static_cast<float>(std::cos(angle));
@@ -83,7 +85,7 @@ bool run_case(int dtype, const char* name, const Case& c, std::mt19937& rng) {
   }
   const int stride = c.positions.size() == 1 ? 0 : 1;
   const float scale = 1.f / std::sqrt(static_cast<float>(HD));
-  const size_t partial_n = qwen3::cuda::attention_partials_floats(c.rows, H, HD, CAPACITY);
+  const size_t partial_n = qwen3::cuda::attention_partials_floats(c.rows, H, HD, capacity);
 
   T *d_qkv = upload(qkv), *d_k = upload(k_cache), *d_v = upload(v_cache);
   float *d_qn = upload(q_norm), *d_kn = upload(k_norm), *d_cos = upload(cos), *d_sin = upload(sin);
@@ -99,7 +101,7 @@ bool run_case(int dtype, const char* name, const Case& c, std::mt19937& rng) {
   for (const int phase : c.shared ? std::vector<int>{qwen3::cuda::kAttendStoreOnly, qwen3::cuda::kAttendReadOnly}
                                   : std::vector<int>{qwen3::cuda::kAttendFused}) {
     qwen3::cuda::group_attention(dtype, d_qkv, d_qn, d_kn, true, d_cos, d_sin, d_pos, stride, d_slots, d_k, d_v, d_out, d_partials, d_done,
-                                 c.rows, H, G, HD, CAPACITY, scale, EPS, phase, nullptr);
+                                 c.rows, H, G, HD, capacity, scale, EPS, phase, nullptr);
   }
   CHECK(cudaDeviceSynchronize());
   const std::vector<T> out = download(d_out, out_init.size()), k_after = download(d_k, cache_n), v_after = download(d_v, cache_n);
@@ -132,7 +134,7 @@ bool run_case(int dtype, const char* name, const Case& c, std::mt19937& rng) {
       return roped;
     };
     for (int g = 0; g < G; ++g) {
-      const size_t base = (static_cast<size_t>(slot) * G + g) * CAPACITY * HD;
+      const size_t base = (static_cast<size_t>(slot) * G + g) * capacity * HD;
       const std::vector<float> k = finish(H + g, k_norm.data());
       for (int d = 0; d < HD; ++d) {
         k_want[base + pos * HD + d] = from_f<T>(k[d]);
@@ -187,10 +189,13 @@ int main() {
   const Case batch{3, {300}, {}};                                               // a batch step at position 300
   const Case ragged{8, {299, 0, 37, 130, 383, -1, -1, -1}, {4, 0, 2, 5, 1, 3, 3, 3}};  // 5 rows, then padding
   const Case one{1, {200}, {2}};                                                // a bucket of one
+  const Case long_one{1, {4000}, {4}, false, 4096};       // one row at a long length: the most splits
+  const Case long_rows{2, {4095, 2500}, {0, 5}, false, 4096};  // two rows at long lengths: the many-row split limit
   // A 6-token prompt after 250 cached tokens of slot 1 and a 3-token one from empty slot 5,
   // beside two decode rows, then padding.
   const Case prompts{16, {250, 251, 252, 253, 254, 255, 0, 1, 2, 90, 377, -1, -1, -1, -1, -1}, {1, 1, 1, 1, 1, 1, 5, 5, 5, 0, 3, 2, 2, 2, 2, 2}, true};
-  for (const auto& [name, c] : {std::pair{"batch", batch}, std::pair{"ragged", ragged}, std::pair{"one row", one}, std::pair{"prompt rows", prompts}}) {
+  for (const auto& [name, c] : {std::pair{"batch", batch}, std::pair{"ragged", ragged}, std::pair{"one row", one}, std::pair{"prompt rows", prompts},
+                                 std::pair{"one long row", long_one}, std::pair{"two long rows", long_rows}}) {
     ok &= run_case<float>(0, (std::string(name) + " float32").c_str(), c, rng);
     ok &= run_case<__nv_bfloat16>(1, (std::string(name) + " bfloat16").c_str(), c, rng);
   }
