@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { projectPython } from './addon/index.js';
-import { type Dtype, MODEL_SIZES, type Qwen3Config } from './config.js';
+import { type Dtype, MODEL_SIZES, type Quantize, type Qwen3Config } from './config.js';
 import { modelHome } from './home.js';
 import { resolveModelDir } from './hub/model.js';
 import { isRepoId } from './hub/settings.js';
@@ -94,7 +94,7 @@ function benchWeights(log: (s: string) => void): { path: string; kind: string } 
 }
 
 /** Loads the weights onto one device, or a tensor-parallel model onto "cuda:0,cuda:1". */
-export function loadSource(source: BenchSource, device: string, dtype: Dtype, compile: boolean, quantize?: 'int8'): Promise<Qwen3Model> {
+export function loadSource(source: BenchSource, device: string, dtype: Dtype, compile: boolean, quantize?: Quantize): Promise<Qwen3Model> {
   const where = { ...(device.includes(',') ? { devices: device.split(',') } : { device }), ...(quantize ? { quantize } : {}) };
   switch (source.kind) {
     case 'random':

@@ -9,7 +9,7 @@ import { cpus, freemem, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { projectPython } from './addon/index.js';
-import { DTYPES, type Dtype, type Qwen3Config } from './config.js';
+import { DTYPES, type Dtype, type Quantize, type Qwen3Config } from './config.js';
 import { availableDevices, resolveDevice } from './device.js';
 import { MAX_BATCH_SIZE, PREFILL_CHUNK_SIZE, generateBatchCache, generateStats } from './generate.js';
 import { BENCH_CONFIG, type BenchSource, benchSource, checkWeightsChoice, loadSource, sameShape } from './bench-weights.js';
@@ -43,8 +43,8 @@ export interface BenchOptions {
   dtype?: Dtype;
   /** Random weights of the config's shape, made on each device (Qwen3Model.load's randomWeights). */
   randomWeights?: RandomWeights;
-  /** Weights quantized at load (Qwen3Model.load's quantize; CPU). */
-  quantize?: 'int8';
+  /** Weights quantized at load (Qwen3Model.load's quantize). */
+  quantize?: Quantize;
   newTokens?: number;
   runs?: number;
   rows?: BenchRowName[];
@@ -73,6 +73,8 @@ export interface BenchReport {
   machine: { cpu: string; cores: number; gpus: string[]; libtorch: string; node: string };
   weights: string;
   dtype: Dtype;
+  /** The format the weights were quantized to at load, if any. */
+  quantize?: Quantize;
   promptTokens: number;
   newTokens: number;
   runs: number;
@@ -100,7 +102,7 @@ interface BenchPlan {
   config: Qwen3Config | string | undefined;
   dtype: Dtype;
   randomWeights: RandomWeights | undefined;
-  quantize: 'int8' | undefined;
+  quantize: Quantize | undefined;
   newTokens: number;
   runs: number;
   rows: BenchRowName[];
@@ -214,6 +216,7 @@ function emptyReport(plan: BenchPlan, weights: string, promptTokens: number): Be
     machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, gpus: native().devices().cudaNames, libtorch: info.torchVersion, node: process.version },
     weights,
     dtype: plan.dtype,
+    ...(plan.quantize ? { quantize: plan.quantize } : {}),
     promptTokens,
     newTokens: plan.newTokens,
     runs: plan.runs,
@@ -257,7 +260,7 @@ async function measureRow(model: Qwen3Model, device: string, row: BenchRowName, 
 
 /** Bytes a batch-1 decode step reads of the weights: all but the embedding table (one row of it). */
 function weightBytesPerToken(model: Qwen3Model): number {
-  // A tied table is the head as well, read whole, unless the head is an int8 copy of it.
+  // A tied table is the head as well, read whole, unless the head is a quantized copy of it.
   const config = model.config;
   const embedding = model.tieWordEmbeddings && !model.quantize ? 0 : config.vocab_size * config.emb_dim * (model.dtype === 'float32' ? 4 : 2);
   return model.parameterBytes - embedding;
@@ -412,7 +415,7 @@ export function formatBenchReport(r: BenchReport): string {
   const base = r.rows.some((x) => x.baselineTokensPerSecond);
   const out = [
     `Machine: ${r.machine.cpu} (${r.machine.cores} cores)${r.machine.gpus.length ? `, ${r.machine.gpus.join(', ')}` : ''}; libtorch ${r.machine.libtorch}; Node ${r.machine.node}`,
-    `Weights: ${r.weights}, ${r.dtype ?? BENCH_DTYPE}. Prompt ${r.promptTokens} tokens, ${r.newTokens} new tokens (EOS ignored), median of ${r.runs} runs after 1 warm-up.`,
+    `Weights: ${r.weights}, ${r.dtype ?? BENCH_DTYPE}${r.quantize ? ` (${r.quantize} at load)` : ''}. Prompt ${r.promptTokens} tokens, ${r.newTokens} new tokens (EOS ignored), median of ${r.runs} runs after 1 warm-up.`,
     '',
     `| Device | Mode | Tokens/sec | Peak device memory${base ? ' | transformers tokens/sec | ours/theirs' : ''} | First token | Decode tokens/sec |`,
     `|---|---|---|---${base ? '|---|---' : ''}|---|---|`,

@@ -7,6 +7,10 @@ import { InvalidOptionError, boolean, integer, number, oneOf, parseOptions } fro
 export const DTYPES = ['bfloat16', 'float32', 'float16'] as const;
 export type Dtype = (typeof DTYPES)[number];
 
+/** Weight formats a model can be quantized to at load (LoadOptions.quantize). */
+export const QUANTIZE_KINDS = ['int8', 'fp8'] as const;
+export type Quantize = (typeof QUANTIZE_KINDS)[number];
+
 export interface Qwen3Config {
   vocab_size: number;
   context_length: number;

@@ -2,6 +2,7 @@
 export {
   DTYPES,
   MODEL_SIZES,
+  QUANTIZE_KINDS,
   QWEN_CONFIG_06_B,
   QWEN_CONFIG_1_7_B,
   QWEN_CONFIG_4_B,
@@ -12,6 +13,7 @@ export {
   parseConfig,
   type Dtype,
   type ModelSize,
+  type Quantize,
   type Qwen3Config,
 } from './config.js';
 export { availableDevices, getDevice, memoryStats, resetPeakMemory, resolveDevice, setTensorCores, type DeviceName, type MemoryStats } from './device.js';

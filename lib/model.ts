@@ -1,7 +1,7 @@
 // Qwen3Model: the public handle on a loaded model. Validates every argument, serialises use of
 // the native engine (one step at a time per model) and gives native errors the caller's stack.
 import { z } from 'zod';
-import type { Dtype, Qwen3Config } from './config.js';
+import type { Dtype, Quantize, Qwen3Config } from './config.js';
 import { type DeviceName, type MemoryStats, memoryStats, resetPeakMemory } from './device.js';
 import { IDLE_HANDOVER_MS, type LoadOptions, type RandomWeights, abortableLoad, loadAborted, loadSchema, resolveConfig, resolveRanks } from './model/load.js';
 import { processRankDevice, resolveProcessGroup } from './model/process-group.js';
@@ -67,8 +67,8 @@ export class Qwen3Model {
   readonly processGroup: Readonly<{ rank: number; worldSize: number }> | null;
   readonly dtype: Dtype;
   readonly compiled: boolean;
-  /** "int8" when the weights were quantized at load, else null. */
-  readonly quantize: 'int8' | null;
+  /** The format the weights were quantized to at load ("int8", "fp8"), else null. */
+  readonly quantize: Quantize | null;
   /** The vocabulary head is the embedding table (one tensor on the device). */
   readonly tieWordEmbeddings: boolean;
   #native: NativeModel | null;
@@ -79,7 +79,7 @@ export class Qwen3Model {
   #cacheEpoch = 0;
   readonly #slots = new SlotPool();
 
-  private constructor(path: string, config: Qwen3Config, tied: boolean, devices: DeviceName[], dtype: Dtype, compiled: boolean, quantize: 'int8' | null, handle: NativeModel, idleHandoverMs: number) {
+  private constructor(path: string, config: Qwen3Config, tied: boolean, devices: DeviceName[], dtype: Dtype, compiled: boolean, quantize: Quantize | null, handle: NativeModel, idleHandoverMs: number) {
     this.path = path;
     const group = handle.info().processGroup;
     this.processGroup = group ? Object.freeze({ ...group }) : null;

@@ -2,7 +2,7 @@
 // Everything here is raw: callers go through the validated classes in model.ts and device.ts.
 import { resolve } from 'node:path';
 import { type BuiltAgainst, type LoadReport, loadAddon } from './addon/index.js';
-import type { Qwen3Config } from './config.js';
+import type { Quantize, Qwen3Config } from './config.js';
 
 /** What the addon's buildInfo() says about the libtorch it was compiled against. */
 export type NativeBuildInfo = BuiltAgainst;
@@ -119,8 +119,8 @@ export interface NativeLoadRequest {
   processGroup?: { rank: number; worldSize: number; masterAddr: string; masterPort: number } | null;
   /** How long a rank waits for the others, to meet and in each collective, before it fails (default 600000 ms). */
   collectiveTimeoutMs?: number;
-  /** "int8": block matrices and head quantized per row at load (CPU only). */
-  quantize?: 'int8' | null;
+  /** Block matrices and head quantized per row at load: "int8" (CPU), "fp8" (CUDA or CPU). */
+  quantize?: Quantize | null;
 }
 
 export interface NativeModel {

@@ -1,6 +1,6 @@
 // Int8 weights (native/cpu/int8_weights.h): the model with every block matrix and the head
 // quantized per row, and each product's input per block of 64, must be the same quantization
-// done in PyTorch (scripts/python/int8_reference.py): logits within the bfloat16 parity tolerance
+// done in PyTorch (scripts/python/quantized_reference.py): logits within the bfloat16 parity tolerance
 // of it for a whole sequence (the float32 path) and for each decode step (the VNNI kernel), in
 // float32 the same 40 greedy tokens, and batched steps as one-row ones. Not closer: rounding the
 // inputs to int8 is a step function, so where the two passes' inputs differ in the last bit (the
@@ -27,7 +27,7 @@ interface Reference {
 }
 
 function reference(dtype: 'float32' | 'bfloat16', sequence?: number[]): Reference {
-  const args = [join(__dirname, '..', 'scripts', 'python', 'int8_reference.py'), '--model', fx.modelPath, '--config', fx.configPath, '--dtype', dtype,
+  const args = [join(__dirname, '..', 'scripts', 'python', 'quantized_reference.py'), '--quantize', 'int8', '--model', fx.modelPath, '--config', fx.configPath, '--dtype', dtype,
     '--prompt', PROMPT.join(','), '--steps', String(STEPS), ...(sequence ? ['--sequence', sequence.join(',')] : [])];
   return JSON.parse(execFileSync(python, args, { encoding: 'utf8', maxBuffer: 1 << 26 })) as Reference;
 }
@@ -104,9 +104,9 @@ describe('int8 options', () => {
   it('refuses devices, dtypes and kinds it does not run, by name', async () => {
     const load = (extra: Record<string, unknown>) =>
       native().loadModel({ path: fx.modelPath, config: fx.config as never, device: 'cpu', dtype: 'float32', compile: false, ...extra } as never);
-    await expect(load({ device: 'cuda', quantize: 'int8' })).rejects.toThrow('int8 weights run on the CPU, not on cuda (FP8 weights for CUDA are not built yet)');
+    await expect(load({ device: 'cuda', quantize: 'int8' })).rejects.toThrow('int8 weights run on the CPU, not on cuda (use FP8 weights on CUDA)');
     await expect(load({ dtype: 'float16', quantize: 'int8' })).rejects.toThrow('int8 weights compute in float32 or bfloat16, not float16');
-    expect(() => load({ quantize: 'int4' })).toThrow(/Expected "int8" or null for quantize but received "int4"/);
+    expect(() => load({ quantize: 'int4' })).toThrow(/Expected "int8", "fp8" or null for quantize but received "int4"/);
     await expect(Qwen3Model.load(fx.modelPath, { config: fx.configPath, quantize: 'fp4' as never })).rejects.toThrow(/quantize/);
   });
 

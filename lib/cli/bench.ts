@@ -1,7 +1,7 @@
 // `qwen3 bench`: the command-line side of the benchmark in ../bench.ts (flags in, report out).
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { BENCH_DEFAULTS, BENCH_ROWS, type BenchRowName, formatBenchReport, runBench } from '../bench.js';
-import { MODEL_SIZES } from '../config.js';
+import { MODEL_SIZES, type Quantize } from '../config.js';
 import { intArg, intList, quantizeOption, randomSeed, resolveModelFlag } from './common.js';
 import { write } from './output.js';
 
@@ -12,7 +12,7 @@ interface BenchFlags {
   config?: string;
   size?: string;
   dtype?: 'bfloat16' | 'float32' | 'float16';
-  quantize?: 'int8';
+  quantize?: Quantize;
   randomWeights?: number | true;
   newTokens?: number;
   runs: number;

@@ -5,7 +5,7 @@
 // template and generation settings.
 import { stat } from 'node:fs/promises';
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import { MODEL_SIZES } from '../config.js';
+import { MODEL_SIZES, QUANTIZE_KINDS, type Quantize } from '../config.js';
 import { downloadQwen3Small } from '../download.js';
 import { type GenerationConfig, readGenerationConfig } from '../model/generation-config.js';
 import { baseUrl, modelHome } from '../home.js';
@@ -65,8 +65,8 @@ export interface ModelFlags {
   warmup?: boolean;
   dtype?: 'bfloat16' | 'float32' | 'float16';
   compile?: boolean;
-  /** --quantize int8 (CPU). */
-  quantize?: 'int8';
+  /** --quantize int8 (CPU) or fp8 (CUDA). */
+  quantize?: Quantize;
   /** --random-weights [seed]: true without a seed. */
   randomWeights?: number | true;
 }
@@ -81,7 +81,7 @@ export interface SamplingFlags {
 
 /** --quantize, for every command that loads a model. */
 export function quantizeOption(): Option {
-  return new Option('--quantize <type>', 'weights quantized at load: int8 (per-row scales, CPU)').choices(['int8']);
+  return new Option('--quantize <type>', 'weights quantized at load, per-row scales: int8 (CPU) or fp8 (CUDA)').choices(QUANTIZE_KINDS);
 }
 
 /** Where a loaded model runs and in what dtype: --device, --devices, --tensor-parallel, --dtype, --quantize. */

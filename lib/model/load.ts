@@ -1,6 +1,6 @@
 // Qwen3Model.load's options, the config they name, and aborting a load.
 import { z } from 'zod';
-import { DTYPES, MODEL_SIZES, type Dtype, type ModelSize, type Qwen3Config, parseConfig, readConfigJson } from '../config.js';
+import { DTYPES, MODEL_SIZES, QUANTIZE_KINDS, type Dtype, type ModelSize, type Quantize, type Qwen3Config, parseConfig, readConfigJson } from '../config.js';
 import type { NativeModel } from '../native.js';
 import { type DeviceName, resolveDevice } from '../device.js';
 import { InvalidOptionError, abortSignal, boolean, describeValue, integer, nonEmptyString, oneOf } from '../validate.js';
@@ -61,12 +61,17 @@ export interface LoadOptions {
    */
   tensorParallel?: number;
   /**
-   * "int8": the block's matrices and the vocabulary head quantized at load, each row on its own
-   * (symmetric, one float32 scale per output channel), which halves what a batch-1 decode step
-   * reads against bfloat16. CPU only; the activations stay in `dtype` (float32 or bfloat16), and
-   * the fused block runs whatever `compile` says. docs/performance.md has its cost in accuracy.
+   * The block's matrices and the vocabulary head quantized at load, each row on its own (one
+   * float32 scale per output channel), which halves what a batch-1 decode step reads against
+   * bfloat16; the embedding table and the activations stay in `dtype`, and the fused block runs
+   * whatever `compile` says. docs/performance.md has the cost in accuracy and the speed.
+   * - "int8" (CPU): symmetric int8, each product's input quantized per block of 64 on the fly,
+   *   multiplied on AVX512-VNNI; `dtype` float32 or bfloat16.
+   * - "fp8" (CUDA): E4M3 weight-only, the activations unquantized; batch-1 steps read the FP8
+   *   rows in their own kernels, prompts and batched steps widen them a slice at a time. Also
+   *   runs on the CPU, without a kernel of its own (slower than bfloat16 there: for checks).
    */
-  quantize?: 'int8';
+  quantize?: Quantize;
   /**
    * One rank of a model split over processes, as torchrun starts them (docs/scale-out.md): this
    * process holds its share on `device`, and every process of the group loads the same model and
@@ -112,7 +117,7 @@ export const loadSchema = z
       .optional(),
     devices: z.array(nonEmptyString(), { error: 'Expected array of device names' }).min(1).max(MAX_RANKS).optional(),
     tensorParallel: integer(1, MAX_RANKS).optional(),
-    quantize: oneOf(['int8'] as const).optional(),
+    quantize: oneOf(QUANTIZE_KINDS).optional(),
     processGroup: processGroupSchema.optional(),
     collectiveTimeoutMs: integer(1, 2 ** 31).optional(),
     warmup: boolean().optional(),

@@ -206,8 +206,9 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   r.compile = BooleanField(o, "compile");
   const Napi::Value quantize = o.Get("quantize");
   if (!quantize.IsUndefined() && !quantize.IsNull()) {
-    if (!quantize.IsString() || quantize.As<Napi::String>().Utf8Value() != "int8") Fail(info.Env(), "\"int8\" or null", "quantize", quantize);
-    r.quantize = "int8";
+    const std::string kind = quantize.IsString() ? quantize.As<Napi::String>().Utf8Value() : "";
+    if (kind != "int8" && kind != "fp8") Fail(info.Env(), "\"int8\", \"fp8\" or null", "quantize", quantize);
+    r.quantize = kind;
   }
   r.config = ParseConfig(o);
   ParseSafetensors(o, r);

@@ -11,6 +11,7 @@
 #include "cpu/gemv.h"
 #include "cpu/int8_weights.h"
 #include "cpu/kernels.h"
+#include "model/fp8_weights.h"
 #include "model/slot_cache.h"
 
 namespace qwen3 {
@@ -26,7 +27,9 @@ at::Tensor CpuOps::norm(const at::Tensor& x, const at::Tensor& scale) {
 
 at::Tensor CpuOps::project(const at::Tensor& x, const at::Tensor& w) {
   // The AVX512 kernels where they apply: a batch-1 step streams bfloat16 weights through the BF16
-  // dot products; int8 rows go through the VNNI ones for any number of rows.
+  // dot products; int8 rows go through the VNNI ones for any number of rows. FP8 rows have no
+  // CPU kernel: ATen's path.
+  if (is_fp8_rows(w)) return AtenOps::project(x, w);
   at::Tensor y = is_int8_rows(w) ? int8_gemm(x, w) : cpu_gemv(x, w);
   return y.defined() ? y : AtenOps::project(x, w);
 }

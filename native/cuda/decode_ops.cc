@@ -8,13 +8,34 @@
 #include <cmath>
 
 #include "cuda/kernels.h"
+#include "model/fp8_weights.h"
 #include "model/layers.h"
 
 namespace qwen3 {
 
-bool CudaDecodeOps::gemv_fits(const ModelConfig& config, at::ScalarType dtype) {
+namespace {
+
+// The batch-1 product of W's format: cuda::gemv, or cuda::gemv_fp8 for FP8 rows.
+void gemv(int dtype, cuda::GemvInput input, const at::Tensor& w, const void* x, const float* norm, const void* residual, void* y, int n_out,
+          int k, float eps, void* stream) {
+  (is_fp8_rows(w) ? cuda::gemv_fp8 : cuda::gemv)(dtype, input, w.data_ptr(), x, norm, residual, y, n_out, k, eps, stream);
+}
+
+// out = input W^T for any rows (cuBLAS; FP8 rows widened a slice at a time).
+void product(at::Tensor& out, const at::Tensor& input, const at::Tensor& w) {
+  if (is_fp8_rows(w)) {
+    fp8_linear_out(out, input, w);
+  } else {
+    at::mm_out(out, input, w.t());
+  }
+}
+
+}  // namespace
+
+bool CudaDecodeOps::gemv_fits(const ModelConfig& config, at::ScalarType dtype, bool fp8_rows) {
   for (const int64_t k : {config.emb_dim, config.n_heads * config.head_dim, config.hidden_dim}) {
-    if (!cuda::gemv_supported(kernel_dtype(dtype), static_cast<int>(k))) return false;
+    const int dt = kernel_dtype(dtype), width = static_cast<int>(k);
+    if (!(fp8_rows ? cuda::gemv_fp8_supported(dt, width) : cuda::gemv_supported(dt, width))) return false;
   }
   return true;
 }
@@ -42,21 +63,21 @@ const at::Tensor& CudaDecodeOps::norm(const at::Tensor& x, const at::Tensor& sca
 void CudaDecodeOps::head(const FusedWeights& weights, const at::Tensor& x, at::Tensor& logits, const HeadBuffers& head) {
   at::Tensor out = weights.ranks ? head.local : logits;  // (batch, rows of the head): a handle on the same storage
   if (one_row_) {
-    cuda::gemv_argmax(dtype_, weights.out_head.data_ptr(), x.data_ptr(), weights.final_norm.data_ptr<float>(), out.data_ptr(),
+    cuda::gemv_argmax(dtype_, is_fp8_rows(weights.out_head), weights.out_head.data_ptr(), x.data_ptr(), weights.final_norm.data_ptr<float>(), out.data_ptr(),
                       static_cast<int>(out.size(1)), static_cast<int>(config_.emb_dim), static_cast<float>(kNormEps), head.scratch, head.done,
                       head.next, nullptr, stream_);
   } else {
-    at::mm_out(out, norm(x, weights.final_norm), weights.out_head.t());
+    product(out, norm(x, weights.final_norm), weights.out_head);
   }
   if (weights.ranks) gather_vocab_into(weights, out, logits);
 }
 
 at::Tensor CudaDecodeOps::qkv(const at::Tensor& x, const FusedBlock& w) {
   if (one_row_) {
-    cuda::gemv(dtype_, cuda::kGemvRmsNorm, w.w_qkv.data_ptr(), x.data_ptr(), w.norm1.data_ptr<float>(), nullptr, qkv_.data_ptr(),
+    gemv(dtype_, cuda::kGemvRmsNorm, w.w_qkv, x.data_ptr(), w.norm1.data_ptr<float>(), nullptr, qkv_.data_ptr(),
                static_cast<int>(qkv_.size(1)), static_cast<int>(config_.emb_dim), static_cast<float>(kNormEps), stream_);
   } else {
-    at::mm_out(qkv_, norm(x, w.norm1), w.w_qkv.t());
+    product(qkv_, norm(x, w.norm1), w.w_qkv);
   }
   return qkv_;
 }
@@ -83,8 +104,11 @@ at::Tensor CudaDecodeOps::attention(int64_t layer, const at::Tensor& qkv, const 
 
 void CudaDecodeOps::linear_add(at::Tensor& x, const at::Tensor& input, const at::Tensor& w) {
   if (one_row_) {
-    cuda::gemv(dtype_, cuda::kGemvPlain, w.data_ptr(), input.data_ptr(), nullptr, x.data_ptr(), x.data_ptr(), static_cast<int>(w.size(0)),
-               static_cast<int>(w.size(1)), static_cast<float>(kNormEps), stream_);
+    const int64_t k = is_fp8_rows(w) ? fp8_input_width(w) : w.size(1);
+    gemv(dtype_, cuda::kGemvPlain, w, input.data_ptr(), nullptr, x.data_ptr(), x.data_ptr(), static_cast<int>(w.size(0)), static_cast<int>(k),
+         static_cast<float>(kNormEps), stream_);
+  } else if (is_fp8_rows(w)) {
+    x.add_(fp8_linear(input, w));  // the rounded product, then the sum (as the one-row kernel)
   } else {
     x.addmm_(input, w.t());
   }
@@ -93,10 +117,10 @@ void CudaDecodeOps::linear_add(at::Tensor& x, const at::Tensor& input, const at:
 at::Tensor CudaDecodeOps::swiglu(const at::Tensor& x, const FusedBlock& w) {
   const int64_t F = config_.hidden_dim;
   if (one_row_) {
-    cuda::gemv(dtype_, cuda::kGemvRmsNormSwiGLU, w.w_gate_up.data_ptr(), x.data_ptr(), w.norm2.data_ptr<float>(), nullptr, act_.data_ptr(),
+    gemv(dtype_, cuda::kGemvRmsNormSwiGLU, w.w_gate_up, x.data_ptr(), w.norm2.data_ptr<float>(), nullptr, act_.data_ptr(),
                static_cast<int>(F), static_cast<int>(config_.emb_dim), static_cast<float>(kNormEps), stream_);
   } else {
-    at::mm_out(gate_up_, norm(x, w.norm2), w.w_gate_up.t());
+    product(gate_up_, norm(x, w.norm2), w.w_gate_up);
     cuda::silu_mul(dtype_, gate_up_.data_ptr(), act_.data_ptr(), static_cast<int>(buffers_.batch), static_cast<int>(F), stream_);
   }
   return act_;

@@ -42,8 +42,9 @@ struct HeadBuffers {
 
 class CudaDecodeOps : public BlockOps {
  public:
-  // True where a batch-1 step can run as GEMVs (every product's input fits the kernel).
-  static bool gemv_fits(const ModelConfig& config, at::ScalarType dtype);
+  // True where a batch-1 step can run as GEMVs (every product's input fits the kernel for the
+  // weights' format: the compute dtype, or FP8 rows).
+  static bool gemv_fits(const ModelConfig& config, at::ScalarType dtype, bool fp8_rows);
 
   // Allocates the step's activations; one_row picks the batch-1 GEMV path.
   CudaDecodeOps(const ModelConfig& config, at::ScalarType dtype, const DecodeBuffers& buffers, bool one_row);

@@ -25,6 +25,7 @@
 #ifdef QWEN3_WITH_CUDA_KERNELS
 #include "cuda/decode_ops.h"
 #include "cuda/kernels.h"
+#include "model/fp8_weights.h"
 #endif
 #endif
 
@@ -119,7 +120,7 @@ struct CudaDecoder::State {
   }
 
 #ifdef QWEN3_WITH_CUDA_KERNELS
-  bool one_row() const { return batch == 1 && CudaDecodeOps::gemv_fits(config, dtype); }
+  bool one_row() const { return batch == 1 && CudaDecodeOps::gemv_fits(config, dtype, is_fp8_rows(weights.out_head)); }
   // Batch 1 on one device starts from x_row and ends in the head kernel that also chains the
   // step; a rank of a tensor-parallel model must gather the logits before the argmax instead.
   bool row_input() const { return one_row() && !weights.ranks; }
@@ -145,7 +146,7 @@ struct CudaDecoder::State {
       // step on (as chain_step) and writes the next token's embedding into x_row.
       cuda::StepChain chain{ids.data_ptr<int64_t>(), position.data_ptr<int64_t>(), history.data_ptr<int64_t>(), counter.data_ptr<int64_t>(),
                             static_cast<int>(kMaxChain), weights.tok_emb.data_ptr(), x_row.data_ptr()};
-      cuda::gemv_argmax(dt, weights.out_head.data_ptr(), x.data_ptr(), weights.final_norm.data_ptr<float>(), logits.data_ptr(),
+      cuda::gemv_argmax(dt, is_fp8_rows(weights.out_head), weights.out_head.data_ptr(), x.data_ptr(), weights.final_norm.data_ptr<float>(), logits.data_ptr(),
                         static_cast<int>(config.vocab_size), static_cast<int>(D), eps, head_scratch.data_ptr<float>(),
                         head_done.data_ptr<int>(), next.data_ptr<int64_t>(), chained ? &chain : nullptr, stream);
       return true;

@@ -1,6 +1,7 @@
-// The batch-1 decode step's matrix-vector products and the vocabulary head with its argmax
-// (declared in cuda/kernels.h).
+// The batch-1 decode step's matrix-vector products over bfloat16, float16 or float32 weights
+// (declared in cuda/kernels.h; FP8 rows: fp8_gemv.cu; the head: head_kernel.cu).
 #include "cuda/kernel_common.cuh"
+#include "cuda/weight_rows.cuh"
 
 namespace qwen3::cuda {
 namespace {
@@ -17,107 +18,7 @@ namespace {
 // the scales stands between the previous kernel's end and the sums. Larger k prepares x' once
 // per block in shared memory. (More blocks, TMA staging, L2 prefetching and register caps all
 // measured slower: docs/performance.md.)
-constexpr int kGemvThreads = 256;
-constexpr int kGemvWarps = kGemvThreads / 32;
 constexpr int kGemvUnroll = 4;
-constexpr int kGemvMinBlocks = 512;  // about four blocks per SM on a 132-SM Hopper GPU
-
-template <typename T>
-__device__ __forceinline__ float dot16(const uint4& packed_w, const T* xs) {
-  const uint4 packed_x = *reinterpret_cast<const uint4*>(xs);
-  const T* w = reinterpret_cast<const T*>(&packed_w);
-  const T* x = reinterpret_cast<const T*>(&packed_x);
-  float sum = 0.f;
-#pragma unroll
-  for (int j = 0; j < static_cast<int>(16 / sizeof(T)); ++j) sum += to_f(w[j]) * to_f(x[j]);
-  return sum;
-}
-
-template <typename T, int kInput>
-__device__ __forceinline__ void gemv_input(const T* x, const float* norm, T* xs, int k, float eps, float* scratch) {
-  if constexpr (kInput == kGemvRmsNorm) {
-    block_rms_norm(x, norm, xs, k, eps, scratch);
-  } else {
-    for (int i = threadIdx.x; i < k; i += blockDim.x) xs[i] = x[i];
-  }
-}
-
-// Argmax order: a NaN above all numbers, then the larger value, then the lower index.
-__device__ __forceinline__ bool argmax_before(float v, int i, float best_v, int best_i) {
-  const bool nan = isnan(v), best_nan = isnan(best_v);
-  if (nan != best_nan) return nan;
-  if (!nan && v != best_v) return v > best_v;
-  return i < best_i;
-}
-
-// The (value, index) that comes first in argmax order among the block's threads; every thread gets it.
-__device__ void block_argmax(float& v, int& i, float* vals, int* idx) {
-  for (int o = 16; o > 0; o >>= 1) {
-    const float ov = __shfl_xor_sync(0xffffffffu, v, o);
-    const int oi = __shfl_xor_sync(0xffffffffu, i, o);
-    if (argmax_before(ov, oi, v, i)) v = ov, i = oi;
-  }
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
-  __syncthreads();
-  if (lane == 0) vals[warp] = v, idx[warp] = i;
-  __syncthreads();
-  v = vals[0], i = idx[0];
-  for (int w = 1; w < warps; ++w) {
-    if (argmax_before(vals[w], idx[w], v, i)) v = vals[w], i = idx[w];
-  }
-}
-
-// What the head's kernel needs beyond a gemv's arguments (device side of gemv_argmax).
-struct HeadArgs {
-  float* scratch;  // (blocks, 2): each block's best value and index (as float bits)
-  int* done;
-  int64_t* next;
-  StepChain chain;
-  bool chained;
-};
-
-// The head kernel's end: each block's best logit goes to head.scratch; the block that finishes
-// last picks the overall best and ends the step (see gemv_argmax).
-template <typename T>
-__device__ void argmax_tail(float v, int i, const HeadArgs& head, int k) {
-  __shared__ float vals[32];
-  __shared__ int idx[32];
-  __shared__ bool last_block;
-  block_argmax(v, i, vals, idx);
-  if (threadIdx.x == 0) {
-    head.scratch[2 * blockIdx.x] = v;
-    head.scratch[2 * blockIdx.x + 1] = __int_as_float(i);
-    __threadfence();
-    last_block = atomicAdd(head.done, 1) == static_cast<int>(gridDim.x) - 1;
-  }
-  __syncthreads();
-  if (!last_block) return;
-  __threadfence();
-  const StepChain& chain = head.chain;
-  v = -INFINITY, i = INT_MAX;
-  for (int b = threadIdx.x; b < static_cast<int>(gridDim.x); b += blockDim.x) {
-    const float bv = __ldcg(head.scratch + 2 * b);
-    const int bi = __float_as_int(__ldcg(head.scratch + 2 * b + 1));
-    if (argmax_before(bv, bi, v, i)) v = bv, i = bi;
-  }
-  block_argmax(v, i, vals, idx);
-  if (threadIdx.x == 0) {
-    *head.next = i;
-    *head.done = 0;  // ready for the next call
-    if (head.chained) {
-      *chain.ids = i;
-      const int64_t column = *chain.counter;
-      if (column < chain.max_steps) chain.history[column] = i;
-      *chain.position += 1;
-      *chain.counter = column + 1;
-    }
-  }
-  if (head.chained) {
-    const T* row = static_cast<const T*>(chain.table) + static_cast<size_t>(i) * k;
-    T* x_next = static_cast<T*>(chain.x_next);
-    for (int d = threadIdx.x; d < k; d += blockDim.x) x_next[d] = row[d];
-  }
-}
 
 // The lane's input values at the positions of its first loads, begin + (lane + 32 u) * V for
 // u < kGemvUnroll, straight from global memory (kInRegs: the warp's slice fits in those loads),
@@ -314,60 +215,6 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const T* __restrict_
   store_outputs<T, kRows, kInRegs, kSwiGLU>(accs, res, residual, y, unit, n_out, weight_row);
 }
 
-// The batch-1 vocabulary head with its argmax: a grid that fits on the GPU at once, each warp
-// taking rows n, n + (all warps), ..., with the next row's loads in flight while it sums the
-// current one; RMSNorm of the input once per block. It streams the head near the copy
-// bandwidth, where a GEMV grid (an RMSNorm per block) or cuBLAS with separate norm, argmax and
-// chain kernels measured slower.
-constexpr int kHeadBlocksPerSm = 4;
-
-template <typename T>
-__global__ void __launch_bounds__(kGemvThreads) head_kernel(const T* __restrict__ w, const T* __restrict__ x, const float* __restrict__ norm,
-                                                            T* __restrict__ logits, int n_out, int k, float eps, const HeadArgs head) {
-  extern __shared__ __align__(16) unsigned char gemv_smem[];
-  T* xs = reinterpret_cast<T*>(gemv_smem);  // (k,) RMSNorm(x) * norm
-  __shared__ float scratch[32];
-  constexpr int V = 16 / sizeof(T);
-  const int lane = threadIdx.x & 31, stride = gridDim.x * kGemvWarps;
-  int n = blockIdx.x * kGemvWarps + (threadIdx.x >> 5);
-  uint4 ahead[kGemvUnroll];  // the first loads of the warp's next row
-  auto load_ahead = [&](int row) {
-    if (row >= n_out) return;
-#pragma unroll
-    for (int u = 0; u < kGemvUnroll; ++u) {
-      const int i = (lane + 32 * u) * V;
-      if (i < k) ahead[u] = __ldcs(reinterpret_cast<const uint4*>(w + static_cast<size_t>(row) * k + i));
-    }
-  };
-  load_ahead(n);
-  pdl_wait();
-  pdl_launch_dependents();
-  block_rms_norm(x, norm, xs, k, eps, scratch);
-  __syncthreads();
-  float best_v = -INFINITY;
-  int best_i = INT_MAX;
-  for (; n < n_out; n += stride) {  // the same trip count for the whole warp
-    uint4 cur[kGemvUnroll];
-#pragma unroll
-    for (int u = 0; u < kGemvUnroll; ++u) cur[u] = ahead[u];
-    load_ahead(n + stride);
-    float acc = 0.f;
-#pragma unroll
-    for (int u = 0; u < kGemvUnroll; ++u) {
-      const int i = (lane + 32 * u) * V;
-      if (i < k) acc += dot16<T>(cur[u], xs + i);
-    }
-    const T* row = w + static_cast<size_t>(n) * k;
-    for (int i = (lane + 32 * kGemvUnroll) * V; i < k; i += 32 * V) acc += dot16<T>(__ldcs(reinterpret_cast<const uint4*>(row + i)), xs + i);
-    for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-    const T out = from_f<T>(acc);
-    if (lane == 0) logits[n] = out;
-    const float v = to_f(out);  // argmax of the rounded logits, as the reference sees them
-    if (argmax_before(v, n, best_v, best_i)) best_v = v, best_i = n;
-  }
-  argmax_tail<T>(best_v, best_i, head, k);
-}
-
 }  // namespace
 
 bool gemv_supported(int dtype, int k) {
@@ -429,31 +276,6 @@ void gemv(int dtype, GemvInput input, const void* w, const void* x, const float*
     }
   });
   check("gemv");
-}
-
-int sm_count() {
-  static const int count = [] {
-    int device = 0, n = 0;
-    if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) return 132;
-    return n;
-  }();
-  return count;
-}
-
-int head_blocks(int n_out) { return std::max(1, std::min((n_out + kGemvWarps - 1) / kGemvWarps, sm_count() * kHeadBlocksPerSm)); }
-
-size_t head_scratch_floats(int n_out) { return 2 * static_cast<size_t>(head_blocks(n_out)); }
-
-void gemv_argmax(int dtype, const void* w, const void* x, const float* norm, void* logits, int n_out, int k, float eps, float* scratch,
-                 int* done, int64_t* next, const StepChain* chain, void* stream) {
-  if (!gemv_supported(dtype, k)) throw std::invalid_argument("gemv_argmax: unsupported input length " + std::to_string(k));
-  HeadArgs head{scratch, done, next, chain != nullptr ? *chain : StepChain{}, chain != nullptr};
-  dispatch(dtype, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    launch("gemv_argmax", head_kernel<T>, true, dim3(head_blocks(n_out)), dim3(kGemvThreads), static_cast<size_t>(k) * sizeof(T), stream,
-           static_cast<const T*>(w), static_cast<const T*>(x), norm, static_cast<T*>(logits), n_out, k, eps, head);
-  });
-  check("gemv_argmax");
 }
 
 }  // namespace qwen3::cuda

@@ -1,5 +1,5 @@
 // Fused CUDA kernels for decode steps and prompts (norm_kernels.cu, attention_kernel.cu,
-// gemv_kernels.cu): each replaces 6-20 small ATen kernels, whose launches and drains, not the
+// gemv_kernels.cu, fp8_gemv.cu, head_kernel.cu): each replaces 6-20 small ATen kernels, whose launches and drains, not the
 // weight reads, bound a batch-1 decode once the step is a CUDA graph. Arithmetic is float32
 // throughout and rounds to the model dtype where the reference rounds; measurements behind the
 // choices: docs/performance.md. Plain pointers and sizes only, so this header needs neither
@@ -61,12 +61,18 @@ bool gemv_supported(int dtype, int k);
 void gemv(int dtype, GemvInput input, const void* w, const void* x, const float* norm, const void* residual, void* y, int n_out, int k,
           float eps, void* stream);
 
+// The same over FP8 weight rows (model/fp8_weights.h: (n, k + 16) bytes, each row's k E4M3
+// values then its float32 scale): y[n] = s_n * (x' . q_n), summed in float32 and rounded once.
+bool gemv_fp8_supported(int dtype, int k);
+void gemv_fp8(int dtype, GemvInput input, const void* w, const void* x, const float* norm, const void* residual, void* y, int n_out, int k,
+              float eps, void* stream);
+
 // The end of a batch-1 decode step in one kernel: logits (n_out,) = RMSNorm(x) * norm W^T (as
 // gemv with input 1) and their argmax into *next (the first of equal maxima, NaN above all, as
 // at::argmax). `scratch` holds head_scratch_floats(n_out) floats and `done` one int, zero before
 // the first call and left zero by each. With `chain`, the block that finishes last also does
 // chain_step's work for the one row and writes the next token's row of the embedding table into
-// chain->x_next (the next step's input).
+// chain->x_next (the next step's input). fp8_rows: W is FP8 rows, as gemv_fp8 takes.
 struct StepChain {
   int64_t* ids;
   int64_t* position;
@@ -77,8 +83,8 @@ struct StepChain {
   void* x_next;       // (k,)
 };
 size_t head_scratch_floats(int n_out);
-void gemv_argmax(int dtype, const void* w, const void* x, const float* norm, void* logits, int n_out, int k, float eps, float* scratch,
-                 int* done, int64_t* next, const StepChain* chain, void* stream);
+void gemv_argmax(int dtype, bool fp8_rows, const void* w, const void* x, const float* norm, void* logits, int n_out, int k, float eps,
+                 float* scratch, int* done, int64_t* next, const StepChain* chain, void* stream);
 
 // Ends a decode step that the next one follows on the device: ids (rows,) = next (rows,),
 // history[r, *counter] = next[r] (history: (rows, max_steps); columns past max_steps are not

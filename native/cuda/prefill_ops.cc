@@ -7,6 +7,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "cuda/kernels.h"
+#include "model/fp8_weights.h"
 
 namespace qwen3 {
 namespace {
@@ -15,6 +16,14 @@ void* current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
 CudaPrefillOps::CudaPrefillOps(const ModelConfig& config, StepShape step)
     : AtenOps(config, std::move(step)), zero_position_(at::zeros({1}, step_.cos.options().dtype(at::kLong))) {}
+
+void CudaPrefillOps::linear_add(at::Tensor& x, const at::Tensor& input, const at::Tensor& w) {
+  if (is_fp8_rows(w)) {
+    x.add_(fp8_linear(input, w));
+  } else {
+    x.addmm_(input, w.t());
+  }
+}
 
 at::Tensor CudaPrefillOps::norm(const at::Tensor& x, const at::Tensor& scale) {
   const at::Tensor in = x.contiguous();

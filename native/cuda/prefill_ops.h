@@ -12,8 +12,8 @@ class CudaPrefillOps : public AtenOps {
   CudaPrefillOps(const ModelConfig& config, StepShape step);
 
   at::Tensor attention(int64_t layer, const at::Tensor& qkv, const FusedBlock& w) override;
-  // cuBLAS adds the residual in its epilogue.
-  void linear_add(at::Tensor& x, const at::Tensor& input, const at::Tensor& w) override { x.addmm_(input, w.t()); }
+  // cuBLAS adds the residual in its epilogue (FP8 rows: the rounded product, then the sum).
+  void linear_add(at::Tensor& x, const at::Tensor& input, const at::Tensor& w) override;
 
  protected:
   at::Tensor norm(const at::Tensor& x, const at::Tensor& scale) override;

@@ -18,6 +18,7 @@
 #include "cuda/decode_ops.h"
 #include "cuda/decode_step.h"
 #include "cuda/kernels.h"
+#include "model/fp8_weights.h"
 #include "model/layers.h"
 #endif
 
@@ -104,7 +105,7 @@ struct CudaSlotDecoder::State {
   }
 
   // Batch 1 runs as GEMVs where every product fits them: the kernels of a batch-1 decode step.
-  bool one_row(int64_t batch) const { return batch == 1 && CudaDecodeOps::gemv_fits(config, dtype); }
+  bool one_row(int64_t batch) const { return batch == 1 && CudaDecodeOps::gemv_fits(config, dtype, is_fp8_rows(weights.out_head)); }
 
   // The step as a graph records it: reads the bucket's inputs, writes each real row's key and
   // value into its slot and the logits of every row.

@@ -12,6 +12,7 @@
 #include <optional>
 
 #include "cpu/int8_weights.h"
+#include "model/fp8_weights.h"
 #include "model/slot_cache.h"
 
 namespace qwen3 {
@@ -19,8 +20,10 @@ namespace qwen3 {
 void AtenOps::linear_add(at::Tensor& x, const at::Tensor& input, const at::Tensor& w) { x = project(input, w) + x; }
 
 at::Tensor AtenOps::project(const at::Tensor& x, const at::Tensor& w) {
-  // Int8 rows (cpu/int8_weights.h): prompts and batched steps multiply in float32.
-  return is_int8_rows(w) ? int8_linear(x, w) : at::linear(x, w);
+  // Int8 rows (cpu/int8_weights.h): prompts and batched steps multiply in float32. FP8 rows
+  // (model/fp8_weights.h): widened a slice at a time.
+  if (is_int8_rows(w)) return int8_linear(x, w);
+  return is_fp8_rows(w) ? fp8_linear(x, w) : at::linear(x, w);
 }
 
 at::Tensor AtenOps::silu_mul(const at::Tensor& gate_up) {

@@ -5,6 +5,7 @@
 
 #include "common/element_type.h"
 #include "cpu/int8_weights.h"
+#include "model/fp8_weights.h"
 #include "parallel/collectives.h"
 
 namespace qwen3 {
@@ -37,6 +38,13 @@ void FusedWeights::quantize_int8() {
     for (at::Tensor* m : {&b.w_qkv, &b.out_proj, &b.w_gate_up, &b.fc3}) *m = quantize_rows_int8(*m);
   }
   out_head = quantize_rows_int8(out_head);
+}
+
+void FusedWeights::quantize_fp8() {
+  for (FusedBlock& b : blocks) {
+    for (at::Tensor* m : {&b.w_qkv, &b.out_proj, &b.w_gate_up, &b.fc3}) *m = quantize_rows_fp8(*m);
+  }
+  out_head = quantize_rows_fp8(out_head);
 }
 
 int64_t FusedWeights::parameter_bytes() const {

@@ -42,6 +42,8 @@ struct FusedWeights {
   // Every block matrix and the head become int8 rows (cpu/int8_weights.h); the embedding table
   // stays as it is (a tied head gets an int8 copy of its own).
   void quantize_int8();
+  // The same with FP8 rows (model/fp8_weights.h).
+  void quantize_fp8();
   int64_t parameter_bytes() const;
 };
 

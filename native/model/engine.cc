@@ -85,6 +85,7 @@ struct Qwen3Engine::Impl {
     fast = std::make_unique<FusedWeights>(FusedWeights::fuse(std::move(w)));
     fast->ranks = ranks;
     if (r.quantize == "int8") fast->quantize_int8();
+    if (r.quantize == "fp8") fast->quantize_fp8();
     if (CudaDecoder::supported(dev)) graph = std::make_unique<CudaDecoder>(config, *fast, cache, dev, dt, /*use_graphs=*/r.compile);
     if (r.compile) compile_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
@@ -258,12 +259,18 @@ std::unique_ptr<Qwen3Engine> Qwen3Engine::load(const LoadRequest& request) {
   c10::InferenceMode guard;
   choose_attention_backends();
   const at::ScalarType dtype = parse_dtype(request.dtype);
-  if (!request.quantize.empty()) {
-    if (request.quantize != "int8") throw std::invalid_argument("Unsupported quantize '" + request.quantize + "': expected int8");
+  if (request.quantize == "int8") {
     if (c10::Device(request.device).type() != c10::DeviceType::CPU) {
-      throw std::invalid_argument("int8 weights run on the CPU, not on " + request.device + " (FP8 weights for CUDA are not built yet)");
+      throw std::invalid_argument("int8 weights run on the CPU, not on " + request.device + " (use FP8 weights on CUDA)");
     }
     if (dtype == at::kHalf) throw std::invalid_argument("int8 weights compute in float32 or bfloat16, not float16");
+  } else if (request.quantize == "fp8") {
+    const c10::DeviceType type = c10::Device(request.device).type();
+    if (type != c10::DeviceType::CUDA && type != c10::DeviceType::CPU) {
+      throw std::invalid_argument("FP8 weights run on CUDA (and on the CPU, without a kernel of their own), not on " + request.device);
+    }
+  } else if (!request.quantize.empty()) {
+    throw std::invalid_argument("Unsupported quantize '" + request.quantize + "': expected int8 or fp8");
   }
   // The ranks in this process: one per device as threads, or this process's one rank of a group.
   const ProcessGroupSpec& group = request.process_group;

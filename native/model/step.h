@@ -43,8 +43,9 @@ struct LoadRequest {
   int64_t collective_timeout_ms = 600000;  // how long a rank waits for the others (meeting, collectives)
   std::string dtype;   // compute dtype: "float32", "bfloat16" or "float16"
   bool compile = false;  // fused weights, SDPA, CUDA graphs for decode steps
-  // "int8": the block's matrices and the head quantized per row at load (cpu/int8_weights.h;
-  // CPU only, and always the fused block). Empty: the weights as they are.
+  // "int8" or "fp8": the block's matrices and the head quantized per row at load (int8: CPU only,
+  // cpu/int8_weights.h; fp8: CUDA or the CPU, model/fp8_weights.h), always the fused block.
+  // Empty: the weights as they are.
   std::string quantize;
   // Safetensors files and every tensor in them (Hugging Face layout); empty: `path` is a .pth.
   std::vector<std::string> files;

@@ -2,10 +2,10 @@
 # The CUDA host recipe: build the addon against the host's libtorch, make and check the CUDA
 # prebuild, run the test suite with the parity tests on the GPU, the full-size (random
 # Qwen3-0.6B) checks, Hugging Face folders and load speed, tensor parallelism over two GPUs, the
-# device-memory leak check, a per-kernel profile and the bench.
+# device-memory leak check, a per-kernel profile, FP8 weights against bfloat16 and the bench.
 # On a host with CUDA PyTorch and no network, after packing Node (../shared/tools/pack-cuda-host.sh):
 #   source .cuda-host/setup.sh && bash scripts/cuda-host/cuda-host-check.sh [PHASE...]
-# PHASE: prebuild tests serve fullsize hf load tp leak profile cold bench (default: all but tp, which needs two GPUs); the build always runs first.
+# PHASE: prebuild tests serve fullsize hf load tp leak profile cold fp8 bench (default: all but tp, which needs two GPUs); the build always runs first.
 # Logs go to $OUT (default ./cuda-host-logs).
 set -uo pipefail
 OUT=${OUT:-$PWD/cuda-host-logs}
@@ -30,7 +30,7 @@ PYTHON=$(node scripts/dev/python.js --which)
 step info node dist/cli.js info --json
 step tf32 node -e "const q = require('./dist/index.js'); for (const on of [true, false]) { q.getDevice({ enableTensorCores: on }); console.log('enableTensorCores', on, '->', q.runtimeInfo().tensorCores); }"
 step fixtures "$PYTHON" scripts/python/make_fixtures.py --out test/.fixtures
-phases=${*:-prebuild tests serve fullsize hf load leak profile cold bench}
+phases=${*:-prebuild tests serve fullsize hf load leak profile cold fp8 bench}
 want() { [[ " $phases " == *" $1 "* ]]; }
 FULL=/tmp/qwen3-fixtures/qwen3-0.6b-random
 need_full() { [ -f $FULL/model.pth ] || step fixtures-full "$PYTHON" scripts/python/make_fixtures.py --out /tmp/qwen3-fixtures --full-size --only qwen3-0.6b-random --device cuda; }
@@ -60,7 +60,7 @@ if want prebuild; then
 fi
 # TESTS narrows the suite (a list of test files) when device time is short.
 # The decode attention kernel alone against a host reference (batch and ragged slot steps).
-slot_attention() { nvcc -std=c++17 -arch=sm_90 -Inative scripts/checks/slot_attention_check.cu native/cuda/attention_kernel.cu -o /tmp/slot_attention_check && /tmp/slot_attention_check; }
+slot_attention() { nvcc -O2 -std=c++17 -arch=sm_90 -Inative scripts/checks/slot_attention_check.cu native/cuda/attention_kernel.cu -o /tmp/slot_attention_check && /tmp/slot_attention_check; }
 if want tests; then
   step slot-attention slot_attention
   QWEN3_TEST_DEVICE=cuda step tests-cuda npx vitest run ${TESTS:-}
@@ -155,6 +155,20 @@ if want cold; then
   step cold-start node scripts/cuda-host/cold_start.mjs --size ${COLD_SIZE:-0.6B}
   step prefill-shapes node scripts/cuda-host/prefill_shapes.mjs --size ${COLD_SIZE:-0.6B}
   QWEN3_SDPA_CUDNN=1 step prefill-shapes-cudnn node scripts/cuda-host/prefill_shapes.mjs --size ${COLD_SIZE:-0.6B}
+fi
+# FP8 weights against bfloat16: what they cost in accuracy (random 0.6B weights, 500 teacher-forced
+# steps), then batch-1 and batch-32 decode and a 2,048-token prefill for each of FP8_SIZES (random
+# weights made on the GPU), bfloat16 beside FP8.
+if want fp8; then
+  step fp8-quality node scripts/checks/quantized_quality.mjs --quantize fp8 --device cuda --steps 500
+  export OUT
+  for size in ${FP8_SIZES:-0.6B 8B 32B}; do
+    for q in bf16 fp8; do
+      flag=$([ $q = fp8 ] && echo "--quantize fp8")
+      step fp8-bench-$size-$q bash -c 'node dist/cli.js bench --random-weights --size '$size' --dtype bfloat16 --device cuda --rows "KV cache compiled" --batches 1,32 --prefill 2048 --new-tokens 200 --runs 3 '"$flag"' --json > "$OUT/fp8-bench-'$size-$q'.json"'
+      node -e "console.log(require('./dist/bench.js').formatBenchReport(require(process.env.OUT + '/fp8-bench-$size-$q.json')))" | tee "$OUT/fp8-bench-$size-$q.md"
+    done
+  done
 fi
 # The speed table; BASELINE=transformers adds Hugging Face transformers (torch.compile takes minutes).
 if want bench; then

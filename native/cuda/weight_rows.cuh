@@ -1,0 +1,70 @@
+// What the matrix-vector kernels share (gemv_kernels.cu, fp8_gemv.cu, head_kernel.cu): the block
+// shape, the input's preparation in shared memory, and the dot product of one 16-byte load of a
+// weight row with the input, for rows in the compute dtype and for FP8 rows (model/fp8_weights.h).
+// Included inside each file's anonymous namespace use, as kernel_common.cuh is.
+#pragma once
+
+#include <cuda_fp8.h>
+
+#include "cuda/kernel_common.cuh"
+
+namespace qwen3::cuda {
+namespace {
+
+constexpr int kGemvThreads = 256;
+constexpr int kGemvWarps = kGemvThreads / 32;
+constexpr int kGemvMinBlocks = 512;  // about four blocks per SM on a 132-SM Hopper GPU
+
+// x' into shared memory, by the whole block: x itself, or RMSNorm(x) * norm rounded to T.
+template <typename T, int kInput>
+__device__ __forceinline__ void gemv_input(const T* x, const float* norm, T* xs, int k, float eps, float* scratch) {
+  if constexpr (kInput == kGemvRmsNorm) {
+    block_rms_norm(x, norm, xs, k, eps, scratch);
+  } else {
+    for (int i = threadIdx.x; i < k; i += blockDim.x) xs[i] = x[i];
+  }
+}
+
+// 16 / sizeof(T) weights of T against the input at xs (shared memory), in float32.
+template <typename T>
+__device__ __forceinline__ float dot16(const uint4& packed_w, const T* xs) {
+  const uint4 packed_x = *reinterpret_cast<const uint4*>(xs);
+  const T* w = reinterpret_cast<const T*>(&packed_w);
+  const T* x = reinterpret_cast<const T*>(&packed_x);
+  float sum = 0.f;
+#pragma unroll
+  for (int j = 0; j < static_cast<int>(16 / sizeof(T)); ++j) sum += to_f(w[j]) * to_f(x[j]);
+  return sum;
+}
+
+// 16 FP8 (E4M3) weights against the input at xs, in float32: each pair widened to float16 by one
+// instruction on Hopper (exact: every E4M3 value is a float16 value), then to float32.
+template <typename T>
+__device__ __forceinline__ float dot_fp8(const uint4& packed_w, const T* xs) {
+  constexpr int kInputLoads = 16 * sizeof(T) / 16;  // 16-byte loads of the input for 16 weights
+  uint4 packed_x[kInputLoads];
+#pragma unroll
+  for (int j = 0; j < kInputLoads; ++j) packed_x[j] = reinterpret_cast<const uint4*>(xs)[j];
+  const T* x = reinterpret_cast<const T*>(packed_x);
+  const __nv_fp8x2_storage_t* w = reinterpret_cast<const __nv_fp8x2_storage_t*>(&packed_w);
+  float sum = 0.f;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const float2 pair = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(w[j], __NV_E4M3)));
+    sum += pair.x * to_f(x[2 * j]);
+    sum += pair.y * to_f(x[2 * j + 1]);
+  }
+  return sum;
+}
+
+// FP8 rows: row r's k weights, then its float32 scale, then padding to kFp8RowPad more bytes.
+constexpr int kFp8RowPad = 16;
+
+__device__ __forceinline__ const uint8_t* fp8_row(const void* w, size_t row, int k) {
+  return static_cast<const uint8_t*>(w) + row * (static_cast<size_t>(k) + kFp8RowPad);
+}
+
+__device__ __forceinline__ float fp8_scale(const uint8_t* row, int k) { return __ldg(reinterpret_cast<const float*>(row + k)); }
+
+}  // namespace
+}  // namespace qwen3::cuda
