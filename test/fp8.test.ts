@@ -4,34 +4,16 @@
 // each decode step (on CUDA the FP8 GEMV and head kernels) within float32's and bfloat16's parity
 // tolerances, in float32 the same 40 greedy tokens, batched and compiled generations as one-row
 // eager ones. The CUDA host recipe runs this file with QWEN3_TEST_DEVICE=cuda.
-import { execFileSync } from 'node:child_process';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BatchScheduler, Qwen3Model, generateTextBasicCache } from '../lib/index.js';
 import type { SequenceStream } from '../lib/batch/scheduler.js';
 import { native } from '../lib/native.js';
-import { loadFixture, relativeMaxError, rows } from './support/fixtures.js';
+import { loadFixture } from './support/fixtures.js';
+import { PROMPT, type Reference, STEPS, expectReferenceLogits, packedParameterBytes, quantizedReference, referenceSequence } from './support/quantized.js';
 import { runCli } from './support/run-cli.js';
 
 const DEVICE = process.env.QWEN3_TEST_DEVICE ?? 'cpu';
 const fx = loadFixture('tiny-gqa4');
-const VOCAB = fx.config.vocab_size;
-const PROMPT = [1, 17, 42, 99, 256, 300, 511];
-const STEPS = 40;
-const python = execFileSync(process.execPath, [join(__dirname, '..', 'scripts', 'dev', 'python.js'), '--which'], { encoding: 'utf8' }).trim();
-
-interface Reference {
-  greedy: number[];
-  logits: number[];
-  shape: [number, number];
-}
-
-function reference(dtype: 'float32' | 'bfloat16', sequence?: number[]): Reference {
-  const args = [join(__dirname, '..', 'scripts', 'python', 'quantized_reference.py'), '--quantize', 'fp8', '--model', fx.modelPath,
-    '--config', fx.configPath, '--dtype', dtype, '--prompt', PROMPT.join(','), '--steps', String(STEPS),
-    ...(sequence ? ['--sequence', sequence.join(',')] : [])];
-  return JSON.parse(execFileSync(python, args, { encoding: 'utf8', maxBuffer: 1 << 26 })) as Reference;
-}
 
 const load = (dtype: 'float32' | 'bfloat16', compile = false) =>
   Qwen3Model.load(fx.modelPath, { config: fx.configPath, device: DEVICE, dtype, compile, quantize: 'fp8' });
@@ -45,35 +27,16 @@ describe.each([
   let sequence: number[];
   beforeAll(async () => {
     model = await load(dtype);
-    const greedy = reference(dtype).greedy;
-    sequence = [...PROMPT, ...greedy];
-    ref = { ...reference(dtype, sequence), greedy };
+    ({ sequence, ref } = referenceSequence(fx, 'fp8', dtype));
   }, 120_000);
   afterAll(() => model?.dispose());
 
-  it('logits of a whole sequence and of each decode step', async () => {
-    const whole = await model.forward(sequence);
-    expect(whole.logits!.shape).toEqual([1, sequence.length, VOCAB]);
-    expect(relativeMaxError(whole.logits!.data, Float32Array.from(ref.logits))).toBeLessThan(tol);
-    // Teacher-forced decode steps after the prompt: one row each (on CUDA, the FP8 GEMVs).
-    await model.resetCache();
-    await model.prefill(PROMPT);
-    const want = Float32Array.from(ref.logits);
-    for (let i = PROMPT.length; i < sequence.length - 1; i++) {
-      const step = await model.decode([sequence[i]!], { logits: 'last' });
-      expect(relativeMaxError(step.logits!.data, rows(want, VOCAB, i, i + 1))).toBeLessThan(tol);
-    }
-    await model.resetCache();
+  it('logits of a whole sequence and of each decode step (on CUDA, the FP8 GEMVs)', async () => {
+    await expectReferenceLogits(model, sequence, ref, tol);
   });
 
   it('holds each matrix as FP8 rows with a float32 scale, the embedding table as it was', () => {
-    const c = fx.config;
-    const size = dtype === 'float32' ? 4 : 2;
-    const fp8 = (n: number, k: number) => n * (k + 16);
-    const block = fp8((c.n_heads + 2 * c.n_kv_groups) * c.head_dim, c.emb_dim) + fp8(c.emb_dim, c.n_heads * c.head_dim)
-      + fp8(2 * c.hidden_dim, c.emb_dim) + fp8(c.emb_dim, c.hidden_dim);
-    const norms = (c.emb_dim * (2 * c.n_layers + 1) + 2 * c.head_dim * c.n_layers) * 4;
-    expect(model.parameterBytes).toBe(c.vocab_size * c.emb_dim * size + c.n_layers * block + fp8(c.vocab_size, c.emb_dim) + norms);
+    expect(model.parameterBytes).toBe(packedParameterBytes(fx, dtype, (n, k) => n * (k + 16)));
     expect(model.quantize).toBe('fp8');
   });
 });
@@ -85,7 +48,7 @@ describe('FP8 weights, float32: generation', () => {
   beforeAll(async () => {
     eager = await load('float32');
     compiled = await load('float32', true);
-    greedy = reference('float32').greedy;
+    greedy = quantizedReference(fx, 'fp8', 'float32').greedy;
   }, 120_000);
   afterAll(() => {
     eager?.dispose();

@@ -5,32 +5,15 @@
 // float32 the same 40 greedy tokens, and batched steps as one-row ones. Not closer: rounding the
 // inputs to int8 is a step function, so where the two passes' inputs differ in the last bit (the
 // fused RMSNorm against PyTorch's) a value can land on the other side of a rounding boundary.
-import { execFileSync } from 'node:child_process';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BatchScheduler, Qwen3Model, generateTextBasicCache } from '../lib/index.js';
 import type { SequenceStream } from '../lib/batch/scheduler.js';
 import { native } from '../lib/native.js';
-import { loadFixture, relativeMaxError, rows } from './support/fixtures.js';
+import { loadFixture } from './support/fixtures.js';
+import { PROMPT, type Reference, STEPS, expectReferenceLogits, packedParameterBytes, quantizedReference, referenceSequence } from './support/quantized.js';
 import { runCli } from './support/run-cli.js';
 
 const fx = loadFixture('tiny-gqa4');
-const VOCAB = fx.config.vocab_size;
-const PROMPT = [1, 17, 42, 99, 256, 300, 511];
-const STEPS = 40;
-const python = execFileSync(process.execPath, [join(__dirname, '..', 'scripts', 'dev', 'python.js'), '--which'], { encoding: 'utf8' }).trim();
-
-interface Reference {
-  greedy: number[];
-  logits: number[];
-  shape: [number, number];
-}
-
-function reference(dtype: 'float32' | 'bfloat16', sequence?: number[]): Reference {
-  const args = [join(__dirname, '..', 'scripts', 'python', 'quantized_reference.py'), '--quantize', 'int8', '--model', fx.modelPath, '--config', fx.configPath, '--dtype', dtype,
-    '--prompt', PROMPT.join(','), '--steps', String(STEPS), ...(sequence ? ['--sequence', sequence.join(',')] : [])];
-  return JSON.parse(execFileSync(python, args, { encoding: 'utf8', maxBuffer: 1 << 26 })) as Reference;
-}
 
 describe.each([
   { dtype: 'float32' as const, tol: 3e-2 },
@@ -41,35 +24,16 @@ describe.each([
   let sequence: number[];
   beforeAll(async () => {
     model = await Qwen3Model.load(fx.modelPath, { config: fx.configPath, dtype, quantize: 'int8' });
-    const greedy = reference(dtype).greedy;
-    sequence = [...PROMPT, ...greedy];
-    ref = { ...reference(dtype, sequence), greedy };
+    ({ sequence, ref } = referenceSequence(fx, 'int8', dtype));
   }, 120_000);
   afterAll(() => model?.dispose());
 
   it('logits of a whole sequence (the widened path) and of each decode step (the int8 kernel)', async () => {
-    const whole = await model.forward(sequence);
-    expect(whole.logits!.shape).toEqual([1, sequence.length, VOCAB]);
-    expect(relativeMaxError(whole.logits!.data, Float32Array.from(ref.logits))).toBeLessThan(tol);
-    // Teacher-forced decode steps after the prompt: one row each, through the int8 GEMV.
-    await model.resetCache();
-    await model.prefill(PROMPT);
-    const want = Float32Array.from(ref.logits);
-    for (let i = PROMPT.length; i < sequence.length - 1; i++) {
-      const step = await model.decode([sequence[i]!], { logits: 'last' });
-      expect(relativeMaxError(step.logits!.data, rows(want, VOCAB, i, i + 1))).toBeLessThan(tol);
-    }
-    await model.resetCache();
+    await expectReferenceLogits(model, sequence, ref, tol);
   });
 
   it('holds each matrix as int8 rows with a float32 scale, the embedding table as it was', () => {
-    const c = fx.config;
-    const size = dtype === 'float32' ? 4 : 2;
-    const int8 = (n: number, k: number) => n * (k + 4);
-    const block = int8((c.n_heads + 2 * c.n_kv_groups) * c.head_dim, c.emb_dim) + int8(c.emb_dim, c.n_heads * c.head_dim)
-      + int8(2 * c.hidden_dim, c.emb_dim) + int8(c.emb_dim, c.hidden_dim);
-    const norms = (c.emb_dim * (2 * c.n_layers + 1) + 2 * c.head_dim * c.n_layers) * 4;
-    expect(model.parameterBytes).toBe(c.vocab_size * c.emb_dim * size + c.n_layers * block + int8(c.vocab_size, c.emb_dim) + norms);
+    expect(model.parameterBytes).toBe(packedParameterBytes(fx, dtype, (n, k) => n * (k + 4)));
     expect(model.quantize).toBe('int8');
   });
 });
@@ -79,7 +43,7 @@ describe('int8 weights, float32: generation', () => {
   let greedy: number[];
   beforeAll(async () => {
     model = await Qwen3Model.load(fx.modelPath, { config: fx.configPath, dtype: 'float32', quantize: 'int8' });
-    greedy = reference('float32').greedy;
+    greedy = quantizedReference(fx, 'int8', 'float32').greedy;
   }, 120_000);
   afterAll(() => model?.dispose());
 
