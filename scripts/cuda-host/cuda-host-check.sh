@@ -156,10 +156,12 @@ if want cold; then
   step prefill-shapes node scripts/cuda-host/prefill_shapes.mjs --size ${COLD_SIZE:-0.6B}
   QWEN3_SDPA_CUDNN=1 step prefill-shapes-cudnn node scripts/cuda-host/prefill_shapes.mjs --size ${COLD_SIZE:-0.6B}
 fi
-# FP8 weights against bfloat16: what they cost in accuracy (random 0.6B weights, 500 teacher-forced
-# steps), then batch-1 and batch-32 decode and a 2,048-token prefill for each of FP8_SIZES (random
-# weights made on the GPU), bfloat16 beside FP8.
+# FP8 weights against bfloat16: the quantization's bytes on CUDA against the CPU's, what they
+# cost in accuracy (random 0.6B weights, 500 teacher-forced steps), then batch-1 and batch-32
+# decode and a 2,048-token prefill for each of FP8_SIZES (random weights made on the GPU),
+# bfloat16 beside FP8.
 if want fp8; then
+  step fp8-quantize "$PYTHON" scripts/cuda-host/fp8_quantize_check.py
   step fp8-quality node scripts/checks/quantized_quality.mjs --quantize fp8 --device cuda --steps 500
   export OUT
   for size in ${FP8_SIZES:-0.6B 8B 32B}; do
