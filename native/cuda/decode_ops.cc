@@ -63,9 +63,9 @@ const at::Tensor& CudaDecodeOps::norm(const at::Tensor& x, const at::Tensor& sca
 void CudaDecodeOps::head(const FusedWeights& weights, const at::Tensor& x, at::Tensor& logits, const HeadBuffers& head) {
   at::Tensor out = weights.ranks ? head.local : logits;  // (batch, rows of the head): a handle on the same storage
   if (one_row_) {
-    cuda::gemv_argmax(dtype_, is_fp8_rows(weights.out_head), weights.out_head.data_ptr(), x.data_ptr(), weights.final_norm.data_ptr<float>(), out.data_ptr(),
-                      static_cast<int>(out.size(1)), static_cast<int>(config_.emb_dim), static_cast<float>(kNormEps), head.scratch, head.done,
-                      head.next, nullptr, stream_);
+    cuda::gemv_argmax(dtype_, is_fp8_rows(weights.out_head), weights.out_head.data_ptr(), x.data_ptr(), weights.final_norm.data_ptr<float>(),
+                      out.data_ptr(), static_cast<int>(out.size(1)), static_cast<int>(config_.emb_dim), static_cast<float>(kNormEps),
+                      head.scratch, head.done, head.next, nullptr, stream_);
   } else {
     product(out, norm(x, weights.final_norm), weights.out_head);
   }
@@ -74,8 +74,8 @@ void CudaDecodeOps::head(const FusedWeights& weights, const at::Tensor& x, at::T
 
 at::Tensor CudaDecodeOps::qkv(const at::Tensor& x, const FusedBlock& w) {
   if (one_row_) {
-    gemv(dtype_, cuda::kGemvRmsNorm, w.w_qkv, x.data_ptr(), w.norm1.data_ptr<float>(), nullptr, qkv_.data_ptr(),
-               static_cast<int>(qkv_.size(1)), static_cast<int>(config_.emb_dim), static_cast<float>(kNormEps), stream_);
+    gemv(dtype_, cuda::kGemvRmsNorm, w.w_qkv, x.data_ptr(), w.norm1.data_ptr<float>(), nullptr, qkv_.data_ptr(), static_cast<int>(qkv_.size(1)),
+         static_cast<int>(config_.emb_dim), static_cast<float>(kNormEps), stream_);
   } else {
     product(qkv_, norm(x, w.norm1), w.w_qkv);
   }
@@ -117,8 +117,8 @@ void CudaDecodeOps::linear_add(at::Tensor& x, const at::Tensor& input, const at:
 at::Tensor CudaDecodeOps::swiglu(const at::Tensor& x, const FusedBlock& w) {
   const int64_t F = config_.hidden_dim;
   if (one_row_) {
-    gemv(dtype_, cuda::kGemvRmsNormSwiGLU, w.w_gate_up, x.data_ptr(), w.norm2.data_ptr<float>(), nullptr, act_.data_ptr(),
-               static_cast<int>(F), static_cast<int>(config_.emb_dim), static_cast<float>(kNormEps), stream_);
+    gemv(dtype_, cuda::kGemvRmsNormSwiGLU, w.w_gate_up, x.data_ptr(), w.norm2.data_ptr<float>(), nullptr, act_.data_ptr(), static_cast<int>(F),
+         static_cast<int>(config_.emb_dim), static_cast<float>(kNormEps), stream_);
   } else {
     product(gate_up_, norm(x, w.norm2), w.w_gate_up);
     cuda::silu_mul(dtype_, gate_up_.data_ptr(), act_.data_ptr(), static_cast<int>(buffers_.batch), static_cast<int>(F), stream_);

@@ -146,8 +146,8 @@ struct CudaDecoder::State {
       // step on (as chain_step) and writes the next token's embedding into x_row.
       cuda::StepChain chain{ids.data_ptr<int64_t>(), position.data_ptr<int64_t>(), history.data_ptr<int64_t>(), counter.data_ptr<int64_t>(),
                             static_cast<int>(kMaxChain), weights.tok_emb.data_ptr(), x_row.data_ptr()};
-      cuda::gemv_argmax(dt, is_fp8_rows(weights.out_head), weights.out_head.data_ptr(), x.data_ptr(), weights.final_norm.data_ptr<float>(), logits.data_ptr(),
-                        static_cast<int>(config.vocab_size), static_cast<int>(D), eps, head_scratch.data_ptr<float>(),
+      cuda::gemv_argmax(dt, is_fp8_rows(weights.out_head), weights.out_head.data_ptr(), x.data_ptr(), weights.final_norm.data_ptr<float>(),
+                        logits.data_ptr(), static_cast<int>(config.vocab_size), static_cast<int>(D), eps, head_scratch.data_ptr<float>(),
                         head_done.data_ptr<int>(), next.data_ptr<int64_t>(), chained ? &chain : nullptr, stream);
       return true;
     }

@@ -1,6 +1,6 @@
 // Fused CUDA kernels for decode steps and prompts (norm_kernels.cu, attention_kernel.cu,
-// gemv_kernels.cu, fp8_gemv.cu, head_kernel.cu): each replaces 6-20 small ATen kernels, whose launches and drains, not the
-// weight reads, bound a batch-1 decode once the step is a CUDA graph. Arithmetic is float32
+// gemv_kernels.cu, fp8_gemv.cu, head_kernel.cu): each replaces 6-20 small ATen kernels, whose
+// launches and drains, not the weight reads, bound a batch-1 decode once the step is a CUDA graph. Arithmetic is float32
 // throughout and rounds to the model dtype where the reference rounds; measurements behind the
 // choices: docs/performance.md. Plain pointers and sizes only, so this header needs neither
 // torch nor the CUDA headers. `dtype` is 0 float32, 1 bfloat16, 2 float16 (common/element_type.h);
