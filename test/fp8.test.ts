@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BatchScheduler, Qwen3Model, generateTextBasicCache } from '../lib/index.js';
 import type { SequenceStream } from '../lib/batch/scheduler.js';
 import { native } from '../lib/native.js';
-import { loadFixture } from './support/fixtures.js';
+import { loadFixture, relativeMaxError } from './support/fixtures.js';
 import { PROMPT, type Reference, STEPS, expectReferenceLogits, packedParameterBytes, quantizedReference, referenceSequence } from './support/quantized.js';
 import { runCli } from './support/run-cli.js';
 
@@ -39,6 +39,21 @@ describe.each([
     expect(model.parameterBytes).toBe(packedParameterBytes(fx, dtype, (n, k) => n * (k + 16)));
     expect(model.quantize).toBe('fp8');
   });
+});
+
+describe('FP8 weights over a vocabulary of 151,936 rows (quantized and multiplied a slice of 16,384 rows at a time)', () => {
+  it('float32 logits of a prompt and the greedy tokens equal PyTorch', async () => {
+    const big = loadFixture('tiny-bigvocab');
+    const ref = quantizedReference(big, 'fp8', 'float32');
+    const model = await Qwen3Model.load(big.modelPath, { config: big.configPath, device: DEVICE, dtype: 'float32', quantize: 'fp8' });
+    try {
+      const out = await model.forward(PROMPT);
+      expect(relativeMaxError(out.logits!.data, Float32Array.from(ref.logits))).toBeLessThan(1e-4);
+      expect(await generateTextBasicCache(model, PROMPT, { maxNewTokens: 10, eosTokenId: null })).toEqual(ref.greedy.slice(0, 10));
+    } finally {
+      model.dispose();
+    }
+  }, 120_000);
 });
 
 describe('FP8 weights, float32: generation', () => {

@@ -15,8 +15,8 @@ namespace qwen3 {
 namespace {
 
 constexpr float kE4M3Max = 448.f;
-// Rows of W widened at a time by fp8_linear: bounds the widened copy (the head of a large
-// vocabulary would otherwise need a second head's worth of memory for one product).
+// Rows of W widened at a time by fp8_linear and by the quantization: bounds the widened copy (the
+// head of a large vocabulary would otherwise need a second head's worth of memory or more).
 constexpr int64_t kWidenRows = 16384;
 
 // The float32 scales of W's rows: (n,), a strided view into the packed rows.
@@ -29,14 +29,17 @@ at::Tensor quantize_rows_fp8(const at::Tensor& w) {
   if (k % 16 != 0) {
     throw std::invalid_argument("FP8 weights need every product's input width to be a multiple of 16, but one is " + std::to_string(k));
   }
-  const at::Tensor wf = w.to(at::kFloat);                              // (n, k); w itself where w is float32 (a tied head: the table)
-  at::Tensor scale = at::amax(at::abs(wf), {1}, true).div_(kE4M3Max);  // (n, 1)
-  scale.masked_fill_(scale == 0, 1.f);
   at::Tensor packed = at::zeros({n, k + kFp8RowPad}, w.options().dtype(at::kFloat8_e4m3fn));
-  // Rounded to the nearest E4M3 value by a contiguous conversion, then copied into the rows: a
-  // converting copy into the strided rows rounded differently on CUDA.
-  packed.narrow(1, 0, k).copy_((wf / scale).to(at::kFloat8_e4m3fn));
-  row_scales(packed).copy_(scale.view({n}));
+  for (int64_t r0 = 0; r0 < n; r0 += kWidenRows) {
+    const int64_t m = std::min(kWidenRows, n - r0);
+    const at::Tensor wf = w.narrow(0, r0, m).to(at::kFloat);  // (m, k); a view of w where w is float32 (a tied head: the table)
+    at::Tensor scale = at::amax(at::abs(wf), {1}, true).div_(kE4M3Max);  // (m, 1)
+    scale.masked_fill_(scale == 0, 1.f);
+    // Rounded to the nearest E4M3 value by a contiguous conversion, then copied into the rows
+    // (the suspect of a mismatch on CUDA was a converting copy into the strided rows).
+    packed.narrow(0, r0, m).narrow(1, 0, k).copy_((wf / scale).to(at::kFloat8_e4m3fn));
+    row_scales(packed).narrow(0, r0, m).copy_(scale.view({m}));
+  }
   return packed;
 }
 
