@@ -5,11 +5,12 @@
 // tolerances, in float32 the same 40 greedy tokens, batched and compiled generations as one-row
 // eager ones. The CUDA host recipe runs this file with QWEN3_TEST_DEVICE=cuda.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BatchScheduler, Qwen3Model, generateTextBasicCache } from '../lib/index.js';
-import type { SequenceStream } from '../lib/batch/scheduler.js';
+import { Qwen3Model, generateTextBasicCache } from '../lib/index.js';
 import { native } from '../lib/native.js';
 import { loadFixture, relativeMaxError } from './support/fixtures.js';
-import { PROMPT, type Reference, STEPS, expectReferenceLogits, packedParameterBytes, quantizedReference, referenceSequence } from './support/quantized.js';
+import {
+  PROMPT, type Reference, STEPS, expectBatchedAsAlone, expectReferenceLogits, packedParameterBytes, quantizedReference, referenceSequence,
+} from './support/quantized.js';
 import { runCli } from './support/run-cli.js';
 
 const DEVICE = process.env.QWEN3_TEST_DEVICE ?? 'cpu';
@@ -77,19 +78,8 @@ describe('FP8 weights, float32: generation', () => {
   });
 
   it('batched sequences (the widening path on every device) are their own generations', async () => {
-    const prompts = [PROMPT, [5, 6, 7], [400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410], [9]];
-    const alone = [];
-    for (const p of prompts) alone.push(await generateTextBasicCache(eager, p, { maxNewTokens: 10, eosTokenId: null }));
-    for (const model of [eager, compiled]) {
-      const scheduler = new BatchScheduler(model, { maxBatch: 4 });
-      const ids = async (s: SequenceStream) => {
-        const out: number[] = [];
-        for await (const t of s) out.push(t.id);
-        return out;
-      };
-      expect(await Promise.all(prompts.map((p) => ids(scheduler.submit({ promptIds: p, maxTokens: 10 }))))).toEqual(alone);
-      await scheduler.close();
-    }
+    await expectBatchedAsAlone(eager);
+    await expectBatchedAsAlone(compiled, eager);
   });
 });
 

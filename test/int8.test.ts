@@ -6,11 +6,12 @@
 // inputs to int8 is a step function, so where the two passes' inputs differ in the last bit (the
 // fused RMSNorm against PyTorch's) a value can land on the other side of a rounding boundary.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BatchScheduler, Qwen3Model, generateTextBasicCache } from '../lib/index.js';
-import type { SequenceStream } from '../lib/batch/scheduler.js';
+import { Qwen3Model, generateTextBasicCache } from '../lib/index.js';
 import { native } from '../lib/native.js';
 import { loadFixture } from './support/fixtures.js';
-import { PROMPT, type Reference, STEPS, expectReferenceLogits, packedParameterBytes, quantizedReference, referenceSequence } from './support/quantized.js';
+import {
+  PROMPT, type Reference, STEPS, expectBatchedAsAlone, expectReferenceLogits, packedParameterBytes, quantizedReference, referenceSequence,
+} from './support/quantized.js';
 import { runCli } from './support/run-cli.js';
 
 const fx = loadFixture('tiny-gqa4');
@@ -49,19 +50,8 @@ describe('int8 weights, float32: generation', () => {
 
   it('greedy tokens equal PyTorch for 40 steps, and batched sequences their own generations', async () => {
     expect(await generateTextBasicCache(model, PROMPT, { maxNewTokens: STEPS, eosTokenId: null })).toEqual(greedy);
-    const prompts = [PROMPT, [5, 6, 7], [400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410], [9]];
-    const alone = [];
-    for (const p of prompts) alone.push(await generateTextBasicCache(model, p, { maxNewTokens: 10, eosTokenId: null }));
-    const scheduler = new BatchScheduler(model, { maxBatch: 4 });
-    const ids = async (s: SequenceStream) => {
-      const out: number[] = [];
-      for await (const t of s) out.push(t.id);
-      return out;
-    };
-    expect(await Promise.all(prompts.map((p) => ids(scheduler.submit({ promptIds: p, maxTokens: 10 }))))).toEqual(alone);
-    await scheduler.close();
+    await expectBatchedAsAlone(model);
   });
-
 });
 
 describe('int8 options', () => {

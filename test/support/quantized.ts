@@ -4,7 +4,8 @@
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { expect } from 'vitest';
-import type { Quantize, Qwen3Model } from '../../lib/index.js';
+import { BatchScheduler, type Quantize, type Qwen3Model, generateTextBasicCache } from '../../lib/index.js';
+import type { SequenceStream } from '../../lib/batch/scheduler.js';
 import { type Fixture, relativeMaxError, rows } from './fixtures.js';
 
 export const PROMPT = [1, 17, 42, 99, 256, 300, 511];
@@ -46,6 +47,24 @@ export async function expectReferenceLogits(model: Qwen3Model, sequence: number[
     expect(relativeMaxError(step.logits!.data, rows(want, vocab, i, i + 1))).toBeLessThan(tol);
   }
   await model.resetCache();
+}
+
+/** Four sequences sharing the steps of a BatchScheduler over `model` generate what `alone` generates for each by itself. */
+export async function expectBatchedAsAlone(model: Qwen3Model, alone: Qwen3Model = model): Promise<void> {
+  const prompts = [PROMPT, [5, 6, 7], [400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410], [9]];
+  const want = [];
+  for (const p of prompts) want.push(await generateTextBasicCache(alone, p, { maxNewTokens: 10, eosTokenId: null }));
+  const scheduler = new BatchScheduler(model, { maxBatch: 4 });
+  const ids = async (s: SequenceStream) => {
+    const out: number[] = [];
+    for await (const t of s) out.push(t.id);
+    return out;
+  };
+  try {
+    expect(await Promise.all(prompts.map((p) => ids(scheduler.submit({ promptIds: p, maxTokens: 10 }))))).toEqual(want);
+  } finally {
+    await scheduler.close();
+  }
 }
 
 /**
