@@ -6,6 +6,7 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -28,6 +29,19 @@ class StoreCollectives : public Collectives {
  public:
   StoreCollectives(c10::intrusive_ptr<c10d::Store> store, int rank, int world, int64_t timeout_ms)
       : Collectives(rank, world), store_(std::move(store)), timeout_(timeout_ms) {}
+
+  // Rank 0 hosts the store: it waits (a little) until every rank is done with it, since a rank
+  // still finishing its last collective (dropping its key) would fail on a store that is gone.
+  ~StoreCollectives() override {
+    try {
+      store_->set("finished/" + str(rank()), std::vector<uint8_t>{1});
+      if (rank() != 0 || store_->check({"abort"})) return;
+      std::vector<std::string> everyone;
+      for (int r = 1; r < world(); ++r) everyone.push_back("finished/" + str(r));
+      store_->wait(everyone, std::min(timeout_, std::chrono::milliseconds(kFinishWaitMs)));
+    } catch (...) {  // a rank that failed or left: nothing more to wait for
+    }
+  }
 
   void all_reduce_sum(at::Tensor& x) override {
     const std::vector<at::Tensor> parts = exchange(x);
@@ -94,6 +108,7 @@ class StoreCollectives : public Collectives {
     }
   }
 
+  static constexpr int64_t kFinishWaitMs = 10000;
   c10::intrusive_ptr<c10d::Store> store_;
   std::chrono::milliseconds timeout_;
   int64_t calls_ = 0;
