@@ -107,12 +107,7 @@ void gemv_fp8(int dtype, GemvInput input, const void* w, const void* x, const fl
   dispatch(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     const bool swiglu = input == kGemvRmsNormSwiGLU;
-    // Split rows over more warps until there are enough blocks (each part a whole number of loads).
-    int parts = 1;
-    while (!swiglu && parts < kGemvWarps && (static_cast<int64_t>(n_out) * parts + kGemvWarps - 1) / kGemvWarps < kGemvMinBlocks &&
-           k % (2 * parts * 16) == 0) {
-      parts *= 2;
-    }
+    const int parts = gemv_row_parts(n_out, k, 16, swiglu);
     const int blocks = (n_out * parts + kGemvWarps - 1) / kGemvWarps;
     const size_t shared = static_cast<size_t>(k) * sizeof(T);
     auto start = [&](auto kernel) {

@@ -230,12 +230,7 @@ void gemv(int dtype, GemvInput input, const void* w, const void* x, const float*
     using T = std::remove_pointer_t<decltype(tag)>;
     constexpr int V = 16 / sizeof(T);
     const bool swiglu = input == kGemvRmsNormSwiGLU;
-    // Split rows over more warps until there are enough blocks (each part a whole number of loads).
-    int parts = 1;
-    while (!swiglu && parts < kGemvWarps && (static_cast<int64_t>(n_out) * parts + kGemvWarps - 1) / kGemvWarps < kGemvMinBlocks &&
-           k % (2 * parts * V) == 0) {
-      parts *= 2;
-    }
+    const int parts = gemv_row_parts(n_out, k, V, swiglu);
     // Where rows are many enough that each has a warp to itself, a warp takes two: half the
     // blocks, so more of the next kernel's blocks fit beside them and start their loads early.
     // A SwiGLU warp takes a gate row and its up row.

@@ -15,6 +15,18 @@ constexpr int kGemvThreads = 256;
 constexpr int kGemvWarps = kGemvThreads / 32;
 constexpr int kGemvMinBlocks = 512;  // about four blocks per SM on a 132-SM Hopper GPU
 
+// How many warps share each output row: doubled until the grid has kGemvMinBlocks blocks, while
+// each part stays a whole number of 16-byte loads (`per_load` weights each). A SwiGLU warp takes a
+// gate and an up row whole.
+inline int gemv_row_parts(int n_out, int k, int per_load, bool swiglu) {
+  int parts = 1;
+  while (!swiglu && parts < kGemvWarps && (static_cast<int64_t>(n_out) * parts + kGemvWarps - 1) / kGemvWarps < kGemvMinBlocks &&
+         k % (2 * parts * per_load) == 0) {
+    parts *= 2;
+  }
+  return parts;
+}
+
 // x' into shared memory, by the whole block: x itself, or RMSNorm(x) * norm rounded to T.
 template <typename T, int kInput>
 __device__ __forceinline__ void gemv_input(const T* x, const float* norm, T* xs, int k, float eps, float* scratch) {
