@@ -5,6 +5,7 @@
 #include <ATen/ops/amax.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
+#include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/zeros.h>
 
 #include <algorithm>
@@ -33,10 +34,10 @@ at::Tensor quantize_rows_fp8(const at::Tensor& w) {
   for (int64_t r0 = 0; r0 < n; r0 += kWidenRows) {
     const int64_t m = std::min(kWidenRows, n - r0);
     const at::Tensor wf = w.narrow(0, r0, m).to(at::kFloat);  // (m, k); a view of w where w is float32 (a tied head: the table)
-    at::Tensor scale = at::amax(at::abs(wf), {1}, true).div_(kE4M3Max);  // (m, 1)
+    // A true division by a tensor: CUDA divides by a host scalar as a product with its reciprocal,
+    // a bit off in about half the rows, which moves values that sit on a rounding boundary.
+    at::Tensor scale = at::amax(at::abs(wf), {1}, true).div_(at::scalar_tensor(kE4M3Max, wf.options()));  // (m, 1)
     scale.masked_fill_(scale == 0, 1.f);
-    // Rounded to the nearest E4M3 value by a contiguous conversion, then copied into the rows
-    // (the suspect of a mismatch on CUDA was a converting copy into the strided rows).
     packed.narrow(0, r0, m).narrow(1, 0, k).copy_((wf / scale).to(at::kFloat8_e4m3fn));
     row_scales(packed).narrow(0, r0, m).copy_(scale.view({m}));
   }
