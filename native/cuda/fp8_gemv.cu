@@ -1,6 +1,7 @@
 // The batch-1 decode step's matrix-vector products over FP8 weight rows (model/fp8_weights.h):
 // gemv_fp8, declared in cuda/kernels.h.
 #include "cuda/kernel_common.cuh"
+#include "cuda/stream_gemv.cuh"
 #include "cuda/weight_rows.cuh"
 
 namespace qwen3::cuda {
@@ -97,7 +98,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_fp8_kernel(const void* __re
 
 bool gemv_fp8_supported(int dtype, int k) {
   const int bytes = dtype == 0 ? 4 : 2;
-  return k % 16 == 0 && k * bytes <= kGemvMaxInputBytes;
+  return (k % 16 == 0 && k * bytes <= kGemvMaxInputBytes) || stream_gemv_fits(k, bytes, 16);
 }
 
 void gemv_fp8(int dtype, GemvInput input, const void* w, const void* x, const float* norm, const void* residual, void* y, int n_out, int k,
@@ -106,6 +107,10 @@ void gemv_fp8(int dtype, GemvInput input, const void* w, const void* x, const fl
   if (input < kGemvPlain || input > kGemvRmsNormSwiGLU) throw std::invalid_argument("gemv_fp8: unknown input kind");
   dispatch(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
+    if (stream_gemv<T, true>(input, w, static_cast<const T*>(x), norm, static_cast<const T*>(residual), static_cast<T*>(y), n_out, k, eps, stream)) {
+      return;
+    }
+    if (k * sizeof(T) > kGemvMaxInputBytes) throw std::invalid_argument("gemv_fp8: input length " + std::to_string(k) + " too wide for the per-row kernels");
     const bool swiglu = input == kGemvRmsNormSwiGLU;
     const int parts = gemv_row_parts(n_out, k, 16, swiglu);
     const int blocks = (n_out * parts + kGemvWarps - 1) / kGemvWarps;

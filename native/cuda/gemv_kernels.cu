@@ -1,6 +1,7 @@
 // The batch-1 decode step's matrix-vector products over bfloat16, float16 or float32 weights
 // (declared in cuda/kernels.h; FP8 rows: fp8_gemv.cu; the head: head_kernel.cu).
 #include "cuda/kernel_common.cuh"
+#include "cuda/stream_gemv.cuh"
 #include "cuda/weight_rows.cuh"
 
 namespace qwen3::cuda {
@@ -219,7 +220,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const T* __restrict_
 
 bool gemv_supported(int dtype, int k) {
   const int bytes = dtype == 0 ? 4 : 2;
-  return k % (16 / bytes) == 0 && k * bytes <= kGemvMaxInputBytes;
+  return (k % (16 / bytes) == 0 && k * bytes <= kGemvMaxInputBytes) || stream_gemv_fits(k, bytes, 16 / bytes);
 }
 
 void gemv(int dtype, GemvInput input, const void* w, const void* x, const float* norm, const void* residual, void* y, int n_out, int k,
@@ -239,6 +240,11 @@ void gemv(int dtype, GemvInput input, const void* w, const void* x, const float*
     // The register path where the warp's slice fits in its first loads (and, for RMSNorm, is the whole row).
     const bool normed = input != kGemvPlain;
     const bool in_regs = k / parts <= 32 * kGemvUnroll * V && (!normed || parts == 1);
+    if (!in_regs && stream_gemv<T, false>(input, w, static_cast<const T*>(x), norm, static_cast<const T*>(residual), static_cast<T*>(y), n_out, k,
+                                          eps, stream)) {
+      return;
+    }
+    if (k * sizeof(T) > kGemvMaxInputBytes) throw std::invalid_argument("gemv: input length " + std::to_string(k) + " too wide for the per-row kernels");
     const size_t shared = static_cast<size_t>(k) * (in_regs ? (normed ? sizeof(float) : 0) : sizeof(T));
     auto start = [&](auto kernel) {
       launch("gemv", kernel, true, dim3(blocks), dim3(kGemvThreads), shared, stream, static_cast<const T*>(w), static_cast<const T*>(x), norm,

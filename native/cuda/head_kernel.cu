@@ -161,7 +161,8 @@ size_t head_scratch_floats(int n_out) { return 2 * static_cast<size_t>(head_bloc
 
 void gemv_argmax(int dtype, bool fp8_rows, const void* w, const void* x, const float* norm, void* logits, int n_out, int k, float eps,
                  float* scratch, int* done, int64_t* next, const StepChain* chain, void* stream) {
-  if (!(fp8_rows ? gemv_fp8_supported(dtype, k) : gemv_supported(dtype, k))) {
+  const int bytes = dtype == 0 ? 4 : 2;  // the input's, in shared memory
+  if (!(fp8_rows ? gemv_fp8_supported(dtype, k) : gemv_supported(dtype, k)) || k * bytes > kGemvMaxInputBytes) {
     throw std::invalid_argument("gemv_argmax: unsupported input length " + std::to_string(k));
   }
   HeadArgs head{scratch, done, next, chain != nullptr ? *chain : StepChain{}, chain != nullptr};

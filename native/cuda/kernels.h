@@ -56,7 +56,10 @@ enum GemvInput : int { kGemvPlain = 0, kGemvRmsNorm = 1, kGemvRmsNormSwiGLU = 2 
 // says. With a residual: the rounded product plus the residual; y may be the residual (updated
 // in place). kGemvRmsNormSwiGLU takes W (2 n_out, k) = [gate | up] and writes
 // y[j] = silu(g_j) * u_j from the rounded products g_j (row j) and u_j (row n_out + j), rounded once.
+// Inputs up to kGemvMaxInputBytes, or up to kStreamMaxInputBytes where a warp's 32 lanes take
+// whole 16-byte loads of k (the streaming kernel, stream_gemv.cuh).
 constexpr int kGemvMaxInputBytes = 40960;
+constexpr int kStreamMaxInputBytes = 65536;
 bool gemv_supported(int dtype, int k);
 void gemv(int dtype, GemvInput input, const void* w, const void* x, const float* norm, const void* residual, void* y, int n_out, int k,
           float eps, void* stream);
@@ -91,6 +94,9 @@ void gemv_argmax(int dtype, bool fp8_rows, const void* w, const void* x, const f
 // written), then *position += 1 and *counter += 1.
 void chain_step(const int64_t* next, int64_t* ids, int64_t* position, int64_t* history, int64_t* counter, int rows, int max_steps,
                 void* stream);
+
+// The current GPU's multiprocessor count (grids sized to fit on it at once).
+int sm_count();
 
 // cudaProfilerStart / cudaProfilerStop, for runs under `ncu --profile-from-start off`.
 void profiler(bool start);

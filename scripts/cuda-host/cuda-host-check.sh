@@ -61,8 +61,11 @@ fi
 # TESTS narrows the suite (a list of test files) when device time is short.
 # The decode attention kernel alone against a host reference (batch and ragged slot steps).
 slot_attention() { nvcc -O2 -std=c++17 -arch=sm_90 -Inative scripts/checks/slot_attention_check.cu native/cuda/attention_kernel.cu -o /tmp/slot_attention_check && /tmp/slot_attention_check; }
+# The batch-1 matrix-vector kernels alone against a host reference, at Qwen3's widths (0.6B to 32B).
+gemv_check() { nvcc -O2 -std=c++17 -arch=sm_90 -Inative scripts/checks/gemv_check.cu native/cuda/gemv_kernels.cu native/cuda/fp8_gemv.cu native/cuda/head_kernel.cu -o /tmp/gemv_check && /tmp/gemv_check; }
 if want tests; then
   step slot-attention slot_attention
+  step gemv gemv_check
   QWEN3_TEST_DEVICE=cuda step tests-cuda npx vitest run ${TESTS:-}
 fi
 # qwen3 serve under load over HTTP (bench-serve): a Qwen3-0.6B-shape folder of random bf16
@@ -146,7 +149,7 @@ if want leak; then
 fi
 if want profile; then
   need_full
-  step profile-compiled bash scripts/cuda-host/profile-cuda.sh $FULL/model.pth --compile
+  step profile-compiled bash scripts/cuda-host/profile-cuda.sh --model $FULL/model.pth --compile
 fi
 # First token after load in a fresh process (one-shot qwen3 generate), with and without the warm-up at load.
 # Then the first prefill of each new prompt length in a warm process, with the flash kernels

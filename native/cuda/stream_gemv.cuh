@@ -1,0 +1,192 @@
+// The streaming matrix-vector product for inputs too wide for gemv's register path (Qwen3-8B and
+// up), over rows in the compute dtype or FP8 rows: gemv and gemv_fp8 launch it where the shape
+// allows (stream_gemv below) and their own kernels elsewhere. Included inside each file's
+// anonymous namespace use, as weight_rows.cuh is.
+//
+// A grid that fits on the GPU at once (kStreamBlocksPerSm blocks a multiprocessor) with the
+// outputs dealt out evenly: each block a contiguous run of units (rows, or SwiGLU's gate/up row
+// pairs), its warps in groups of `parts`, each group an even share of the block's units, each
+// warp of a group one `parts`-th of every row of them. A lane walks its loads as one stream over
+// its units, the next kStreamDepth 16-byte loads in flight while it sums the ones before, so
+// that no wave of blocks or row boundary drains the memory pipe. Each row's part sums meet in
+// shared memory and are added in part order: the same order on every call.
+#pragma once
+
+#include "cuda/weight_rows.cuh"
+
+namespace qwen3::cuda {
+namespace {
+
+constexpr int kStreamDepth = 4;
+constexpr int kStreamBlocksPerSm = 4;
+constexpr int kStreamMinRowBytes = 4096;  // narrower rows stay with the per-row kernels (faster there: docs/performance.md)
+constexpr int kStreamMinLoads = 4;  // a warp's loads per row and lane, where the width allows
+constexpr size_t kStreamMaxShared = 96 * 1024;  // the input (kStreamMaxInputBytes) and the part sums
+
+// Where a lane's stream stands: the unit, its row j (of kRows) and the load l (of `loads`).
+struct StreamCursor {
+  int unit, j, l;
+};
+
+template <typename T, bool kFp8, int kInput, bool kSwiGLU>
+__global__ void __launch_bounds__(kGemvThreads, kStreamBlocksPerSm)
+    stream_gemv_kernel(const void* __restrict__ w, const T* __restrict__ x, const float* __restrict__ norm, const T* residual, T* y,
+                       int n_out, int k, float eps, int parts, int loads) {
+  constexpr int kRows = kSwiGLU ? 2 : 1;
+  constexpr int V = kFp8 ? 16 : 16 / sizeof(T);  // weights per 16-byte load
+  constexpr int kWeightBytes = kFp8 ? 1 : sizeof(T);
+  extern __shared__ __align__(16) unsigned char gemv_smem[];
+  T* xs = reinterpret_cast<T*>(gemv_smem);                                   // (k,) x'
+  float* partial = reinterpret_cast<float*>(gemv_smem + (k * sizeof(T) + 15) / 16 * 16);  // (block's units, kRows, parts)
+  __shared__ float scratch[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int groups = kGemvWarps / parts, group = warp / parts, part = warp % parts;
+  // The block's units [u_lo, u_hi) and this warp's group's share [g_lo, g_hi).
+  const int u_lo = static_cast<int>(static_cast<int64_t>(blockIdx.x) * n_out / gridDim.x);
+  const int u_hi = static_cast<int>(static_cast<int64_t>(blockIdx.x + 1) * n_out / gridDim.x);
+  const int g_lo = u_lo + (u_hi - u_lo) * group / groups, g_hi = u_lo + (u_hi - u_lo) * (group + 1) / groups;
+  const size_t row_bytes = kFp8 ? static_cast<size_t>(k) + kFp8RowPad : static_cast<size_t>(k) * sizeof(T);
+  const int begin = part * (k / parts) + lane * V;  // the lane's first weight in every row; then every 32 V
+  const auto row_of = [&](int unit, int j) { return static_cast<const uint8_t*>(w) + static_cast<size_t>(unit + j * n_out) * row_bytes; };
+  const auto fetch = [&](const StreamCursor& c) {
+    return __ldcs(reinterpret_cast<const uint4*>(row_of(c.unit, c.j) + static_cast<size_t>(begin + 32 * V * c.l) * kWeightBytes));
+  };
+  const auto advance = [&](StreamCursor& c) {
+    if (++c.l == loads) {
+      c.l = 0;
+      if (++c.j == kRows) c.j = 0, ++c.unit;
+    }
+  };
+  const int total = (g_hi - g_lo) * kRows * loads;  // the lane's loads, the same for the whole warp
+  // 1. The stream's first loads, before the input is ready.
+  uint4 cur[kStreamDepth], next[kStreamDepth];
+  StreamCursor at_load{g_lo, 0, 0};
+#pragma unroll
+  for (int u = 0; u < kStreamDepth; ++u) {
+    if (u < total) cur[u] = fetch(at_load), advance(at_load);
+  }
+  pdl_wait();  // the input (and the residual, for in-place updates) is the previous kernel's output
+  pdl_launch_dependents();
+  // 2. x' in shared memory.
+  gemv_input<T, kInput>(x, norm, xs, k, eps, scratch);
+  __syncthreads();
+  // 3. The stream: each row's part sum, reduced over the warp, into `partial`.
+  StreamCursor at_sum{g_lo, 0, 0};
+  float acc = 0.f;
+  for (int f0 = 0; f0 < total; f0 += kStreamDepth) {
+#pragma unroll
+    for (int u = 0; u < kStreamDepth; ++u) {
+      if (f0 + kStreamDepth + u < total) next[u] = fetch(at_load), advance(at_load);
+    }
+#pragma unroll
+    for (int u = 0; u < kStreamDepth; ++u) {
+      if (f0 + u < total) {
+        const T* xi = xs + begin + 32 * V * at_sum.l;
+        if constexpr (kFp8) {
+          acc += dot_fp8<T>(cur[u], xi);
+        } else {
+          acc += dot16<T>(cur[u], xi);
+        }
+        if (at_sum.l == loads - 1) {  // the warp's part of this row is summed
+          for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+          if (lane == 0) partial[((at_sum.unit - u_lo) * kRows + at_sum.j) * parts + part] = acc;
+          acc = 0.f;
+        }
+        advance(at_sum);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kStreamDepth; ++u) cur[u] = next[u];
+  }
+  __syncthreads();
+  // 4. The block's outputs, a thread each: the parts added in order, then the reference's roundings, as gemv's.
+  for (int unit = u_lo + static_cast<int>(threadIdx.x); unit < u_hi; unit += blockDim.x) {
+    float sums[kRows];
+#pragma unroll
+    for (int j = 0; j < kRows; ++j) {
+      const float* p = partial + ((unit - u_lo) * kRows + j) * parts;
+      float s = 0.f;
+      for (int q = 0; q < parts; ++q) s += p[q];
+      if constexpr (kFp8) s *= fp8_scale(row_of(unit, j), k);
+      sums[j] = s;
+    }
+    if constexpr (kSwiGLU) {
+      const float g = to_f(from_f<T>(sums[0])), u = to_f(from_f<T>(sums[1]));
+      y[unit] = from_f<T>(g / (1.f + __expf(-g)) * u);
+    } else {
+      T out = from_f<T>(sums[0]);
+      if (residual != nullptr) out = from_f<T>(to_f(out) + to_f(residual[unit]));
+      y[unit] = out;
+    }
+  }
+}
+
+// On unless QWEN3_NO_STREAM_GEMV is set (to compare with the per-row kernels).
+inline bool stream_gemv_enabled() {
+  static const bool enabled = [] {
+    const char* off = std::getenv("QWEN3_NO_STREAM_GEMV");
+    return off == nullptr || *off == '\0' || std::string(off) == "0";
+  }();
+  return enabled;
+}
+
+// Whether the streaming kernel takes inputs of k weights (`per_load` to a 16-byte load) of
+// `bytes` each: whole loads for every lane of a warp, the input within kStreamMaxInputBytes.
+inline bool stream_gemv_fits(int k, int bytes, int per_load) {
+  return stream_gemv_enabled() && k % (32 * per_load) == 0 && static_cast<int64_t>(k) * bytes <= kStreamMaxInputBytes;
+}
+
+// Blocks of `shared` bytes a multiprocessor holds at once, up to kStreamBlocksPerSm (the system
+// keeps 1 KB a block).
+inline int stream_blocks_per_sm(size_t shared) {
+  static const int per_sm = [] {
+    int device = 0, bytes = 0;
+    if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device) != cudaSuccess) {
+      return 228 * 1024;
+    }
+    return bytes;
+  }();
+  return std::max(1, std::min(kStreamBlocksPerSm, static_cast<int>(per_sm / (shared + 1024))));
+}
+
+// Launches the streaming kernel for W (n_out or, for SwiGLU, 2 n_out rows of k weights; kFp8: FP8
+// rows) where its shape fits: every part a whole number of 16-byte loads per lane, the input and
+// the part sums within kStreamMaxShared. Returns false, launching nothing, where it does not.
+template <typename T, bool kFp8>
+bool stream_gemv(GemvInput input, const void* w, const T* x, const float* norm, const T* residual, T* y, int n_out, int k, float eps,
+                 void* stream) {
+  constexpr int V = kFp8 ? 16 : 16 / sizeof(T);
+  if (!stream_gemv_fits(k, sizeof(T), V) || k * (kFp8 ? 1 : static_cast<int>(sizeof(T))) < kStreamMinRowBytes) return false;
+  const int warp_loads = k / (32 * V);  // a whole row's loads per lane, for one warp
+  // The most parts (warps a row) that keep every part a whole number of at least kStreamMinLoads loads.
+  int parts = 1;
+  while (parts < kGemvWarps && warp_loads % (2 * parts) == 0 && warp_loads / (2 * parts) >= kStreamMinLoads) parts *= 2;
+  const int groups = kGemvWarps / parts;
+  const bool swiglu = input == kGemvRmsNormSwiGLU;
+  const size_t input_bytes = (static_cast<size_t>(k) * sizeof(T) + 15) / 16 * 16;
+  // A first guess of the part sums' room sizes the grid; the grid then sizes the room.
+  const size_t guess = input_bytes + static_cast<size_t>((n_out + sm_count() - 1) / sm_count()) * (swiglu ? 2 : 1) * parts * sizeof(float);
+  const int blocks = std::max(1, std::min(sm_count() * stream_blocks_per_sm(guess), (n_out + groups - 1) / groups));
+  const int units_max = (n_out + blocks - 1) / blocks;
+  const size_t shared = input_bytes + static_cast<size_t>(units_max) * (swiglu ? 2 : 1) * parts * sizeof(float);
+  if (shared > kStreamMaxShared) return false;
+  auto start = [&](auto kernel) {
+    if (shared > 48 * 1024) {  // above the default; set on each call, since each GPU keeps its own
+      const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kStreamMaxShared));
+      if (err != cudaSuccess) throw std::runtime_error(std::string("stream_gemv: ") + cudaGetErrorString(err));
+    }
+    launch("stream_gemv", kernel, true, dim3(blocks), dim3(kGemvThreads), shared, stream, w, x, norm, residual, y, n_out, k, eps, parts,
+           warp_loads / parts);
+  };
+  if (swiglu) {
+    start(stream_gemv_kernel<T, kFp8, kGemvRmsNorm, true>);
+  } else if (input == kGemvRmsNorm) {
+    start(stream_gemv_kernel<T, kFp8, kGemvRmsNorm, false>);
+  } else {
+    start(stream_gemv_kernel<T, kFp8, kGemvPlain, false>);
+  }
+  return true;
+}
+
+}  // namespace
+}  // namespace qwen3::cuda
