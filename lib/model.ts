@@ -462,7 +462,9 @@ export class Qwen3Model {
   /**
    * Frees the weights and the KV cache. Safe at any time, also more than once: a step already
    * running on the thread pool finishes first (the memory goes when it does); a generation in
-   * progress, and every call waiting its turn, then rejects with "Model is disposed".
+   * progress, and every call waiting its turn, then rejects with "Model is disposed". A rank of a
+   * process group lets go on the thread pool, where rank 0 waits (up to 10 s) until the other
+   * ranks are done with its store: this returns at once, and Node stays up until then.
    */
   dispose(): void {
     this.#native?.dispose();

@@ -67,6 +67,12 @@ class EngineWorker : public PromiseWorker {
   virtual std::function<void()> Then(Qwen3Engine& engine) { return {}; }
 
   void Work() override {
+    // This call's reference goes on the pool thread, whichever way Work ends: if dispose() ran
+    // meanwhile, the engine's teardown runs here rather than on the JS thread.
+    struct ReleaseOnExit {
+      std::shared_ptr<LoadedEngine>& engine;
+      ~ReleaseOnExit() { engine.reset(); }
+    } release{engine_};
     std::lock_guard<std::mutex> lock(engine_->mutex);
     engine_->thread.run([this] {
       // The counters change even when a step fails half-way (a cache that grew), so refresh them
@@ -84,8 +90,28 @@ class EngineWorker : public PromiseWorker {
   void Finished() override { status_->StepSettled(); }
 
  private:
-  std::shared_ptr<LoadedEngine> engine_;  // keeps the engine alive even if dispose() runs meanwhile
+  std::shared_ptr<LoadedEngine> engine_;  // keeps the engine alive even if dispose() runs meanwhile; null after Work
   std::shared_ptr<EngineStatus> status_;
+};
+
+// Drops a disposed engine's reference on the libuv pool, which keeps Node running until it is
+// done: a rank of a process group may wait there for the other ranks (process_group.h).
+class ReleaseWorker : public Napi::AsyncWorker {
+ public:
+  ReleaseWorker(Napi::Env env, std::shared_ptr<LoadedEngine> engine) : Napi::AsyncWorker(env, "qwen3.release"), engine_(std::move(engine)) {}
+
+ protected:
+  void Execute() override {
+    try {
+      engine_.reset();
+    } catch (...) {  // a teardown never throws into Node
+    }
+  }
+  // Nothing to report; and nothing may touch JS if the environment is going away meanwhile.
+  void OnWorkComplete(Napi::Env, napi_status) override {}
+
+ private:
+  std::shared_ptr<LoadedEngine> engine_;
 };
 
 template <typename T>
@@ -193,5 +219,7 @@ Napi::Promise QueueSlotStep(Napi::Env env, std::shared_ptr<LoadedEngine> engine,
 Napi::Promise QueueCopySlot(Napi::Env env, std::shared_ptr<LoadedEngine> engine, std::shared_ptr<EngineStatus> status, CopySlotRequest request) {
   return Queue<CopySlotWorker>(env, std::move(engine), std::move(status), request);
 }
+
+void QueueRelease(Napi::Env env, std::shared_ptr<LoadedEngine> engine) { (new ReleaseWorker(env, std::move(engine)))->Queue(); }
 
 }  // namespace qwen3

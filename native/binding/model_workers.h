@@ -64,6 +64,10 @@ Napi::Promise QueueStep(Napi::Env env, std::shared_ptr<LoadedEngine> engine, std
 // topLogprobs, logits, lengths}.
 Napi::Promise QueueSlotStep(Napi::Env env, std::shared_ptr<LoadedEngine> engine, std::shared_ptr<EngineStatus> status, SlotStepRequest request);
 
+// Lets go of a disposed engine off the JS thread (its teardown may wait for other ranks); Node
+// keeps running until that is done.
+void QueueRelease(Napi::Env env, std::shared_ptr<LoadedEngine> engine);
+
 // Starts a copy from one slot into another; the Promise resolves to undefined.
 Napi::Promise QueueCopySlot(Napi::Env env, std::shared_ptr<LoadedEngine> engine, std::shared_ptr<EngineStatus> status, CopySlotRequest request);
 

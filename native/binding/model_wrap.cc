@@ -1,6 +1,7 @@
 #include "binding/model_wrap.h"
 
 #include <string>
+#include <thread>
 
 #include "binding/arguments.h"
 #include "binding/model_workers.h"
@@ -329,8 +330,18 @@ Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {
   return out;
 }
 
+ModelWrap::~ModelWrap() {
+  // Collected without dispose(): a rank of a process group lets go on a thread of its own (a
+  // finalizer may not start async work), so that no wait for the other ranks runs here.
+  if (engine_ != nullptr && engine_->engine->process_group().world > 1) {
+    std::thread([engine = std::move(engine_)]() mutable { engine.reset(); }).detach();
+  }
+}
+
 Napi::Value ModelWrap::Dispose(const Napi::CallbackInfo& info) {
-  // A step in flight holds its own reference; the weights go when it finishes.
+  // A step in flight holds its own reference; the weights go when it finishes. A rank of a
+  // process group may wait at teardown for the others, so its engine goes off the JS thread.
+  if (engine_ != nullptr && engine_->engine->process_group().world > 1) QueueRelease(info.Env(), std::move(engine_));
   engine_.reset();
   return info.Env().Undefined();
 }

@@ -20,6 +20,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   // Wraps a loaded engine in a new JS object (called when a load completes).
   static Napi::Object NewInstance(Napi::Env env, std::shared_ptr<LoadedEngine> engine);
   explicit ModelWrap(const Napi::CallbackInfo& info);
+  ~ModelWrap() override;
 
  private:
   std::shared_ptr<LoadedEngine> engine(const Napi::Env& env) const;
