@@ -117,8 +117,8 @@ function plan(model: Qwen3Model, o: ParsedOptions, promptLength: number, rows: n
       `Expected prompt plus maxNewTokens to fit the context_length of ${model.config.context_length} but received ${promptLength} + ${maxNewTokens}`,
     );
   }
-  if ((o.temperature ?? 0) > 0 && o.seed === undefined && model.processGroup) {
-    throw new InvalidOptionError('A model split over processes samples only with a seed: every rank must draw the same numbers', 'seed');
+  if ((o.temperature ?? 0) > 0 && o.seed === undefined && model.processGroup && !model.forwardsCalls) {
+    throw new InvalidOptionError('A model split over processes samples only with a seed (or with forwardCalls): every rank must draw the same numbers', 'seed');
   }
   const draw = (o.temperature ?? 0) > 0 ? seededUniforms(o.seed ?? Math.floor(Math.random() * 2 ** 32)) : null;
   return {

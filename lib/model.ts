@@ -3,7 +3,8 @@
 import { z } from 'zod';
 import type { Dtype, Quantize, Qwen3Config } from './config.js';
 import { type DeviceName, type MemoryStats, memoryStats, resetPeakMemory } from './device.js';
-import { IDLE_HANDOVER_MS, type LoadOptions, type RandomWeights, abortableLoad, loadAborted, loadSchema, resolveConfig, resolveRanks } from './model/load.js';
+import { DEFAULT_COLLECTIVE_TIMEOUT_MS, IDLE_HANDOVER_MS, type LoadOptions, type RandomWeights, abortableLoad, loadAborted, loadSchema, resolveConfig, resolveRanks } from './model/load.js';
+import { type CallChannel, followCalls, followerGuard, leadCalls } from './model/forward-calls.js';
 import { processRankDevice, resolveProcessGroup } from './model/process-group.js';
 import { warmUp } from './model/warmup.js';
 import { checkMemoryFits } from './model/memory.js';
@@ -65,6 +66,8 @@ export class Qwen3Model {
   readonly devices: readonly DeviceName[];
   /** With LoadOptions.processGroup: this process's rank and the group's size; else null. */
   readonly processGroup: Readonly<{ rank: number; worldSize: number }> | null;
+  /** LoadOptions.forwardCalls: rank 0 sends its calls to the other ranks, which follow them (followCalls). */
+  readonly forwardsCalls: boolean;
   readonly dtype: Dtype;
   readonly compiled: boolean;
   /** The format the weights were quantized to at load ("int8", "fp8"), else null. */
@@ -72,6 +75,9 @@ export class Qwen3Model {
   /** The vocabulary head is the embedding table (one tensor on the device). */
   readonly tieWordEmbeddings: boolean;
   #native: NativeModel | null;
+  /** A rank other than 0 of a forwardCalls group: where it meets rank 0, and its engine unguarded (followCalls); else null. */
+  readonly #channel: (CallChannel & { native: NativeModel }) | null;
+  #following = false;
   readonly #lock: ModelLock;
   /** What the KV cache holds, as far as the JS side knows (null: unknown after a failed step). */
   #cache: CacheContent | null = { rows: [], pad: null };
@@ -79,10 +85,12 @@ export class Qwen3Model {
   #cacheEpoch = 0;
   readonly #slots = new SlotPool();
 
-  private constructor(path: string, config: Qwen3Config, tied: boolean, devices: DeviceName[], dtype: Dtype, compiled: boolean, quantize: Quantize | null, handle: NativeModel, idleHandoverMs: number) {
+  private constructor(path: string, config: Qwen3Config, tied: boolean, devices: DeviceName[], dtype: Dtype, compiled: boolean, quantize: Quantize | null, handle: NativeModel, idleHandoverMs: number, forwarding: { forwards: boolean; channel: (CallChannel & { native: NativeModel }) | null }) {
     this.path = path;
     const group = handle.info().processGroup;
     this.processGroup = group ? Object.freeze({ ...group }) : null;
+    this.forwardsCalls = forwarding.forwards;
+    this.#channel = forwarding.channel;
     this.config = Object.freeze({ ...config });
     this.tieWordEmbeddings = tied;
     this.device = devices[0]!;
@@ -166,6 +174,7 @@ export class Qwen3Model {
     if (group && (opts.devices !== undefined || (opts.tensorParallel ?? 1) > 1)) {
       throw new InvalidOptionError('Give processGroup (one rank per process) or devices / tensorParallel (ranks as threads of this process), not both', 'processGroup');
     }
+    if (opts.forwardCalls && !group) throw new InvalidOptionError('forwardCalls goes with processGroup (a model split over processes)', 'forwardCalls');
     const devices = group ? [processRankDevice(opts.device, group)] : resolveRanks(opts);
     const device = devices[0]!;
     const dtype = opts.dtype ?? config.dtype;
@@ -180,16 +189,22 @@ export class Qwen3Model {
     const loading = native().loadModel({
       ...request, config: { ...architecture, tie_word_embeddings: tied }, device, dtype, compile, ...ranks, ...processGroup, ...timeout, ...quantize,
     });
-    const handle = await withCallerStack(abortableLoad(loading, label, opts.signal), caller);
-    if (opts.warmup ?? device.startsWith('cuda')) {
-      try {
-        await withCallerStack(warmUp(handle, config.context_length, config.vocab_size, compile), caller);
-      } catch (err) {
-        handle.dispose();
-        throw err;
-      }
+    let handle = await withCallerStack(abortableLoad(loading, label, opts.signal), caller);
+    const channel: CallChannel | null = opts.forwardCalls && group
+      ? { rank: group.rank, worldSize: group.worldSize, host: group.masterAddr, port: group.forwardPort, timeoutMs: opts.collectiveTimeoutMs ?? DEFAULT_COLLECTIVE_TIMEOUT_MS }
+      : null;
+    try {
+      // Every rank warms up alike, before rank 0 starts sending its calls.
+      if (opts.warmup ?? device.startsWith('cuda')) await withCallerStack(warmUp(handle, config.context_length, config.vocab_size, compile), caller);
+      if (channel?.rank === 0) handle = await withCallerStack(leadCalls(handle, channel), caller);
+    } catch (err) {
+      handle.dispose();
+      throw err;
     }
-    return new Qwen3Model(label, config, tied, devices, dtype, compile, opts.quantize ?? null, handle, opts.idleHandoverMs ?? IDLE_HANDOVER_MS);
+    const follows = channel !== null && channel.rank !== 0;
+    const forwarding = { forwards: channel !== null, channel: follows ? { ...channel, native: handle } : null };
+    if (follows) handle = followerGuard(handle, channel.rank);
+    return new Qwen3Model(label, config, tied, devices, dtype, compile, opts.quantize ?? null, handle, opts.idleHandoverMs ?? IDLE_HANDOVER_MS, forwarding);
   }
 
   get disposed(): boolean {
@@ -199,6 +214,25 @@ export class Qwen3Model {
   #handle(): NativeModel {
     if (!this.#native) throw new Error('Model is disposed');
     return this.#native;
+  }
+
+  /**
+   * On a rank other than 0 of a model loaded with forwardCalls: makes every call that rank 0's
+   * model makes, in the same order, until rank 0 disposes it (then resolves; dispose this one
+   * too). Rejects if rank 0 cannot be reached within collectiveTimeoutMs, or goes away first.
+   */
+  async followCalls(): Promise<void> {
+    if (!this.#native) throw new Error('Model is disposed');
+    if (!this.#channel) {
+      throw new Error(this.forwardsCalls ? "Rank 0 makes the calls that the other ranks follow: call followCalls() on them" : 'followCalls() is for a model loaded with forwardCalls');
+    }
+    if (this.#following) throw new Error('This model is following rank 0 already');
+    this.#following = true;
+    try {
+      await followCalls(this.#channel.native, this.#channel);
+    } finally {
+      this.#following = false;
+    }
   }
 
   /** Tokens held in the KV cache. */

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type TemplateMessage, Qwen3Model, Qwen3Tokenizer, generateTextBasicCache } from '../lib/index.js';
 import { ReplyWriter } from '../lib/cli/reply-writer.js';
 import { loadFixture } from './support/fixtures.js';
+import { freePorts } from './support/ports.js';
 import { runCli } from './support/run-cli.js';
 
 const FIXTURES = join(__dirname, '.fixtures');
@@ -133,6 +134,21 @@ describe('qwen3 chat with a model folder', () => {
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
     expect(r.stdout).toBe(`${first.shown}\n${second.shown}\n`);
+  });
+
+  it('--distributed: rank 0 chats as one process does, rank 1 follows its calls, both exit 0', async () => {
+    const dir = folder('distributed');
+    const args = ['chat', ...modelArgs, '--tokenizer', dir, '--max-new-tokens', '8'];
+    const input = 'Hello there\nWhat did I say?\n';
+    const alone = await qwen3(args, input);
+    expect(alone.status).toBe(0);
+    const [MASTER_PORT, QWEN3_FORWARD_PORT] = (await freePorts(2)).map(String);
+    const env = (rank: number) => ({ ...process.env, RANK: String(rank), WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT, QWEN3_FORWARD_PORT });
+    const [lead, follow] = await Promise.all([qwen3([...args, '--distributed'], input, env(0)), qwen3([...args, '--distributed'], '', env(1))]);
+    expect(lead!.status, lead!.stderr).toBe(0);
+    expect(lead!.stdout).toBe(alone.stdout);
+    expect(follow!.status, follow!.stderr).toBe(0);
+    expect(follow!.stdout).toBe('');
   });
 
   it('shows the thinking on stderr and the answer on stdout', async () => {

@@ -4,7 +4,6 @@
 // runs this file with QWEN3_TEST_DEVICES=cuda:0,cuda:1, where they add through NCCL.
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { projectPython } from '../lib/addon/python.js';
@@ -13,6 +12,7 @@ import { Qwen3Model } from '../lib/index.js';
 import { resolveProcessGroup } from '../lib/model/process-group.js';
 import { loadFixture, relativeMaxError } from './support/fixtures.js';
 import { PROMPT, runProgram } from './support/process-program.mjs';
+import { freePorts } from './support/ports.js';
 import { CLI, runCli } from './support/run-cli.js';
 
 const DEVICE = process.env.QWEN3_TEST_DEVICE ?? 'cpu';
@@ -21,19 +21,16 @@ const fx = loadFixture('tiny-gqa4'); // 2 key/value heads: one per rank
 
 type ProgramOutput = Awaited<ReturnType<typeof runProgram>>;
 
-/** A port that nothing listens on now (the system's pick), for rank 0's store. */
+/** A port that nothing listens on now, for rank 0's store. */
 async function freePort(): Promise<number> {
-  const server = createServer().listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as { port: number };
-  server.close();
-  await once(server, 'close');
-  return port;
+  return (await freePorts(1))[0]!;
 }
 
-/** Runs test/support/process-rank.mjs as one rank; its output, or the reason it failed. */
-async function runRank(spec: Record<string, unknown>): Promise<ProgramOutput & { processGroup: unknown; parameterBytes: number; unseeded: string }> {
-  const child = spawn(process.execPath, [join(__dirname, 'support', 'process-rank.mjs'), JSON.stringify(spec)], { stdio: ['ignore', 'pipe', 'pipe'] });
+type RankOutput = ProgramOutput & { processGroup: unknown; parameterBytes: number; unseeded: string } & Record<string, unknown>;
+
+/** Runs a rank script of test/support (process-rank.mjs unless named) as one rank; its output, or the reason it failed. */
+async function runRank(spec: Record<string, unknown>, script = 'process-rank.mjs'): Promise<RankOutput> {
+  const child = spawn(process.execPath, [join(__dirname, 'support', script), JSON.stringify(spec)], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d));
@@ -61,8 +58,42 @@ describe.each([false, true])('two processes, one rank each, against one process,
       expect(got.batch).toEqual(want.batch);
       // Each process holds its share of the blocks, not the whole model.
       expect(got.parameterBytes).toBeLessThan(wholeBytes);
-      expect(got.unseeded).toBe('A model split over processes samples only with a seed: every rank must draw the same numbers');
+      expect(got.unseeded).toBe('A model split over processes samples only with a seed (or with forwardCalls): every rank must draw the same numbers');
     }
+  });
+});
+
+describe('rank 0 makes the calls, the other process follows them (forwardCalls)', () => {
+  it('rank 0 gives what one process gives, its scheduler\'s sequences too, and samples without a seed in step with rank 1', async () => {
+    const scheduled = [PROMPT, [5, 6, 7], [400, 401, 402, 403]];
+    const one = await Qwen3Model.load(fx.modelPath, { config: fx.configPath, device: DEVICE, dtype: 'float32' });
+    const want = await runProgram(one, lib);
+    const wantScheduled = [];
+    for (const p of scheduled) wantScheduled.push(await lib.generateTextBasicCache(one, p, { maxNewTokens: 8, eosTokenId: null }));
+    one.dispose();
+    const [masterPort, forwardPort] = await freePorts(2);
+    const [lead, follow] = await Promise.all(
+      [0, 1].map((rank) =>
+        runRank({ modelPath: fx.modelPath, configPath: fx.configPath, device: DEVICES[rank], rank, worldSize: 2, masterPort, forwardPort, scheduled }, 'follow-rank.mjs')),
+    );
+    expect(relativeMaxError(Float32Array.from(lead!.logits), Float32Array.from(want.logits))).toBeLessThan(1e-5);
+    expect(lead!.greedy).toEqual(want.greedy);
+    expect(lead!.sampled).toEqual(want.sampled);
+    expect(lead!.batch).toEqual(want.batch);
+    expect(lead!.scheduled).toEqual(wantScheduled);
+    // Sampling with no seed: rank 0's draws travel with its calls.
+    expect(lead!.unseeded).toBe('ran');
+    expect(lead!.greedyAfter).toEqual(want.greedy);
+    expect(lead!.followRefused).toBe('Rank 0 makes the calls that the other ranks follow: call followCalls() on them');
+    expect(lead!.forwardsCalls).toBe(true);
+    expect(follow!.forwardsCalls).toBe(true);
+    expect(follow!.refused).toBe("Rank 1 follows rank 0's calls (forwardCalls): make them on rank 0, and call followCalls() here");
+  });
+
+  it('forwardCalls needs a process group', async () => {
+    await expect(Qwen3Model.load(fx.modelPath, { config: fx.configPath, device: 'cpu', forwardCalls: true })).rejects.toThrow(
+      'forwardCalls goes with processGroup (a model split over processes)',
+    );
   });
 });
 
@@ -71,8 +102,11 @@ describe('process group options', () => {
 
   it('reads torchrun\'s variables, and names the one that is missing or wrong', () => {
     const env = { RANK: '1', WORLD_SIZE: '2', MASTER_ADDR: '10.0.0.5', MASTER_PORT: '29400', LOCAL_RANK: '0' };
-    expect(resolveProcessGroup('env', env)).toEqual({ rank: 1, worldSize: 2, masterAddr: '10.0.0.5', masterPort: 29400, localRank: 0 });
-    expect(resolveProcessGroup('env', { RANK: '0', WORLD_SIZE: '4' })).toEqual({ rank: 0, worldSize: 4, masterAddr: '127.0.0.1', masterPort: 29500, localRank: 0 });
+    expect(resolveProcessGroup('env', env)).toEqual({ rank: 1, worldSize: 2, masterAddr: '10.0.0.5', masterPort: 29400, localRank: 0, forwardPort: 29401 });
+    expect(resolveProcessGroup('env', { RANK: '0', WORLD_SIZE: '4', QWEN3_FORWARD_PORT: '31000' })).toEqual({
+      rank: 0, worldSize: 4, masterAddr: '127.0.0.1', masterPort: 29500, localRank: 0, forwardPort: 31000,
+    });
+    expect(resolveProcessGroup({ rank: 1, worldSize: 2, masterPort: 65535 })?.forwardPort).toBe(65534);
     expect(() => resolveProcessGroup('env', { RANK: '0' })).toThrow('processGroup "env" needs WORLD_SIZE in the environment');
     expect(() => resolveProcessGroup('env', { RANK: 'x', WORLD_SIZE: '2' })).toThrow('Expected integer between 0 and 1 for RANK (from the environment) but received "x"');
     expect(() => resolveProcessGroup('env', { RANK: '0', WORLD_SIZE: '1' })).toThrow('Expected integer between 2 and 64 for WORLD_SIZE');

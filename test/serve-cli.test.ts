@@ -6,6 +6,7 @@ import { once } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import OpenAI from 'openai';
 import { loadFixture } from './support/fixtures.js';
+import { freePorts } from './support/ports.js';
 import { CLI, runCli } from './support/run-cli.js';
 import { TOKENIZER_DIR, client } from './support/serve.js';
 
@@ -30,8 +31,8 @@ describe('qwen3 serve flags', () => {
 });
 
 /** Starts `qwen3 serve` and resolves with its URL once it listens. */
-async function serve(args: string[]): Promise<{ child: ChildProcessWithoutNullStreams; url: string; stderr: () => string }> {
-  const child = spawn(process.execPath, [CLI, 'serve', ...args], { env: { ...process.env, QWEN3_API_KEY: '' } });
+async function serve(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ child: ChildProcessWithoutNullStreams; url: string; stderr: () => string }> {
+  const child = spawn(process.execPath, [CLI, 'serve', ...args], { env: { ...process.env, QWEN3_API_KEY: '', ...env } });
   let stdout = '';
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d));
@@ -72,6 +73,46 @@ describe('qwen3 serve', () => {
       expect(stderr()).toContain('Stopped');
     } finally {
       child.kill('SIGKILL');
+    }
+  });
+});
+
+describe('qwen3 serve --distributed (one rank per process, as torchrun starts them)', () => {
+  const completion = (url: string) => client(url).completions.create({ model: 'tiny', prompt: [1, 2, 3], max_tokens: 12, temperature: 0 });
+
+  it('rank 0 serves what one process serves while rank 1 follows its calls; both exit 0 after SIGTERM to rank 0', async () => {
+    const alone = await serve([...modelArgs, '--port', '0', '--served-model-name', 'tiny']);
+    let want: string;
+    try {
+      want = (await completion(alone.url)).choices[0]!.text;
+    } finally {
+      alone.child.kill('SIGTERM');
+      await once(alone.child, 'exit');
+    }
+    const [MASTER_PORT, QWEN3_FORWARD_PORT] = (await freePorts(2)).map(String);
+    const env = (rank: number) => ({ RANK: String(rank), WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT, QWEN3_FORWARD_PORT });
+    const args = [...modelArgs, '--port', '0', '--served-model-name', 'tiny', '--distributed'];
+    const follower = spawn(process.execPath, [CLI, 'serve', ...args], { env: { ...process.env, QWEN3_API_KEY: '', ...env(1) } });
+    let followerOut = '';
+    let followerErr = '';
+    follower.stdout.on('data', (d: Buffer) => (followerOut += d));
+    follower.stderr.on('data', (d: Buffer) => (followerErr += d));
+    const followerExit = once(follower, 'exit');
+    const lead = await serve(args, env(0));
+    const leadExit = once(lead.child, 'exit');
+    try {
+      expect((await completion(lead.url)).choices[0]!.text).toBe(want);
+      // Sampling with no seed: rank 0's draws go to rank 1 with each call.
+      const sampled = await client(lead.url).chat.completions.create({ model: 'tiny', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 5, temperature: 0.8 });
+      expect(sampled.choices[0]!.finish_reason).toMatch(/^(stop|length)$/);
+      expect((await completion(lead.url)).choices[0]!.text).toBe(want);
+      lead.child.kill('SIGTERM');
+      expect(await leadExit).toEqual([0, null]);
+      expect(await followerExit, followerErr).toEqual([0, null]);
+      expect(followerOut).toBe('');
+    } finally {
+      lead.child.kill('SIGKILL');
+      follower.kill('SIGKILL');
     }
   });
 });

@@ -14,7 +14,7 @@ import { ChatSession } from '../chat-session.js';
 import { withSamplingDefaults } from '../model/generation-config.js';
 import { formatChat } from '../tokenizer.js';
 import { integer, parseOptions } from '../validate.js';
-import { type ModelFlags, type SamplingFlags, intArg, loadFromFlags, modelOptions } from './common.js';
+import { DISTRIBUTED_FOLLOW_HELP, type ModelFlags, type SamplingFlags, followRankZero, intArg, loadFromFlags, modelOptions } from './common.js';
 import { outputClosed, write } from './output.js';
 import { ReplyWriter } from './reply-writer.js';
 
@@ -53,7 +53,8 @@ const DIM = '\x1b[2m';
 const UNDIM = '\x1b[22m';
 
 async function chatCommand(flags: ChatFlags): Promise<void> {
-  const { model, tokenizer, generation } = await loadFromFlags(flags, 'reasoning');
+  const { model, tokenizer, generation } = await loadFromFlags({ ...flags, followRankZero: true }, 'reasoning');
+  if (await followRankZero(model)) return; // --distributed: rank 0 chats
   const context = model.config.context_length;
   const thinking = flags.think ?? false;
   // A tokenizer from a model folder brings the model's own template; the book's checkpoints use the book's layout.
@@ -123,5 +124,6 @@ export function registerChat(program: Command): void {
     .option('--max-new-tokens <n>', 'tokens per answer at most', intArg('--max-new-tokens'), 2048)
     .option('--think', 'let the model think before answering (the thinking is shown on stderr)')
     .option('--no-think', 'answer without thinking (default)')
+    .option('--distributed', DISTRIBUTED_FOLLOW_HELP)
     .action(chatCommand);
 }

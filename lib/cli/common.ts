@@ -13,6 +13,7 @@ import { isHuggingFaceDir } from '../model/huggingface.js';
 import { resolveModelDir } from '../hub/model.js';
 import { isRepoId } from '../hub/settings.js';
 import { hubProgressView } from './hub-progress.js';
+import { EXIT_INTERRUPTED } from './output.js';
 import { type LoadOptions, Qwen3Model } from '../model.js';
 import { Qwen3Tokenizer, type TokenizerLoadOptions } from '../tokenizer.js';
 
@@ -59,8 +60,10 @@ export interface ModelFlags {
   devices?: string;
   /** --tensor-parallel N: over the first N devices of --device's kind. */
   tensorParallel?: number;
-  /** --distributed (generate): this process is one rank, as torchrun's variables say. */
+  /** --distributed: this process is one rank, as torchrun's variables say. */
   distributed?: boolean;
+  /** Set by serve and chat: with --distributed, rank 0 alone makes the calls and the others follow them (forwardCalls). */
+  followRankZero?: boolean;
   /** false with --no-warmup. */
   warmup?: boolean;
   dtype?: 'bfloat16' | 'float32' | 'float16';
@@ -186,11 +189,41 @@ function loadOptions(flags: ModelFlags): LoadOptions {
     if (flags.devices !== undefined || flags.tensorParallel !== undefined) {
       throw new Error('Use either --distributed (one rank per process) or --devices / --tensor-parallel (ranks as threads of one process), not both');
     }
-    return { device: flags.device, processGroup: 'env', ...rest };
+    return { device: flags.device, processGroup: 'env', ...(flags.followRankZero ? { forwardCalls: true } : {}), ...rest };
   }
   if (flags.devices === undefined) return { device: flags.device, tensorParallel: flags.tensorParallel, ...rest };
   if (flags.device !== 'auto') throw new Error('Use either --device (one device) or --devices (tensor parallelism), not both');
   return { devices: flags.devices.split(',').map((d) => d.trim()), tensorParallel: flags.tensorParallel, ...rest };
+}
+
+/** --distributed for serve and chat, whose calls come from rank 0 alone. */
+export const DISTRIBUTED_FOLLOW_HELP =
+  'one rank of a model split over processes, as torchrun starts them (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT; cuda means cuda:LOCAL_RANK); ' +
+  "rank 0 runs the command, the others follow its calls (at MASTER_ADDR, port MASTER_PORT + 1 or $QWEN3_FORWARD_PORT)";
+
+/**
+ * After a load with --distributed for serve or chat: on a rank other than 0, follows rank 0's
+ * calls until rank 0 is done, disposes the model and returns true (nothing more to do there).
+ */
+export async function followRankZero(model: Qwen3Model): Promise<boolean> {
+  if (!model.forwardsCalls || model.processGroup?.rank === 0) return false;
+  // A launcher's Ctrl-C reaches every rank; rank 0 decides when the calls end (a server drains
+  // first, and needs every rank for that). A second signal stops this rank at once.
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (++signals > 1) process.exit(EXIT_INTERRUPTED);
+    process.stderr.write(`${signal}: rank ${model.processGroup!.rank} follows rank 0 until it stops (signal again to stop now)\n`);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    await model.followCalls();
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    model.dispose();
+  }
+  return true;
 }
 
 /** The seed of --random-weights: the flag alone means seed 0. */

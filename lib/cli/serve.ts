@@ -8,7 +8,7 @@ import { MODEL_SIZES } from '../config.js';
 import { DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_PORT, startServer } from '../serve/server.js';
 import { DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUE } from '../serve/batch.js';
 import { integer, nonEmptyString, number, parseOptions } from '../validate.js';
-import { type ModelFlags, intArg, loadFromFlags, numberArg, placementOptions } from './common.js';
+import { DISTRIBUTED_FOLLOW_HELP, type ModelFlags, followRankZero, intArg, loadFromFlags, numberArg, placementOptions } from './common.js';
 import { write } from './output.js';
 
 interface ServeFlags extends ModelFlags {
@@ -47,7 +47,8 @@ async function serveCommand(flags: ServeFlags): Promise<void> {
   });
   if (flags.model === undefined && flags.randomWeights === undefined) throw new Error('Expected --model (a .pth, a Hugging Face folder or a Hub repo id) or --random-weights');
   // Batched rows need the fused block (the reference pass runs slot rows one by one): compiled unless --no-compile.
-  const { model, tokenizer, generation } = await loadFromFlags({ ...flags, compile: flags.compile ?? true }, 'reasoning');
+  const { model, tokenizer, generation } = await loadFromFlags({ ...flags, compile: flags.compile ?? true, followRankZero: true }, 'reasoning');
+  if (await followRankZero(model)) return; // --distributed: rank 0 serves
   let server;
   try {
     server = await startServer({
@@ -113,5 +114,6 @@ export function registerServe(program: Command): void {
     .option('--api-key <key>', 'require "Authorization: Bearer <key>" on /v1/ routes (default: $QWEN3_API_KEY, else none)')
     .option('--served-model-name <name>', 'the model name clients send and /v1/models lists (default: the --model value)')
     .option('--shutdown-timeout <s>', 'seconds requests in flight may take to finish after SIGTERM', numberArg('--shutdown-timeout'), DEFAULT_DRAIN_TIMEOUT_MS / 1000)
+    .option('--distributed', DISTRIBUTED_FOLLOW_HELP)
     .action(serveCommand);
 }

@@ -82,6 +82,13 @@ export interface LoadOptions {
    */
   processGroup?: ProcessGroupOptions | 'env';
   /**
+   * With processGroup: the calls come from rank 0 alone (a server, a chat) instead of from the
+   * same program in every process. Rank 0's model sends each call to the other ranks (over TCP,
+   * at masterAddr:forwardPort), and each of them runs `await model.followCalls()` until rank 0
+   * disposes its model. Sampling then needs no seed.
+   */
+  forwardCalls?: boolean;
+  /**
    * How long a rank waits for the others, to meet at load and then in each collective, before it
    * fails. Milliseconds, default 600000 (10 minutes).
    */
@@ -102,6 +109,9 @@ export interface RandomWeights {
 /** Default of LoadOptions.idleHandoverMs. */
 export const IDLE_HANDOVER_MS = 1000;
 
+/** Default of LoadOptions.collectiveTimeoutMs (the native side's too). */
+export const DEFAULT_COLLECTIVE_TIMEOUT_MS = 600_000;
+
 export const loadSchema = z
   .object({
     config: z.union([z.string(), z.object({}).passthrough()], { error: 'Expected config object, JSON file path or size' }).optional(),
@@ -119,6 +129,7 @@ export const loadSchema = z
     tensorParallel: integer(1, MAX_RANKS).optional(),
     quantize: oneOf(QUANTIZE_KINDS).optional(),
     processGroup: processGroupSchema.optional(),
+    forwardCalls: boolean().optional(),
     collectiveTimeoutMs: integer(1, 2 ** 31).optional(),
     warmup: boolean().optional(),
   })

@@ -19,6 +19,8 @@ export interface ProcessGroupOptions {
   masterPort?: number;
   /** Which GPU of this machine a `device` of "cuda" means: cuda:localRank (default: rank). */
   localRank?: number;
+  /** With LoadOptions.forwardCalls: where rank 0 takes the other ranks' connections (default masterPort + 1). */
+  forwardPort?: number;
 }
 
 /** The group as resolved: every field set. */
@@ -36,11 +38,17 @@ export const processGroupSchema = z.union([
         masterAddr: nonEmptyString().optional(),
         masterPort: integer(1, 65535).optional(),
         localRank: integer(0, MAX_RANKS - 1).optional(),
+        forwardPort: integer(1, 65535).optional(),
       },
-      { error: 'Expected "env" or {rank, worldSize, masterAddr?, masterPort?, localRank?}' },
+      { error: 'Expected "env" or {rank, worldSize, masterAddr?, masterPort?, localRank?, forwardPort?}' },
     )
     .strict(),
 ]);
+
+/** The default forwardPort: the one after the store's (the one before where that is the last). */
+function forwardPortAfter(masterPort: number): number {
+  return masterPort < 65535 ? masterPort + 1 : masterPort - 1;
+}
 
 /** An integer environment variable in [min, max]; `fallback` when it is unset (undefined: required). */
 function envInteger(env: NodeJS.ProcessEnv, name: string, min: number, max: number, fallback?: number): number {
@@ -64,12 +72,14 @@ export function resolveProcessGroup(option: ProcessGroupOptions | 'env' | undefi
       ? (() => {
           const worldSize = envInteger(env, 'WORLD_SIZE', 2, MAX_RANKS);
           const rank = envInteger(env, 'RANK', 0, worldSize - 1);
+          const masterPort = envInteger(env, 'MASTER_PORT', 1, 65535, DEFAULT_MASTER_PORT);
           return {
             rank,
             worldSize,
             masterAddr: env.MASTER_ADDR || '127.0.0.1',
-            masterPort: envInteger(env, 'MASTER_PORT', 1, 65535, DEFAULT_MASTER_PORT),
+            masterPort,
             localRank: envInteger(env, 'LOCAL_RANK', 0, MAX_RANKS - 1, rank),
+            forwardPort: envInteger(env, 'QWEN3_FORWARD_PORT', 1, 65535, forwardPortAfter(masterPort)),
           };
         })()
       : {
@@ -78,6 +88,7 @@ export function resolveProcessGroup(option: ProcessGroupOptions | 'env' | undefi
           masterAddr: option.masterAddr ?? '127.0.0.1',
           masterPort: option.masterPort ?? DEFAULT_MASTER_PORT,
           localRank: option.localRank ?? option.rank,
+          forwardPort: option.forwardPort ?? forwardPortAfter(option.masterPort ?? DEFAULT_MASTER_PORT),
         };
   if (group.rank >= group.worldSize) {
     throw new InvalidOptionError(`Expected integer between 0 and ${group.worldSize - 1} for processGroup.rank but received ${group.rank}`, 'processGroup.rank');
