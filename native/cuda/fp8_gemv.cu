@@ -84,14 +84,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_fp8_kernel(const void* __re
   }
   // 4. The output: the reference's roundings, as gemv's.
   if (lane != 0 || !active) return;
-  if constexpr (kSwiGLU) {
-    const float g = to_f(from_f<T>(accs[0])), u = to_f(from_f<T>(accs[1]));
-    y[unit] = from_f<T>(g / (1.f + __expf(-g)) * u);
-  } else {
-    T out = from_f<T>(accs[0]);
-    if (residual != nullptr) out = from_f<T>(to_f(out) + to_f(residual[unit]));
-    y[unit] = out;
-  }
+  store_product<T, kSwiGLU>(y, unit, accs, residual);
 }
 
 }  // namespace

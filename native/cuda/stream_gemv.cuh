@@ -110,14 +110,7 @@ __global__ void __launch_bounds__(kGemvThreads, kStreamBlocksPerSm)
       if constexpr (kFp8) s *= fp8_scale(row_of(unit, j), k);
       sums[j] = s;
     }
-    if constexpr (kSwiGLU) {
-      const float g = to_f(from_f<T>(sums[0])), u = to_f(from_f<T>(sums[1]));
-      y[unit] = from_f<T>(g / (1.f + __expf(-g)) * u);
-    } else {
-      T out = from_f<T>(sums[0]);
-      if (residual != nullptr) out = from_f<T>(to_f(out) + to_f(residual[unit]));
-      y[unit] = out;
-    }
+    store_product<T, kSwiGLU>(y, unit, sums, residual);
   }
 }
 

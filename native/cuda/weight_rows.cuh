@@ -69,6 +69,21 @@ __device__ __forceinline__ float dot_fp8(const uint4& packed_w, const T* xs) {
   return sum;
 }
 
+// Output n of a product from its float32 sums, with the reference's roundings: kSwiGLU (sums =
+// {gate, up}): silu(g) * u from the rounded products, rounded once; else the product rounded,
+// plus the residual where there is one, rounded again.
+template <typename T, bool kSwiGLU>
+__device__ __forceinline__ void store_product(T* y, int n, const float* sums, const T* residual) {
+  if constexpr (kSwiGLU) {
+    const float g = to_f(from_f<T>(sums[0])), u = to_f(from_f<T>(sums[1]));
+    y[n] = from_f<T>(g / (1.f + __expf(-g)) * u);
+  } else {
+    T out = from_f<T>(sums[0]);
+    if (residual != nullptr) out = from_f<T>(to_f(out) + to_f(residual[n]));
+    y[n] = out;
+  }
+}
+
 // FP8 rows: row r's k weights, then its float32 scale, then padding to kFp8RowPad more bytes.
 constexpr int kFp8RowPad = 16;
 

@@ -20,35 +20,13 @@
 #include <vector>
 
 #include "cuda/kernels.h"
+#include "host_check.h"
 
 namespace cuda = qwen3::cuda;
 
 namespace {
 
-#define CHECK(x)                                                                        \
-  do {                                                                                  \
-    cudaError_t e = (x);                                                                \
-    if (e != cudaSuccess) {                                                             \
-      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e), __FILE__, __LINE__); \
-      std::exit(2);                                                                     \
-    }                                                                                   \
-  } while (0)
-
-template <typename T> float to_f(T v);
-template <> float to_f<float>(float v) { return v; }
-template <> float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T> T from_f(float v);
-template <> float from_f<float>(float v) { return v; }
-template <> __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
 template <typename T> constexpr int dtype_of() { return sizeof(T) == 4 ? 0 : 1; }
-
-template <typename E>
-E* upload(const std::vector<E>& host) {
-  E* dev = nullptr;
-  CHECK(cudaMalloc(&dev, host.size() * sizeof(E) + 16));
-  CHECK(cudaMemcpy(dev, host.data(), host.size() * sizeof(E), cudaMemcpyHostToDevice));
-  return dev;
-}
 
 // E4M3 bits to their value (no NaN is ever made here).
 float e4m3(uint8_t b) {
@@ -118,8 +96,7 @@ double run_case(const Case& c, bool fp8, std::mt19937& rng) {
     cuda::gemv(dt, c.input, d_w, d_x, d_norm, c.residual ? d_y : nullptr, d_y, c.n_out, k, 1e-6f, nullptr);
   }
   CHECK(cudaDeviceSynchronize());
-  std::vector<T> y(c.n_out);
-  CHECK(cudaMemcpy(y.data(), d_y, c.n_out * sizeof(T), cudaMemcpyDeviceToHost));
+  const std::vector<T> y = download(d_y, c.n_out);
   CHECK(cudaFree(d_x));
   CHECK(cudaFree(d_norm));
   CHECK(cudaFree(d_y));

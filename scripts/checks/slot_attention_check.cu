@@ -17,43 +17,12 @@
 #include <vector>
 
 #include "cuda/kernels.h"
+#include "host_check.h"
 
 namespace {
 
 constexpr int H = 16, G = 8, HD = 128, REPS = H / G, SLOTS = 6;
 constexpr float EPS = 1e-6f;
-
-#define CHECK(x)                                                                        \
-  do {                                                                                  \
-    cudaError_t e = (x);                                                                \
-    if (e != cudaSuccess) {                                                             \
-      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e), __FILE__, __LINE__); \
-      std::exit(2);                                                                     \
-    }                                                                                   \
-  } while (0)
-
-// Host storage of the kernel's element type: float, or bfloat16 bits.
-template <typename T> float to_f(T v);
-template <> float to_f<float>(float v) { return v; }
-template <> float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T> T from_f(float v);
-template <> float from_f<float>(float v) { return v; }
-template <> __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
-
-template <typename T>
-T* upload(const std::vector<T>& host) {
-  T* dev = nullptr;
-  CHECK(cudaMalloc(&dev, host.size() * sizeof(T) + 16));
-  CHECK(cudaMemcpy(dev, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
-  return dev;
-}
-
-template <typename T>
-std::vector<T> download(const T* dev, size_t n) {
-  std::vector<T> host(n);
-  CHECK(cudaMemcpy(host.data(), dev, n * sizeof(T), cudaMemcpyDeviceToHost));
-  return host;
-}
 
 struct Case {
   int rows;

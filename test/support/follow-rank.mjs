@@ -3,18 +3,10 @@
 // BatchScheduler's interleaved sequences and a sampled generation with no seed, then the greedy
 // one again (the ranks must still be in step); every other rank follows. Prints one JSON line.
 import * as lib from '../../dist/index.js';
-import { PROMPT, runProgram } from './process-program.mjs';
+import { PROMPT, loadRank, runProgram } from './process-program.mjs';
 
 const o = JSON.parse(process.argv[2]);
-const model = await lib.Qwen3Model.load(o.modelPath, {
-  config: o.configPath,
-  device: o.device,
-  dtype: 'float32',
-  compile: o.compile,
-  processGroup: { rank: o.rank, worldSize: o.worldSize, masterPort: o.masterPort, forwardPort: o.forwardPort },
-  forwardCalls: true,
-  collectiveTimeoutMs: 60_000,
-});
+const model = await loadRank(lib, o, { forwardCalls: true });
 const message = (p) => p.then(() => 'ran', (e) => e.message);
 if (o.rank === 0) {
   const out = await runProgram(model, lib);

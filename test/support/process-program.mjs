@@ -12,3 +12,16 @@ export async function runProgram(model, lib) {
     batch: await lib.generateBatchCache(model, [PROMPT, [5, 6, 7]], { maxNewTokens: 12, eosTokenId: null }),
   };
 }
+
+/** One rank of the test's two-process model as a rank script gets it (argv[2] as `o`), float32. */
+export function loadRank(lib, o, extra = {}) {
+  return lib.Qwen3Model.load(o.modelPath, {
+    config: o.configPath,
+    device: o.device,
+    dtype: 'float32',
+    compile: o.compile,
+    processGroup: { rank: o.rank, worldSize: o.worldSize, masterPort: o.masterPort, ...(o.forwardPort ? { forwardPort: o.forwardPort } : {}) },
+    collectiveTimeoutMs: 60_000,
+    ...extra,
+  });
+}

@@ -2,17 +2,10 @@
 // argv[2] (JSON) describes as that rank, runs the test's program on it and prints what it gave
 // (and the rank the model reports) as one JSON line.
 import * as lib from '../../dist/index.js';
-import { runProgram } from './process-program.mjs';
+import { loadRank, runProgram } from './process-program.mjs';
 
 const o = JSON.parse(process.argv[2]);
-const model = await lib.Qwen3Model.load(o.modelPath, {
-  config: o.configPath,
-  device: o.device,
-  dtype: 'float32',
-  compile: o.compile,
-  processGroup: { rank: o.rank, worldSize: o.worldSize, masterPort: o.masterPort },
-  collectiveTimeoutMs: 60_000,
-});
+const model = await loadRank(lib, o);
 const out = await runProgram(model, lib);
 // Sampling with no seed would draw differently on each rank: refused before any step.
 const unseeded = await lib.generateTextBasicCache(model, [1, 2], { maxNewTokens: 2, temperature: 0.5 }).then(() => 'sampled', (e) => e.message);

@@ -1,0 +1,43 @@
+// What the standalone kernel checks (scripts/checks/*_check.cu) share on the host: a CUDA error
+// check that ends the program, the element conversions of float32 and bfloat16, and copies of
+// vectors to and from the device.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#define CHECK(x)                                                                        \
+  do {                                                                                  \
+    cudaError_t e = (x);                                                                \
+    if (e != cudaSuccess) {                                                             \
+      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e), __FILE__, __LINE__); \
+      std::exit(2);                                                                     \
+    }                                                                                   \
+  } while (0)
+
+template <typename T> float to_f(T v);
+template <> inline float to_f<float>(float v) { return v; }
+template <> inline float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T> T from_f(float v);
+template <> inline float from_f<float>(float v) { return v; }
+template <> inline __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
+
+// A device copy of `host` (16 bytes of slack past its end, for kernels' last vector loads).
+template <typename T>
+T* upload(const std::vector<T>& host) {
+  T* dev = nullptr;
+  CHECK(cudaMalloc(&dev, host.size() * sizeof(T) + 16));
+  CHECK(cudaMemcpy(dev, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
+  return dev;
+}
+
+template <typename T>
+std::vector<T> download(const T* dev, size_t n) {
+  std::vector<T> host(n);
+  CHECK(cudaMemcpy(host.data(), dev, n * sizeof(T), cudaMemcpyDeviceToHost));
+  return host;
+}
