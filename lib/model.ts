@@ -4,7 +4,7 @@ import { z } from 'zod';
 import type { Dtype, Quantize, Qwen3Config } from './config.js';
 import { type DeviceName, type MemoryStats, memoryStats, resetPeakMemory } from './device.js';
 import { DEFAULT_COLLECTIVE_TIMEOUT_MS, IDLE_HANDOVER_MS, type LoadOptions, type RandomWeights, abortableLoad, loadAborted, loadSchema, resolveConfig, resolveRanks } from './model/load.js';
-import { type CallChannel, followCalls, followerGuard, leadCalls } from './model/forward-calls.js';
+import { type CallChannel, type CallLeader, followCalls, followerGuard, leadCalls } from './model/forward-calls.js';
 import { processRankDevice, resolveProcessGroup } from './model/process-group.js';
 import { warmUp } from './model/warmup.js';
 import { checkMemoryFits } from './model/memory.js';
@@ -78,6 +78,8 @@ export class Qwen3Model {
   /** A rank other than 0 of a forwardCalls group: where it meets rank 0, and its engine unguarded (followCalls); else null. */
   readonly #channel: (CallChannel & { native: NativeModel }) | null;
   #following = false;
+  /** Rank 0 of a forwardCalls group: the connections to the other ranks; else null. */
+  readonly #leader: CallLeader | null;
   readonly #lock: ModelLock;
   /** What the KV cache holds, as far as the JS side knows (null: unknown after a failed step). */
   #cache: CacheContent | null = { rows: [], pad: null };
@@ -85,12 +87,13 @@ export class Qwen3Model {
   #cacheEpoch = 0;
   readonly #slots = new SlotPool();
 
-  private constructor(path: string, config: Qwen3Config, tied: boolean, devices: DeviceName[], dtype: Dtype, compiled: boolean, quantize: Quantize | null, handle: NativeModel, idleHandoverMs: number, forwarding: { forwards: boolean; channel: (CallChannel & { native: NativeModel }) | null }) {
+  private constructor(path: string, config: Qwen3Config, tied: boolean, devices: DeviceName[], dtype: Dtype, compiled: boolean, quantize: Quantize | null, handle: NativeModel, idleHandoverMs: number, forwarding: { forwards: boolean; channel: (CallChannel & { native: NativeModel }) | null; leader: CallLeader | null }) {
     this.path = path;
     const group = handle.info().processGroup;
     this.processGroup = group ? Object.freeze({ ...group }) : null;
     this.forwardsCalls = forwarding.forwards;
     this.#channel = forwarding.channel;
+    this.#leader = forwarding.leader;
     this.config = Object.freeze({ ...config });
     this.tieWordEmbeddings = tied;
     this.device = devices[0]!;
@@ -190,19 +193,23 @@ export class Qwen3Model {
       ...request, config: { ...architecture, tie_word_embeddings: tied }, device, dtype, compile, ...ranks, ...processGroup, ...timeout, ...quantize,
     });
     let handle = await withCallerStack(abortableLoad(loading, label, opts.signal), caller);
+    let leader: CallLeader | null = null;
     const channel: CallChannel | null = opts.forwardCalls && group
       ? { rank: group.rank, worldSize: group.worldSize, host: group.masterAddr, port: group.forwardPort, timeoutMs: opts.collectiveTimeoutMs ?? DEFAULT_COLLECTIVE_TIMEOUT_MS }
       : null;
     try {
       // Every rank warms up alike, before rank 0 starts sending its calls.
       if (opts.warmup ?? device.startsWith('cuda')) await withCallerStack(warmUp(handle, config.context_length, config.vocab_size, compile), caller);
-      if (channel?.rank === 0) handle = await withCallerStack(leadCalls(handle, channel), caller);
+      if (channel?.rank === 0) {
+        leader = await withCallerStack(leadCalls(handle, channel), caller);
+        handle = leader.model();
+      }
     } catch (err) {
       handle.dispose();
       throw err;
     }
     const follows = channel !== null && channel.rank !== 0;
-    const forwarding = { forwards: channel !== null, channel: follows ? { ...channel, native: handle } : null };
+    const forwarding = { forwards: channel !== null, channel: follows ? { ...channel, native: handle } : null, leader };
     if (follows) handle = followerGuard(handle, channel.rank);
     return new Qwen3Model(label, config, tied, devices, dtype, compile, opts.quantize ?? null, handle, opts.idleHandoverMs ?? IDLE_HANDOVER_MS, forwarding);
   }
@@ -214,6 +221,15 @@ export class Qwen3Model {
   #handle(): NativeModel {
     if (!this.#native) throw new Error('Model is disposed');
     return this.#native;
+  }
+
+  /**
+   * Rank 0 of a model loaded with forwardCalls: why the other ranks can no longer follow its
+   * calls (a rank's connection closed, or a rank never connected), after which every call fails
+   * with it; null while they follow, and on other models.
+   */
+  get groupFailure(): Error | null {
+    return this.#leader?.failure ?? null;
   }
 
   /**

@@ -115,4 +115,31 @@ describe('qwen3 serve --distributed (one rank per process, as torchrun starts th
       follower.kill('SIGKILL');
     }
   });
+
+  it('when rank 1 goes away, /health says so and requests fail naming it, while rank 0 keeps answering and stops cleanly', async () => {
+    const [MASTER_PORT, QWEN3_FORWARD_PORT] = (await freePorts(2)).map(String);
+    const env = (rank: number) => ({ RANK: String(rank), WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT, QWEN3_FORWARD_PORT });
+    const args = [...modelArgs, '--port', '0', '--served-model-name', 'tiny', '--distributed'];
+    const follower = spawn(process.execPath, [CLI, 'serve', ...args], { env: { ...process.env, QWEN3_API_KEY: '', ...env(1) } });
+    const followerExit = once(follower, 'exit');
+    const lead = await serve(args, env(0));
+    const leadExit = once(lead.child, 'exit');
+    try {
+      expect((await completion(lead.url)).choices[0]!.finish_reason).toBe('length');
+      follower.kill('SIGKILL');
+      await followerExit;
+      // Wait for rank 0 to see the connection close (polling for the event, however long it takes).
+      let health: { status: string; error?: string };
+      while ((health = (await (await fetch(`${lead.url}/health`)).json()) as typeof health).status === 'ok') await new Promise((r) => setTimeout(r, 50));
+      expect(health).toEqual({ status: 'failed', error: "Rank 1 stopped following rank 0's calls (its connection closed)" });
+      const failed = await completion(lead.url).catch((e: unknown) => e);
+      expect(failed).toBeInstanceOf(OpenAI.InternalServerError);
+      expect((failed as Error).message).toContain("Rank 1 stopped following rank 0's calls");
+      lead.child.kill('SIGTERM');
+      expect(await leadExit).toEqual([0, null]);
+    } finally {
+      lead.child.kill('SIGKILL');
+      follower.kill('SIGKILL');
+    }
+  });
 });

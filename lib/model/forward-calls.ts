@@ -52,7 +52,7 @@ function decodeCall(line: string): Call {
  * made before every rank has connected wait in the connections' buffers: their collectives then
  * wait for the ranks as they would anyway (up to the collective timeout).
  */
-export async function leadCalls(handle: NativeModel, channel: CallChannel): Promise<NativeModel> {
+export async function leadCalls(handle: NativeModel, channel: CallChannel): Promise<CallLeader> {
   const server = createServer();
   server.listen(channel.port, channel.host);
   try {
@@ -60,16 +60,17 @@ export async function leadCalls(handle: NativeModel, channel: CallChannel): Prom
   } catch (err) {
     throw new Error(`Rank 0 could not listen for the other ranks' connections on ${channel.host}:${channel.port}: ${(err as Error).message}`);
   }
-  return new CallLeader(handle, server, channel).model();
+  return new CallLeader(handle, server, channel);
 }
 
-class CallLeader {
+export class CallLeader {
   readonly #handle: NativeModel;
   readonly #server: Server;
   readonly #followers = new Map<number, Socket>();
   readonly #pending: string[] = []; // sent before every rank had connected, in order
   readonly #expected: number; // the other ranks
   #failure: Error | null = null;
+  #disposed = false;
   #chain: Promise<unknown> = Promise.resolve();
   readonly #timer: NodeJS.Timeout;
 
@@ -105,7 +106,12 @@ class CallLeader {
   }
 
   #fail(err: Error): void {
-    this.#failure ??= err;
+    if (!this.#disposed) this.#failure ??= err;
+  }
+
+  /** Why the other ranks can no longer follow (a connection closed, or never came); else null. */
+  get failure(): Error | null {
+    return this.#failure;
   }
 
   #write(line: string): void {
@@ -147,6 +153,7 @@ class CallLeader {
       cacheLength: () => h.cacheLength(),
       info: () => h.info(),
       dispose: () => {
+        this.#disposed = true;
         clearTimeout(this.#timer);
         if (!this.#failure) {
           const line = encodeCall({ method: 'dispose', args: [] });

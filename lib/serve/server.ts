@@ -140,7 +140,12 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     metrics.requests.inc({ endpoint: request.routeOptions.url ?? 'unknown', status: String(reply.statusCode) });
   });
 
-  app.get('/health', async (_request, reply) => (draining ? reply.code(503).send({ status: 'draining' }) : { status: 'ok' }));
+  app.get('/health', async (_request, reply) => {
+    if (draining) return reply.code(503).send({ status: 'draining' });
+    // A model split over processes whose other ranks stopped following: no request can succeed.
+    const failure = o.model.groupFailure;
+    return failure ? reply.code(503).send({ status: 'failed', error: failure.message }) : { status: 'ok' };
+  });
   app.get('/metrics', async (_request, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
   app.get('/v1/models', async () => ({
     object: 'list',
