@@ -36,7 +36,7 @@ describe.each(NAMES)('%s (saved by transformers)', (name) => {
   const dir = join(FIXTURES, name);
   const ref = reference(name);
 
-  // 5e-4: in about 1 of 15 runs of this file the first load of hf-untied-f32 gave logits 1.53e-4
+  // 5e-4: in about 1 of 9 runs of this file the first load of hf-untied-f32 gave logits 1.53e-4
   // from transformers' instead of the usual 9.8e-7, in every forward of that model (the same value
   // each time; the next load is right); cause not found: docs/testing.md#parity.
   it.each([false, true])('float32 logits within 5e-4 of transformers and 50 greedy tokens equal (compile %s)', async (compile) => {
