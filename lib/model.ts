@@ -87,13 +87,13 @@ export class Qwen3Model {
   #cacheEpoch = 0;
   readonly #slots = new SlotPool();
 
-  private constructor(path: string, config: Qwen3Config, tied: boolean, devices: DeviceName[], dtype: Dtype, compiled: boolean, quantize: Quantize | null, handle: NativeModel, idleHandoverMs: number, forwarding: { forwards: boolean; channel: (CallChannel & { native: NativeModel }) | null; leader: CallLeader | null }) {
+  private constructor(path: string, config: Qwen3Config, tied: boolean, devices: DeviceName[], dtype: Dtype, compiled: boolean, quantize: Quantize | null, handle: NativeModel, idleHandoverMs: number, forwarding: { channel: (CallChannel & { native: NativeModel }) | null; leader: CallLeader | null }) {
     this.path = path;
     const group = handle.info().processGroup;
     this.processGroup = group ? Object.freeze({ ...group }) : null;
-    this.forwardsCalls = forwarding.forwards;
     this.#channel = forwarding.channel;
     this.#leader = forwarding.leader;
+    this.forwardsCalls = this.#channel !== null || this.#leader !== null;
     this.config = Object.freeze({ ...config });
     this.tieWordEmbeddings = tied;
     this.device = devices[0]!;
@@ -209,7 +209,7 @@ export class Qwen3Model {
       throw err;
     }
     const follows = channel !== null && channel.rank !== 0;
-    const forwarding = { forwards: channel !== null, channel: follows ? { ...channel, native: handle } : null, leader };
+    const forwarding = { channel: follows ? { ...channel, native: handle } : null, leader };
     if (follows) handle = followerGuard(handle, channel.rank);
     return new Qwen3Model(label, config, tied, devices, dtype, compile, opts.quantize ?? null, handle, opts.idleHandoverMs ?? IDLE_HANDOVER_MS, forwarding);
   }

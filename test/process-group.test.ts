@@ -12,7 +12,7 @@ import { Qwen3Model } from '../lib/index.js';
 import { resolveProcessGroup } from '../lib/model/process-group.js';
 import { loadFixture, relativeMaxError } from './support/fixtures.js';
 import { PROMPT, runProgram } from './support/process-program.mjs';
-import { freePorts } from './support/ports.js';
+import { freePort, freePorts } from './support/ports.js';
 import { CLI, runCli } from './support/run-cli.js';
 
 const DEVICE = process.env.QWEN3_TEST_DEVICE ?? 'cpu';
@@ -20,11 +20,6 @@ const DEVICES = (process.env.QWEN3_TEST_DEVICES ?? 'cpu,cpu').split(',');
 const fx = loadFixture('tiny-gqa4'); // 2 key/value heads: one per rank
 
 type ProgramOutput = Awaited<ReturnType<typeof runProgram>>;
-
-/** A port that nothing listens on now, for rank 0's store. */
-async function freePort(): Promise<number> {
-  return (await freePorts(1))[0]!;
-}
 
 type RankOutput = ProgramOutput & { processGroup: unknown; parameterBytes: number; unseeded: string } & Record<string, unknown>;
 

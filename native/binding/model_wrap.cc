@@ -95,6 +95,10 @@ void ParsePad(const Napi::Object& o, StepRequest& r) {
   }
 }
 
+// A rank of a process group may wait at teardown for the others (parallel/process_group.cc), so
+// its engine is let go off the JS thread.
+bool waits_at_teardown(const std::shared_ptr<LoadedEngine>& engine) { return engine != nullptr && engine->engine->process_group().world > 1; }
+
 // A step request, checked field by field (types and ranges; the engine checks what depends on
 // its state).
 StepRequest ParseStep(const Napi::CallbackInfo& info, const Qwen3Engine& engine, bool many_steps) {
@@ -331,17 +335,15 @@ Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {
 }
 
 ModelWrap::~ModelWrap() {
-  // Collected without dispose(): a rank of a process group lets go on a thread of its own (a
-  // finalizer may not start async work), so that no wait for the other ranks runs here.
-  if (engine_ != nullptr && engine_->engine->process_group().world > 1) {
+  // Collected without dispose(): let go on a thread of its own (a finalizer may not start async work).
+  if (waits_at_teardown(engine_)) {
     std::thread([engine = std::move(engine_)]() mutable { engine.reset(); }).detach();
   }
 }
 
 Napi::Value ModelWrap::Dispose(const Napi::CallbackInfo& info) {
-  // A step in flight holds its own reference; the weights go when it finishes. A rank of a
-  // process group may wait at teardown for the others, so its engine goes off the JS thread.
-  if (engine_ != nullptr && engine_->engine->process_group().world > 1) QueueRelease(info.Env(), std::move(engine_));
+  // A step in flight holds its own reference; the weights go when it finishes.
+  if (waits_at_teardown(engine_)) QueueRelease(info.Env(), std::move(engine_));
   engine_.reset();
   return info.Env().Undefined();
 }

@@ -17,3 +17,8 @@ export async function freePorts(n: number): Promise<number[]> {
   }));
   return ports;
 }
+
+/** One port that nothing listens on now. */
+export async function freePort(): Promise<number> {
+  return (await freePorts(1))[0]!;
+}
