@@ -3,13 +3,16 @@
 // allows (stream_gemv below) and their own kernels elsewhere. Included inside each file's
 // anonymous namespace use, as weight_rows.cuh is.
 //
-// A grid that fits on the GPU at once (kStreamBlocksPerSm blocks a multiprocessor) with the
+// A grid that fits on the GPU at once (a StreamShape's blocks a multiprocessor) with the
 // outputs dealt out evenly: each block a contiguous run of units (rows, or SwiGLU's gate/up row
 // pairs), its warps in groups of `parts`, each group an even share of the block's units, each
 // warp of a group one `parts`-th of every row of them. A lane walks its loads as one stream over
-// its units, the next kStreamDepth 16-byte loads in flight while it sums the ones before, so
+// its units, the next `depth` 16-byte loads in flight while it sums the ones before, so
 // that no wave of blocks or row boundary drains the memory pipe. Each row's part sums meet in
-// shared memory and are added in part order: the same order on every call.
+// shared memory and are added in part order: the same order on every call. What comes between
+// the previous kernel's end and the stream (the wait, x' into shared memory, the residual's
+// first reads) is kept short: the norm's scales are staged before the wait, x is copied in
+// 16-byte loads, each block's first residual values are read with it.
 #pragma once
 
 #include "cuda/weight_rows.cuh"
@@ -17,27 +20,68 @@
 namespace qwen3::cuda {
 namespace {
 
-constexpr int kStreamDepth = 4;
-constexpr int kStreamBlocksPerSm = 4;
+// Two grid shapes (kStreamShapes): four blocks a multiprocessor with four 16-byte loads in flight
+// per lane, and, for products whose rows and outputs both number at least kStreamWideMin (Qwen3-
+// 32B's), three blocks with six loads each, which leaves room beside them for the next kernel's
+// first blocks (measured: docs/performance.md). QWEN3_STREAM_WIDE_MIN overrides the bound at
+// compile time, for scripts/cuda-host/gemv_bench.cu's comparisons.
+#ifndef QWEN3_STREAM_WIDE_MIN
+#define QWEN3_STREAM_WIDE_MIN 5120
+#endif
+constexpr int kStreamWideMin = QWEN3_STREAM_WIDE_MIN;
+struct StreamShape {
+  int depth, blocks_per_sm;
+};
+constexpr StreamShape kStreamShapes[] = {{4, 4}, {6, 3}};
 constexpr int kStreamMinRowBytes = 4096;  // narrower rows stay with the per-row kernels (faster there: docs/performance.md)
 constexpr int kStreamMinLoads = 4;  // a warp's loads per row and lane, where the width allows
-constexpr size_t kStreamMaxShared = 96 * 1024;  // the input (kStreamMaxInputBytes) and the part sums
+constexpr size_t kStreamMaxShared = 96 * 1024;  // the input (kStreamMaxInputBytes), RMSNorm's scales and the part sums
+
+// RMSNorm's scales into shared memory (ns), before the wait: they are weights, not the previous
+// kernel's output.
+template <int kInput>
+__device__ __forceinline__ void stage_norm(const float* norm, float* ns, int k) {
+  if constexpr (kInput == kGemvRmsNorm) {
+    for (int i = threadIdx.x; i < k / 4; i += blockDim.x) reinterpret_cast<float4*>(ns)[i] = reinterpret_cast<const float4*>(norm)[i];
+  }
+}
+
+// x' into shared memory, by the whole block: x copied in 16-byte loads (k * sizeof(T) is a
+// multiple of 16 here), then for RMSNorm the squares summed by each thread over the same elements
+// as block_rms_norm's (so the same bits), and x' written over x.
+template <typename T, int kInput>
+__device__ __forceinline__ void stream_input(const T* x, const float* ns, T* xs, int k, float eps, float* scratch) {
+  const int loads = k * static_cast<int>(sizeof(T)) / 16;
+  for (int i = threadIdx.x; i < loads; i += blockDim.x) reinterpret_cast<uint4*>(xs)[i] = reinterpret_cast<const uint4*>(x)[i];
+  if constexpr (kInput == kGemvRmsNorm) {
+    __syncthreads();
+    float sq = 0.f;
+    for (int i = threadIdx.x; i < k; i += blockDim.x) {
+      const float v = to_f(xs[i]);
+      sq += v * v;
+    }
+    const float rstd = rsqrtf(block_sum(sq, scratch) / k + eps);
+    for (int i = threadIdx.x; i < k; i += blockDim.x) xs[i] = from_f<T>((to_f(xs[i]) * rstd) * ns[i]);
+  }
+}
 
 // Where a lane's stream stands: the unit, its row j (of kRows) and the load l (of `loads`).
 struct StreamCursor {
   int unit, j, l;
 };
 
-template <typename T, bool kFp8, int kInput, bool kSwiGLU>
-__global__ void __launch_bounds__(kGemvThreads, kStreamBlocksPerSm)
+template <typename T, bool kFp8, int kInput, bool kSwiGLU, int kShape>
+__global__ void __launch_bounds__(kGemvThreads, kStreamShapes[kShape].blocks_per_sm)
     stream_gemv_kernel(const void* __restrict__ w, const T* __restrict__ x, const float* __restrict__ norm, const T* residual, T* y,
                        int n_out, int k, float eps, int parts, int loads) {
   constexpr int kRows = kSwiGLU ? 2 : 1;
+  constexpr int kStreamDepth = kStreamShapes[kShape].depth;
   constexpr int V = kFp8 ? 16 : 16 / sizeof(T);  // weights per 16-byte load
   constexpr int kWeightBytes = kFp8 ? 1 : sizeof(T);
   extern __shared__ __align__(16) unsigned char gemv_smem[];
-  T* xs = reinterpret_cast<T*>(gemv_smem);                                   // (k,) x'
-  float* partial = reinterpret_cast<float*>(gemv_smem + (k * sizeof(T) + 15) / 16 * 16);  // (block's units, kRows, parts)
+  T* xs = reinterpret_cast<T*>(gemv_smem);                                     // (k,) x'
+  float* ns = reinterpret_cast<float*>(gemv_smem + (k * sizeof(T) + 15) / 16 * 16);  // (k,) RMSNorm's scales (kGemvRmsNorm)
+  float* partial = ns + (kInput == kGemvRmsNorm ? k : 0);                           // (block's units, kRows, parts)
   __shared__ float scratch[32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int groups = kGemvWarps / parts, group = warp / parts, part = warp % parts;
@@ -65,10 +109,15 @@ __global__ void __launch_bounds__(kGemvThreads, kStreamBlocksPerSm)
   for (int u = 0; u < kStreamDepth; ++u) {
     if (u < total) cur[u] = fetch(at_load), advance(at_load);
   }
+  stage_norm<kInput>(norm, ns, k);
   pdl_wait();  // the input (and the residual, for in-place updates) is the previous kernel's output
   pdl_launch_dependents();
+  // The residual at the block's first outputs, read now rather than after the stream.
+  const int first = u_lo + static_cast<int>(threadIdx.x);
+  T held = from_f<T>(0.f);
+  if (residual != nullptr && first < u_hi) held = residual[first];
   // 2. x' in shared memory.
-  gemv_input<T, kInput>(x, norm, xs, k, eps, scratch);
+  stream_input<T, kInput>(x, ns, xs, k, eps, scratch);
   __syncthreads();
   // 3. The stream: each row's part sum, reduced over the warp, into `partial`.
   StreamCursor at_sum{g_lo, 0, 0};
@@ -100,7 +149,7 @@ __global__ void __launch_bounds__(kGemvThreads, kStreamBlocksPerSm)
   }
   __syncthreads();
   // 4. The block's outputs, a thread each: the parts added in order, then the reference's roundings, as gemv's.
-  for (int unit = u_lo + static_cast<int>(threadIdx.x); unit < u_hi; unit += blockDim.x) {
+  for (int unit = first; unit < u_hi; unit += blockDim.x) {
     float sums[kRows];
 #pragma unroll
     for (int j = 0; j < kRows; ++j) {
@@ -110,7 +159,11 @@ __global__ void __launch_bounds__(kGemvThreads, kStreamBlocksPerSm)
       if constexpr (kFp8) s *= fp8_scale(row_of(unit, j), k);
       sums[j] = s;
     }
-    store_product<T, kSwiGLU>(y, unit, sums, residual);
+    if (unit == first) {
+      store_product_value<T, kSwiGLU>(y, unit, sums, residual != nullptr, held);
+    } else {
+      store_product<T, kSwiGLU>(y, unit, sums, residual);
+    }
   }
 }
 
@@ -129,9 +182,9 @@ inline bool stream_gemv_fits(int k, int bytes, int per_load) {
   return stream_gemv_enabled() && k % (32 * per_load) == 0 && static_cast<int64_t>(k) * bytes <= kStreamMaxInputBytes;
 }
 
-// Blocks of `shared` bytes a multiprocessor holds at once, up to kStreamBlocksPerSm (the system
-// keeps 1 KB a block).
-inline int stream_blocks_per_sm(size_t shared) {
+// Blocks of `shared` bytes a multiprocessor holds at once, up to `most` (the system keeps 1 KB a
+// block).
+inline int stream_blocks_per_sm(size_t shared, int most) {
   static const int per_sm = [] {
     int device = 0, bytes = 0;
     if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device) != cudaSuccess) {
@@ -139,7 +192,7 @@ inline int stream_blocks_per_sm(size_t shared) {
     }
     return bytes;
   }();
-  return std::max(1, std::min(kStreamBlocksPerSm, static_cast<int>(per_sm / (shared + 1024))));
+  return std::max(1, std::min(most, static_cast<int>(per_sm / (shared + 1024))));
 }
 
 // Launches the streaming kernel for W (n_out or, for SwiGLU, 2 n_out rows of k weights; kFp8: FP8
@@ -150,16 +203,20 @@ bool stream_gemv(GemvInput input, const void* w, const T* x, const float* norm, 
                  void* stream) {
   constexpr int V = kFp8 ? 16 : 16 / sizeof(T);
   if (!stream_gemv_fits(k, sizeof(T), V) || k * (kFp8 ? 1 : static_cast<int>(sizeof(T))) < kStreamMinRowBytes) return false;
+  // The input and RMSNorm's scales are read in 16-byte loads.
+  if (reinterpret_cast<uintptr_t>(x) % 16 != 0 || reinterpret_cast<uintptr_t>(norm) % 16 != 0) return false;
   const int warp_loads = k / (32 * V);  // a whole row's loads per lane, for one warp
   // The most parts (warps a row) that keep every part a whole number of at least kStreamMinLoads loads.
   int parts = 1;
   while (parts < kGemvWarps && warp_loads % (2 * parts) == 0 && warp_loads / (2 * parts) >= kStreamMinLoads) parts *= 2;
   const int groups = kGemvWarps / parts;
   const bool swiglu = input == kGemvRmsNormSwiGLU;
-  const size_t input_bytes = (static_cast<size_t>(k) * sizeof(T) + 15) / 16 * 16;
+  // x' and, for RMSNorm, its scales.
+  const size_t input_bytes = (static_cast<size_t>(k) * sizeof(T) + 15) / 16 * 16 + (input == kGemvPlain ? 0 : k * sizeof(float));
   // A first guess of the part sums' room sizes the grid; the grid then sizes the room.
   const size_t guess = input_bytes + static_cast<size_t>((n_out + sm_count() - 1) / sm_count()) * (swiglu ? 2 : 1) * parts * sizeof(float);
-  const int blocks = std::max(1, std::min(sm_count() * stream_blocks_per_sm(guess), (n_out + groups - 1) / groups));
+  const int shape = std::min(n_out, k) >= kStreamWideMin ? 1 : 0;
+  const int blocks = std::max(1, std::min(sm_count() * stream_blocks_per_sm(guess, kStreamShapes[shape].blocks_per_sm), (n_out + groups - 1) / groups));
   const int units_max = (n_out + blocks - 1) / blocks;
   const size_t shared = input_bytes + static_cast<size_t>(units_max) * (swiglu ? 2 : 1) * parts * sizeof(float);
   if (shared > kStreamMaxShared) return false;
@@ -171,12 +228,20 @@ bool stream_gemv(GemvInput input, const void* w, const T* x, const float* norm, 
     launch("stream_gemv", kernel, true, dim3(blocks), dim3(kGemvThreads), shared, stream, w, x, norm, residual, y, n_out, k, eps, parts,
            warp_loads / parts);
   };
-  if (swiglu) {
-    start(stream_gemv_kernel<T, kFp8, kGemvRmsNorm, true>);
-  } else if (input == kGemvRmsNorm) {
-    start(stream_gemv_kernel<T, kFp8, kGemvRmsNorm, false>);
+  auto start_shape = [&](auto shape) {
+    constexpr int kShape = decltype(shape)::value;
+    if (swiglu) {
+      start(stream_gemv_kernel<T, kFp8, kGemvRmsNorm, true, kShape>);
+    } else if (input == kGemvRmsNorm) {
+      start(stream_gemv_kernel<T, kFp8, kGemvRmsNorm, false, kShape>);
+    } else {
+      start(stream_gemv_kernel<T, kFp8, kGemvPlain, false, kShape>);
+    }
+  };
+  if (shape == 1) {
+    start_shape(std::integral_constant<int, 1>{});
   } else {
-    start(stream_gemv_kernel<T, kFp8, kGemvPlain, false>);
+    start_shape(std::integral_constant<int, 0>{});
   }
   return true;
 }

@@ -71,17 +71,23 @@ __device__ __forceinline__ float dot_fp8(const uint4& packed_w, const T* xs) {
 
 // Output n of a product from its float32 sums, with the reference's roundings: kSwiGLU (sums =
 // {gate, up}): silu(g) * u from the rounded products, rounded once; else the product rounded,
-// plus the residual where there is one, rounded again.
+// plus the residual's value at n (`held`) where there is one, rounded again.
 template <typename T, bool kSwiGLU>
-__device__ __forceinline__ void store_product(T* y, int n, const float* sums, const T* residual) {
+__device__ __forceinline__ void store_product_value(T* y, int n, const float* sums, bool has_residual, T held) {
   if constexpr (kSwiGLU) {
     const float g = to_f(from_f<T>(sums[0])), u = to_f(from_f<T>(sums[1]));
     y[n] = from_f<T>(g / (1.f + __expf(-g)) * u);
   } else {
     T out = from_f<T>(sums[0]);
-    if (residual != nullptr) out = from_f<T>(to_f(out) + to_f(residual[n]));
+    if (has_residual) out = from_f<T>(to_f(out) + to_f(held));
     y[n] = out;
   }
+}
+
+// The same with the residual read here (residual: null, or the vector to add).
+template <typename T, bool kSwiGLU>
+__device__ __forceinline__ void store_product(T* y, int n, const float* sums, const T* residual) {
+  store_product_value<T, kSwiGLU>(y, n, sums, residual != nullptr, residual != nullptr ? residual[n] : from_f<T>(0.f));
 }
 
 // FP8 rows: row r's k weights, then its float32 scale, then padding to kFp8RowPad more bytes.

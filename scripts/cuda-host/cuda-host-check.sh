@@ -129,13 +129,15 @@ tp_processes() {
 # Tensor parallelism over two GPUs (kind nvidia-h200-x2): the tests with NCCL ranks against one
 # GPU (threads of one process, and one process per rank), the split model's float32 tokens and
 # bf16 logits against one GPU for the 0.6B and 8B shapes (TP_SIZES), two processes beside
-# threads, then the bench with one GPU beside two (TP_BENCH_SIZES, random bf16 weights made on
-# the devices): batch 1, batch 32 and a 2,048-token prefill.
+# threads, `qwen3 serve --distributed` over NCCL against `qwen3 serve` on one GPU, then the
+# bench with one GPU beside two (TP_BENCH_SIZES, random bf16 weights made on the devices):
+# batch 1, batch 32 and a 2,048-token prefill.
 if want tp; then
   QWEN3_TEST_DEVICE=cuda:0 QWEN3_TEST_DEVICES=cuda:0,cuda:1 step tp-tests npx vitest run test/tensor-parallel.test.ts test/process-group.test.ts
   step tp-check node scripts/cuda-host/tensor_parallel_check.mjs --sizes ${TP_SIZES:-0.6B,8B}
   export OUT
   step tp-processes tp_processes
+  step serve-distributed node scripts/cuda-host/serve_distributed_check.mjs --size 0.6B
   export OUT
   for size in ${TP_BENCH_SIZES-8B 32B}; do
     step tp-bench-$size bash -c 'node dist/cli.js bench --random-weights --size '$size' --dtype bfloat16 --device cuda:0 cuda:0,cuda:1 --rows "KV cache compiled" --batches 1,32 --prefill 2048 --new-tokens 100 --runs 3 --json > "$OUT/tp-bench-'$size'.json"'
@@ -176,7 +178,9 @@ if want fp8; then
   done
 fi
 # The speed table; BASELINE=transformers adds Hugging Face transformers (torch.compile takes minutes).
+# First the batch-1 products alone at 8B's and 32B's shapes (no libtorch, under a minute).
 if want bench; then
+  GEMV_ROUNDS=1 step gemv-bench bash scripts/cuda-host/gemv-bench.sh
   need_full
   export OUT BASELINE
   step bench bash -c 'node dist/cli.js bench --device cuda --model '$FULL'/model.pth --context 4096,16384,32768 ${BASELINE:+--baseline $BASELINE} --json > "$OUT/bench.json"'

@@ -1,0 +1,164 @@
+// Times the batch-1 matrix-vector products of a decode step (cuda::gemv, cuda::gemv_fp8) at
+// Qwen3-8B's and Qwen3-32B's shapes, without libtorch: each layer's four products (RMSNorm + QKV,
+// the attention output with its residual, RMSNorm + gate/up + SwiGLU, down with its residual)
+// over every layer's own weights, as one CUDA graph per measurement, the way a decode step's
+// graph runs them back to back. Prints microseconds and bytes read per second for the whole
+// layer stack and for each product alone (each alone is a graph of that product over every
+// layer's weights), beside the device-to-device copy rate. Compiled once per variant of
+// stream_gemv.cuh's constants by scripts/cuda-host/gemv-bench.sh; needs a GPU:
+//   nvcc -O3 -std=c++17 -arch=sm_90a -Inative scripts/cuda-host/gemv_bench.cu native/cuda/gemv_kernels.cu \
+//     native/cuda/fp8_gemv.cu native/cuda/head_kernel.cu -o /tmp/gemv_bench && /tmp/gemv_bench [8B|32B ...]
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "../checks/host_check.h"
+#include "cuda/kernels.h"
+
+namespace cuda = qwen3::cuda;
+
+namespace {
+
+struct Shape {
+  const char* name;
+  int dim, heads, groups, hd, hidden, layers;
+};
+constexpr Shape kShapes[] = {{"8B", 4096, 32, 8, 128, 12288, 36}, {"32B", 5120, 64, 8, 128, 25600, 64}};
+
+// Fills `bytes` with a hash of the position: bfloat16 values in about [-1, 1] (fp8: E4M3 bytes
+// that are never NaN; each row's scale is whatever four such bytes read as, harmless to timing).
+__global__ void fill(uint16_t* p, size_t n, uint32_t seed, bool fp8) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    p[i] = fp8 ? static_cast<uint16_t>(h & 0x3737) : static_cast<uint16_t>(0x3c00 | (h & 0x807f));
+  }
+}
+
+void* device_random(size_t bytes, uint32_t seed, bool fp8) {
+  void* p = nullptr;
+  CHECK(cudaMalloc(&p, bytes + 16));
+  fill<<<1024, 256>>>(static_cast<uint16_t*>(p), bytes / 2, seed, fp8);
+  CHECK(cudaGetLastError());
+  return p;
+}
+
+// Microseconds per replay of a graph of `record`'s launches (median of 9 timed replays of 5).
+double time_graph(const std::function<void(cudaStream_t)>& record, cudaStream_t stream) {
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  record(stream);
+  CHECK(cudaStreamEndCapture(stream, &graph));
+  CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  cudaEvent_t start, stop;
+  CHECK(cudaEventCreate(&start));
+  CHECK(cudaEventCreate(&stop));
+  for (int i = 0; i < 3; ++i) CHECK(cudaGraphLaunch(exec, stream));
+  std::vector<float> times;
+  for (int i = 0; i < 9; ++i) {
+    CHECK(cudaEventRecord(start, stream));
+    for (int r = 0; r < 5; ++r) CHECK(cudaGraphLaunch(exec, stream));
+    CHECK(cudaEventRecord(stop, stream));
+    CHECK(cudaEventSynchronize(stop));
+    float ms = 0.f;
+    CHECK(cudaEventElapsedTime(&ms, start, stop));
+    times.push_back(ms * 1000.f / 5.f);
+  }
+  std::sort(times.begin(), times.end());
+  CHECK(cudaGraphExecDestroy(exec));
+  CHECK(cudaGraphDestroy(graph));
+  return times[times.size() / 2];
+}
+
+double copy_rate(cudaStream_t stream) {
+  const size_t bytes = size_t{4} << 30;
+  void *a = nullptr, *b = nullptr;
+  CHECK(cudaMalloc(&a, bytes));
+  CHECK(cudaMalloc(&b, bytes));
+  const double us = time_graph([&](cudaStream_t s) { CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s)); }, stream);
+  CHECK(cudaFree(a));
+  CHECK(cudaFree(b));
+  return 2.0 * bytes / us / 1e6;  // read and written, TB/s
+}
+
+void bench(const Shape& s, bool fp8, cudaStream_t stream) {
+  const int q_out = (s.heads + 2 * s.groups) * s.hd, attn = s.heads * s.hd;
+  struct Product {
+    const char* name;
+    cuda::GemvInput input;
+    int rows, n_out, k;
+    bool residual;
+  };
+  const Product products[] = {{"qkv", cuda::kGemvRmsNorm, q_out, q_out, s.dim, false},
+                              {"out", cuda::kGemvPlain, s.dim, s.dim, attn, true},
+                              {"gate_up", cuda::kGemvRmsNormSwiGLU, 2 * s.hidden, s.hidden, s.dim, false},
+                              {"down", cuda::kGemvPlain, s.dim, s.dim, s.hidden, true}};
+  const auto row_bytes = [&](const Product& p) { return fp8 ? static_cast<size_t>(p.k) + 16 : static_cast<size_t>(p.k) * 2; };
+  std::vector<void*> weights[4];
+  for (int l = 0; l < s.layers; ++l) {
+    for (int i = 0; i < 4; ++i) weights[i].push_back(device_random(row_bytes(products[i]) * products[i].rows, 17 * l + i, fp8));
+  }
+  // Activations: the residual stream x, the QKV product, the attention's output (left as filled),
+  // the SwiGLU product; RMSNorm scales of one.
+  void* x = device_random(2 * s.dim, 1, false);
+  void* qkv = device_random(2 * q_out, 2, false);
+  void* ctx = device_random(2 * attn, 3, false);
+  void* h = device_random(2 * s.hidden, 4, false);
+  std::vector<float> ones(s.dim, 1.f);
+  float* norm = upload(ones);
+  void* outs[] = {qkv, x, h, x};
+  const void* ins[] = {x, ctx, x, h};
+  const auto product = [&](int i, int l, cudaStream_t st) {
+    const Product& p = products[i];
+    auto* run = fp8 ? cuda::gemv_fp8 : cuda::gemv;
+    run(1, p.input, weights[i][l], ins[i], p.input == cuda::kGemvPlain ? nullptr : norm, p.residual ? x : nullptr, outs[i], p.n_out, p.k,
+        1e-6f, st);
+  };
+  size_t layer_bytes = 0;
+  for (const Product& p : products) layer_bytes += row_bytes(p) * p.rows;
+  CHECK(cudaDeviceSynchronize());
+  const double all = time_graph([&](cudaStream_t st) {
+    for (int l = 0; l < s.layers; ++l) {
+      for (int i = 0; i < 4; ++i) product(i, l, st);
+    }
+  }, stream);
+  std::printf("%-4s %-5s layers   %8.1f us a layer  %5.2f TB/s\n", s.name, fp8 ? "fp8" : "bf16", all / s.layers, layer_bytes * s.layers / all / 1e6);
+  for (int i = 0; i < 4; ++i) {
+    const double us = time_graph([&](cudaStream_t st) {
+      for (int l = 0; l < s.layers; ++l) product(i, l, st);
+    }, stream);
+    const Product& p = products[i];
+    std::printf("%-4s %-5s %-8s %8.1f us a call   %5.2f TB/s  (%d x %d)\n", s.name, fp8 ? "fp8" : "bf16", p.name, us / s.layers,
+                row_bytes(p) * p.rows * s.layers / us / 1e6, p.rows, p.k);
+  }
+  for (auto& list : weights) {
+    for (void* w : list) CHECK(cudaFree(w));
+  }
+  for (void* a : {x, qkv, ctx, h}) CHECK(cudaFree(a));
+  CHECK(cudaFree(norm));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  cudaStream_t stream;
+  CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  std::printf("copy %.2f TB/s (device to device, read + written)\n", copy_rate(stream));
+  for (const Shape& s : kShapes) {
+    bool wanted = argc < 2;
+    for (int a = 1; a < argc; ++a) wanted |= std::strcmp(argv[a], s.name) == 0;
+    if (!wanted) continue;
+    bench(s, false, stream);
+    if (std::strcmp(s.name, "8B") == 0) bench(s, true, stream);
+  }
+  return 0;
+}
