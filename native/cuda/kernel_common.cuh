@@ -60,16 +60,24 @@ __device__ float block_sum(float v, float* scratch) {
   return v;
 }
 
-// dst = cast(row * rsqrt(mean(row^2) + eps) * w) for one row, by the whole block.
+// rsqrt(mean(row^2) + eps) for one row, by the whole block; every thread gets it. Each thread
+// sums the squares of elements threadIdx.x, + blockDim.x, ... in order, so any caller gets the
+// same bits.
 template <typename T>
-__device__ void block_rms_norm(const T* __restrict__ row, const float* __restrict__ w, T* __restrict__ dst, int dim, float eps,
-                               float* scratch) {
+__device__ float block_rstd(const T* row, int dim, float eps, float* scratch) {
   float sq = 0.f;
   for (int i = threadIdx.x; i < dim; i += blockDim.x) {
     const float v = to_f(row[i]);
     sq += v * v;
   }
-  const float rstd = rsqrtf(block_sum(sq, scratch) / dim + eps);
+  return rsqrtf(block_sum(sq, scratch) / dim + eps);
+}
+
+// dst = cast(row * rsqrt(mean(row^2) + eps) * w) for one row, by the whole block.
+template <typename T>
+__device__ void block_rms_norm(const T* __restrict__ row, const float* __restrict__ w, T* __restrict__ dst, int dim, float eps,
+                               float* scratch) {
+  const float rstd = block_rstd(row, dim, eps, scratch);
   for (int i = threadIdx.x; i < dim; i += blockDim.x) dst[i] = from_f<T>((to_f(row[i]) * rstd) * w[i]);
 }
 

@@ -47,20 +47,14 @@ __device__ __forceinline__ void stage_norm(const float* norm, float* ns, int k) 
 }
 
 // x' into shared memory, by the whole block: x copied in 16-byte loads (k * sizeof(T) is a
-// multiple of 16 here), then for RMSNorm the squares summed by each thread over the same elements
-// as block_rms_norm's (so the same bits), and x' written over x.
+// multiple of 16 here), then for RMSNorm x' written over x, with block_rms_norm's statistics.
 template <typename T, int kInput>
 __device__ __forceinline__ void stream_input(const T* x, const float* ns, T* xs, int k, float eps, float* scratch) {
   const int loads = k * static_cast<int>(sizeof(T)) / 16;
   for (int i = threadIdx.x; i < loads; i += blockDim.x) reinterpret_cast<uint4*>(xs)[i] = reinterpret_cast<const uint4*>(x)[i];
   if constexpr (kInput == kGemvRmsNorm) {
     __syncthreads();
-    float sq = 0.f;
-    for (int i = threadIdx.x; i < k; i += blockDim.x) {
-      const float v = to_f(xs[i]);
-      sq += v * v;
-    }
-    const float rstd = rsqrtf(block_sum(sq, scratch) / k + eps);
+    const float rstd = block_rstd(xs, k, eps, scratch);
     for (int i = threadIdx.x; i < k; i += blockDim.x) xs[i] = from_f<T>((to_f(xs[i]) * rstd) * ns[i]);
   }
 }
