@@ -8,6 +8,7 @@ set -uo pipefail
 OUT=${OUT:-$PWD/cuda-host-logs}
 mkdir -p "$OUT"
 variants=${GEMV_VARIANTS:-"base: narrow:-DQWEN3_STREAM_WIDE_MIN=1000000"}
+status=0
 pids=()
 for v in $variants; do
   name=${v%%:*}
@@ -16,12 +17,13 @@ for v in $variants; do
     native/cuda/head_kernel.cu -o /tmp/gemv_bench_$name > "$OUT/gemv-build-$name.log" 2>&1 &
   pids+=($!)
 done
-for p in "${pids[@]}"; do wait "$p"; done
+for p in "${pids[@]}"; do wait "$p" || status=1; done
 # GEMV_ROUNDS rounds (default 2), the variants in turn in each, to see the spread between runs.
 for round in $(seq ${GEMV_ROUNDS:-2}); do
   for v in $variants; do
     name=${v%%:*}
     echo "== $name (${v#*:}), round $round"
-    /tmp/gemv_bench_$name "$@"
+    /tmp/gemv_bench_$name "$@" || status=1
   done
 done
+exit $status
