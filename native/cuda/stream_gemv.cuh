@@ -33,7 +33,12 @@ struct StreamShape {
   int depth, blocks_per_sm;
 };
 constexpr StreamShape kStreamShapes[] = {{4, 4}, {6, 3}};
-constexpr int kStreamMinRowBytes = 4096;  // narrower rows stay with the per-row kernels (faster there: docs/performance.md)
+// Narrower rows stay with the per-row kernels (faster there: docs/performance.md); the override is
+// for gemv_bench.cu's comparisons too.
+#ifndef QWEN3_STREAM_MIN_ROW_BYTES
+#define QWEN3_STREAM_MIN_ROW_BYTES 4096
+#endif
+constexpr int kStreamMinRowBytes = QWEN3_STREAM_MIN_ROW_BYTES;
 constexpr int kStreamMinLoads = 4;  // a warp's loads per row and lane, where the width allows
 constexpr size_t kStreamMaxShared = 96 * 1024;  // the input (kStreamMaxInputBytes), RMSNorm's scales and the part sums
 

@@ -178,7 +178,7 @@ if want fp8; then
   done
 fi
 # The speed table; BASELINE=transformers adds Hugging Face transformers (torch.compile takes minutes).
-# First the batch-1 products alone at 8B's and 32B's shapes (no libtorch, under a minute).
+# First the batch-1 products alone at 0.6B's, 8B's and 32B's shapes (no libtorch, about a minute).
 if want bench; then
   GEMV_ROUNDS=1 step gemv-bench bash scripts/cuda-host/gemv-bench.sh
   need_full

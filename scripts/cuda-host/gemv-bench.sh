@@ -2,7 +2,7 @@
 # Times the decode step's matrix-vector products (scripts/cuda-host/gemv_bench.cu) once for each
 # variant of the streaming kernel's compile-time constants (native/cuda/stream_gemv.cuh), built
 # side by side (by default: as built, and with every product on the narrow grid shape):
-#   bash scripts/cuda-host/gemv-bench.sh [SHAPE...]      (SHAPE: 8B 32B; default both)
+#   bash scripts/cuda-host/gemv-bench.sh [SHAPE...]      (SHAPE: 0.6B 8B 32B; default all three)
 # GEMV_VARIANTS overrides the list: "name:-DFLAG=V,-DFLAG=V name2:..." ("base:" is the default build).
 set -uo pipefail
 OUT=${OUT:-$PWD/cuda-host-logs}
