@@ -8,10 +8,12 @@
 #include <ATen/ops/pow.h>
 #include <ATen/ops/rsqrt.h>
 #include <ATen/ops/softmax.h>
+#include <ATen/ops/zeros.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <mutex>
 #include <vector>
 
 namespace qwen3 {
@@ -62,6 +64,25 @@ at::Tensor causal_attention_blocks(const at::Tensor& q, const at::Tensor& k, con
   return out.size() == 1 ? out[0] : at::cat(out, 2);
 }
 
+namespace {
+
+// ATen's float cos and sin on x86 are oneMKL's VML functions, and oneMKL 2024.2 (the one in the
+// torch 2.13 wheels) settles which kernel a function runs on its first call. When that first
+// call comes from several of ATen's threads at once (a table of more than 2,048 elements is
+// split between them), one thread's part can run a low-accuracy kernel: a whole half of the
+// cos table off by up to ~1.5e-4 for every step of that model (pytorch/pytorch#188792). One
+// call on one element, on this thread alone, before any table is made, settles it.
+void settle_vml_kernels() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const at::Tensor one = at::zeros({1}, at::TensorOptions().dtype(at::kFloat));
+    (void)one.cos();
+    (void)one.sin();
+  });
+}
+
+}  // namespace
+
 RopeTable::RopeTable(int64_t head_dim, double theta, int64_t max_length, c10::Device device)
     : max_length_(max_length), device_(device) {
   const at::Tensor exponents =
@@ -77,6 +98,7 @@ std::pair<at::Tensor, at::Tensor> RopeTable::slice(int64_t start, int64_t length
     const at::Tensor positions = at::arange(rows, at::TensorOptions().dtype(at::kFloat));
     at::Tensor angles = positions.unsqueeze(1) * inv_freq_.unsqueeze(0);  // (rows, head_dim / 2)
     angles = at::cat({angles, angles}, 1);                                 // (rows, head_dim)
+    settle_vml_kernels();
     cos_ = angles.cos().to(device_);
     sin_ = angles.sin().to(device_);
   }

@@ -16,6 +16,22 @@ import math
 import torch
 import torch.nn as nn
 
+
+def settle_vml_kernels():
+    """One-element cos and sin on this thread, before any larger call.
+
+    ATen's float cos and sin are oneMKL's VML functions, and oneMKL 2024.2 picks each
+    function's kernel on its first call; when that call is split between threads, one
+    thread's part can run a low-accuracy kernel (pytorch/pytorch#188792). The C++ side
+    does the same (native/model/layers.cc).
+    """
+    one = torch.zeros(1)
+    one.cos()
+    one.sin()
+
+
+settle_vml_kernels()
+
 # Shape of Qwen3-0.6B, as the book spells it.
 QWEN_CONFIG_06_B = dict(
     vocab_size=151_936,
