@@ -74,6 +74,8 @@ double time_graph(const std::function<void(cudaStream_t)>& record, cudaStream_t 
     times.push_back(ms * 1000.f / 5.f);
   }
   std::sort(times.begin(), times.end());
+  CHECK(cudaEventDestroy(start));
+  CHECK(cudaEventDestroy(stop));
   CHECK(cudaGraphExecDestroy(exec));
   CHECK(cudaGraphDestroy(graph));
   return times[times.size() / 2];
