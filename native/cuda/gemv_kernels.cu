@@ -127,10 +127,7 @@ template <typename T, int kRows, bool kInRegs, bool kSwiGLU, typename WeightRow>
 __device__ __forceinline__ void store_outputs(const float (&accs)[kRows], const float (&res)[kRows], const T* residual, T* y, int unit, int n_out,
                                               WeightRow weight_row) {
   if constexpr (kSwiGLU) {
-    if (unit < n_out) {
-      const float g = to_f(from_f<T>(accs[0])), u = to_f(from_f<T>(accs[1]));
-      y[unit] = from_f<T>(g / (1.f + __expf(-g)) * u);
-    }
+    if (unit < n_out) store_product<T, true>(y, unit, accs, nullptr);
   } else {
 #pragma unroll
     for (int j = 0; j < kRows; ++j) {
