@@ -1,5 +1,6 @@
 // The decode step's attention kernel (declared in cuda/kernels.h).
-#include "cuda/kernel_common.cuh"
+#include "cuda/attention_splits.cuh"
+#include "cuda/attention_stream.cuh"
 
 namespace qwen3::cuda {
 namespace {
@@ -15,12 +16,19 @@ namespace {
 constexpr int kGroupAttnThreads = 512;
 constexpr int kGroupAttnWarps = kGroupAttnThreads / 32;
 // Splits of one row's positions at most: one row has only `groups` blocks per split, so it takes
-// more of them to fill the GPU at long lengths; many rows fill it with fewer.
+// more of them to fill the GPU at long lengths; many rows fill it with fewer. (The QWEN3_ATTN_*
+// overrides are for scripts/cuda-host/attention_bench.cu's comparisons.)
+#ifndef QWEN3_ATTN_ONE_ROW_SPLITS
+#define QWEN3_ATTN_ONE_ROW_SPLITS 64
+#endif
+#ifndef QWEN3_ATTN_PER_SPLIT_PER_ROW
+#define QWEN3_ATTN_PER_SPLIT_PER_ROW 32
+#endif
 constexpr int kGroupAttnMaxSplits = 32;
-constexpr int kOneRowMaxSplits = 64;
+constexpr int kOneRowMaxSplits = QWEN3_ATTN_ONE_ROW_SPLITS;
 // A split takes at least this many positions per row of the batch, up to 128: the fastest at
 // batch 1; larger batches have blocks enough, and more splits there only repeat the prologue.
-constexpr int kPositionsPerSplitPerRow = 32;
+constexpr int kPositionsPerSplitPerRow = QWEN3_ATTN_PER_SPLIT_PER_ROW;
 constexpr int kMaxPositionsPerSplit = 128;
 constexpr int kLaneFloats = 16;  // at most two 16-byte loads of float32 a lane and position
 // Positions a lane loads before it sums the first (float32 has the registers for two).
@@ -210,7 +218,6 @@ __device__ __forceinline__ void store_warp_partial(const GroupBlock& b, const Te
 template <typename T>
 __device__ __forceinline__ void merge_warps(const GroupBlock& b, const Teams& t, T* __restrict__ out, float* partials, int heads, int hd,
                                             int splits) {
-  const size_t stride_p = hd + 2;
   for (int i = threadIdx.x; i < b.reps * hd; i += blockDim.x) {
     const int rh = i / hd, d = i % hd, w0 = rh * t.warps_per_head;
     float m_all = -INFINITY;
@@ -226,8 +233,8 @@ __device__ __forceinline__ void merge_warps(const GroupBlock& b, const Teams& t,
     if (b.active == 1) {
       out[head * hd + d] = from_f<T>(total / sum);
     } else {
-      float* pp = partials + (head * splits + b.split) * stride_p;
-      pp[2 + d] = total;
+      float* pp = split_partial(partials, head, b.split, splits, hd);
+      pp[kPartialHeader + d] = total;
       if (d == 0) {
         pp[0] = m_all;
         pp[1] = sum;
@@ -238,21 +245,20 @@ __device__ __forceinline__ void merge_warps(const GroupBlock& b, const Teams& t,
 
 // 4. The last block of a (row, group) to finish merges every split's partial into out.
 template <typename T>
-__device__ __forceinline__ void merge_splits(const GroupBlock& b, T* __restrict__ out, const float* partials, int heads, int hd, int splits) {
-  const size_t stride_p = hd + 2;
+__device__ __forceinline__ void merge_splits(const GroupBlock& b, T* __restrict__ out, float* partials, int heads, int hd, int splits) {
   for (int i = threadIdx.x; i < b.reps * hd; i += blockDim.x) {
     const int rh = i / hd, d = i % hd;
     const size_t head = static_cast<size_t>(b.row) * heads + b.g * b.reps + rh;
-    const float* pp = partials + head * splits * stride_p;
     float m_all = -INFINITY;
-    for (int sp = 0; sp < b.active; ++sp) m_all = fmaxf(m_all, __ldcg(pp + sp * stride_p));
+    for (int sp = 0; sp < b.active; ++sp) m_all = fmaxf(m_all, __ldcg(split_partial(partials, head, sp, splits, hd)));
     float total = 0.f, sum = 0.f;
     for (int sp = 0; sp < b.active; ++sp) {
-      const float m_sp = __ldcg(pp + sp * stride_p);
+      const float* pp = split_partial(partials, head, sp, splits, hd);
+      const float m_sp = __ldcg(pp);
       if (m_sp == -INFINITY) continue;  // a split with no positions
       const float f = __expf(m_sp - m_all);
-      total += __ldcg(pp + sp * stride_p + 2 + d) * f;
-      sum += __ldcg(pp + sp * stride_p + 1) * f;
+      total += __ldcg(pp + kPartialHeader + d) * f;
+      sum += __ldcg(pp + 1) * f;
     }
     out[head * hd + d] = from_f<T>(total / sum);
   }
@@ -266,7 +272,6 @@ __global__ void __launch_bounds__(kGroupAttnThreads)
                            float* partials, int* done, int heads, int groups, int hd, int capacity, int splits, int split_limit,
                            int min_per_split, float scale, float eps, int phase) {
   extern __shared__ float group_smem[];
-  __shared__ bool last_block;
   pdl_launch_dependents();
   pdl_wait();
   GroupBlock b;
@@ -283,23 +288,15 @@ __global__ void __launch_bounds__(kGroupAttnThreads)
   b.pos = position[static_cast<size_t>(b.row) * position_stride];
   if (b.pos < 0) {
     if (phase == kAttendStoreOnly) return;
-    // A padding row of a batch-size bucket: no keys to attend to, and nothing to write but a
-    // zero context (whatever the row computes afterwards is never read).
-    if (b.split == 0) {
-      T* dst = out + (static_cast<size_t>(b.row) * heads + b.g * b.reps) * hd;
-      for (int i = threadIdx.x; i < b.reps * hd; i += blockDim.x) dst[i] = from_f<T>(0.f);
-    }
+    if (b.split == 0) zero_padding_row(out, b.row, b.g, b.reps, heads, hd);
     return;
   }
-  const int64_t length = b.pos + 1;
-  // How the positions split depends on the length alone (not on the grid, which follows the
-  // buffer's capacity), so eager steps and graph replays add in the same order.
-  const int64_t per = max(static_cast<int64_t>(min_per_split), (length + split_limit - 1) / split_limit);
-  b.active = static_cast<int>((length + per - 1) / per);
+  const SplitRange range = split_range(b.pos, b.split, split_limit, min_per_split);
+  b.active = range.active;
   if (b.split >= b.active) return;  // the grid covers the longest length the cache can hold
-  b.lo = b.split * per;
-  b.hi = min(b.lo + per, length);
-  b.owner = b.lo <= b.pos && b.pos < b.hi;
+  b.lo = range.lo;
+  b.hi = range.hi;
+  b.owner = range.owner;
   b.stores = b.owner && phase != kAttendReadOnly;
   if (phase == kAttendStoreOnly && !b.owner) return;
   const int64_t slot = row_slots ? row_slots[b.row] : b.row;  // the row's place in the key/value buffers
@@ -320,13 +317,8 @@ __global__ void __launch_bounds__(kGroupAttnThreads)
 
   merge_warps<T>(b, t, out, partials, heads, hd, splits);
   if (b.active == 1) return;
-  __threadfence();
-  __syncthreads();
   int* counter = done + static_cast<size_t>(b.row) * groups + b.g;
-  if (threadIdx.x == 0) last_block = atomicAdd(counter, 1) == b.active - 1;
-  __syncthreads();
-  if (!last_block) return;
-  __threadfence();
+  if (!last_split_to_finish(counter, b.active)) return;
   merge_splits<T>(b, out, partials, heads, hd, splits);
   if (threadIdx.x == 0) *counter = 0;  // ready for the next step
 }
@@ -343,7 +335,7 @@ int attention_splits(int rows, int capacity) {
 }
 
 size_t attention_partials_floats(int rows, int heads, int hd, int capacity) {
-  return static_cast<size_t>(rows) * heads * attention_splits(rows, capacity) * (hd + 2);
+  return static_cast<size_t>(rows) * heads * attention_splits(rows, capacity) * (kPartialHeader + hd);
 }
 
 bool group_attention_supported(int dtype, int heads, int groups, int hd) {
@@ -359,6 +351,20 @@ void group_attention(int dtype, const void* qkv, const float* q_norm, const floa
                      void* stream) {
   if (!group_attention_supported(dtype, heads, groups, hd)) throw std::invalid_argument("group_attention: unsupported head layout");
   const int splits = attention_splits(rows, capacity), reps = heads / groups;
+  if (stream_attention_applies(dtype, heads, groups, hd, qk_norm, max_splits(rows), {qkv, k_cache, v_cache, cos, sin, partials}, q_norm,
+                               k_norm)) {
+    dispatch(dtype, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      if constexpr (sizeof(T) == 2) {
+        const StreamAttentionArgs<T> args{static_cast<const T*>(qkv), q_norm, k_norm, cos, sin, qk_norm, position, position_stride, row_slots,
+                                          static_cast<T*>(k_cache), static_cast<T*>(v_cache), static_cast<T*>(out), partials, done, heads,
+                                          groups, capacity, splits, max_splits(rows), min_positions_per_split(rows), phase, scale, eps};
+        launch_stream_attention<T>(reps, rows, splits, args, stream);
+      }
+    });
+    check("stream_attention");
+    return;
+  }
   const size_t shared = (static_cast<size_t>(reps) * hd + kGroupAttnThreads + kGroupAttnWarps * hd + 3 * kGroupAttnWarps) * sizeof(float);
   dispatch(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;

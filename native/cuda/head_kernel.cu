@@ -146,14 +146,7 @@ __global__ void __launch_bounds__(kGemvThreads) head_kernel(const void* __restri
 
 }  // namespace
 
-int sm_count() {
-  static const int count = [] {
-    int device = 0, n = 0;
-    if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) return 132;
-    return n;
-  }();
-  return count;
-}
+int sm_count() { return multiprocessors(); }
 
 int head_blocks(int n_out) { return std::max(1, std::min((n_out + kGemvWarps - 1) / kGemvWarps, sm_count() * kHeadBlocksPerSm)); }
 

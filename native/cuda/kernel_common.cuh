@@ -10,10 +10,12 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdint>
 #include <cstdlib>
+#include <initializer_list>
 #include <stdexcept>
-#include <type_traits>
 #include <string>
+#include <type_traits>
 
 #include "common/element_type.h"
 #include "cuda/kernels.h"
@@ -86,17 +88,33 @@ inline void check(const char* what) {
   if (err != cudaSuccess) throw std::runtime_error(std::string(what) + " kernel failed: " + cudaGetErrorString(err));
 }
 
+// Whether the environment variable `name` is set to anything but "" or "0" (the switches that
+// turn a fast path off, to compare).
+inline bool env_set(const char* name) {
+  const char* value = std::getenv(name);
+  return value != nullptr && *value != '\0' && std::string(value) != "0";
+}
+
 // On sm_90 and newer, unless QWEN3_NO_PDL is set (to compare, or to rule it out).
 inline bool pdl_enabled() {
   static const bool enabled = [] {
-    const char* off = std::getenv("QWEN3_NO_PDL");
-    if (off != nullptr && *off != '\0' && std::string(off) != "0") return false;
+    if (env_set("QWEN3_NO_PDL")) return false;
     int device = 0, major = 0;
     if (cudaGetDevice(&device) != cudaSuccess) return false;
     if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) return false;
     return major >= 9;
   }();
   return enabled;
+}
+
+// The current GPU's multiprocessor count (cuda::sm_count), read once per file and process.
+inline int multiprocessors() {
+  static const int count = [] {
+    int device = 0, n = 0;
+    if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) return 132;
+    return n;
+  }();
+  return count;
 }
 
 // Launches `kernel`, with programmatic dependent launch where `pdl` asks and the GPU has it.

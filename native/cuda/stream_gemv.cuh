@@ -168,10 +168,7 @@ __global__ void __launch_bounds__(kGemvThreads, kStreamShapes[kShape].blocks_per
 
 // On unless QWEN3_NO_STREAM_GEMV is set (to compare with the per-row kernels).
 inline bool stream_gemv_enabled() {
-  static const bool enabled = [] {
-    const char* off = std::getenv("QWEN3_NO_STREAM_GEMV");
-    return off == nullptr || *off == '\0' || std::string(off) == "0";
-  }();
+  static const bool enabled = !env_set("QWEN3_NO_STREAM_GEMV");
   return enabled;
 }
 

@@ -2,8 +2,11 @@
 // in both of its uses: a batch step (every row at one position, row r in cache row r) and a
 // ragged step over sequence slots (per-row positions, a row -> slot map, padding rows at position
 // -1 that must touch nothing), and a ragged step whose rows include a prompt's tokens (several
-// rows of one slot, run as a store-only and then a read-only launch). Positions long enough to split the attention several ways, rows
-// whose lengths leave some splits empty. Exits 1 on a mismatch. Needs a GPU; no libtorch:
+// rows of one slot, run as a store-only and then a read-only launch). Positions long enough to
+// split the attention several ways and each split into many rounds, rows whose lengths leave
+// some splits empty, 2 to 8 query heads a group. bfloat16 takes the streaming kernel
+// (attention_stream.cuh), float32 the general one; QWEN3_NO_STREAM_ATTENTION=1 checks the
+// general kernel on bfloat16 too. Exits 1 on a mismatch. Needs a GPU; no libtorch:
 //   nvcc -std=c++17 -arch=sm_90 -Inative scripts/checks/slot_attention_check.cu native/cuda/attention_kernel.cu -o /tmp/slot_check && /tmp/slot_check
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -21,7 +24,7 @@
 
 namespace {
 
-constexpr int H = 16, G = 8, HD = 128, REPS = H / G, SLOTS = 6;
+constexpr int G = 8, HD = 128;
 constexpr float EPS = 1e-6f;
 
 struct Case {
@@ -30,15 +33,18 @@ struct Case {
   std::vector<int64_t> slots;      // per row; empty: identity
   bool shared = false;             // rows share slots: store, then attend
   int capacity = 384;              // positions each slot holds
+  int heads = 16;                  // query heads: heads / 8 a key/value group
 };
 
 // Runs one call of the kernel and compares its output and cache writes with the host reference.
 template <typename T>
 bool run_case(int dtype, const char* name, const Case& c, std::mt19937& rng) {
-  const int capacity = c.capacity;
+  const int capacity = c.capacity, H = c.heads, REPS = H / G;
+  int slots = c.rows;  // slots in the caches: enough for every row's
+  for (const int64_t s : c.slots) slots = std::max(slots, static_cast<int>(s) + 1);
   std::normal_distribution<float> normal(0.f, 1.f);
   const int qkv_width = (H + 2 * G) * HD;
-  const size_t cache_n = static_cast<size_t>(SLOTS) * G * capacity * HD;
+  const size_t cache_n = static_cast<size_t>(slots) * G * capacity * HD;
   std::vector<T> qkv(static_cast<size_t>(c.rows) * qkv_width), k_cache(cache_n), v_cache(cache_n);
   for (auto& x : qkv) x = from_f<T>(normal(rng));
   for (auto& x : k_cache) x = from_f<T>(normal(rng));
@@ -163,8 +169,17 @@ int main() {
   // A 6-token prompt after 250 cached tokens of slot 1 and a 3-token one from empty slot 5,
   // beside two decode rows, then padding.
   const Case prompts{16, {250, 251, 252, 253, 254, 255, 0, 1, 2, 90, 377, -1, -1, -1, -1, -1}, {1, 1, 1, 1, 1, 1, 5, 5, 5, 0, 3, 2, 2, 2, 2, 2}, true};
+  // Every group size of the Qwen3 family (2, 4, 5 and 8 query heads a group), a length whose
+  // splits take many rounds each, and a split that holds the new position alone.
+  const Case longer{1, {16000}, {0}, false, 16384, 32};
+  const Case wide_groups{8, {299, 0, 37, 130, 383, -1, -1, -1}, {4, 0, 2, 5, 1, 3, 3, 3}, false, 384, 64};
+  const Case five{2, {4095, 31}, {1, 0}, false, 4096, 40};
+  const Case alone{1, {64}, {0}, false, 384};
+  const Case prompts8{16, {250, 251, 252, 253, 254, 255, 0, 1, 2, 90, 377, -1, -1, -1, -1, -1}, {1, 1, 1, 1, 1, 1, 5, 5, 5, 0, 3, 2, 2, 2, 2, 2}, true, 384, 64};
   for (const auto& [name, c] : {std::pair{"batch", batch}, std::pair{"ragged", ragged}, std::pair{"one row", one}, std::pair{"prompt rows", prompts},
-                                 std::pair{"one long row", long_one}, std::pair{"two long rows", long_rows}}) {
+                                 std::pair{"one long row", long_one}, std::pair{"two long rows", long_rows}, std::pair{"16k, 4 a group", longer},
+                                 std::pair{"ragged, 8 a group", wide_groups}, std::pair{"4k, 5 a group", five},
+                                 std::pair{"new position alone", alone}, std::pair{"prompt rows, 8 a group", prompts8}}) {
     ok &= run_case<float>(0, (std::string(name) + " float32").c_str(), c, rng);
     ok &= run_case<__nv_bfloat16>(1, (std::string(name) + " bfloat16").c_str(), c, rng);
   }

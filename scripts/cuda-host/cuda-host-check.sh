@@ -178,9 +178,11 @@ if want fp8; then
   done
 fi
 # The speed table; BASELINE=transformers adds Hugging Face transformers (torch.compile takes minutes).
-# First the batch-1 products alone at 0.6B's, 8B's and 32B's shapes (no libtorch, about a minute).
+# First the batch-1 products and the long-context attention alone at 0.6B's, 8B's and 32B's shapes
+# (no libtorch, about a minute each).
 if want bench; then
-  GEMV_ROUNDS=1 step gemv-bench bash scripts/cuda-host/gemv-bench.sh
+  ROUNDS=1 step gemv-bench bash scripts/cuda-host/kernel-bench.sh gemv
+  ROUNDS=1 step attention-bench bash scripts/cuda-host/kernel-bench.sh attention
   need_full
   export OUT BASELINE
   step bench bash -c 'node dist/cli.js bench --device cuda --model '$FULL'/model.pth --context 4096,16384,32768 ${BASELINE:+--baseline $BASELINE} --json > "$OUT/bench.json"'

@@ -5,7 +5,7 @@
 // graph runs them back to back. Prints microseconds and bytes read per second for the whole
 // layer stack and for each product alone (each alone is a graph of that product over every
 // layer's weights). Compiled once per variant of
-// stream_gemv.cuh's constants by scripts/cuda-host/gemv-bench.sh; needs a GPU:
+// stream_gemv.cuh's constants by scripts/cuda-host/kernel-bench.sh; needs a GPU:
 //   nvcc -O3 -std=c++17 -arch=sm_90 -Inative scripts/cuda-host/gemv_bench.cu native/cuda/gemv_kernels.cu \
 //     native/cuda/fp8_gemv.cu native/cuda/head_kernel.cu -o /tmp/gemv_bench && /tmp/gemv_bench [0.6B|8B|32B ...]
 #include <cuda_bf16.h>
@@ -15,11 +15,11 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <functional>
 #include <string>
 #include <vector>
 
 #include "../checks/host_check.h"
+#include "bench_graph.h"
 #include "cuda/kernels.h"
 
 namespace cuda = qwen3::cuda;
@@ -31,55 +31,6 @@ struct Shape {
   int dim, heads, groups, hd, hidden, layers;
 };
 constexpr Shape kShapes[] = {{"0.6B", 1024, 16, 8, 128, 3072, 28}, {"8B", 4096, 32, 8, 128, 12288, 36}, {"32B", 5120, 64, 8, 128, 25600, 64}};
-
-// Fills `bytes` with a hash of the position: bfloat16 values in about [-1, 1] (fp8: E4M3 bytes
-// that are never NaN; each row's scale is whatever four such bytes read as, harmless to timing).
-__global__ void fill(uint16_t* p, size_t n, uint32_t seed, bool fp8) {
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
-    h ^= h >> 15;
-    h *= 2246822519u;
-    p[i] = fp8 ? static_cast<uint16_t>(h & 0x3737) : static_cast<uint16_t>(0x3c00 | (h & 0x807f));
-  }
-}
-
-void* device_random(size_t bytes, uint32_t seed, bool fp8) {
-  void* p = nullptr;
-  CHECK(cudaMalloc(&p, bytes + 16));
-  fill<<<1024, 256>>>(static_cast<uint16_t*>(p), bytes / 2, seed, fp8);
-  CHECK(cudaGetLastError());
-  return p;
-}
-
-// Microseconds per replay of a graph of `record`'s launches (median of 9 timed replays of 5).
-double time_graph(const std::function<void(cudaStream_t)>& record, cudaStream_t stream) {
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  record(stream);
-  CHECK(cudaStreamEndCapture(stream, &graph));
-  CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  cudaEvent_t start, stop;
-  CHECK(cudaEventCreate(&start));
-  CHECK(cudaEventCreate(&stop));
-  for (int i = 0; i < 3; ++i) CHECK(cudaGraphLaunch(exec, stream));
-  std::vector<float> times;
-  for (int i = 0; i < 9; ++i) {
-    CHECK(cudaEventRecord(start, stream));
-    for (int r = 0; r < 5; ++r) CHECK(cudaGraphLaunch(exec, stream));
-    CHECK(cudaEventRecord(stop, stream));
-    CHECK(cudaEventSynchronize(stop));
-    float ms = 0.f;
-    CHECK(cudaEventElapsedTime(&ms, start, stop));
-    times.push_back(ms * 1000.f / 5.f);
-  }
-  std::sort(times.begin(), times.end());
-  CHECK(cudaEventDestroy(start));
-  CHECK(cudaEventDestroy(stop));
-  CHECK(cudaGraphExecDestroy(exec));
-  CHECK(cudaGraphDestroy(graph));
-  return times[times.size() / 2];
-}
 
 void bench(const Shape& s, bool fp8, cudaStream_t stream) {
   const int q_out = (s.heads + 2 * s.groups) * s.hd, attn = s.heads * s.hd;

@@ -1,0 +1,65 @@
+// What the kernel microbenchmarks (gemv_bench.cu, attention_bench.cu) share: device buffers of
+// hashed values, and the time of one replay of a CUDA graph.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "../checks/host_check.h"
+
+namespace {
+
+// Fills `bytes` with a hash of the position: bfloat16 values in about [-1, 1] (fp8: E4M3 bytes
+// that are never NaN; each row's scale is whatever four such bytes read as, harmless to timing).
+__global__ void fill(uint16_t* p, size_t n, uint32_t seed, bool fp8) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    p[i] = fp8 ? static_cast<uint16_t>(h & 0x3737) : static_cast<uint16_t>(0x3c00 | (h & 0x807f));
+  }
+}
+
+void* device_random(size_t bytes, uint32_t seed, bool fp8) {
+  void* p = nullptr;
+  CHECK(cudaMalloc(&p, bytes + 16));
+  fill<<<1024, 256>>>(static_cast<uint16_t*>(p), bytes / 2, seed, fp8);
+  CHECK(cudaGetLastError());
+  return p;
+}
+
+// Microseconds per replay of a graph of `record`'s launches (median of 9 timed replays of 5).
+double time_graph(const std::function<void(cudaStream_t)>& record, cudaStream_t stream) {
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  record(stream);
+  CHECK(cudaStreamEndCapture(stream, &graph));
+  CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  cudaEvent_t start, stop;
+  CHECK(cudaEventCreate(&start));
+  CHECK(cudaEventCreate(&stop));
+  for (int i = 0; i < 3; ++i) CHECK(cudaGraphLaunch(exec, stream));
+  std::vector<float> times;
+  for (int i = 0; i < 9; ++i) {
+    CHECK(cudaEventRecord(start, stream));
+    for (int r = 0; r < 5; ++r) CHECK(cudaGraphLaunch(exec, stream));
+    CHECK(cudaEventRecord(stop, stream));
+    CHECK(cudaEventSynchronize(stop));
+    float ms = 0.f;
+    CHECK(cudaEventElapsedTime(&ms, start, stop));
+    times.push_back(ms * 1000.f / 5.f);
+  }
+  std::sort(times.begin(), times.end());
+  CHECK(cudaEventDestroy(start));
+  CHECK(cudaEventDestroy(stop));
+  CHECK(cudaGraphExecDestroy(exec));
+  CHECK(cudaGraphDestroy(graph));
+  return times[times.size() / 2];
+}
+
+}  // namespace
