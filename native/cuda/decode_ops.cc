@@ -30,6 +30,16 @@ void product(at::Tensor& out, const at::Tensor& input, const at::Tensor& w) {
   }
 }
 
+// Whether cuda::batch_product takes this step's product of `input` (rows, k) by W into out
+// (rows, n_out): up to the rows where it beats cuBLAS, W in the compute dtype (not FP8 rows), every
+// buffer contiguous and 16-byte aligned.
+bool batch_fits(int dtype, const at::Tensor& w, const at::Tensor& input, const at::Tensor& out, int64_t n_out) {
+  const auto aligned = [](const at::Tensor& t) { return t.is_contiguous() && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; };
+  return !is_fp8_rows(w) && aligned(w) && aligned(input) && aligned(out) && input.dim() == 2 &&
+         input.size(0) <= cuda::kBatchProductFasterRows &&
+         cuda::batch_product_supported(dtype, static_cast<int>(input.size(0)), static_cast<int>(n_out), static_cast<int>(w.size(1)));
+}
+
 }  // namespace
 
 bool CudaDecodeOps::gemv_fits(const ModelConfig& config, at::ScalarType dtype, bool fp8_rows) {
@@ -76,8 +86,11 @@ at::Tensor CudaDecodeOps::qkv(const at::Tensor& x, const FusedBlock& w) {
   if (one_row_) {
     gemv(dtype_, cuda::kGemvRmsNorm, w.w_qkv, x.data_ptr(), w.norm1.data_ptr<float>(), nullptr, qkv_.data_ptr(), static_cast<int>(qkv_.size(1)),
          static_cast<int>(config_.emb_dim), static_cast<float>(kNormEps), stream_);
+  } else if (const at::Tensor& normed = norm(x, w.norm1); batch_fits(dtype_, w.w_qkv, normed, qkv_, qkv_.size(1))) {
+    cuda::batch_product(dtype_, false, w.w_qkv.data_ptr(), normed.data_ptr(), nullptr, qkv_.data_ptr(), static_cast<int>(buffers_.batch),
+                        static_cast<int>(qkv_.size(1)), static_cast<int>(config_.emb_dim), stream_);
   } else {
-    product(qkv_, norm(x, w.norm1), w.w_qkv);
+    product(qkv_, normed, w.w_qkv);
   }
   return qkv_;
 }
@@ -107,6 +120,10 @@ void CudaDecodeOps::linear_add(at::Tensor& x, const at::Tensor& input, const at:
     const int64_t k = is_fp8_rows(w) ? fp8_input_width(w) : w.size(1);
     gemv(dtype_, cuda::kGemvPlain, w, input.data_ptr(), nullptr, x.data_ptr(), x.data_ptr(), static_cast<int>(w.size(0)), static_cast<int>(k),
          static_cast<float>(kNormEps), stream_);
+  } else if (batch_fits(dtype_, w, input, x, w.size(0))) {
+    // The rounded product, then the sum, rounded again (as the one-row kernel).
+    cuda::batch_product(dtype_, false, w.data_ptr(), input.data_ptr(), x.data_ptr(), x.data_ptr(), static_cast<int>(buffers_.batch),
+                        static_cast<int>(w.size(0)), static_cast<int>(w.size(1)), stream_);
   } else if (is_fp8_rows(w)) {
     x.add_(fp8_linear(input, w));  // the rounded product, then the sum (as the one-row kernel)
   } else {
@@ -119,8 +136,11 @@ at::Tensor CudaDecodeOps::swiglu(const at::Tensor& x, const FusedBlock& w) {
   if (one_row_) {
     gemv(dtype_, cuda::kGemvRmsNormSwiGLU, w.w_gate_up, x.data_ptr(), w.norm2.data_ptr<float>(), nullptr, act_.data_ptr(), static_cast<int>(F),
          static_cast<int>(config_.emb_dim), static_cast<float>(kNormEps), stream_);
+  } else if (const at::Tensor& normed = norm(x, w.norm2); batch_fits(dtype_, w.w_gate_up, normed, act_, F)) {
+    cuda::batch_product(dtype_, true, w.w_gate_up.data_ptr(), normed.data_ptr(), nullptr, act_.data_ptr(), static_cast<int>(buffers_.batch),
+                        static_cast<int>(F), static_cast<int>(config_.emb_dim), stream_);
   } else {
-    product(gate_up_, norm(x, w.norm2), w.w_gate_up);
+    product(gate_up_, normed, w.w_gate_up);
     cuda::silu_mul(dtype_, gate_up_.data_ptr(), act_.data_ptr(), static_cast<int>(buffers_.batch), static_cast<int>(F), stream_);
   }
   return act_;

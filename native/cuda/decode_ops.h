@@ -1,8 +1,10 @@
 // The block's operations for one decode step on CUDA. Batch 1: five kernels a block, GEMVs that
 // fold RMSNorm into their input and the residual add or SwiGLU into their output, and one
-// attention kernel that also norms, ropes and caches the step's heads. Larger batches: cuBLAS
-// products (the residual added by cuBLAS) between separate RMSNorm and SiLU*up kernels, and the
-// same attention kernel. Built only where the fused kernels are.
+// attention kernel that also norms, ropes and caches the step's heads. 2 to 8 rows: products on
+// the tensor cores that read the weights once for all rows (cuda::batch_product, with the residual
+// add or SwiGLU in their output) after a separate RMSNorm kernel, and the same attention kernel;
+// more rows, FP8 rows and float32: cuBLAS products (the residual added by cuBLAS) and a separate
+// SiLU*up kernel. Built only where the fused kernels are.
 #pragma once
 
 #include "model/block.h"

@@ -1,5 +1,5 @@
 // Fused CUDA kernels for decode steps and prompts (norm_kernels.cu, attention_kernel.cu,
-// gemv_kernels.cu, fp8_gemv.cu, head_kernel.cu): each replaces 6-20 small ATen kernels, whose
+// gemv_kernels.cu, fp8_gemv.cu, head_kernel.cu, batch_product.cu): each replaces 6-20 small ATen kernels, whose
 // launches and drains, not the weight reads, bound a batch-1 decode once the step is a CUDA graph. Arithmetic is float32
 // throughout and rounds to the model dtype where the reference rounds; measurements behind the
 // choices: docs/performance.md. Plain pointers and sizes only, so this header needs neither
@@ -69,6 +69,20 @@ void gemv(int dtype, GemvInput input, const void* w, const void* x, const float*
 bool gemv_fp8_supported(int dtype, int k);
 void gemv_fp8(int dtype, GemvInput input, const void* w, const void* x, const float* norm, const void* residual, void* y, int n_out, int k,
               float eps, void* stream);
+
+// y (rows, n_out) = x (rows, k) W^T for 1 to kBatchProductMaxRows rows on the tensor cores, the
+// weights read once for all rows (batch_product.cu): the product rounded; with a residual, plus
+// the residual and rounded again (y may be the residual); with swiglu, W (2 n_out, k) = [gate |
+// up] and y = silu(g) * u as gemv computes them. bfloat16 and float16, n_out a multiple of 16, k
+// of 32, 16-byte aligned buffers; x must not overlap y. QWEN3_NO_BATCH_PRODUCT=1 turns it off
+// (batch_product_supported answers false), to compare with cuBLAS. The decode step takes it up to
+// kBatchProductFasterRows rows, where it beat cuBLAS end to end; past that, cuBLAS was faster
+// (docs/performance.md).
+constexpr int kBatchProductMaxRows = 64;
+constexpr int kBatchProductFasterRows = 8;
+bool batch_product_supported(int dtype, int rows, int n_out, int k);
+void batch_product(int dtype, bool swiglu, const void* w, const void* x, const void* residual, void* y, int rows, int n_out, int k,
+                   void* stream);
 
 // The end of a batch-1 decode step in one kernel: logits (n_out,) = RMSNorm(x) * norm W^T (as
 // gemv with input 1) and their argmax into *next (the first of equal maxima, NaN above all, as

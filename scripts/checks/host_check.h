@@ -1,9 +1,10 @@
 // What the standalone kernel checks (scripts/checks/*_check.cu) share on the host: a CUDA error
-// check that ends the program, the element conversions of float32 and bfloat16, and copies of
-// vectors to and from the device.
+// check that ends the program, the element conversions of float32, bfloat16 and float16, and
+// copies of vectors to and from the device.
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdio>
@@ -22,9 +23,11 @@
 template <typename T> float to_f(T v);
 template <> inline float to_f<float>(float v) { return v; }
 template <> inline float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <> inline float to_f<__half>(__half v) { return __half2float(v); }
 template <typename T> T from_f(float v);
 template <> inline float from_f<float>(float v) { return v; }
 template <> inline __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
+template <> inline __half from_f<__half>(float v) { return __float2half(v); }
 
 // A device copy of `host` (16 bytes of slack past its end, for kernels' last vector loads).
 template <typename T>

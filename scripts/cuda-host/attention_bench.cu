@@ -13,7 +13,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <string>
 #include <vector>
 
 #include "../checks/host_check.h"
@@ -24,14 +23,9 @@ namespace cuda = qwen3::cuda;
 
 namespace {
 
-struct Shape {
-  const char* name;
-  int heads, layers;
-};
-constexpr Shape kShapes[] = {{"0.6B", 16, 28}, {"8B", 32, 36}, {"32B", 64, 64}};
-constexpr int kGroups = 8, kHeadDim = 128;
+constexpr int kGroups = 8, kHeadDim = 128;  // every shape's
 
-void bench(const Shape& s, int context, cudaStream_t stream) {
+void bench(const ModelShape& s, int context, cudaStream_t stream) {
   const int capacity = context, qkv_width = (s.heads + 2 * kGroups) * kHeadDim;
   const size_t cache_bytes = static_cast<size_t>(kGroups) * capacity * kHeadDim * 2;
   std::vector<void*> keys, values;
@@ -70,24 +64,18 @@ void bench(const Shape& s, int context, cudaStream_t stream) {
 
 int main(int argc, char** argv) {
   std::vector<int> contexts{128, 1024, 4096, 16384, 32768};
-  std::vector<std::string> shapes;
-  for (int a = 1; a < argc; ++a) {
-    if (std::strcmp(argv[a], "--context") == 0 && a + 1 < argc) {
-      contexts.clear();
-      for (char* p = argv[++a]; *p != '\0';) {
-        contexts.push_back(static_cast<int>(std::strtol(p, &p, 10)));
-        if (*p == ',') ++p;
-      }
-    } else {
-      shapes.emplace_back(argv[a]);
+  for (int a = 1; a + 1 < argc; ++a) {
+    if (std::strcmp(argv[a], "--context") != 0) continue;
+    contexts.clear();
+    for (char* p = argv[a + 1]; *p != '\0';) {
+      contexts.push_back(static_cast<int>(std::strtol(p, &p, 10)));
+      if (*p == ',') ++p;
     }
   }
   cudaStream_t stream;
   CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  for (const Shape& s : kShapes) {
-    bool wanted = shapes.empty();
-    for (const auto& name : shapes) wanted |= name == s.name;
-    if (!wanted) continue;
+  for (const ModelShape& s : kModelShapes) {
+    if (!shape_wanted(s.name, argc, argv)) continue;
     for (const int context : contexts) bench(s, context, stream);
   }
   return 0;

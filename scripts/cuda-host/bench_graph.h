@@ -1,17 +1,41 @@
-// What the kernel microbenchmarks (gemv_bench.cu, attention_bench.cu) share: device buffers of
-// hashed values, and the time of one replay of a CUDA graph.
+// What the kernel microbenchmarks (gemv_bench.cu, attention_bench.cu, batch_bench.cu) share: the
+// model shapes, the shapes a command line asks for, device buffers of hashed values, and the time
+// of one replay of a CUDA graph.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <vector>
 
 #include "../checks/host_check.h"
 
 namespace {
+
+struct ModelShape {
+  const char* name;
+  int dim, heads, groups, hd, hidden, layers;
+};
+constexpr ModelShape kModelShapes[] = {{"0.6B", 1024, 16, 8, 128, 3072, 28}, {"8B", 4096, 32, 8, 128, 12288, 36},
+                                       {"32B", 5120, 64, 8, 128, 25600, 64}};
+
+// Whether the shape names in argv[1..] (options starting with "--" and their values skipped) ask
+// for `name`; none asks for every shape.
+inline bool shape_wanted(const char* name, int argc, char** argv) {
+  bool any = false, wanted = false;
+  for (int a = 1; a < argc; ++a) {
+    if (std::strncmp(argv[a], "--", 2) == 0) {
+      ++a;
+      continue;
+    }
+    any = true;
+    wanted |= std::strcmp(argv[a], name) == 0;
+  }
+  return !any || wanted;
+}
 
 // Fills `bytes` with a hash of the position: bfloat16 values in about [-1, 1] (fp8: E4M3 bytes
 // that are never NaN; each row's scale is whatever four such bytes read as, harmless to timing).

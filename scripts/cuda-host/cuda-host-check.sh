@@ -63,9 +63,12 @@ fi
 slot_attention() { nvcc -O2 -std=c++17 -arch=sm_90 -Inative scripts/checks/slot_attention_check.cu native/cuda/attention_kernel.cu -o /tmp/slot_attention_check && /tmp/slot_attention_check; }
 # The batch-1 matrix-vector kernels alone against a host reference, at Qwen3's widths (0.6B to 32B).
 gemv_check() { nvcc -O2 -std=c++17 -arch=sm_90 -Inative scripts/checks/gemv_check.cu native/cuda/gemv_kernels.cu native/cuda/fp8_gemv.cu native/cuda/head_kernel.cu -o /tmp/gemv_check && /tmp/gemv_check; }
+# The products for several rows alone against a host reference (1 to 64 rows, 0.6B's and 8B's widths).
+batch_check() { nvcc -O2 -std=c++17 -arch=sm_90 -Inative scripts/checks/batch_product_check.cu native/cuda/batch_product.cu -o /tmp/batch_product_check && /tmp/batch_product_check; }
 if want tests; then
   step slot-attention slot_attention
   step gemv gemv_check
+  step batch-product batch_check
   QWEN3_TEST_DEVICE=cuda step tests-cuda npx vitest run ${TESTS:-}
 fi
 # qwen3 serve under load over HTTP (bench-serve): a Qwen3-0.6B-shape folder of random bf16
@@ -178,11 +181,12 @@ if want fp8; then
   done
 fi
 # The speed table; BASELINE=transformers adds Hugging Face transformers (torch.compile takes minutes).
-# First the batch-1 products and the long-context attention alone at 0.6B's, 8B's and 32B's shapes
-# (no libtorch, about a minute each).
+# First the batch-1 products, the long-context attention and the products for 8-64 rows alone at
+# 0.6B's, 8B's and 32B's shapes (no libtorch, about a minute each).
 if want bench; then
   ROUNDS=1 step gemv-bench bash scripts/cuda-host/kernel-bench.sh gemv
   ROUNDS=1 step attention-bench bash scripts/cuda-host/kernel-bench.sh attention
+  ROUNDS=1 step batch-bench bash scripts/cuda-host/kernel-bench.sh batch
   need_full
   export OUT BASELINE
   step bench bash -c 'node dist/cli.js bench --device cuda --model '$FULL'/model.pth --context 4096,16384,32768 ${BASELINE:+--baseline $BASELINE} --json > "$OUT/bench.json"'

@@ -26,13 +26,8 @@ namespace cuda = qwen3::cuda;
 
 namespace {
 
-struct Shape {
-  const char* name;
-  int dim, heads, groups, hd, hidden, layers;
-};
-constexpr Shape kShapes[] = {{"0.6B", 1024, 16, 8, 128, 3072, 28}, {"8B", 4096, 32, 8, 128, 12288, 36}, {"32B", 5120, 64, 8, 128, 25600, 64}};
 
-void bench(const Shape& s, bool fp8, cudaStream_t stream) {
+void bench(const ModelShape& s, bool fp8, cudaStream_t stream) {
   const int q_out = (s.heads + 2 * s.groups) * s.hd, attn = s.heads * s.hd;
   struct Product {
     const char* name;
@@ -94,10 +89,8 @@ void bench(const Shape& s, bool fp8, cudaStream_t stream) {
 int main(int argc, char** argv) {
   cudaStream_t stream;
   CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  for (const Shape& s : kShapes) {
-    bool wanted = argc < 2;
-    for (int a = 1; a < argc; ++a) wanted |= std::strcmp(argv[a], s.name) == 0;
-    if (!wanted) continue;
+  for (const ModelShape& s : kModelShapes) {
+    if (!shape_wanted(s.name, argc, argv)) continue;
     bench(s, false, stream);
     if (std::strcmp(s.name, "32B") != 0) bench(s, true, stream);
   }

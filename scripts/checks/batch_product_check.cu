@@ -1,0 +1,101 @@
+// The decode step's products for several rows (cuda::batch_product) against a double-precision
+// host reference with the same roundings: plain, with a residual added in place, and SwiGLU over
+// [gate | up] rows, for 1 to 64 rows (every tile count of the kernel, rows that leave a tile part
+// empty) at the widths of Qwen3-0.6B and 8B, in bfloat16 and float16; the row after the last must
+// stay untouched. Exits 1 on a mismatch. Needs a GPU; no libtorch:
+//   nvcc -std=c++17 -arch=sm_90 -Inative scripts/checks/batch_product_check.cu native/cuda/batch_product.cu -o /tmp/batch_check && /tmp/batch_check
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "cuda/kernels.h"
+#include "host_check.h"
+
+namespace {
+
+enum class Kind { kPlain, kResidual, kSwiGLU };
+
+struct Case {
+  const char* name;
+  int rows, n_out, k;
+  Kind kind;
+};
+
+template <typename T>
+bool run_case(int dtype, const Case& c, std::mt19937& rng) {
+  std::uniform_real_distribution<float> unit(-1.f, 1.f);
+  const int w_rows = c.kind == Kind::kSwiGLU ? 2 * c.n_out : c.n_out;
+  const float x_scale = 2.f / std::sqrt(static_cast<float>(c.k));  // sums of about 0.7
+  std::vector<T> w(static_cast<size_t>(w_rows) * c.k), x(static_cast<size_t>(c.rows) * c.k);
+  std::vector<T> y(static_cast<size_t>(c.rows + 1) * c.n_out);  // one row more: it must stay as it is
+  for (auto& v : w) v = from_f<T>(unit(rng));
+  for (auto& v : x) v = from_f<T>(unit(rng) * x_scale);
+  for (auto& v : y) v = from_f<T>(c.kind == Kind::kResidual ? 4.f * unit(rng) : 1234.f);
+  T *d_w = upload(w), *d_x = upload(x), *d_y = upload(y);
+  qwen3::cuda::batch_product(dtype, c.kind == Kind::kSwiGLU, d_w, d_x, c.kind == Kind::kResidual ? d_y : nullptr, d_y, c.rows, c.n_out,
+                             c.k, nullptr);
+  CHECK(cudaDeviceSynchronize());
+  const std::vector<T> got = download(d_y, y.size());
+  std::vector<float> wf(w.size()), xf(x.size());
+  for (size_t i = 0; i < w.size(); ++i) wf[i] = to_f(w[i]);
+  for (size_t i = 0; i < x.size(); ++i) xf[i] = to_f(x[i]);
+  const auto dot = [&](int r, int row) {
+    const float *xr = &xf[static_cast<size_t>(r) * c.k], *wr = &wf[static_cast<size_t>(row) * c.k];
+    double s = 0;
+    for (int i = 0; i < c.k; ++i) s += static_cast<double>(xr[i]) * wr[i];
+    return s;
+  };
+  double worst = 0;
+  bool ok = true;
+  for (int r = 0; r < c.rows; ++r) {
+    for (int n = 0; n < c.n_out; ++n) {
+      const size_t at = static_cast<size_t>(r) * c.n_out + n;
+      double want = to_f(from_f<T>(static_cast<float>(dot(r, n))));  // the product, rounded
+      if (c.kind == Kind::kResidual) want = to_f(from_f<T>(static_cast<float>(want + to_f(y[at]))));
+      if (c.kind == Kind::kSwiGLU) {
+        const double u = to_f(from_f<T>(static_cast<float>(dot(r, c.n_out + n))));
+        want = want / (1 + std::exp(-want)) * u;
+      }
+      const double err = std::abs(to_f(got[at]) - want);
+      worst = std::max(worst, err);
+      ok &= err <= 0.01 * std::abs(want) + 0.01;
+    }
+  }
+  for (int n = 0; n < c.n_out; ++n) {
+    const size_t at = static_cast<size_t>(c.rows) * c.n_out + n;
+    ok &= to_f(got[at]) == to_f(y[at]);
+  }
+  std::printf("%-44s %-8s %s  max |y - reference| %.3g\n", c.name, dtype == 1 ? "bfloat16" : "float16", ok ? "ok  " : "FAIL", worst);
+  CHECK(cudaFree(d_w));
+  CHECK(cudaFree(d_x));
+  CHECK(cudaFree(d_y));
+  return ok;
+}
+
+}  // namespace
+
+int main() {
+  std::mt19937 rng(11);
+  const Case cases[] = {
+      {"1 row, 1024 x 1024", 1, 1024, 1024, Kind::kPlain},
+      {"2 rows, 1024 x 1024", 2, 1024, 1024, Kind::kPlain},
+      {"5 rows, QKV 4096 x 1024", 5, 4096, 1024, Kind::kPlain},
+      {"8 rows, output 1024 x 2048 + residual", 8, 1024, 2048, Kind::kResidual},
+      {"17 rows, gate/up 2 x 3072 x 1024, SwiGLU", 17, 3072, 1024, Kind::kSwiGLU},
+      {"32 rows, down 1024 x 3072 + residual", 32, 1024, 3072, Kind::kResidual},
+      {"32 rows, 8B down 4096 x 12288 + residual", 32, 4096, 12288, Kind::kResidual},
+      {"40 rows, 1024 x 1056", 40, 1024, 1056, Kind::kPlain},
+      {"64 rows, 2 x 2048 x 4096, SwiGLU", 64, 2048, 4096, Kind::kSwiGLU},
+      {"64 rows, 8B QKV 6144 x 4096", 64, 6144, 4096, Kind::kPlain},
+  };
+  bool ok = true;
+  for (const Case& c : cases) ok &= run_case<__nv_bfloat16>(1, c, rng);
+  for (const Case& c : {cases[3], cases[4], cases[7]}) ok &= run_case<__half>(2, c, rng);
+  std::printf(ok ? "all ok\n" : "FAILED\n");
+  return ok ? 0 : 1;
+}
