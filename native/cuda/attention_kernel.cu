@@ -1,4 +1,7 @@
-// The decode step's attention kernel (declared in cuda/kernels.h).
+// The decode step's attention (declared in cuda/kernels.h): group_attention launches the streaming
+// kernel of attention_stream.cuh for 2-byte heads of 128 (every Qwen3 model in bf16 or fp16) and
+// the general kernel below for the rest (float32, other head sizes); both split the positions
+// alike and merge the splits in the block that finishes last (attention_splits.cuh).
 #include "cuda/attention_splits.cuh"
 #include "cuda/attention_stream.cuh"
 
