@@ -393,8 +393,6 @@ __global__ void __launch_bounds__(kStreamAttnThreads) stream_attention_kernel(co
   if (threadIdx.x == 0) *counter = 0;  // ready for the next step
 }
 
-inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 // On unless QWEN3_NO_STREAM_ATTENTION is set (to compare with the general kernel).
 inline bool stream_attention_applies(int dtype, int heads, int groups, int hd, bool qk_norm, int max_splits,
                                      std::initializer_list<const void*> buffers, const float* q_norm, const float* k_norm) {

@@ -189,7 +189,7 @@ void batch_product(int dtype, bool swiglu, const void* w, const void* x, const v
                                 std::to_string(k) + ")");
   }
   for (const void* p : {w, x, residual, static_cast<const void*>(y)}) {
-    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) throw std::invalid_argument("batch_product: buffers must be 16-byte aligned");
+    if (!aligned16(p)) throw std::invalid_argument("batch_product: buffers must be 16-byte aligned");
   }
   if (swiglu && residual != nullptr) throw std::invalid_argument("batch_product: SwiGLU takes no residual");
   dispatch(dtype, [&](auto* tag) {

@@ -95,27 +95,27 @@ inline bool env_set(const char* name) {
   return value != nullptr && *value != '\0' && std::string(value) != "0";
 }
 
+// An attribute of the current GPU, or `fallback` where it cannot be read.
+inline int device_attribute(cudaDeviceAttr attribute, int fallback) {
+  int device = 0, value = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetAttribute(&value, attribute, device) != cudaSuccess) return fallback;
+  return value;
+}
+
 // On sm_90 and newer, unless QWEN3_NO_PDL is set (to compare, or to rule it out).
 inline bool pdl_enabled() {
-  static const bool enabled = [] {
-    if (env_set("QWEN3_NO_PDL")) return false;
-    int device = 0, major = 0;
-    if (cudaGetDevice(&device) != cudaSuccess) return false;
-    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) return false;
-    return major >= 9;
-  }();
+  static const bool enabled = !env_set("QWEN3_NO_PDL") && device_attribute(cudaDevAttrComputeCapabilityMajor, 0) >= 9;
   return enabled;
 }
 
 // The current GPU's multiprocessor count (cuda::sm_count), read once per file and process.
 inline int multiprocessors() {
-  static const int count = [] {
-    int device = 0, n = 0;
-    if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) return 132;
-    return n;
-  }();
+  static const int count = device_attribute(cudaDevAttrMultiProcessorCount, 132);
   return count;
 }
+
+// Whether p may be read and written in 16-byte loads and stores.
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // Launches `kernel`, with programmatic dependent launch where `pdl` asks and the GPU has it.
 template <typename... Params, typename... Args>

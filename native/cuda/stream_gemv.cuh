@@ -181,13 +181,7 @@ inline bool stream_gemv_fits(int k, int bytes, int per_load) {
 // Blocks of `shared` bytes a multiprocessor holds at once, up to `most` (the system keeps 1 KB a
 // block).
 inline int stream_blocks_per_sm(size_t shared, int most) {
-  static const int per_sm = [] {
-    int device = 0, bytes = 0;
-    if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device) != cudaSuccess) {
-      return 228 * 1024;
-    }
-    return bytes;
-  }();
+  static const int per_sm = device_attribute(cudaDevAttrMaxSharedMemoryPerMultiprocessor, 228 * 1024);
   return std::max(1, std::min(most, static_cast<int>(per_sm / (shared + 1024))));
 }
 
@@ -200,7 +194,7 @@ bool stream_gemv(GemvInput input, const void* w, const T* x, const float* norm, 
   constexpr int V = kFp8 ? 16 : 16 / sizeof(T);
   if (!stream_gemv_fits(k, sizeof(T), V) || k * (kFp8 ? 1 : static_cast<int>(sizeof(T))) < kStreamMinRowBytes) return false;
   // The input and RMSNorm's scales are read in 16-byte loads.
-  if (reinterpret_cast<uintptr_t>(x) % 16 != 0 || reinterpret_cast<uintptr_t>(norm) % 16 != 0) return false;
+  if (!aligned16(x) || !aligned16(norm)) return false;
   const int warp_loads = k / (32 * V);  // a whole row's loads per lane, for one warp
   // The most parts (warps a row) that keep every part a whole number of at least kStreamMinLoads loads.
   int parts = 1;
