@@ -1,6 +1,7 @@
 // The batch-1 decode step's matrix-vector products over FP8 weight rows (model/fp8_weights.h):
 // gemv_fp8, declared in cuda/kernels.h.
 #include "cuda/kernel_common.cuh"
+#include "cuda/fp8_mma_gemv.cuh"
 #include "cuda/stream_gemv.cuh"
 #include "cuda/weight_rows.cuh"
 
@@ -100,6 +101,9 @@ void gemv_fp8(int dtype, GemvInput input, const void* w, const void* x, const fl
   if (input < kGemvPlain || input > kGemvRmsNormSwiGLU) throw std::invalid_argument("gemv_fp8: unknown input kind");
   dispatch(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
+    if (fp8_mma_gemv<T>(input, w, static_cast<const T*>(x), norm, static_cast<const T*>(residual), static_cast<T*>(y), n_out, k, eps, stream)) {
+      return;
+    }
     if (stream_gemv<T, true>(input, w, static_cast<const T*>(x), norm, static_cast<const T*>(residual), static_cast<T*>(y), n_out, k, eps, stream)) {
       return;
     }

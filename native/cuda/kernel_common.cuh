@@ -62,6 +62,18 @@ __device__ float block_sum(float v, float* scratch) {
   return v;
 }
 
+// The largest v over the block; every thread gets it. `scratch` holds 32 floats.
+__device__ float block_max(float v, float* scratch) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+  __syncthreads();  // scratch may still be read from a previous call
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < warps ? scratch[lane] : -INFINITY;
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
 // rsqrt(mean(row^2) + eps) for one row, by the whole block; every thread gets it. Each thread
 // sums the squares of elements threadIdx.x, + blockDim.x, ... in order, so any caller gets the
 // same bits.

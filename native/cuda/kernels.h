@@ -65,7 +65,9 @@ void gemv(int dtype, GemvInput input, const void* w, const void* x, const float*
           float eps, void* stream);
 
 // The same over FP8 weight rows (model/fp8_weights.h: (n, k + 16) bytes, each row's k E4M3
-// values then its float32 scale): y[n] = s_n * (x' . q_n), summed in float32 and rounded once.
+// values then its float32 scale): y[n] = s_n * (x' . q_n), summed in float32 and rounded once;
+// wide products of many rows on the tensor cores (fp8_mma_gemv.cuh; QWEN3_NO_FP8_MMA=1 turns
+// that off, to compare).
 bool gemv_fp8_supported(int dtype, int k);
 void gemv_fp8(int dtype, GemvInput input, const void* w, const void* x, const float* norm, const void* residual, void* y, int n_out, int k,
               float eps, void* stream);

@@ -3,7 +3,8 @@
 // path and the streaming kernel (stream_gemv.cuh) each take their share: plain products, RMSNorm
 // inputs, SwiGLU pairs and residual updates in place, over float32 and bfloat16 rows and FP8 rows.
 // Each output must be the reference's within the roundings the kernels share with it (the
-// product rounded to the dtype, and for SwiGLU and residuals the roundings after it). Exits 1 on
+// product rounded to the dtype, and for SwiGLU and residuals the roundings after it), for inputs
+// of every magnitude (fp8_mma_gemv.cuh scales x' into float16's range). Exits 1 on
 // a mismatch. Needs a GPU; no libtorch:
 //   nvcc -O2 -std=c++17 -arch=sm_90 -Inative scripts/checks/gemv_check.cu native/cuda/gemv_kernels.cu native/cuda/fp8_gemv.cu \
 //     native/cuda/head_kernel.cu -o /tmp/gemv_check && /tmp/gemv_check
@@ -39,6 +40,8 @@ struct Case {
   int n_out, k;
   cuda::GemvInput input;
   bool residual;
+  float x_scale = 1.f;  // x's magnitude: beyond float16's range, or below its normal values
+  int spread = 0;       // x's values spread over 2^-spread .. 2^spread times x_scale
 };
 
 // Runs one case; returns the largest error in units of the tolerance (pass: <= 1).
@@ -48,7 +51,8 @@ double run_case(const Case& c, bool fp8, std::mt19937& rng) {
   std::normal_distribution<float> normal(0.f, 1.f);
   std::vector<T> x(k), residual(c.n_out);
   std::vector<float> norm(k), wf(static_cast<size_t>(rows) * k), scales(rows, 1.f);
-  for (auto& v : x) v = from_f<T>(normal(rng));
+  std::uniform_real_distribution<float> exponent(-c.spread, c.spread);
+  for (auto& v : x) v = from_f<T>(normal(rng) * c.x_scale * std::exp2(exponent(rng)));
   for (auto& v : norm) v = 1.f + 0.1f * normal(rng);
   for (auto& v : residual) v = from_f<T>(normal(rng));
   // The weights as the kernel holds them, and their values for the reference.
@@ -138,6 +142,11 @@ int main() {
       {5120, 8192, cuda::kGemvPlain, true},         {25600, 5120, cuda::kGemvRmsNormSwiGLU, false},
       {5120, 25600, cuda::kGemvPlain, true},        {777, 4160, cuda::kGemvRmsNorm, false},
       {3, 4096, cuda::kGemvPlain, false},
+      // FP8 rows on the tensor cores take x' as float16, scaled: inputs past float16's largest
+      // value, below its smallest normal one, and spread over 2^60.
+      // (12,288 outputs: enough tiles for that kernel.)
+      {12288, 4096, cuda::kGemvPlain, true, 3e5f},  {12288, 5120, cuda::kGemvPlain, true, 1e-7f},
+      {12288, 4096, cuda::kGemvPlain, false, 1.f, 30},
   };
   bool ok = true;
   for (const Case& c : cases) {

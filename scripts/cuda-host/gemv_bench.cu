@@ -92,7 +92,7 @@ int main(int argc, char** argv) {
   for (const ModelShape& s : kModelShapes) {
     if (!shape_wanted(s.name, argc, argv)) continue;
     bench(s, false, stream);
-    if (std::strcmp(s.name, "32B") != 0) bench(s, true, stream);
+    bench(s, true, stream);
   }
   return 0;
 }
