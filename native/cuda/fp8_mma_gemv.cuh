@@ -199,16 +199,10 @@ __global__ void __launch_bounds__(kMmaThreads, kMmaBlocksPerSm)
     float sums[kRows];
 #pragma unroll
     for (int j = 0; j < kRows; ++j) {
-      const float* p = partial + (((unit - u_lo) * kRows + j) * kMmaTile + m) * parts;
-      float s = 0.f;
-      for (int q = 0; q < parts; ++q) s += p[q];
+      const float s = sum_parts(partial + (((unit - u_lo) * kRows + j) * kMmaTile + m) * parts, parts);
       sums[j] = s * up * fp8_scale(fp8_row(w, n + j * n_out, k), k);
     }
-    if (n == first) {
-      store_product_value<T, kSwiGLU>(y, n, sums, residual != nullptr, held);
-    } else {
-      store_product<T, kSwiGLU>(y, n, sums, residual);
-    }
+    store_block_output<T, kSwiGLU>(y, n, first, sums, residual, held);
   }
 }
 
@@ -243,10 +237,7 @@ bool fp8_mma_gemv(GemvInput input, const void* w, const T* x, const float* norm,
                           static_cast<size_t>(units_max) * (swiglu ? 2 : 1) * kMmaTile * parts * sizeof(float);
     if (shared > kStreamMaxShared) return false;
     auto start = [&](auto kernel) {
-      if (shared > 48 * 1024) {  // above the default; set on each call, since each GPU keeps its own
-        const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kStreamMaxShared));
-        if (err != cudaSuccess) throw std::runtime_error(std::string("fp8_mma_gemv: ") + cudaGetErrorString(err));
-      }
+      allow_stream_shared(kernel, shared, "fp8_mma_gemv");
       launch("fp8_mma_gemv", kernel, true, dim3(blocks), dim3(kMmaThreads), shared, stream, w, x, norm, residual, y, n_out, k, eps, parts,
              chunks / parts);
     };

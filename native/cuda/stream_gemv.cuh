@@ -64,6 +64,24 @@ __device__ __forceinline__ void stream_input(const T* x, const float* ns, T* xs,
   }
 }
 
+// The sum of a row's `parts` part sums (shared memory), in part order: the same on every call.
+__device__ __forceinline__ float sum_parts(const float* p, int parts) {
+  float s = 0.f;
+  for (int q = 0; q < parts; ++q) s += p[q];
+  return s;
+}
+
+// Output n of a block whose first output, `first`, had its residual value read before the
+// stream (`held`); the others read theirs here.
+template <typename T, bool kSwiGLU>
+__device__ __forceinline__ void store_block_output(T* y, int n, int first, const float* sums, const T* residual, T held) {
+  if (n == first) {
+    store_product_value<T, kSwiGLU>(y, n, sums, residual != nullptr, held);
+  } else {
+    store_product<T, kSwiGLU>(y, n, sums, residual);
+  }
+}
+
 // Where a lane's stream stands: the unit, its row j (of kRows) and the load l (of `loads`).
 struct StreamCursor {
   int unit, j, l;
@@ -152,17 +170,11 @@ __global__ void __launch_bounds__(kGemvThreads, kStreamShapes[kShape].blocks_per
     float sums[kRows];
 #pragma unroll
     for (int j = 0; j < kRows; ++j) {
-      const float* p = partial + ((unit - u_lo) * kRows + j) * parts;
-      float s = 0.f;
-      for (int q = 0; q < parts; ++q) s += p[q];
+      float s = sum_parts(partial + ((unit - u_lo) * kRows + j) * parts, parts);
       if constexpr (kFp8) s *= fp8_scale(row_of(unit, j), k);
       sums[j] = s;
     }
-    if (unit == first) {
-      store_product_value<T, kSwiGLU>(y, unit, sums, residual != nullptr, held);
-    } else {
-      store_product<T, kSwiGLU>(y, unit, sums, residual);
-    }
+    store_block_output<T, kSwiGLU>(y, unit, first, sums, residual, held);
   }
 }
 
@@ -176,6 +188,15 @@ inline bool stream_gemv_enabled() {
 // `bytes` each: whole loads for every lane of a warp, the input within kStreamMaxInputBytes.
 inline bool stream_gemv_fits(int k, int bytes, int per_load) {
   return stream_gemv_enabled() && k % (32 * per_load) == 0 && static_cast<int64_t>(k) * bytes <= kStreamMaxInputBytes;
+}
+
+// Lets `kernel` take kStreamMaxShared bytes of shared memory where `shared` is above the default;
+// set on each call, since each GPU keeps its own.
+template <typename Kernel>
+void allow_stream_shared(Kernel kernel, size_t shared, const char* what) {
+  if (shared <= 48 * 1024) return;
+  const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kStreamMaxShared));
+  if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
 }
 
 // Blocks of `shared` bytes a multiprocessor holds at once, up to `most` (the system keeps 1 KB a
@@ -211,10 +232,7 @@ bool stream_gemv(GemvInput input, const void* w, const T* x, const float* norm, 
   const size_t shared = input_bytes + static_cast<size_t>(units_max) * (swiglu ? 2 : 1) * parts * sizeof(float);
   if (shared > kStreamMaxShared) return false;
   auto start = [&](auto kernel) {
-    if (shared > 48 * 1024) {  // above the default; set on each call, since each GPU keeps its own
-      const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kStreamMaxShared));
-      if (err != cudaSuccess) throw std::runtime_error(std::string("stream_gemv: ") + cudaGetErrorString(err));
-    }
+    allow_stream_shared(kernel, shared, "stream_gemv");
     launch("stream_gemv", kernel, true, dim3(blocks), dim3(kGemvThreads), shared, stream, w, x, norm, residual, y, n_out, k, eps, parts,
            warp_loads / parts);
   };
