@@ -1,5 +1,6 @@
-// The decode step's products for 2 to 64 rows (declared in cuda/kernels.h): the weights read once
-// for every row of the batch, multiplied on the tensor cores (mma.sync m16n8k16, float32 sums).
+// The decode step's products for 2 to 64 rows (declared in cuda/kernels.h): the weights (in the
+// compute dtype, or FP8 rows) read once for every row of the batch, multiplied on the tensor cores
+// (mma.sync m16n8k16, float32 sums).
 //
 // One block per 16 output features (for SwiGLU, 16 gate and the matching 16 up features), its 8
 // warps dealing the input's 32-wide chunks between them. In a chunk, lane (g, t) (g = lane / 4,
@@ -11,6 +12,12 @@
 // chunks' weights are in flight before the wait on the previous kernel; the warps' sums meet in
 // shared memory and are added in warp order, then rounded as the one-row kernels round
 // (store_product: the product, the residual, SiLU(gate) * up).
+//
+// FP8 rows (model/fp8_weights.h) take the same path with 8 bytes a lane a chunk: each E4M3 pair
+// widens to float16 in one instruction, and for bfloat16 inputs on to bfloat16 through float32
+// (exact: every E4M3 value is a bfloat16 value), just before its mma; each row's sum is multiplied
+// by its scale before the roundings. The weights are read once for all rows, where the cuBLAS
+// path widened every row to the compute dtype in memory first.
 #include "cuda/weight_rows.cuh"
 
 namespace qwen3::cuda {
@@ -45,22 +52,49 @@ __device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1
 #define QWEN3_BATCH_MIN_BLOCKS 2
 #endif
 constexpr int kBatchLoadRegisters = QWEN3_BATCH_LOAD_REGISTERS;
-template <int TILES, int NT>
-constexpr int kBatchDepth = kBatchLoadRegisters / (16 * TILES + 4 * NT) > 0 ? kBatchLoadRegisters / (16 * TILES + 4 * NT) : 1;
+// A lane's load of one weight row a chunk: 8 weights, in the compute dtype (2 bytes) or FP8.
+template <bool kFp8>
+using WeightLoad = std::conditional_t<kFp8, uint2, uint4>;
+template <int TILES, int NT, bool kFp8>
+constexpr int kBatchDepth = std::max(1, kBatchLoadRegisters / ((kFp8 ? 8 : 16) * TILES + 4 * NT));
 
 // A warp's loads of DEPTH chunks (first, first + kBatchWarps, ...): the weights of TILES tiles
-// (rows g and g + 8 of each), or the input rows g, g + 8, ... of NT tiles; zeros past the end.
-template <typename T, int DEPTH, int TILES>
-__device__ __forceinline__ void load_weight_chunks(uint4 (&a)[DEPTH][TILES][2], const T* const (&rows)[TILES][2], int first, int chunks) {
+// (rows g and g + 8 of each; `rows` point at the lane's first weight), or the input rows g,
+// g + 8, ... of NT tiles; zeros past the end.
+template <typename L, int DEPTH, int TILES>
+__device__ __forceinline__ void load_weight_chunks(L (&a)[DEPTH][TILES][2], const uint8_t* const (&rows)[TILES][2], int first, int chunks) {
 #pragma unroll
   for (int d = 0; d < DEPTH; ++d) {
     const int c = first + d * kBatchWarps;
 #pragma unroll
     for (int i = 0; i < TILES; ++i) {
 #pragma unroll
-      for (int h = 0; h < 2; ++h) a[d][i][h] = c < chunks ? *reinterpret_cast<const uint4*>(rows[i][h] + c * kChunk) : make_uint4(0, 0, 0, 0);
+      for (int h = 0; h < 2; ++h) a[d][i][h] = c < chunks ? *reinterpret_cast<const L*>(rows[i][h] + c * sizeof(L) * 4) : L{};  // 4 lanes a chunk
     }
   }
+}
+
+// A lane's 8 weights as T: as loaded, or widened from E4M3 (exactly).
+template <typename T>
+__device__ __forceinline__ uint4 widen(const uint4& w) {
+  return w;
+}
+
+template <typename T>
+__device__ __forceinline__ uint4 widen(const uint2& w) {
+  uint32_t out[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const __nv_fp8x2_storage_t pair = static_cast<__nv_fp8x2_storage_t>((j < 2 ? w.x : w.y) >> (16 * (j & 1)));
+    const __half2 h(__nv_cvt_fp8x2_to_halfraw2(pair, __NV_E4M3));
+    if constexpr (std::is_same_v<T, __half>) {
+      out[j] = *reinterpret_cast<const uint32_t*>(&h);
+    } else {
+      const __nv_bfloat162 b = __float22bfloat162_rn(__half22float2(h));
+      out[j] = *reinterpret_cast<const uint32_t*>(&b);
+    }
+  }
+  return make_uint4(out[0], out[1], out[2], out[3]);
 }
 
 template <typename T, int DEPTH, int NT>
@@ -79,16 +113,19 @@ __device__ __forceinline__ void load_input_chunks(uint4 (&b)[DEPTH][NT], const T
 
 // acc += the chunks' products. Words 2s and 2s + 1 of a lane's 16 bytes are mma step s's
 // (k = 2t, 2t+1) and (k = 2t+8, 2t+9); chunks past the end hold zeros.
-template <typename T, int DEPTH, int TILES, int NT>
-__device__ __forceinline__ void multiply_chunks(float (&acc)[TILES][NT][4], const uint4 (&a)[DEPTH][TILES][2], const uint4 (&b)[DEPTH][NT]) {
+template <typename T, typename L, int DEPTH, int TILES, int NT>
+__device__ __forceinline__ void multiply_chunks(float (&acc)[TILES][NT][4], const L (&a)[DEPTH][TILES][2], const uint4 (&b)[DEPTH][NT]) {
 #pragma unroll
   for (int d = 0; d < DEPTH; ++d) {
+    uint4 wide[TILES][2];
+#pragma unroll
+    for (int i = 0; i < TILES; ++i) wide[i][0] = widen<T>(a[d][i][0]), wide[i][1] = widen<T>(a[d][i][1]);
 #pragma unroll
     for (int s = 0; s < 2; ++s) {
 #pragma unroll
       for (int i = 0; i < TILES; ++i) {
-        const uint32_t* lo = reinterpret_cast<const uint32_t*>(&a[d][i][0]);
-        const uint32_t* hi = reinterpret_cast<const uint32_t*>(&a[d][i][1]);
+        const uint32_t* lo = reinterpret_cast<const uint32_t*>(&wide[i][0]);
+        const uint32_t* hi = reinterpret_cast<const uint32_t*>(&wide[i][1]);
 #pragma unroll
         for (int n = 0; n < NT; ++n) {
           const uint32_t* in = reinterpret_cast<const uint32_t*>(&b[d][n]);
@@ -99,35 +136,39 @@ __device__ __forceinline__ void multiply_chunks(float (&acc)[TILES][NT][4], cons
   }
 }
 
-// TILES weight tiles (1, or 2 for SwiGLU's gate and up) against NT tiles of 8 input rows.
-template <typename T, int TILES, int NT>
+// TILES weight tiles (1, or 2 for SwiGLU's gate and up) against NT tiles of 8 input rows; kFp8:
+// W is FP8 rows.
+template <typename T, int TILES, int NT, bool kFp8>
 __global__ void __launch_bounds__(kBatchThreads, QWEN3_BATCH_MIN_BLOCKS)
-    batch_product_kernel(const T* __restrict__ w, const T* __restrict__ x, const T* residual, T* y, int rows, int n_out, int k) {
-  constexpr int DEPTH = kBatchDepth<TILES, NT>, COLS = NT * 8, STRIDE = COLS + 1;  // STRIDE: a padded row of `sums`
+    batch_product_kernel(const void* __restrict__ w, const T* __restrict__ x, const T* residual, T* y, int rows, int n_out, int k) {
+  using L = WeightLoad<kFp8>;
+  constexpr int DEPTH = kBatchDepth<TILES, NT, kFp8>, COLS = NT * 8, STRIDE = COLS + 1;  // STRIDE: a padded row of `sums`
   extern __shared__ float sums[];  // (warps, TILES, 16, STRIDE): each warp's partial sums
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int row0 = blockIdx.x * kTileRows, chunks = k / kChunk, step = kBatchWarps * DEPTH;
-  // The lane's two weight rows of each tile (tile 1: SwiGLU's up rows, n_out further), from offset 8t.
-  const T* w_rows[TILES][2];
+  const size_t row_bytes = kFp8 ? static_cast<size_t>(k) + kFp8RowPad : static_cast<size_t>(k) * sizeof(T);
+  // The lane's two weight rows of each tile (tile 1: SwiGLU's up rows, n_out further), from weight 8t.
+  const uint8_t* w_rows[TILES][2];
 #pragma unroll
   for (int i = 0; i < TILES; ++i) {
-    w_rows[i][0] = w + static_cast<size_t>(i * n_out + row0 + g) * k + 8 * t;
-    w_rows[i][1] = w_rows[i][0] + static_cast<size_t>(8) * k;
+    w_rows[i][0] = static_cast<const uint8_t*>(w) + (i * n_out + row0 + g) * row_bytes + t * sizeof(L);
+    w_rows[i][1] = w_rows[i][0] + 8 * row_bytes;
   }
   float acc[TILES][NT][4] = {};
-  uint4 a0[DEPTH][TILES][2], a1[DEPTH][TILES][2], b[DEPTH][NT];
+  L a0[DEPTH][TILES][2], a1[DEPTH][TILES][2];
+  uint4 b[DEPTH][NT];
   pdl_launch_dependents();
-  load_weight_chunks<T, DEPTH, TILES>(a0, w_rows, warp, chunks);  // in flight while the previous kernel finishes
+  load_weight_chunks<L, DEPTH, TILES>(a0, w_rows, warp, chunks);  // in flight while the previous kernel finishes
   pdl_wait();
   // Two batches of weights alternate: the next is loaded while this one is multiplied.
   for (int first = warp; first < chunks; first += 2 * step) {  // the same trip count for the whole warp
-    load_weight_chunks<T, DEPTH, TILES>(a1, w_rows, first + step, chunks);
+    load_weight_chunks<L, DEPTH, TILES>(a1, w_rows, first + step, chunks);
     load_input_chunks<T, DEPTH, NT>(b, x, rows, k, g, t, first, chunks);
-    multiply_chunks<T, DEPTH, TILES, NT>(acc, a0, b);
+    multiply_chunks<T, L, DEPTH, TILES, NT>(acc, a0, b);
     if (first + step >= chunks) break;
-    load_weight_chunks<T, DEPTH, TILES>(a0, w_rows, first + 2 * step, chunks);
+    load_weight_chunks<L, DEPTH, TILES>(a0, w_rows, first + 2 * step, chunks);
     load_input_chunks<T, DEPTH, NT>(b, x, rows, k, g, t, first + step, chunks);
-    multiply_chunks<T, DEPTH, TILES, NT>(acc, a1, b);
+    multiply_chunks<T, L, DEPTH, TILES, NT>(acc, a1, b);
   }
 
   // The warps' partial sums into shared memory: lane (g, t) holds feature rows g and g + 8 and
@@ -154,6 +195,7 @@ __global__ void __launch_bounds__(kBatchThreads, QWEN3_BATCH_MIN_BLOCKS)
     for (int i = 0; i < TILES; ++i) {
       total[i] = 0.f;
       for (int v = 0; v < kBatchWarps; ++v) total[i] += sums[((static_cast<size_t>(v) * TILES + i) * kTileRows + m) * STRIDE + r];
+      if constexpr (kFp8) total[i] *= fp8_scale(fp8_row(w, i * n_out + row0 + m, k), k);
     }
     const size_t out = static_cast<size_t>(r) * n_out;
     store_product<T, (TILES == 2)>(y + out, row0 + m, total, residual != nullptr ? residual + out : nullptr);
@@ -161,12 +203,12 @@ __global__ void __launch_bounds__(kBatchThreads, QWEN3_BATCH_MIN_BLOCKS)
 }
 
 // Picks the kernel for `rows` (NT = 1, 2, 4, 8 tiles of 8 input rows).
-template <typename T, int TILES, int NT = 1>
-void launch_batch_product(const T* w, const T* x, const T* residual, T* y, int rows, int n_out, int k, void* stream) {
+template <typename T, int TILES, bool kFp8, int NT = 1>
+void launch_batch_product(const void* w, const T* x, const T* residual, T* y, int rows, int n_out, int k, void* stream) {
   if constexpr (NT <= 8) {
-    if (rows > NT * 8) return launch_batch_product<T, TILES, NT * 2>(w, x, residual, y, rows, n_out, k, stream);
+    if (rows > NT * 8) return launch_batch_product<T, TILES, kFp8, NT * 2>(w, x, residual, y, rows, n_out, k, stream);
     const size_t shared = static_cast<size_t>(kBatchWarps) * TILES * kTileRows * (NT * 8 + 1) * sizeof(float);
-    auto* kernel = batch_product_kernel<T, TILES, NT>;
+    auto* kernel = batch_product_kernel<T, TILES, NT, kFp8>;
     static const bool configured =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)) == cudaSuccess;
     if (!configured) throw std::runtime_error("batch_product: shared memory of " + std::to_string(shared) + " bytes refused");
@@ -182,8 +224,8 @@ bool batch_product_supported(int dtype, int rows, int n_out, int k) {
          n_out % kTileRows == 0 && k > 0 && k % kChunk == 0;
 }
 
-void batch_product(int dtype, bool swiglu, const void* w, const void* x, const void* residual, void* y, int rows, int n_out, int k,
-                   void* stream) {
+void batch_product(int dtype, bool swiglu, bool fp8_rows, const void* w, const void* x, const void* residual, void* y, int rows, int n_out,
+                   int k, void* stream) {
   if (!batch_product_supported(dtype, rows, n_out, k)) {
     throw std::invalid_argument("batch_product: unsupported shape (" + std::to_string(rows) + " rows, " + std::to_string(n_out) + " x " +
                                 std::to_string(k) + ")");
@@ -195,14 +237,21 @@ void batch_product(int dtype, bool swiglu, const void* w, const void* x, const v
   dispatch(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     if constexpr (sizeof(T) == 2) {
-      const auto* wt = static_cast<const T*>(w);
       const auto* xt = static_cast<const T*>(x);
       const auto* rt = static_cast<const T*>(residual);
       auto* yt = static_cast<T*>(y);
-      if (swiglu) {
-        launch_batch_product<T, 2>(wt, xt, rt, yt, rows, n_out, k, stream);
+      const auto start = [&](auto fp8) {
+        constexpr bool kFp8 = decltype(fp8)::value;
+        if (swiglu) {
+          launch_batch_product<T, 2, kFp8>(w, xt, rt, yt, rows, n_out, k, stream);
+        } else {
+          launch_batch_product<T, 1, kFp8>(w, xt, rt, yt, rows, n_out, k, stream);
+        }
+      };
+      if (fp8_rows) {
+        start(std::true_type{});
       } else {
-        launch_batch_product<T, 1>(wt, xt, rt, yt, rows, n_out, k, stream);
+        start(std::false_type{});
       }
     }
   });

@@ -30,14 +30,18 @@ void product(at::Tensor& out, const at::Tensor& input, const at::Tensor& w) {
   }
 }
 
+// The input width of W's products (FP8 rows carry their scale after the weights).
+int64_t input_width(const at::Tensor& w) { return is_fp8_rows(w) ? fp8_input_width(w) : w.size(1); }
+
 // Whether cuda::batch_product takes this step's product of `input` (rows, k) by W into out
-// (rows, n_out): up to the rows where it beats cuBLAS, W in the compute dtype (not FP8 rows), every
-// buffer contiguous and 16-byte aligned.
+// (rows, n_out): every buffer contiguous and 16-byte aligned; W in the compute dtype up to the
+// rows where it beats cuBLAS, FP8 rows up to the kernel's most (cuBLAS would take them only
+// widened in memory, a slice at a time).
 bool batch_fits(int dtype, const at::Tensor& w, const at::Tensor& input, const at::Tensor& out, int64_t n_out) {
   const auto aligned = [](const at::Tensor& t) { return t.is_contiguous() && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; };
-  return !is_fp8_rows(w) && aligned(w) && aligned(input) && aligned(out) && input.dim() == 2 &&
-         input.size(0) <= cuda::kBatchProductFasterRows &&
-         cuda::batch_product_supported(dtype, static_cast<int>(input.size(0)), static_cast<int>(n_out), static_cast<int>(w.size(1)));
+  const int64_t most = is_fp8_rows(w) ? cuda::kBatchProductMaxRows : cuda::kBatchProductFasterRows;
+  return aligned(w) && aligned(input) && aligned(out) && input.dim() == 2 && input.size(0) <= most &&
+         cuda::batch_product_supported(dtype, static_cast<int>(input.size(0)), static_cast<int>(n_out), static_cast<int>(input_width(w)));
 }
 
 }  // namespace
@@ -76,8 +80,12 @@ void CudaDecodeOps::head(const FusedWeights& weights, const at::Tensor& x, at::T
     cuda::gemv_argmax(dtype_, is_fp8_rows(weights.out_head), weights.out_head.data_ptr(), x.data_ptr(), weights.final_norm.data_ptr<float>(),
                       out.data_ptr(), static_cast<int>(out.size(1)), static_cast<int>(config_.emb_dim), static_cast<float>(kNormEps),
                       head.scratch, head.done, head.next, nullptr, stream_);
+  } else if (const at::Tensor& normed = norm(x, weights.final_norm);
+             is_fp8_rows(weights.out_head) && batch_fits(dtype_, weights.out_head, normed, out, out.size(1))) {
+    cuda::batch_product(dtype_, false, true, weights.out_head.data_ptr(), normed.data_ptr(), nullptr, out.data_ptr(),
+                        static_cast<int>(buffers_.batch), static_cast<int>(out.size(1)), static_cast<int>(config_.emb_dim), stream_);
   } else {
-    product(out, norm(x, weights.final_norm), weights.out_head);
+    product(out, normed, weights.out_head);
   }
   if (weights.ranks) gather_vocab_into(weights, out, logits);
 }
@@ -87,8 +95,8 @@ at::Tensor CudaDecodeOps::qkv(const at::Tensor& x, const FusedBlock& w) {
     gemv(dtype_, cuda::kGemvRmsNorm, w.w_qkv, x.data_ptr(), w.norm1.data_ptr<float>(), nullptr, qkv_.data_ptr(), static_cast<int>(qkv_.size(1)),
          static_cast<int>(config_.emb_dim), static_cast<float>(kNormEps), stream_);
   } else if (const at::Tensor& normed = norm(x, w.norm1); batch_fits(dtype_, w.w_qkv, normed, qkv_, qkv_.size(1))) {
-    cuda::batch_product(dtype_, false, w.w_qkv.data_ptr(), normed.data_ptr(), nullptr, qkv_.data_ptr(), static_cast<int>(buffers_.batch),
-                        static_cast<int>(qkv_.size(1)), static_cast<int>(config_.emb_dim), stream_);
+    cuda::batch_product(dtype_, false, is_fp8_rows(w.w_qkv), w.w_qkv.data_ptr(), normed.data_ptr(), nullptr, qkv_.data_ptr(),
+                        static_cast<int>(buffers_.batch), static_cast<int>(qkv_.size(1)), static_cast<int>(config_.emb_dim), stream_);
   } else {
     product(qkv_, normed, w.w_qkv);
   }
@@ -117,13 +125,12 @@ at::Tensor CudaDecodeOps::attention(int64_t layer, const at::Tensor& qkv, const 
 
 void CudaDecodeOps::linear_add(at::Tensor& x, const at::Tensor& input, const at::Tensor& w) {
   if (one_row_) {
-    const int64_t k = is_fp8_rows(w) ? fp8_input_width(w) : w.size(1);
-    gemv(dtype_, cuda::kGemvPlain, w, input.data_ptr(), nullptr, x.data_ptr(), x.data_ptr(), static_cast<int>(w.size(0)), static_cast<int>(k),
-         static_cast<float>(kNormEps), stream_);
+    gemv(dtype_, cuda::kGemvPlain, w, input.data_ptr(), nullptr, x.data_ptr(), x.data_ptr(), static_cast<int>(w.size(0)),
+         static_cast<int>(input_width(w)), static_cast<float>(kNormEps), stream_);
   } else if (batch_fits(dtype_, w, input, x, w.size(0))) {
     // The rounded product, then the sum, rounded again (as the one-row kernel).
-    cuda::batch_product(dtype_, false, w.data_ptr(), input.data_ptr(), x.data_ptr(), x.data_ptr(), static_cast<int>(buffers_.batch),
-                        static_cast<int>(w.size(0)), static_cast<int>(w.size(1)), stream_);
+    cuda::batch_product(dtype_, false, is_fp8_rows(w), w.data_ptr(), input.data_ptr(), x.data_ptr(), x.data_ptr(),
+                        static_cast<int>(buffers_.batch), static_cast<int>(w.size(0)), static_cast<int>(input_width(w)), stream_);
   } else if (is_fp8_rows(w)) {
     x.add_(fp8_linear(input, w));  // the rounded product, then the sum (as the one-row kernel)
   } else {
@@ -137,8 +144,8 @@ at::Tensor CudaDecodeOps::swiglu(const at::Tensor& x, const FusedBlock& w) {
     gemv(dtype_, cuda::kGemvRmsNormSwiGLU, w.w_gate_up, x.data_ptr(), w.norm2.data_ptr<float>(), nullptr, act_.data_ptr(), static_cast<int>(F),
          static_cast<int>(config_.emb_dim), static_cast<float>(kNormEps), stream_);
   } else if (const at::Tensor& normed = norm(x, w.norm2); batch_fits(dtype_, w.w_gate_up, normed, act_, F)) {
-    cuda::batch_product(dtype_, true, w.w_gate_up.data_ptr(), normed.data_ptr(), nullptr, act_.data_ptr(), static_cast<int>(buffers_.batch),
-                        static_cast<int>(F), static_cast<int>(config_.emb_dim), stream_);
+    cuda::batch_product(dtype_, true, is_fp8_rows(w.w_gate_up), w.w_gate_up.data_ptr(), normed.data_ptr(), nullptr, act_.data_ptr(),
+                        static_cast<int>(buffers_.batch), static_cast<int>(F), static_cast<int>(config_.emb_dim), stream_);
   } else {
     product(gate_up_, normed, w.w_gate_up);
     cuda::silu_mul(dtype_, gate_up_.data_ptr(), act_.data_ptr(), static_cast<int>(buffers_.batch), static_cast<int>(F), stream_);

@@ -1,10 +1,10 @@
 // The block's operations for one decode step on CUDA. Batch 1: five kernels a block, GEMVs that
 // fold RMSNorm into their input and the residual add or SwiGLU into their output, and one
-// attention kernel that also norms, ropes and caches the step's heads. 2 to 8 rows: products on
-// the tensor cores that read the weights once for all rows (cuda::batch_product, with the residual
-// add or SwiGLU in their output) after a separate RMSNorm kernel, and the same attention kernel;
-// more rows, FP8 rows and float32: cuBLAS products (the residual added by cuBLAS) and a separate
-// SiLU*up kernel. Built only where the fused kernels are.
+// attention kernel that also norms, ropes and caches the step's heads. 2 to 8 rows (FP8 rows: 2
+// to 64): products on the tensor cores that read the weights once for all rows
+// (cuda::batch_product, with the residual add or SwiGLU in their output) after a separate RMSNorm
+// kernel, and the same attention kernel; more rows and float32: cuBLAS products (the residual
+// added by cuBLAS) and a separate SiLU*up kernel. Built only where the fused kernels are.
 #pragma once
 
 #include "model/block.h"
@@ -59,8 +59,9 @@ class CudaDecodeOps : public BlockOps {
   // RMSNorm of x (batch, emb_dim) into the step's normed buffer (the cuBLAS path's head uses it).
   const at::Tensor& norm(const at::Tensor& x, const at::Tensor& scale);
   // The final norm and the vocabulary head of x (batch, emb_dim) into logits (batch, vocab):
-  // batch 1 through the head's GEMV kernel, else cuBLAS; a tensor-parallel rank computes its own
-  // rows into head.local and gathers them from every rank.
+  // batch 1 through the head's GEMV kernel, FP8 rows for up to 64 rows through
+  // cuda::batch_product, else cuBLAS; a tensor-parallel rank computes its own rows into head.local
+  // and gathers them from every rank.
   void head(const FusedWeights& weights, const at::Tensor& x, at::Tensor& logits, const HeadBuffers& head);
 
  private:

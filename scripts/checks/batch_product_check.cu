@@ -1,8 +1,9 @@
 // The decode step's products for several rows (cuda::batch_product) against a double-precision
 // host reference with the same roundings: plain, with a residual added in place, and SwiGLU over
 // [gate | up] rows, for 1 to 64 rows (every tile count of the kernel, rows that leave a tile part
-// empty) at the widths of Qwen3-0.6B and 8B, in bfloat16 and float16; the row after the last must
-// stay untouched. Exits 1 on a mismatch. Needs a GPU; no libtorch:
+// empty) at the widths of Qwen3-0.6B and 8B, in bfloat16 and float16, with weights in the compute
+// dtype and as FP8 rows (E4M3 values and a float32 scale a row); the row after the last must stay
+// untouched. Exits 1 on a mismatch. Needs a GPU; no libtorch:
 //   nvcc -std=c++17 -arch=sm_90 -Inative scripts/checks/batch_product_check.cu native/cuda/batch_product.cu -o /tmp/batch_check && /tmp/batch_check
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -10,6 +11,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -27,22 +29,39 @@ struct Case {
 };
 
 template <typename T>
-bool run_case(int dtype, const Case& c, std::mt19937& rng) {
+bool run_case(int dtype, const Case& c, bool fp8, std::mt19937& rng) {
   std::uniform_real_distribution<float> unit(-1.f, 1.f);
   const int w_rows = c.kind == Kind::kSwiGLU ? 2 * c.n_out : c.n_out;
   const float x_scale = 2.f / std::sqrt(static_cast<float>(c.k));  // sums of about 0.7
-  std::vector<T> w(static_cast<size_t>(w_rows) * c.k), x(static_cast<size_t>(c.rows) * c.k);
+  std::vector<T> w, x(static_cast<size_t>(c.rows) * c.k);
+  std::vector<uint8_t> w_fp8;                  // (w_rows, k + 16): E4M3 values, then the row's scale
+  std::vector<float> wf(static_cast<size_t>(w_rows) * c.k), xf(x.size());  // the weights' and inputs' values
   std::vector<T> y(static_cast<size_t>(c.rows + 1) * c.n_out);  // one row more: it must stay as it is
-  for (auto& v : w) v = from_f<T>(unit(rng));
+  if (fp8) {
+    w_fp8.assign(static_cast<size_t>(w_rows) * (c.k + 16), 0);
+    for (int r = 0; r < w_rows; ++r) {
+      const float scale = (1 + r % 5) / 448.f;  // rows of up to 1-5 in magnitude
+      uint8_t* row = &w_fp8[static_cast<size_t>(r) * (c.k + 16)];
+      for (int i = 0; i < c.k; ++i) {
+        uint8_t b = static_cast<uint8_t>(rng() & 0xff);
+        if ((b & 0x7f) == 0x7f) b ^= 1;  // not NaN
+        row[i] = b;
+        wf[static_cast<size_t>(r) * c.k + i] = e4m3(b) * scale;
+      }
+      std::memcpy(row + c.k, &scale, sizeof(float));
+    }
+  } else {
+    w.resize(wf.size());
+    for (size_t i = 0; i < w.size(); ++i) w[i] = from_f<T>(unit(rng)), wf[i] = to_f(w[i]);
+  }
   for (auto& v : x) v = from_f<T>(unit(rng) * x_scale);
   for (auto& v : y) v = from_f<T>(c.kind == Kind::kResidual ? 4.f * unit(rng) : 1234.f);
-  T *d_w = upload(w), *d_x = upload(x), *d_y = upload(y);
-  qwen3::cuda::batch_product(dtype, c.kind == Kind::kSwiGLU, d_w, d_x, c.kind == Kind::kResidual ? d_y : nullptr, d_y, c.rows, c.n_out,
-                             c.k, nullptr);
+  void* d_w = fp8 ? static_cast<void*>(upload(w_fp8)) : static_cast<void*>(upload(w));
+  T *d_x = upload(x), *d_y = upload(y);
+  qwen3::cuda::batch_product(dtype, c.kind == Kind::kSwiGLU, fp8, d_w, d_x, c.kind == Kind::kResidual ? d_y : nullptr, d_y, c.rows,
+                             c.n_out, c.k, nullptr);
   CHECK(cudaDeviceSynchronize());
   const std::vector<T> got = download(d_y, y.size());
-  std::vector<float> wf(w.size()), xf(x.size());
-  for (size_t i = 0; i < w.size(); ++i) wf[i] = to_f(w[i]);
   for (size_t i = 0; i < x.size(); ++i) xf[i] = to_f(x[i]);
   const auto dot = [&](int r, int row) {
     const float *xr = &xf[static_cast<size_t>(r) * c.k], *wr = &wf[static_cast<size_t>(row) * c.k];
@@ -70,7 +89,8 @@ bool run_case(int dtype, const Case& c, std::mt19937& rng) {
     const size_t at = static_cast<size_t>(c.rows) * c.n_out + n;
     ok &= to_f(got[at]) == to_f(y[at]);
   }
-  std::printf("%-44s %-8s %s  max |y - reference| %.3g\n", c.name, dtype == 1 ? "bfloat16" : "float16", ok ? "ok  " : "FAIL", worst);
+  std::printf("%-44s %-8s %-4s %s  max |y - reference| %.3g\n", c.name, dtype == 1 ? "bfloat16" : "float16", fp8 ? "fp8" : "", ok ? "ok  " : "FAIL",
+              worst);
   CHECK(cudaFree(d_w));
   CHECK(cudaFree(d_x));
   CHECK(cudaFree(d_y));
@@ -94,8 +114,10 @@ int main() {
       {"64 rows, 8B QKV 6144 x 4096", 64, 6144, 4096, Kind::kPlain},
   };
   bool ok = true;
-  for (const Case& c : cases) ok &= run_case<__nv_bfloat16>(1, c, rng);
-  for (const Case& c : {cases[3], cases[4], cases[7]}) ok &= run_case<__half>(2, c, rng);
+  for (const bool fp8 : {false, true}) {
+    for (const Case& c : cases) ok &= run_case<__nv_bfloat16>(1, c, fp8, rng);
+    for (const Case& c : {cases[3], cases[4], cases[7]}) ok &= run_case<__half>(2, c, fp8, rng);
+  }
   std::printf(ok ? "all ok\n" : "FAILED\n");
   return ok ? 0 : 1;
 }

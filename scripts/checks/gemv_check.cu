@@ -29,13 +29,6 @@ namespace {
 
 template <typename T> constexpr int dtype_of() { return sizeof(T) == 4 ? 0 : 1; }
 
-// E4M3 bits to their value (no NaN is ever made here).
-float e4m3(uint8_t b) {
-  const int sign = b >> 7, exp = (b >> 3) & 15, man = b & 7;
-  const float v = exp == 0 ? std::ldexp(man / 8.f, -6) : std::ldexp(1.f + man / 8.f, exp - 7);
-  return sign ? -v : v;
-}
-
 struct Case {
   int n_out, k;
   cuda::GemvInput input;

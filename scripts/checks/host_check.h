@@ -1,12 +1,14 @@
 // What the standalone kernel checks (scripts/checks/*_check.cu) share on the host: a CUDA error
-// check that ends the program, the element conversions of float32, bfloat16 and float16, and
-// copies of vectors to and from the device.
+// check that ends the program, the element conversions of float32, bfloat16 and float16 (and of
+// E4M3 bytes to their values), and copies of vectors to and from the device.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
@@ -28,6 +30,13 @@ template <typename T> T from_f(float v);
 template <> inline float from_f<float>(float v) { return v; }
 template <> inline __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
 template <> inline __half from_f<__half>(float v) { return __float2half(v); }
+
+// E4M3 bits to their value (the checks never make NaN).
+inline float e4m3(uint8_t b) {
+  const int sign = b >> 7, exp = (b >> 3) & 15, man = b & 7;
+  const float v = exp == 0 ? std::ldexp(man / 8.f, -6) : std::ldexp(1.f + man / 8.f, exp - 7);
+  return sign ? -v : v;
+}
 
 // A device copy of `host` (16 bytes of slack past its end, for kernels' last vector loads).
 template <typename T>
