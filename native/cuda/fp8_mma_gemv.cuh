@@ -15,11 +15,11 @@
 // x' must be float16 for the mma: each block scales x' (as the reference rounds it) by a power of
 // two that brings its largest magnitude into [2^14, 2^15), converts it (exact for every value
 // within 2^32 of the largest; smaller ones add less than float32's rounding of the sum), and
-// multiplies the sums back. Work is dealt out as stream_gemv deals rows, in tiles: one block a
-// multiprocessor (so that no block holds one tile more than half its neighbours do), a
-// contiguous run of tiles each, its warps in groups of `parts` over the k positions of each tile,
-// the next kMmaDepth chunks in flight while the ones before are multiplied; each row's part sums
-// meet in shared memory and are added in part order.
+// multiplies the sums back. Work is dealt out as stream_gemv deals rows, in tiles: a contiguous
+// run of tiles a block, one block a multiprocessor (a tile is a coarse unit; with one block an SM
+// no SM holds more than one tile above the average), its warps in groups of `parts` over the k
+// positions of each tile, the next kMmaDepth chunks in flight while the ones before are
+// multiplied; each row's part sums meet in shared memory and are added in part order.
 #pragma once
 
 #include "cuda/stream_gemv.cuh"
@@ -215,8 +215,7 @@ inline bool fp8_mma_enabled() {
 // Launches the tensor-core kernel for FP8 rows W (n_out or, for SwiGLU, 2 n_out rows of k) where
 // the shape fits and pays: 2-byte T, k of at least kMmaMinK, at least kMmaMinTilesPerSm tiles a
 // multiprocessor, every part at least kStreamMinLoads chunks where k allows, x' and the part sums
-// within kStreamMaxShared. Returns false, launching
-// nothing, where it does not.
+// within kStreamMaxShared. Returns false, launching nothing, where it does not.
 template <typename T>
 bool fp8_mma_gemv(GemvInput input, const void* w, const T* x, const float* norm, const T* residual, T* y, int n_out, int k, float eps,
                   void* stream) {
