@@ -165,8 +165,8 @@ if want cold; then
   QWEN3_SDPA_CUDNN=1 step prefill-shapes-cudnn node scripts/cuda-host/prefill_shapes.mjs --size ${COLD_SIZE:-0.6B}
 fi
 # FP8 weights against bfloat16: the quantization's bytes on CUDA against the CPU's, what they
-# cost in accuracy (random 0.6B weights, 500 teacher-forced steps), then batch-1 and batch-32
-# decode and a 2,048-token prefill for each of FP8_SIZES (random weights made on the GPU),
+# cost in accuracy (random 0.6B weights, 500 teacher-forced steps), then decode at batch 1, 8 and 32
+# and a 2,048-token prefill for each of FP8_SIZES (random weights made on the GPU),
 # bfloat16 beside FP8.
 if want fp8; then
   step fp8-quantize "$PYTHON" scripts/cuda-host/fp8_quantize_check.py
@@ -175,7 +175,7 @@ if want fp8; then
   for size in ${FP8_SIZES:-0.6B 8B 32B}; do
     for q in bf16 fp8; do
       flag=$([ $q = fp8 ] && echo "--quantize fp8")
-      step fp8-bench-$size-$q bash -c 'node dist/cli.js bench --random-weights --size '$size' --dtype bfloat16 --device cuda --rows "KV cache compiled" --batches 1,32 --prefill 2048 --new-tokens 200 --runs 3 '"$flag"' --json > "$OUT/fp8-bench-'$size-$q'.json"'
+      step fp8-bench-$size-$q bash -c 'node dist/cli.js bench --random-weights --size '$size' --dtype bfloat16 --device cuda --rows "KV cache compiled" --batches 1,8,32 --prefill 2048 --new-tokens 200 --runs 3 '"$flag"' --json > "$OUT/fp8-bench-'$size-$q'.json"'
       node -e "console.log(require('./dist/bench.js').formatBenchReport(require(process.env.OUT + '/fp8-bench-$size-$q.json')))" | tee "$OUT/fp8-bench-$size-$q.md"
     done
   done
