@@ -85,12 +85,11 @@ __device__ __forceinline__ uint4 widen(const uint2& w) {
   uint32_t out[4];
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
-    const __nv_fp8x2_storage_t pair = static_cast<__nv_fp8x2_storage_t>((j < 2 ? w.x : w.y) >> (16 * (j & 1)));
-    const __half2 h(__nv_cvt_fp8x2_to_halfraw2(pair, __NV_E4M3));
+    const uint32_t h = e4m3_pair(j < 2 ? w.x : w.y, j & 1);
     if constexpr (std::is_same_v<T, __half>) {
-      out[j] = *reinterpret_cast<const uint32_t*>(&h);
+      out[j] = h;
     } else {
-      const __nv_bfloat162 b = __float22bfloat162_rn(__half22float2(h));
+      const __nv_bfloat162 b = __float22bfloat162_rn(__half22float2(*reinterpret_cast<const __half2*>(&h)));
       out[j] = *reinterpret_cast<const uint32_t*>(&b);
     }
   }

@@ -81,6 +81,8 @@ void CudaDecodeOps::head(const FusedWeights& weights, const at::Tensor& x, at::T
                       out.data_ptr(), static_cast<int>(out.size(1)), static_cast<int>(config_.emb_dim), static_cast<float>(kNormEps),
                       head.scratch, head.done, head.next, nullptr, stream_);
   } else if (const at::Tensor& normed = norm(x, weights.final_norm);
+             // FP8 rows only: a head in the compute dtype keeps cuBLAS, which the batch kernel was
+             // not measured against at the head's width.
              is_fp8_rows(weights.out_head) && batch_fits(dtype_, weights.out_head, normed, out, out.size(1))) {
     cuda::batch_product(dtype_, false, true, weights.out_head.data_ptr(), normed.data_ptr(), nullptr, out.data_ptr(),
                         static_cast<int>(buffers_.batch), static_cast<int>(out.size(1)), static_cast<int>(config_.emb_dim), stream_);

@@ -62,20 +62,6 @@ __device__ __forceinline__ void mma_f16(float (&c)[4], const uint32_t (&a)[4], u
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// Two E4M3 values (bytes 2h and 2h + 1 of `word`) as a float16 pair, exactly (one instruction on
-// sm_89 and newer).
-__device__ __forceinline__ uint32_t e4m3_pair(uint32_t word, int h) {
-  const uint16_t pair = static_cast<uint16_t>(h ? word >> 16 : word);
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
-  uint32_t out;
-  asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(out) : "h"(pair));
-  return out;
-#else
-  const __half2_raw out = __nv_cvt_fp8x2_to_halfraw2(pair, __NV_E4M3);
-  return static_cast<uint32_t>(out.x) | static_cast<uint32_t>(out.y) << 16;
-#endif
-}
-
 // x' into shared memory as float16 times 2^-s, by the whole block; returns 2^s. x lands in xs
 // first (2 bytes a value, in 16-byte loads) and is replaced in place, each thread its own values.
 // RMSNorm's statistics are block_rstd's, and x' is rounded to T as the reference rounds it before
@@ -84,7 +70,7 @@ template <typename T, int kInput>
 __device__ __forceinline__ float mma_input(const T* x, const float* ns, __half* xs, int k, float eps, float* scratch) {
   static_assert(sizeof(T) == 2, "the input shares its room with its float16 copy");
   T* xt = reinterpret_cast<T*>(xs);
-  for (int i = threadIdx.x; i < k / 8; i += blockDim.x) reinterpret_cast<uint4*>(xt)[i] = reinterpret_cast<const uint4*>(x)[i];
+  stream_input<T, kGemvPlain>(x, nullptr, xt, k, eps, scratch);  // x as it is
   __syncthreads();
   float sq = 0.f, top = 0.f;  // the sum of squares, as block_rstd sums it; the largest |x * norm|
   for (int i = threadIdx.x; i < k; i += blockDim.x) {
@@ -117,10 +103,7 @@ __global__ void __launch_bounds__(kMmaThreads, kMmaBlocksPerSm)
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int groups = kMmaWarps / parts, group = warp / parts, part = warp % parts;
   // The block's tiles [u_lo, u_hi) and this warp's group's share [g_lo, g_hi).
-  const int tiles = n_out / kMmaTile;
-  const int u_lo = static_cast<int>(static_cast<int64_t>(blockIdx.x) * tiles / gridDim.x);
-  const int u_hi = static_cast<int>(static_cast<int64_t>(blockIdx.x + 1) * tiles / gridDim.x);
-  const int g_lo = u_lo + (u_hi - u_lo) * group / groups, g_hi = u_lo + (u_hi - u_lo) * (group + 1) / groups;
+  const auto [u_lo, u_hi, g_lo, g_hi] = stream_share(n_out / kMmaTile, group, groups);
   const size_t row_bytes = static_cast<size_t>(k) + kFp8RowPad;
   const int begin = part * (k / parts) + 16 * t;  // the lane's first weight in each chunk of its part; then every 64
   // Row g (h = 0) or g + 8 (h = 1) of tile `unit`, of the gate (j = 0) or the up rows (j = 1).
@@ -131,19 +114,13 @@ __global__ void __launch_bounds__(kMmaThreads, kMmaBlocksPerSm)
 #pragma unroll
     for (int h = 0; h < 2; ++h) into[h] = __ldcs(reinterpret_cast<const uint4*>(row_of(c.unit, c.j, h) + begin + kMmaChunk * c.l));
   };
-  const auto advance = [&](StreamCursor& c) {
-    if (++c.l == loads) {
-      c.l = 0;
-      if (++c.j == kRows) c.j = 0, ++c.unit;
-    }
-  };
   const int total = (g_hi - g_lo) * kRows * loads;  // the lane's chunks, the same for the whole warp
   // 1. The first chunks' loads, before the input is ready.
   uint4 cur[kMmaDepth][2], next[kMmaDepth][2];
   StreamCursor at_load{g_lo, 0, 0};
 #pragma unroll
   for (int u = 0; u < kMmaDepth; ++u) {
-    if (u < total) fetch(at_load, cur[u]), advance(at_load);
+    if (u < total) fetch(at_load, cur[u]), at_load.advance(loads, kRows);
   }
   stage_norm<kInput>(norm, ns, k);
   pdl_wait();  // the input (and the residual, for in-place updates) is the previous kernel's output
@@ -161,7 +138,7 @@ __global__ void __launch_bounds__(kMmaThreads, kMmaBlocksPerSm)
   for (int f0 = 0; f0 < total; f0 += kMmaDepth) {
 #pragma unroll
     for (int u = 0; u < kMmaDepth; ++u) {
-      if (f0 + kMmaDepth + u < total) fetch(at_load, next[u]), advance(at_load);
+      if (f0 + kMmaDepth + u < total) fetch(at_load, next[u]), at_load.advance(loads, kRows);
     }
 #pragma unroll
     for (int u = 0; u < kMmaDepth; ++u) {
@@ -185,7 +162,7 @@ __global__ void __launch_bounds__(kMmaThreads, kMmaBlocksPerSm)
           }
           acc[0] = acc[1] = acc[2] = acc[3] = 0.f;
         }
-        advance(at_sum);
+        at_sum.advance(loads, kRows);
       }
     }
 #pragma unroll
@@ -225,8 +202,7 @@ bool fp8_mma_gemv(GemvInput input, const void* w, const T* x, const float* norm,
     if (!fp8_mma_enabled() || k < kMmaMinK || k % kMmaChunk != 0 || n_out % kMmaTile != 0 || k * 2 > kStreamMaxInputBytes) return false;
     if (!aligned16(x) || !aligned16(norm)) return false;
     const int chunks = k / kMmaChunk;
-    int parts = 1;
-    while (parts < kMmaWarps && chunks % (2 * parts) == 0 && chunks / (2 * parts) >= kStreamMinLoads) parts *= 2;
+    const int parts = stream_parts(chunks, kMmaWarps);
     const int groups = kMmaWarps / parts, tiles = n_out / kMmaTile;
     const bool swiglu = input == kGemvRmsNormSwiGLU;
     if (tiles * (swiglu ? 2 : 1) < kMmaMinTilesPerSm * sm_count()) return false;

@@ -50,28 +50,28 @@ __device__ __forceinline__ void pdl_launch_dependents() {
 #endif
 }
 
-// Sum over the block; every thread gets the result. `scratch` holds 32 floats.
-__device__ float block_sum(float v, float* scratch) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+// op(v) over the block, op a commutative, associative pair function whose identity is `none`
+// (the value of the lanes past the last warp); every thread gets it. `scratch` holds 32 floats.
+template <typename Op>
+__device__ __forceinline__ float block_reduce(float v, float* scratch, Op op, float none) {
+  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
   __syncthreads();  // scratch may still be read from a previous call
   if (lane == 0) scratch[warp] = v;
   __syncthreads();
-  v = lane < warps ? scratch[lane] : 0.f;
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  v = lane < warps ? scratch[lane] : none;
+  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
+}
+
+// Sum over the block; every thread gets the result. `scratch` holds 32 floats.
+__device__ float block_sum(float v, float* scratch) {
+  return block_reduce(v, scratch, [](float a, float b) { return a + b; }, 0.f);
 }
 
 // The largest v over the block; every thread gets it. `scratch` holds 32 floats.
 __device__ float block_max(float v, float* scratch) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
-  __syncthreads();  // scratch may still be read from a previous call
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  v = lane < warps ? scratch[lane] : -INFINITY;
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
+  return block_reduce(v, scratch, [](float a, float b) { return fmaxf(a, b); }, -INFINITY);
 }
 
 // rsqrt(mean(row^2) + eps) for one row, by the whole block; every thread gets it. Each thread

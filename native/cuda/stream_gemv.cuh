@@ -82,10 +82,40 @@ __device__ __forceinline__ void store_block_output(T* y, int n, int first, const
   }
 }
 
-// Where a lane's stream stands: the unit, its row j (of kRows) and the load l (of `loads`).
+// Where a lane's stream stands: the unit, its row j (of `rows`) and the load l (of `loads`).
 struct StreamCursor {
   int unit, j, l;
+  // The next load: the next of the row, else the unit's next row, else the next unit's first.
+  __device__ __forceinline__ void advance(int loads, int rows) {
+    if (++l == loads) {
+      l = 0;
+      if (++j == rows) j = 0, ++unit;
+    }
+  }
 };
+
+// The units [lo, hi) of the block (of `units` dealt evenly over the grid), and the share [g_lo,
+// g_hi) of its warps' group `group` of `groups`.
+struct StreamShare {
+  int lo, hi, g_lo, g_hi;
+};
+
+__device__ __forceinline__ StreamShare stream_share(int units, int group, int groups) {
+  StreamShare s;
+  s.lo = static_cast<int>(static_cast<int64_t>(blockIdx.x) * units / gridDim.x);
+  s.hi = static_cast<int>(static_cast<int64_t>(blockIdx.x + 1) * units / gridDim.x);
+  s.g_lo = s.lo + (s.hi - s.lo) * group / groups;
+  s.g_hi = s.lo + (s.hi - s.lo) * (group + 1) / groups;
+  return s;
+}
+
+// The most warps (up to `most`) that can share a row of `loads` loads a lane, doubled while each
+// part stays a whole number of at least kStreamMinLoads loads.
+inline int stream_parts(int loads, int most) {
+  int parts = 1;
+  while (parts < most && loads % (2 * parts) == 0 && loads / (2 * parts) >= kStreamMinLoads) parts *= 2;
+  return parts;
+}
 
 template <typename T, bool kFp8, int kInput, bool kSwiGLU, int kShape>
 __global__ void __launch_bounds__(kGemvThreads, kStreamShapes[kShape].blocks_per_sm)
@@ -103,20 +133,12 @@ __global__ void __launch_bounds__(kGemvThreads, kStreamShapes[kShape].blocks_per
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int groups = kGemvWarps / parts, group = warp / parts, part = warp % parts;
   // The block's units [u_lo, u_hi) and this warp's group's share [g_lo, g_hi).
-  const int u_lo = static_cast<int>(static_cast<int64_t>(blockIdx.x) * n_out / gridDim.x);
-  const int u_hi = static_cast<int>(static_cast<int64_t>(blockIdx.x + 1) * n_out / gridDim.x);
-  const int g_lo = u_lo + (u_hi - u_lo) * group / groups, g_hi = u_lo + (u_hi - u_lo) * (group + 1) / groups;
+  const auto [u_lo, u_hi, g_lo, g_hi] = stream_share(n_out, group, groups);
   const size_t row_bytes = kFp8 ? static_cast<size_t>(k) + kFp8RowPad : static_cast<size_t>(k) * sizeof(T);
   const int begin = part * (k / parts) + lane * V;  // the lane's first weight in every row; then every 32 V
   const auto row_of = [&](int unit, int j) { return static_cast<const uint8_t*>(w) + static_cast<size_t>(unit + j * n_out) * row_bytes; };
   const auto fetch = [&](const StreamCursor& c) {
     return __ldcs(reinterpret_cast<const uint4*>(row_of(c.unit, c.j) + static_cast<size_t>(begin + 32 * V * c.l) * kWeightBytes));
-  };
-  const auto advance = [&](StreamCursor& c) {
-    if (++c.l == loads) {
-      c.l = 0;
-      if (++c.j == kRows) c.j = 0, ++c.unit;
-    }
   };
   const int total = (g_hi - g_lo) * kRows * loads;  // the lane's loads, the same for the whole warp
   // 1. The stream's first loads, before the input is ready.
@@ -124,7 +146,7 @@ __global__ void __launch_bounds__(kGemvThreads, kStreamShapes[kShape].blocks_per
   StreamCursor at_load{g_lo, 0, 0};
 #pragma unroll
   for (int u = 0; u < kStreamDepth; ++u) {
-    if (u < total) cur[u] = fetch(at_load), advance(at_load);
+    if (u < total) cur[u] = fetch(at_load), at_load.advance(loads, kRows);
   }
   stage_norm<kInput>(norm, ns, k);
   pdl_wait();  // the input (and the residual, for in-place updates) is the previous kernel's output
@@ -142,7 +164,7 @@ __global__ void __launch_bounds__(kGemvThreads, kStreamShapes[kShape].blocks_per
   for (int f0 = 0; f0 < total; f0 += kStreamDepth) {
 #pragma unroll
     for (int u = 0; u < kStreamDepth; ++u) {
-      if (f0 + kStreamDepth + u < total) next[u] = fetch(at_load), advance(at_load);
+      if (f0 + kStreamDepth + u < total) next[u] = fetch(at_load), at_load.advance(loads, kRows);
     }
 #pragma unroll
     for (int u = 0; u < kStreamDepth; ++u) {
@@ -158,7 +180,7 @@ __global__ void __launch_bounds__(kGemvThreads, kStreamShapes[kShape].blocks_per
           if (lane == 0) partial[((at_sum.unit - u_lo) * kRows + at_sum.j) * parts + part] = acc;
           acc = 0.f;
         }
-        advance(at_sum);
+        at_sum.advance(loads, kRows);
       }
     }
 #pragma unroll
@@ -217,9 +239,7 @@ bool stream_gemv(GemvInput input, const void* w, const T* x, const float* norm, 
   // The input and RMSNorm's scales are read in 16-byte loads.
   if (!aligned16(x) || !aligned16(norm)) return false;
   const int warp_loads = k / (32 * V);  // a whole row's loads per lane, for one warp
-  // The most parts (warps a row) that keep every part a whole number of at least kStreamMinLoads loads.
-  int parts = 1;
-  while (parts < kGemvWarps && warp_loads % (2 * parts) == 0 && warp_loads / (2 * parts) >= kStreamMinLoads) parts *= 2;
+  const int parts = stream_parts(warp_loads, kGemvWarps);
   const int groups = kGemvWarps / parts;
   const bool swiglu = input == kGemvRmsNormSwiGLU;
   // x' and, for RMSNorm, its scales.

@@ -1,6 +1,7 @@
-// What the matrix-vector kernels share (gemv_kernels.cu, fp8_gemv.cu, head_kernel.cu): the block
-// shape, the input's preparation in shared memory, and the dot product of one 16-byte load of a
-// weight row with the input, for rows in the compute dtype and for FP8 rows (model/fp8_weights.h).
+// What the matrix-vector kernels share (gemv_kernels.cu, fp8_gemv.cu, head_kernel.cu, and
+// batch_product.cu): the block shape, the input's preparation in shared memory, the widening of
+// E4M3 pairs, and the dot product of one 16-byte load of a weight row with the input, for rows in
+// the compute dtype and for FP8 rows (model/fp8_weights.h).
 // Included inside each file's anonymous namespace use, as kernel_common.cuh is.
 #pragma once
 
@@ -35,6 +36,20 @@ __device__ __forceinline__ void gemv_input(const T* x, const float* norm, T* xs,
   } else {
     for (int i = threadIdx.x; i < k; i += blockDim.x) xs[i] = x[i];
   }
+}
+
+// Two E4M3 values (bytes 2h and 2h + 1 of `word`) as a float16 pair, exactly (one instruction on
+// sm_89 and newer).
+__device__ __forceinline__ uint32_t e4m3_pair(uint32_t word, int h) {
+  const uint16_t pair = static_cast<uint16_t>(h ? word >> 16 : word);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  uint32_t out;
+  asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(out) : "h"(pair));
+  return out;
+#else
+  const __half2_raw out = __nv_cvt_fp8x2_to_halfraw2(pair, __NV_E4M3);
+  return static_cast<uint32_t>(out.x) | static_cast<uint32_t>(out.y) << 16;
+#endif
 }
 
 // 16 / sizeof(T) weights of T against the input at xs (shared memory), in float32.
