@@ -5,9 +5,13 @@
 namespace qwen3::cuda {
 namespace {
 
+// Launched with programmatic dependent launch: the next product's weight loads start while rows
+// are normed, and this kernel's launch overlaps the end of the one before.
 template <typename T>
 __global__ void rms_norm_kernel(const T* __restrict__ x, const float* __restrict__ w, T* __restrict__ out, int dim, float eps) {
   __shared__ float scratch[32];
+  pdl_launch_dependents();
+  pdl_wait();  // x is the previous kernel's output
   block_rms_norm(x + static_cast<size_t>(blockIdx.x) * dim, w, out + static_cast<size_t>(blockIdx.x) * dim, dim, eps, scratch);
 }
 
@@ -79,7 +83,7 @@ __global__ void chain_step_kernel(const int64_t* __restrict__ next, int64_t* __r
 void rms_norm(int dtype, const void* x, const float* w, void* out, int rows, int dim, float eps, void* stream) {
   dispatch(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    rms_norm_kernel<T><<<rows, 256, 0, static_cast<cudaStream_t>(stream)>>>(static_cast<const T*>(x), w, static_cast<T*>(out), dim, eps);
+    launch("rms_norm", rms_norm_kernel<T>, true, dim3(rows), dim3(256), 0, stream, static_cast<const T*>(x), w, static_cast<T*>(out), dim, eps);
   });
   check("rms_norm");
 }
