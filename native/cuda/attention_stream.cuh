@@ -14,16 +14,14 @@
 #pragma once
 
 #include "cuda/attention_splits.cuh"
+#include "cuda/head_lanes.cuh"
 
 namespace qwen3::cuda {
 namespace {
 
 constexpr int kStreamAttnThreads = 128;
 constexpr int kStreamAttnWarps = kStreamAttnThreads / 32;
-constexpr int kTeamLanes = 16;
 constexpr int kTeams = kStreamAttnThreads / kTeamLanes;
-constexpr int kLaneDims = 8;                            // one 16-byte load of 2-byte elements
-constexpr int kStreamHeadDim = kTeamLanes * kLaneDims;  // 128
 constexpr int kStreamMaxReps = 8;
 static_assert(kStreamAttnThreads == kStreamHeadDim, "the warps' merge gives each thread one dimension");
 // Positions a team loads per round: a lane keeps 2 * U 16-byte loads of keys and values in flight
@@ -34,59 +32,6 @@ static_assert(kStreamAttnThreads == kStreamHeadDim, "the warps' merge gives each
 #endif
 template <int REPS>
 constexpr int kRoundPositions = REPS <= 4 ? QWEN3_ATTN_ROUND : 2;
-
-template <typename T>
-__device__ __forceinline__ void unpack8(const uint4& raw, float (&out)[kLaneDims]) {
-  const T* e = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-  for (int i = 0; i < kLaneDims; ++i) out[i] = to_f(e[i]);
-}
-
-template <typename T>
-__device__ __forceinline__ uint4 pack8(const float (&v)[kLaneDims]) {
-  uint4 raw;
-  T* e = reinterpret_cast<T*>(&raw);
-#pragma unroll
-  for (int i = 0; i < kLaneDims; ++i) e[i] = from_f<T>(v[i]);
-  return raw;
-}
-
-__device__ __forceinline__ void load8(const float* p, float (&out)[kLaneDims]) {
-  const float4 a = *reinterpret_cast<const float4*>(p), b = *reinterpret_cast<const float4*>(p + 4);
-  out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w, out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
-}
-
-// Sum over the lane's team (xor offsets below 16 stay inside it); the whole warp calls it.
-__device__ __forceinline__ float team_sum(float v) {
-#pragma unroll
-  for (int o = kTeamLanes / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// One of the step's heads from the QKV product (`raw`: the lane's dimensions d0..d0+7), finished
-// as qk_norm_rope_cache finishes it: RMSNorm with the scales `norm` rounded to T, then RoPE
-// rounded to T. The whole warp calls it.
-template <typename T>
-__device__ __forceinline__ void finish_head(const uint4& raw, bool qk_norm, const float (&norm)[kLaneDims], const float (&c)[kLaneDims],
-                                            const float (&s)[kLaneDims], int d0, float eps, float (&out)[kLaneDims]) {
-  float v[kLaneDims];
-  unpack8<T>(raw, v);
-  if (qk_norm) {
-    float sq = 0.f;
-#pragma unroll
-    for (int e = 0; e < kLaneDims; ++e) sq += v[e] * v[e];
-    const float rstd = rsqrtf(team_sum(sq) / kStreamHeadDim + eps);
-#pragma unroll
-    for (int e = 0; e < kLaneDims; ++e) v[e] = to_f(from_f<T>((v[e] * rstd) * norm[e]));
-  }
-  const bool low = d0 < kStreamHeadDim / 2;
-#pragma unroll
-  for (int e = 0; e < kLaneDims; ++e) {
-    const float partner = __shfl_xor_sync(0xffffffffu, v[e], kTeamLanes / 2);  // dimension d +- 64
-    const float rotated = low ? -partner : partner;
-    out[e] = to_f(from_f<T>(v[e] * c[e] + rotated * s[e]));
-  }
-}
 
 // A round: the team's U positions first, first + kTeams, ... (zeros past `end`).
 template <typename T, int U>

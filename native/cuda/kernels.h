@@ -18,7 +18,9 @@ void rms_norm(int dtype, const void* x, const float* w, void* out, int rows, int
 // `seq` tokens per row: from qkv (rows, seq, (heads + 2 groups) * hd), per-head RMSNorm and RoPE
 // on queries and keys, token t at position *position + t (its row of cos/sin (positions, hd) and
 // its slot in the key/value buffers); queries go to q_out (rows, heads, seq, hd), keys and values
-// into k_cache/v_cache (rows, groups, capacity, hd).
+// into k_cache/v_cache (rows, groups, capacity, hd). Heads of 128 in 2-byte elements are
+// finished with the streaming decode attention's arithmetic (cuda/head_lanes.cuh);
+// QWEN3_NO_PROMPT_HEAD_LANES=1 sends them to the general kernel, to compare.
 void qk_norm_rope_cache(int dtype, const void* qkv, const float* q_norm, const float* k_norm, bool qk_norm,
                         const float* cos, const float* sin, const int64_t* position, int seq, void* q_out, void* k_cache,
                         void* v_cache, int rows, int heads, int groups, int hd, int capacity, float eps, void* stream);

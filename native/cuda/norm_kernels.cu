@@ -1,6 +1,6 @@
 // RMSNorm, the prompt's per-head norm with RoPE into the KV cache, SiLU*up, and the hand-over
 // from one chained decode step to the next (declared in cuda/kernels.h).
-#include "cuda/kernel_common.cuh"
+#include "cuda/head_lanes.cuh"
 
 namespace qwen3::cuda {
 namespace {
@@ -52,6 +52,44 @@ __global__ void qk_norm_rope_cache_kernel(const T* __restrict__ qkv, const float
   }
 }
 
+// The same for heads of 128 in 2-byte elements (every Qwen3 model): a team of 16 lanes per
+// (row, token, head), eight a block, each lane 8 dimensions in one 16-byte load and store, no
+// block-wide barrier. Queries and keys are finished by finish_head, the decode step's own
+// arithmetic (cuda/head_lanes.cuh). The kernel above takes float32 and other head sizes.
+constexpr int kPromptHeadThreads = 128;
+constexpr int kPromptHeadsPerBlock = kPromptHeadThreads / kTeamLanes;
+
+template <typename T>
+__global__ void __launch_bounds__(kPromptHeadThreads)
+    prompt_heads_kernel(const T* __restrict__ qkv, const float* __restrict__ q_norm, const float* __restrict__ k_norm, bool qk_norm,
+                        const float* __restrict__ cos, const float* __restrict__ sin, const int64_t* __restrict__ position, int seq,
+                        T* __restrict__ q_out, T* __restrict__ k_cache, T* __restrict__ v_cache, int heads, int groups, int capacity,
+                        int items, float eps) {
+  constexpr int hd = kStreamHeadDim;
+  const int total_heads = heads + 2 * groups, d0 = (threadIdx.x % kTeamLanes) * kLaneDims;
+  const int item = blockIdx.x * kPromptHeadsPerBlock + threadIdx.x / kTeamLanes;
+  // A team past the last item computes on item 0 and stores nothing: finish_head's shuffles need the whole warp.
+  const bool valid = item < items;
+  const int token = valid ? item / total_heads : 0, head = valid ? item % total_heads : 0;
+  const int row = token / seq, step = token % seq;
+  const int64_t pos = *position + step;
+  const uint4 raw = *reinterpret_cast<const uint4*>(qkv + (static_cast<size_t>(token) * total_heads + head) * hd + d0);
+  const bool is_query = head < heads, is_value = head >= heads + groups;
+  float norm[kLaneDims] = {}, c[kLaneDims], s[kLaneDims], out[kLaneDims];
+  if (qk_norm && !is_value) load8((is_query ? q_norm : k_norm) + d0, norm);
+  load8(cos + pos * hd + d0, c);
+  load8(sin + pos * hd + d0, s);
+  finish_head<T>(raw, qk_norm, norm, c, s, d0, eps, out);
+  if (!valid) return;
+  if (is_value) {  // stored as it is
+    *reinterpret_cast<uint4*>(v_cache + ((static_cast<size_t>(row) * groups + head - heads - groups) * capacity + pos) * hd + d0) = raw;
+  } else if (is_query) {
+    *reinterpret_cast<uint4*>(q_out + ((static_cast<size_t>(row) * heads + head) * seq + step) * hd + d0) = pack8<T>(out);
+  } else {
+    *reinterpret_cast<uint4*>(k_cache + ((static_cast<size_t>(row) * groups + head - heads) * capacity + pos) * hd + d0) = pack8<T>(out);
+  }
+}
+
 template <typename T>
 __global__ void silu_mul_kernel(const T* __restrict__ gate_up, T* __restrict__ out, int hidden, int total) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -60,6 +98,22 @@ __global__ void silu_mul_kernel(const T* __restrict__ gate_up, T* __restrict__ o
   const float g = to_f(gate_up[static_cast<size_t>(row) * 2 * hidden + j]);
   const float u = to_f(gate_up[static_cast<size_t>(row) * 2 * hidden + hidden + j]);
   out[i] = from_f<T>(g / (1.f + __expf(-g)) * u);
+}
+
+// The same, 8 outputs a thread in 16-byte loads and stores (hidden a multiple of 8, aligned buffers).
+template <typename T>
+__global__ void silu_mul8_kernel(const T* __restrict__ gate_up, T* __restrict__ out, int hidden, int total) {
+  const int i = (blockIdx.x * blockDim.x + threadIdx.x) * 8;
+  if (i >= total) return;
+  const int row = i / hidden, j = i % hidden;
+  const uint4 g8 = *reinterpret_cast<const uint4*>(gate_up + static_cast<size_t>(row) * 2 * hidden + j);
+  const uint4 u8 = *reinterpret_cast<const uint4*>(gate_up + static_cast<size_t>(row) * 2 * hidden + hidden + j);
+  float g[8], u[8], y[8];
+  unpack8<T>(g8, g);
+  unpack8<T>(u8, u);
+#pragma unroll
+  for (int e = 0; e < 8; ++e) y[e] = g[e] / (1.f + __expf(-g[e])) * u[e];
+  *reinterpret_cast<uint4*>(out + i) = pack8<T>(y);
 }
 
 // Links one decode step to the next without the host: this step's tokens become the next
@@ -92,14 +146,27 @@ void qk_norm_rope_cache(int dtype, const void* qkv, const float* q_norm, const f
                         const float* sin, const int64_t* position, int seq, void* q_out, void* k_cache, void* v_cache, int rows,
                         int heads, int groups, int hd, int capacity, float eps, void* stream) {
   if (hd % 32 != 0 || hd > 1024) throw std::invalid_argument("fused kernels need head_dim a multiple of 32, at most 1024");
+  const int items = rows * seq * (heads + 2 * groups);  // (row, token, head)
   dispatch(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    const size_t shared = (hd + 32) * sizeof(float);
+    const auto* in = static_cast<const T*>(qkv);
+    auto *q = static_cast<T*>(q_out), *k = static_cast<T*>(k_cache), *v = static_cast<T*>(v_cache);
     // Prompts only (decode steps use group_attention), after cuBLAS products, which start no
-    // kernel early: a plain launch.
-    launch("qk_norm_rope_cache", qk_norm_rope_cache_kernel<T>, false, dim3(rows * seq * (heads + 2 * groups)), dim3(hd), shared, stream,
-           static_cast<const T*>(qkv), q_norm, k_norm, qk_norm, cos, sin, position, seq, static_cast<T*>(q_out), static_cast<T*>(k_cache),
-           static_cast<T*>(v_cache), heads, groups, hd, capacity, eps);
+    // kernel early: plain launches.
+    if constexpr (sizeof(T) == 2) {
+      bool aligned = hd == kStreamHeadDim && !env_set("QWEN3_NO_PROMPT_HEAD_LANES");
+      for (const void* p : std::initializer_list<const void*>{qkv, q_out, k_cache, v_cache, cos, sin, q_norm, k_norm}) {
+        aligned = aligned && aligned16(p);
+      }
+      if (aligned) {
+        launch("qk_norm_rope_cache", prompt_heads_kernel<T>, false, dim3((items + kPromptHeadsPerBlock - 1) / kPromptHeadsPerBlock),
+               dim3(kPromptHeadThreads), 0, stream, in, q_norm, k_norm, qk_norm, cos, sin, position, seq, q, k, v, heads, groups, capacity,
+               items, eps);
+        return;
+      }
+    }
+    launch("qk_norm_rope_cache", qk_norm_rope_cache_kernel<T>, false, dim3(items), dim3(hd), (hd + 32) * sizeof(float), stream, in, q_norm,
+           k_norm, qk_norm, cos, sin, position, seq, q, k, v, heads, groups, hd, capacity, eps);
   });
   check("qk_norm_rope_cache");
 }
@@ -108,7 +175,16 @@ void silu_mul(int dtype, const void* gate_up, void* out, int rows, int hidden, v
   dispatch(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     const int total = rows * hidden;
-    silu_mul_kernel<T><<<(total + 255) / 256, 256, 0, static_cast<cudaStream_t>(stream)>>>(static_cast<const T*>(gate_up), static_cast<T*>(out), hidden, total);
+    const auto* in = static_cast<const T*>(gate_up);
+    auto* y = static_cast<T*>(out);
+    if constexpr (sizeof(T) == 2) {
+      if (hidden % 8 == 0 && aligned16(gate_up) && aligned16(out)) {
+        const int threads = total / 8;
+        silu_mul8_kernel<T><<<(threads + 255) / 256, 256, 0, static_cast<cudaStream_t>(stream)>>>(in, y, hidden, total);
+        return;
+      }
+    }
+    silu_mul_kernel<T><<<(total + 255) / 256, 256, 0, static_cast<cudaStream_t>(stream)>>>(in, y, hidden, total);
   });
   check("silu_mul");
 }

@@ -15,7 +15,9 @@ void* current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 }  // namespace
 
 CudaPrefillOps::CudaPrefillOps(const ModelConfig& config, StepShape step)
-    : AtenOps(config, std::move(step)), zero_position_(at::zeros({1}, step_.cos.options().dtype(at::kLong))) {}
+    : AtenOps(config, std::move(step)), zero_position_(at::zeros({1}, step_.cos.options().dtype(at::kLong))) {
+  grouped_sdpa_ = true;  // the flash kernels read each key/value head for its whole group
+}
 
 void CudaPrefillOps::linear_add(at::Tensor& x, const at::Tensor& input, const at::Tensor& w) {
   if (is_fp8_rows(w)) {

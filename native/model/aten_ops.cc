@@ -65,13 +65,16 @@ at::Tensor AtenOps::sdpa(const at::Tensor& q, at::Tensor keys, at::Tensor values
   const bool causal = step_.seq > 1 && step_.start == 0 && !step_.padding;
   // Repeating the key/value heads keeps a many-token step eligible for the flash kernels, which
   // not every libtorch offers together with enable_gqa; for one token it costs more than it saves.
+  // A backend whose libtorch has them (grouped_sdpa_) passes the groups as they are to an
+  // unmasked step.
   const int64_t repeat = config_.n_heads / config_.n_kv_groups;
-  if (step_.seq > 1 && repeat > 1) {
+  const bool grouped = step_.seq == 1 || (grouped_sdpa_ && !step_.visible.defined());
+  if (repeat > 1 && !grouped) {
     keys = keys.repeat_interleave(repeat, 1);      // (batch, heads, keys, hd)
     values = values.repeat_interleave(repeat, 1);  // (batch, heads, keys, hd)
   }
   return at::scaled_dot_product_attention(q, keys, values, step_.visible.defined() ? std::optional<at::Tensor>(step_.visible) : std::nullopt,
-                                          0.0, causal, std::nullopt, /*enable_gqa=*/step_.seq == 1 && repeat > 1);
+                                          0.0, causal, std::nullopt, /*enable_gqa=*/repeat > 1 && grouped);
 }
 
 at::Tensor AtenOps::merge_heads(const at::Tensor& context) const {

@@ -78,6 +78,10 @@ class AtenOps : public BlockOps {
 
   ModelConfig config_;
   StepShape step_;
+  // Whether an unmasked many-token step passes the key/value heads to SDPA as they are
+  // (enable_gqa) instead of repeating them per query head: set by a backend whose libtorch's flash
+  // kernels take the groups themselves.
+  bool grouped_sdpa_ = false;
 };
 
 }  // namespace qwen3

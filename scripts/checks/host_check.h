@@ -38,6 +38,20 @@ inline float e4m3(uint8_t b) {
   return sign ? -v : v;
 }
 
+// RoPE's tables for positions 0..positions-1 of heads of hd (base 10^6, Qwen3's): cos and sin,
+// (positions, hd) each, the angle of dimension d that of d - hd/2 past the half.
+inline void rope_tables(int positions, int hd, std::vector<float>& cos, std::vector<float>& sin) {
+  cos.assign(static_cast<size_t>(positions) * hd, 0.f);
+  sin.assign(cos.size(), 0.f);
+  for (int p = 0; p < positions; ++p) {
+    for (int d = 0; d < hd; ++d) {
+      const double angle = p * std::pow(1e6, -static_cast<double>(2 * (d % (hd / 2))) / hd);
+      cos[static_cast<size_t>(p) * hd + d] = static_cast<float>(std::cos(angle));
+      sin[static_cast<size_t>(p) * hd + d] = static_cast<float>(std::sin(angle));
+    }
+  }
+}
+
 // A device copy of `host` (16 bytes of slack past its end, for kernels' last vector loads).
 template <typename T>
 T* upload(const std::vector<T>& host) {

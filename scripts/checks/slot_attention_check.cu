@@ -49,15 +49,9 @@ bool run_case(int dtype, const char* name, const Case& c, std::mt19937& rng) {
   for (auto& x : qkv) x = from_f<T>(normal(rng));
   for (auto& x : k_cache) x = from_f<T>(normal(rng));
   for (auto& x : v_cache) x = from_f<T>(normal(rng));
-  std::vector<float> q_norm(HD), k_norm(HD), cos(static_cast<size_t>(capacity) * HD), sin(cos.size());
+  std::vector<float> q_norm(HD), k_norm(HD), cos, sin;
   for (int d = 0; d < HD; ++d) q_norm[d] = 1.f + 0.1f * normal(rng), k_norm[d] = 1.f + 0.1f * normal(rng);
-  for (int p = 0; p < capacity; ++p) {
-    for (int d = 0; d < HD; ++d) {
-      const double angle = p * std::pow(1e6, -static_cast<double>(2 * (d % (HD / 2))) / HD);
-      cos[static_cast<size_t>(p) * HD + d] = static_cast<float>(std::cos(angle));
-      sin[static_cast<size_t>(p) * HD + d] = static_cast<float>(std::sin(angle));
-    }
-  }
+  rope_tables(capacity, HD, cos, sin);
   const int stride = c.positions.size() == 1 ? 0 : 1;
   const float scale = 1.f / std::sqrt(static_cast<float>(HD));
   const size_t partial_n = qwen3::cuda::attention_partials_floats(c.rows, H, HD, capacity);
