@@ -66,9 +66,10 @@ at::Tensor AtenOps::sdpa(const at::Tensor& q, at::Tensor keys, at::Tensor values
   // Repeating the key/value heads keeps a many-token step eligible for the flash kernels, which
   // not every libtorch offers together with enable_gqa; for one token it costs more than it saves.
   // A backend whose libtorch has them (grouped_sdpa_) passes the groups as they are to an
-  // unmasked step.
+  // unmasked step in a 2-byte dtype, which the flash kernels take (float32 goes to a kernel that
+  // may not take groups, and SDPA's fallback for it holds every score in memory).
   const int64_t repeat = config_.n_heads / config_.n_kv_groups;
-  const bool grouped = step_.seq == 1 || (grouped_sdpa_ && !step_.visible.defined());
+  const bool grouped = step_.seq == 1 || (grouped_sdpa_ && !step_.visible.defined() && q.element_size() == 2);
   if (repeat > 1 && !grouped) {
     keys = keys.repeat_interleave(repeat, 1);      // (batch, heads, keys, hd)
     values = values.repeat_interleave(repeat, 1);  // (batch, heads, keys, hd)
