@@ -33,6 +33,9 @@ template <> __device__ __forceinline__ float from_f<float>(float v) { return v; 
 template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
 template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half(v); }
 
+// SiLU(g) * u in float32, as every kernel that ends a SwiGLU computes it.
+__device__ __forceinline__ float silu_times(float g, float u) { return g / (1.f + __expf(-g)) * u; }
+
 // Programmatic dependent launch (Hopper): a kernel launched with it may start while the one
 // before is still running. It must wait (pdl_wait) before it reads what that kernel wrote or
 // writes anything at all; what it does before (a GEMV's first weight loads) overlaps the

@@ -97,7 +97,7 @@ __global__ void silu_mul_kernel(const T* __restrict__ gate_up, T* __restrict__ o
   const int row = i / hidden, j = i % hidden;
   const float g = to_f(gate_up[static_cast<size_t>(row) * 2 * hidden + j]);
   const float u = to_f(gate_up[static_cast<size_t>(row) * 2 * hidden + hidden + j]);
-  out[i] = from_f<T>(g / (1.f + __expf(-g)) * u);
+  out[i] = from_f<T>(silu_times(g, u));
 }
 
 // The same, 8 outputs a thread in 16-byte loads and stores (hidden a multiple of 8, aligned buffers).
@@ -112,7 +112,7 @@ __global__ void silu_mul8_kernel(const T* __restrict__ gate_up, T* __restrict__ 
   unpack8<T>(g8, g);
   unpack8<T>(u8, u);
 #pragma unroll
-  for (int e = 0; e < 8; ++e) y[e] = g[e] / (1.f + __expf(-g[e])) * u[e];
+  for (int e = 0; e < 8; ++e) y[e] = silu_times(g[e], u[e]);
   *reinterpret_cast<uint4*>(out + i) = pack8<T>(y);
 }
 
@@ -154,11 +154,12 @@ void qk_norm_rope_cache(int dtype, const void* qkv, const float* q_norm, const f
     // Prompts only (decode steps use group_attention), after cuBLAS products, which start no
     // kernel early: plain launches.
     if constexpr (sizeof(T) == 2) {
-      bool aligned = hd == kStreamHeadDim && !env_set("QWEN3_NO_PROMPT_HEAD_LANES");
+      static const bool enabled = !env_set("QWEN3_NO_PROMPT_HEAD_LANES");
+      bool lanes = enabled && hd == kStreamHeadDim;  // and every buffer taken in 16-byte loads and stores
       for (const void* p : std::initializer_list<const void*>{qkv, q_out, k_cache, v_cache, cos, sin, q_norm, k_norm}) {
-        aligned = aligned && aligned16(p);
+        lanes = lanes && aligned16(p);
       }
-      if (aligned) {
+      if (lanes) {
         launch("qk_norm_rope_cache", prompt_heads_kernel<T>, false, dim3((items + kPromptHeadsPerBlock - 1) / kPromptHeadsPerBlock),
                dim3(kPromptHeadThreads), 0, stream, in, q_norm, k_norm, qk_norm, cos, sin, position, seq, q, k, v, heads, groups, capacity,
                items, eps);

@@ -91,7 +91,7 @@ template <typename T, bool kSwiGLU>
 __device__ __forceinline__ void store_product_value(T* y, int n, const float* sums, bool has_residual, T held) {
   if constexpr (kSwiGLU) {
     const float g = to_f(from_f<T>(sums[0])), u = to_f(from_f<T>(sums[1]));
-    y[n] = from_f<T>(g / (1.f + __expf(-g)) * u);
+    y[n] = from_f<T>(silu_times(g, u));
   } else {
     T out = from_f<T>(sums[0]);
     if (has_residual) out = from_f<T>(to_f(out) + to_f(held));
