@@ -74,20 +74,28 @@ const at::Tensor& CudaDecodeOps::norm(const at::Tensor& x, const at::Tensor& sca
   return normed_;
 }
 
+bool CudaDecodeOps::batch_normed(at::Tensor& out, const at::Tensor& x, const at::Tensor& scale, const at::Tensor& w, bool swiglu, int64_t n_out,
+                                 bool use_kernel) {
+  const int rows = static_cast<int>(buffers_.batch), k = static_cast<int>(config_.emb_dim);
+  const bool inside = use_kernel && cuda::batch_norm_supported(rows, k) && batch_fits(dtype_, w, x, out, n_out);
+  const at::Tensor& input = inside ? x : norm(x, scale);
+  if (!inside && !(use_kernel && batch_fits(dtype_, w, input, out, n_out))) return false;
+  cuda::batch_product(dtype_, swiglu, is_fp8_rows(w), w.data_ptr(), input.data_ptr(), inside ? scale.data_ptr<float>() : nullptr,
+                      static_cast<float>(kNormEps), nullptr, out.data_ptr(), rows, static_cast<int>(n_out), k, stream_);
+  return true;
+}
+
 void CudaDecodeOps::head(const FusedWeights& weights, const at::Tensor& x, at::Tensor& logits, const HeadBuffers& head) {
   at::Tensor out = weights.ranks ? head.local : logits;  // (batch, rows of the head): a handle on the same storage
   if (one_row_) {
     cuda::gemv_argmax(dtype_, is_fp8_rows(weights.out_head), weights.out_head.data_ptr(), x.data_ptr(), weights.final_norm.data_ptr<float>(),
                       out.data_ptr(), static_cast<int>(out.size(1)), static_cast<int>(config_.emb_dim), static_cast<float>(kNormEps),
                       head.scratch, head.done, head.next, nullptr, stream_);
-  } else if (const at::Tensor& normed = norm(x, weights.final_norm);
-             // FP8 rows only: a head in the compute dtype keeps cuBLAS, which the batch kernel was
-             // not measured against at the head's width.
-             is_fp8_rows(weights.out_head) && batch_fits(dtype_, weights.out_head, normed, out, out.size(1))) {
-    cuda::batch_product(dtype_, false, true, weights.out_head.data_ptr(), normed.data_ptr(), nullptr, out.data_ptr(),
-                        static_cast<int>(buffers_.batch), static_cast<int>(out.size(1)), static_cast<int>(config_.emb_dim), stream_);
-  } else {
-    product(out, normed, weights.out_head);
+  } else if (!batch_normed(out, x, weights.final_norm, weights.out_head, false, out.size(1),
+                           // FP8 rows only: a head in the compute dtype keeps cuBLAS, which the
+                           // batch kernel was not measured against at the head's width.
+                           is_fp8_rows(weights.out_head))) {
+    product(out, normed_, weights.out_head);
   }
   if (weights.ranks) gather_vocab_into(weights, out, logits);
 }
@@ -96,11 +104,8 @@ at::Tensor CudaDecodeOps::qkv(const at::Tensor& x, const FusedBlock& w) {
   if (one_row_) {
     gemv(dtype_, cuda::kGemvRmsNorm, w.w_qkv, x.data_ptr(), w.norm1.data_ptr<float>(), nullptr, qkv_.data_ptr(), static_cast<int>(qkv_.size(1)),
          static_cast<int>(config_.emb_dim), static_cast<float>(kNormEps), stream_);
-  } else if (const at::Tensor& normed = norm(x, w.norm1); batch_fits(dtype_, w.w_qkv, normed, qkv_, qkv_.size(1))) {
-    cuda::batch_product(dtype_, false, is_fp8_rows(w.w_qkv), w.w_qkv.data_ptr(), normed.data_ptr(), nullptr, qkv_.data_ptr(),
-                        static_cast<int>(buffers_.batch), static_cast<int>(qkv_.size(1)), static_cast<int>(config_.emb_dim), stream_);
-  } else {
-    product(qkv_, normed, w.w_qkv);
+  } else if (!batch_normed(qkv_, x, w.norm1, w.w_qkv, false, qkv_.size(1), true)) {
+    product(qkv_, normed_, w.w_qkv);
   }
   return qkv_;
 }
@@ -131,7 +136,7 @@ void CudaDecodeOps::linear_add(at::Tensor& x, const at::Tensor& input, const at:
          static_cast<int>(input_width(w)), static_cast<float>(kNormEps), stream_);
   } else if (batch_fits(dtype_, w, input, x, w.size(0))) {
     // The rounded product, then the sum, rounded again (as the one-row kernel).
-    cuda::batch_product(dtype_, false, is_fp8_rows(w), w.data_ptr(), input.data_ptr(), x.data_ptr(), x.data_ptr(),
+    cuda::batch_product(dtype_, false, is_fp8_rows(w), w.data_ptr(), input.data_ptr(), nullptr, 0.f, x.data_ptr(), x.data_ptr(),
                         static_cast<int>(buffers_.batch), static_cast<int>(w.size(0)), static_cast<int>(input_width(w)), stream_);
   } else if (is_fp8_rows(w)) {
     x.add_(fp8_linear(input, w));  // the rounded product, then the sum (as the one-row kernel)
@@ -145,11 +150,8 @@ at::Tensor CudaDecodeOps::swiglu(const at::Tensor& x, const FusedBlock& w) {
   if (one_row_) {
     gemv(dtype_, cuda::kGemvRmsNormSwiGLU, w.w_gate_up, x.data_ptr(), w.norm2.data_ptr<float>(), nullptr, act_.data_ptr(), static_cast<int>(F),
          static_cast<int>(config_.emb_dim), static_cast<float>(kNormEps), stream_);
-  } else if (const at::Tensor& normed = norm(x, w.norm2); batch_fits(dtype_, w.w_gate_up, normed, act_, F)) {
-    cuda::batch_product(dtype_, true, is_fp8_rows(w.w_gate_up), w.w_gate_up.data_ptr(), normed.data_ptr(), nullptr, act_.data_ptr(),
-                        static_cast<int>(buffers_.batch), static_cast<int>(F), static_cast<int>(config_.emb_dim), stream_);
-  } else {
-    product(gate_up_, normed, w.w_gate_up);
+  } else if (!batch_normed(act_, x, w.norm2, w.w_gate_up, true, F, true)) {
+    product(gate_up_, normed_, w.w_gate_up);
     cuda::silu_mul(dtype_, gate_up_.data_ptr(), act_.data_ptr(), static_cast<int>(buffers_.batch), static_cast<int>(F), stream_);
   }
   return act_;

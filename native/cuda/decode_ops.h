@@ -2,9 +2,10 @@
 // fold RMSNorm into their input and the residual add or SwiGLU into their output, and one
 // attention kernel that also norms, ropes and caches the step's heads. 2 to 8 rows (FP8 rows: 2
 // to 64): products on the tensor cores that read the weights once for all rows
-// (cuda::batch_product, with the residual add or SwiGLU in their output) after a separate RMSNorm
-// kernel, and the same attention kernel; more rows and float32: cuBLAS products (the residual
-// added by cuBLAS) and a separate SiLU*up kernel. Built only where the fused kernels are.
+// (cuda::batch_product, with the residual add or SwiGLU in their output; up to 4 rows the RMSNorm
+// made inside the product, else by a separate kernel), and the same attention kernel; more rows
+// and float32: cuBLAS products (the residual added by cuBLAS) and a separate SiLU*up kernel.
+// Built only where the fused kernels are.
 #pragma once
 
 #include "model/block.h"
@@ -58,6 +59,12 @@ class CudaDecodeOps : public BlockOps {
 
   // RMSNorm of x (batch, emb_dim) into the step's normed buffer (the cuBLAS path's head uses it).
   const at::Tensor& norm(const at::Tensor& x, const at::Tensor& scale);
+  // out = (RMSNorm(x) * scale) W^T (swiglu: SwiGLU of [gate | up] products) through
+  // cuda::batch_product where `use_kernel` allows it and the shapes fit: the norm made inside the
+  // product for up to cuda::kBatchNormMaxRows rows, else by the rms_norm kernel first. False
+  // where it did not run: the norm is then in the normed buffer, for cuBLAS.
+  bool batch_normed(at::Tensor& out, const at::Tensor& x, const at::Tensor& scale, const at::Tensor& w, bool swiglu, int64_t n_out,
+                    bool use_kernel);
   // The final norm and the vocabulary head of x (batch, emb_dim) into logits (batch, vocab):
   // batch 1 through the head's GEMV kernel, FP8 rows for up to 64 rows through
   // cuda::batch_product, else cuBLAS; a tensor-parallel rank computes its own rows into head.local

@@ -3,8 +3,10 @@
 // [gate | up] rows, for 1 to 64 rows (every tile count of the kernel, rows that leave a tile part
 // empty) at the widths of Qwen3-0.6B and 8B, in bfloat16 and float16, with weights in the compute
 // dtype and as FP8 rows (E4M3 values and a float32 scale a row); the row after the last must stay
-// untouched. Exits 1 on a mismatch. Needs a GPU; no libtorch:
-//   nvcc -std=c++17 -arch=sm_90 -Inative scripts/checks/batch_product_check.cu native/cuda/batch_product.cu -o /tmp/batch_check && /tmp/batch_check
+// untouched; with the input's RMSNorm made inside the product (up to 4 rows), the same bits as
+// cuda::rms_norm and then the product. Exits 1 on a mismatch. Needs a GPU; no libtorch:
+//   nvcc -std=c++17 -arch=sm_90 -Inative scripts/checks/batch_product_check.cu native/cuda/batch_product.cu native/cuda/norm_kernels.cu \
+//     -o /tmp/batch_check && /tmp/batch_check
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -20,12 +22,15 @@
 
 namespace {
 
+constexpr float kEps = 1e-6f;
+
 enum class Kind { kPlain, kResidual, kSwiGLU };
 
 struct Case {
   const char* name;
   int rows, n_out, k;
   Kind kind;
+  bool norm = false;  // the input RMSNorm made inside the product (up to 4 rows)
 };
 
 template <typename T>
@@ -54,15 +59,46 @@ bool run_case(int dtype, const Case& c, bool fp8, std::mt19937& rng) {
     w.resize(wf.size());
     for (size_t i = 0; i < w.size(); ++i) w[i] = from_f<T>(unit(rng)), wf[i] = to_f(w[i]);
   }
-  for (auto& v : x) v = from_f<T>(unit(rng) * x_scale);
+  for (auto& v : x) v = from_f<T>(unit(rng) * (c.norm ? 3.f : x_scale));
   for (auto& v : y) v = from_f<T>(c.kind == Kind::kResidual ? 4.f * unit(rng) : 1234.f);
+  std::vector<float> norm_w(c.k);  // normed inputs of the plain cases' size
+  if (c.norm) {
+    for (auto& v : norm_w) v = x_scale * (1.f + 0.5f * unit(rng));
+  }
   void* d_w = fp8 ? static_cast<void*>(upload(w_fp8)) : static_cast<void*>(upload(w));
   T *d_x = upload(x), *d_y = upload(y);
-  qwen3::cuda::batch_product(dtype, c.kind == Kind::kSwiGLU, fp8, d_w, d_x, c.kind == Kind::kResidual ? d_y : nullptr, d_y, c.rows,
-                             c.n_out, c.k, nullptr);
+  float* d_norm = upload(norm_w);
+  const bool swiglu = c.kind == Kind::kSwiGLU;
+  qwen3::cuda::batch_product(dtype, swiglu, fp8, d_w, d_x, c.norm ? d_norm : nullptr, kEps, c.kind == Kind::kResidual ? d_y : nullptr, d_y,
+                             c.rows, c.n_out, c.k, nullptr);
   CHECK(cudaDeviceSynchronize());
   const std::vector<T> got = download(d_y, y.size());
-  for (size_t i = 0; i < x.size(); ++i) xf[i] = to_f(x[i]);
+  bool ok = true;
+  if (c.norm) {
+    // The same bits as rms_norm's output multiplied without the norm.
+    T *d_normed = upload(x), *d_y2 = upload(y);
+    qwen3::cuda::rms_norm(dtype, d_x, d_norm, d_normed, c.rows, c.k, kEps, nullptr);
+    qwen3::cuda::batch_product(dtype, swiglu, fp8, d_w, d_normed, nullptr, 0.f, c.kind == Kind::kResidual ? d_y2 : nullptr, d_y2, c.rows,
+                               c.n_out, c.k, nullptr);
+    CHECK(cudaDeviceSynchronize());
+    const std::vector<T> apart = download(d_y2, y.size());
+    ok &= std::memcmp(apart.data(), got.data(), got.size() * sizeof(T)) == 0;
+    if (!ok) std::printf("  differs from rms_norm, then the product\n");
+    // The reference's input: the norm's values, rounded to T.
+    for (int r = 0; r < c.rows; ++r) {
+      double sq = 0;
+      for (int i = 0; i < c.k; ++i) sq += static_cast<double>(to_f(x[static_cast<size_t>(r) * c.k + i])) * to_f(x[static_cast<size_t>(r) * c.k + i]);
+      const float rstd = static_cast<float>(1.0 / std::sqrt(sq / c.k + kEps));
+      for (int i = 0; i < c.k; ++i) {
+        const size_t at = static_cast<size_t>(r) * c.k + i;
+        xf[at] = to_f(from_f<T>(to_f(x[at]) * rstd * norm_w[i]));
+      }
+    }
+    CHECK(cudaFree(d_normed));
+    CHECK(cudaFree(d_y2));
+  } else {
+    for (size_t i = 0; i < x.size(); ++i) xf[i] = to_f(x[i]);
+  }
   const auto dot = [&](int r, int row) {
     const float *xr = &xf[static_cast<size_t>(r) * c.k], *wr = &wf[static_cast<size_t>(row) * c.k];
     double s = 0;
@@ -70,7 +106,6 @@ bool run_case(int dtype, const Case& c, bool fp8, std::mt19937& rng) {
     return s;
   };
   double worst = 0;
-  bool ok = true;
   for (int r = 0; r < c.rows; ++r) {
     for (int n = 0; n < c.n_out; ++n) {
       const size_t at = static_cast<size_t>(r) * c.n_out + n;
@@ -89,9 +124,10 @@ bool run_case(int dtype, const Case& c, bool fp8, std::mt19937& rng) {
     const size_t at = static_cast<size_t>(c.rows) * c.n_out + n;
     ok &= to_f(got[at]) == to_f(y[at]);
   }
-  std::printf("%-44s %-8s %-4s %s  max |y - reference| %.3g\n", c.name, dtype == 1 ? "bfloat16" : "float16", fp8 ? "fp8" : "", ok ? "ok  " : "FAIL",
+  std::printf("%-50s %-8s %-4s %s  max |y - reference| %.3g\n", c.name, dtype == 1 ? "bfloat16" : "float16", fp8 ? "fp8" : "", ok ? "ok  " : "FAIL",
               worst);
   CHECK(cudaFree(d_w));
+  CHECK(cudaFree(d_norm));
   CHECK(cudaFree(d_x));
   CHECK(cudaFree(d_y));
   return ok;
@@ -112,11 +148,24 @@ int main() {
       {"40 rows, 1024 x 1056", 40, 1024, 1056, Kind::kPlain},
       {"64 rows, 2 x 2048 x 4096, SwiGLU", 64, 2048, 4096, Kind::kSwiGLU},
       {"64 rows, 8B QKV 6144 x 4096", 64, 6144, 4096, Kind::kPlain},
+      // Odd shapes: 9 and 33 rows (a tile part empty), 1,040 and 272 outputs, inputs of 3 chunks and
+      // of one.
+      {"9 rows, 1040 x 1056", 9, 1040, 1056, Kind::kPlain},
+      {"16 rows, 1024 x 2048 + residual", 16, 1024, 2048, Kind::kResidual},
+      {"24 rows, gate/up 2 x 1552 x 96, SwiGLU", 24, 1552, 96, Kind::kSwiGLU},
+      {"33 rows, 272 x 32 + residual", 33, 272, 32, Kind::kResidual},
+      {"48 rows, 8B output 4096 x 4096 + residual", 48, 4096, 4096, Kind::kResidual},
+      // The input's RMSNorm made inside the product.
+      {"1 row, QKV 4096 x 1024, norm", 1, 4096, 1024, Kind::kPlain, true},
+      {"3 rows, gate/up 2 x 3072 x 1024, SwiGLU, norm", 3, 3072, 1024, Kind::kSwiGLU, true},
+      {"2 rows, 1024 x 1056, norm", 2, 1024, 1056, Kind::kPlain, true},
+      {"4 rows, 8B QKV 6144 x 4096, norm", 4, 6144, 4096, Kind::kPlain, true},
+      {"4 rows, 8B gate/up 2 x 12288 x 4096, SwiGLU, norm", 4, 12288, 4096, Kind::kSwiGLU, true},
   };
   bool ok = true;
   for (const bool fp8 : {false, true}) {
     for (const Case& c : cases) ok &= run_case<__nv_bfloat16>(1, c, fp8, rng);
-    for (const Case& c : {cases[3], cases[4], cases[7]}) ok &= run_case<__half>(2, c, fp8, rng);
+    for (const Case& c : {cases[3], cases[4], cases[7], cases[10], cases[12], cases[16], cases[17]}) ok &= run_case<__half>(2, c, fp8, rng);
   }
   std::printf(ok ? "all ok\n" : "FAILED\n");
   return ok ? 0 : 1;

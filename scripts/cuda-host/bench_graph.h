@@ -19,7 +19,8 @@ struct ModelShape {
   const char* name;
   int dim, heads, groups, hd, hidden, layers;
 };
-constexpr ModelShape kModelShapes[] = {{"0.6B", 1024, 16, 8, 128, 3072, 28}, {"8B", 4096, 32, 8, 128, 12288, 36},
+constexpr ModelShape kModelShapes[] = {{"0.6B", 1024, 16, 8, 128, 3072, 28}, {"1.7B", 2048, 16, 8, 128, 6144, 28},
+                                       {"4B", 2560, 32, 8, 128, 9728, 36},    {"8B", 4096, 32, 8, 128, 12288, 36},
                                        {"32B", 5120, 64, 8, 128, 25600, 64}};
 
 // Whether the shape names in argv[1..] (options starting with "--" and their values skipped) ask

@@ -3,8 +3,8 @@
 # built side by side:
 #   bash scripts/cuda-host/kernel-bench.sh gemv [SHAPE...]           (scripts/cuda-host/gemv_bench.cu)
 #   bash scripts/cuda-host/kernel-bench.sh attention [SHAPE...] [--context N,...]   (attention_bench.cu)
-#   bash scripts/cuda-host/kernel-bench.sh batch [SHAPE...]          (batch_bench.cu: 8, 32, 64 rows)
-# SHAPE: 0.6B 8B 32B (default all; batch has no 32B). By default the gemv variants are the build as it is and
+#   bash scripts/cuda-host/kernel-bench.sh batch [SHAPE...]          (batch_bench.cu: 8 to 64 rows, against cuBLAS)
+# SHAPE: 0.6B 1.7B 4B 8B 32B (default all; batch has no 32B). By default the gemv variants are the build as it is and
 # every product on the narrow grid shape (native/cuda/stream_gemv.cuh), the attention ones the
 # streaming kernel and the general one. VARIANTS overrides the list:
 # "name:-DFLAG=V,-DFLAG=V,ENV=V name2:..." ("base:" is the default build; NAME=V items are set in
@@ -23,8 +23,9 @@ case $kernel in
     sources="scripts/cuda-host/attention_bench.cu native/cuda/attention_kernel.cu"
     variants=${VARIANTS:-"base: general:QWEN3_NO_STREAM_ATTENTION=1"} ;;
   batch)
-    sources="scripts/cuda-host/batch_bench.cu native/cuda/batch_product.cu"
-    variants=${VARIANTS:-"base:"} ;;
+    sources="scripts/cuda-host/batch_bench.cu native/cuda/batch_product.cu native/cuda/norm_kernels.cu"
+    if echo '#include <cublas_v2.h>' | nvcc -E -x cu - > /dev/null 2>&1; then sources+=" -lcublas"; fi
+    variants=${VARIANTS:-"base:BATCH_BENCH_CUBLAS=1"} ;;
   *) echo "kernel-bench.sh: unknown kernel '$kernel' (gemv, attention or batch)" >&2; exit 2 ;;
 esac
 status=0
