@@ -82,8 +82,8 @@ __device__ __forceinline__ void norm_rope_group(const GroupBlock& b, const T* __
 #pragma unroll
         for (int w = 0; w < stride; ++w) w_sums[w] += w_sums[w + stride];
       }
-      const float rstd = rsqrtf(w_sums[0] / hd + eps);
-      if (in_head) v = to_f(from_f<T>((v * rstd) * (j < reps ? q_norm : k_norm)[d]));  // the reference rounds here
+      const float rstd = rms_scale(w_sums[0], hd, eps);
+      if (in_head) v = to_f(rms_normed<T>(v, rstd, (j < reps ? q_norm : k_norm)[d]));  // the reference rounds here
     }
     b.vec[threadIdx.x] = v;
     __syncthreads();

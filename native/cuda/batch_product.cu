@@ -126,7 +126,7 @@ __device__ __forceinline__ void normalize_chunks(uint4 (&b)[DEPTH][NT], const fl
       T* v = reinterpret_cast<T*>(&b[d][n]);
       const float r = rstd[n * 8 + g];  // 0 for the rows past the last, whose inputs are zeros
 #pragma unroll
-      for (int j = 0; j < 8; ++j) v[j] = from_f<T>((to_f(v[j]) * r) * w8[j]);
+      for (int j = 0; j < 8; ++j) v[j] = rms_normed<T>(to_f(v[j]), r, w8[j]);
     }
   }
 }
@@ -155,7 +155,7 @@ __device__ __forceinline__ void batch_rstd(const T* x, int rows, int k, float ep
   float v = lane < kBatchWarps ? scratch[warp * 32 + lane] : 0.f;  // warp r finishes row r
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  if (lane == 0) rstd[warp] = warp < rows ? rsqrtf(v / k + eps) : 0.f;
+  if (lane == 0) rstd[warp] = warp < rows ? rms_scale(v, k, eps) : 0.f;
   __syncthreads();
 }
 

@@ -78,13 +78,13 @@ __device__ __forceinline__ float mma_input(const T* x, const float* ns, __half* 
     sq += v * v;
     top = fmaxf(top, fabsf(kInput == kGemvRmsNorm ? v * ns[i] : v));
   }
-  const float rstd = kInput == kGemvRmsNorm ? rsqrtf(block_sum(sq, scratch) / k + eps) : 1.f;
+  const float rstd = kInput == kGemvRmsNorm ? rms_scale(block_sum(sq, scratch), k, eps) : 1.f;
   int e = 0;
   frexpf(block_max(top, scratch) * rstd, &e);  // largest |x'| < 2^e (rounding to T adds at most 2^-8 of it)
   const int s = std::is_same_v<T, __half> ? 0 : max(e - 15, -100);  // -100: keeps 2^-s a float
   const float down = ldexpf(1.f, -s);
   for (int i = threadIdx.x; i < k; i += blockDim.x) {
-    const float v = kInput == kGemvRmsNorm ? to_f(from_f<T>((to_f(xt[i]) * rstd) * ns[i])) : to_f(xt[i]);
+    const float v = kInput == kGemvRmsNorm ? to_f(rms_normed<T>(to_f(xt[i]), rstd, ns[i])) : to_f(xt[i]);
     xs[i] = __float2half_rn(v * down);
   }
   return ldexpf(1.f, s);

@@ -45,14 +45,14 @@ __device__ __forceinline__ void gemv_input_regs(const T* x, const float* norm_s,
       for (int e = 0; e < V; ++e) sq += to_f(r[e]) * to_f(r[e]);
     }
     for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
-    const float rstd = rsqrtf(sq / k + eps);
+    const float rstd = rms_scale(sq, k, eps);
 #pragma unroll
     for (int u = 0; u < kGemvUnroll; ++u) {
       const int i = begin + (lane + 32 * u) * V;
       T* r = reinterpret_cast<T*>(&xp[u]);
 #pragma unroll
       for (int e = 0; e < V; ++e) {
-        if (i < end) r[e] = from_f<T>((to_f(r[e]) * rstd) * norm_s[i + e]);  // the reference rounds here
+        if (i < end) r[e] = rms_normed<T>(to_f(r[e]), rstd, norm_s[i + e]);  // the reference rounds here
       }
     }
   }

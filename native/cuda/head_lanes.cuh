@@ -54,9 +54,9 @@ __device__ __forceinline__ void finish_head(const uint4& raw, bool qk_norm, cons
     float sq = 0.f;
 #pragma unroll
     for (int e = 0; e < kLaneDims; ++e) sq += v[e] * v[e];
-    const float rstd = rsqrtf(team_sum(sq) / kStreamHeadDim + eps);
+    const float rstd = rms_scale(team_sum(sq), kStreamHeadDim, eps);
 #pragma unroll
-    for (int e = 0; e < kLaneDims; ++e) v[e] = to_f(from_f<T>((v[e] * rstd) * norm[e]));
+    for (int e = 0; e < kLaneDims; ++e) v[e] = to_f(rms_normed<T>(v[e], rstd, norm[e]));
   }
   const bool low = d0 < kStreamHeadDim / 2;
 #pragma unroll

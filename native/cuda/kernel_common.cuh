@@ -77,6 +77,17 @@ __device__ float block_max(float v, float* scratch) {
   return block_reduce(v, scratch, [](float a, float b) { return fmaxf(a, b); }, -INFINITY);
 }
 
+// The RMSNorm scale, rsqrt(mean + eps), from a row's sum of squares over `dim` elements.
+__device__ __forceinline__ float rms_scale(float sum_sq, int dim, float eps) { return rsqrtf(sum_sq / dim + eps); }
+
+// One element of RMSNorm(x) * w, rounded to T where the reference rounds it. w is taken by
+// reference so that it is loaded after x * rstd is formed: by value, the GEMVs compile to other
+// machine code.
+template <typename T>
+__device__ __forceinline__ T rms_normed(float x, float rstd, const float& w) {
+  return from_f<T>((x * rstd) * w);
+}
+
 // rsqrt(mean(row^2) + eps) for one row, by the whole block; every thread gets it. Each thread
 // sums the squares of elements threadIdx.x, + blockDim.x, ... in order, so any caller gets the
 // same bits.
@@ -87,7 +98,7 @@ __device__ float block_rstd(const T* row, int dim, float eps, float* scratch) {
     const float v = to_f(row[i]);
     sq += v * v;
   }
-  return rsqrtf(block_sum(sq, scratch) / dim + eps);
+  return rms_scale(block_sum(sq, scratch), dim, eps);
 }
 
 // dst = cast(row * rsqrt(mean(row^2) + eps) * w) for one row, by the whole block.
@@ -95,7 +106,7 @@ template <typename T>
 __device__ void block_rms_norm(const T* __restrict__ row, const float* __restrict__ w, T* __restrict__ dst, int dim, float eps,
                                float* scratch) {
   const float rstd = block_rstd(row, dim, eps, scratch);
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) dst[i] = from_f<T>((to_f(row[i]) * rstd) * w[i]);
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) dst[i] = rms_normed<T>(to_f(row[i]), rstd, w[i]);
 }
 
 inline void check(const char* what) {

@@ -36,8 +36,8 @@ __global__ void qk_norm_rope_cache_kernel(const T* __restrict__ qkv, const float
   }
   const bool is_query = head < heads;
   if (qk_norm) {
-    const float rstd = rsqrtf(block_sum(v * v, smem + hd) / hd + eps);
-    v = to_f(from_f<T>((v * rstd) * (is_query ? q_norm : k_norm)[t]));  // the reference rounds here
+    const float rstd = rms_scale(block_sum(v * v, smem + hd), hd, eps);
+    v = to_f(rms_normed<T>(v, rstd, (is_query ? q_norm : k_norm)[t]));  // the reference rounds here
   }
   smem[t] = v;
   __syncthreads();
