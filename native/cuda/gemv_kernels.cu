@@ -7,83 +7,6 @@
 namespace qwen3::cuda {
 namespace {
 
-// One-row matrix-vector product y = x' W^T (+ residual), for a batch-1 decode step, where cuBLAS
-// picks tile shapes meant for matrices and reaches well under half the memory bandwidth. Each
-// warp starts the loads of its weights first, then waits for the previous kernel (programmatic
-// dependent launch lets it start while that one is still finishing). Each output row is streamed
-// by kParts warps (each a contiguous slice of k, 16-byte loads, float32 sums), so that a 1024-row
-// matrix still fills about four blocks per SM.
-// Where a warp's slice fits in its first loads (k up to 1,024 bf16 per slice: all of Qwen3-0.6B's
-// products), every lane prepares the input x' for its own positions in registers: x itself, or
-// RMSNorm(x) * norm with the sum of squares from warp shuffles: no block-wide barrier or load of
-// the scales stands between the previous kernel's end and the sums. Larger k prepares x' once
-// per block in shared memory. (More blocks, TMA staging, L2 prefetching and register caps all
-// measured slower: docs/performance.md.)
-constexpr int kGemvUnroll = 4;
-
-// The lane's input values at the positions of its first loads, begin + (lane + 32 u) * V for
-// u < kGemvUnroll, straight from global memory (kInRegs: the warp's slice fits in those loads),
-// packed as T like the weights (RMSNorm rounds x' to T, so nothing is lost). No shared memory and
-// no block-wide barrier stand between the previous kernel's end and the sums. RMSNorm needs the
-// whole row in the warp's slice (kParts == 1); `norm_s` holds its scales.
-template <typename T, int kInput>
-__device__ __forceinline__ void gemv_input_regs(const T* x, const float* norm_s, uint4 (&xp)[kGemvUnroll], int begin, int end, int k,
-                                                float eps) {
-  constexpr int V = 16 / sizeof(T);
-  const int lane = threadIdx.x & 31;
-#pragma unroll
-  for (int u = 0; u < kGemvUnroll; ++u) {
-    const int i = begin + (lane + 32 * u) * V;
-    xp[u] = i < end ? __ldcg(reinterpret_cast<const uint4*>(x + i)) : make_uint4(0, 0, 0, 0);
-  }
-  if constexpr (kInput == kGemvRmsNorm) {
-    float sq = 0.f;
-#pragma unroll
-    for (int u = 0; u < kGemvUnroll; ++u) {
-      const T* r = reinterpret_cast<const T*>(&xp[u]);
-#pragma unroll
-      for (int e = 0; e < V; ++e) sq += to_f(r[e]) * to_f(r[e]);
-    }
-    for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
-    const float rstd = rms_scale(sq, k, eps);
-#pragma unroll
-    for (int u = 0; u < kGemvUnroll; ++u) {
-      const int i = begin + (lane + 32 * u) * V;
-      T* r = reinterpret_cast<T*>(&xp[u]);
-#pragma unroll
-      for (int e = 0; e < V; ++e) {
-        if (i < end) r[e] = rms_normed<T>(to_f(r[e]), rstd, norm_s[i + e]);  // the reference rounds here
-      }
-    }
-  }
-}
-
-// dot16 with both operands in registers. For bfloat16 the input's halves are widened by opaque
-// instructions, so the compiler re-widens them for each row instead of holding 32 floats for a
-// warp's two rows (which cost the kernel a block per SM, or spills).
-template <typename T>
-__device__ __forceinline__ float dot_packed(const uint4& packed_w, const uint4& packed_x) {
-  float sum = 0.f;
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    const uint32_t* w = &packed_w.x;
-    const uint32_t* x = &packed_x.x;
-#pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      uint32_t lo, hi;
-      asm volatile("shl.b32 %0, %1, 16;" : "=r"(lo) : "r"(x[q]));
-      asm volatile("and.b32 %0, %1, 0xffff0000;" : "=r"(hi) : "r"(x[q]));
-      sum += __uint_as_float(w[q] << 16) * __uint_as_float(lo);  // element 2q sits in the low half
-      sum += __uint_as_float(w[q] & 0xffff0000u) * __uint_as_float(hi);
-    }
-  } else {
-    const T* w = reinterpret_cast<const T*>(&packed_w);
-    const T* x = reinterpret_cast<const T*>(&packed_x);
-#pragma unroll
-    for (int e = 0; e < static_cast<int>(16 / sizeof(T)); ++e) sum += to_f(w[e]) * to_f(x[e]);
-  }
-  return sum;
-}
-
 // One warp's sum for one weight row over the warp's slice [begin, end) of k, its first loads
 // already in `first`: from the input in registers (kInRegs) or in shared memory, streaming the
 // rest of the row. The lane partial sums are reduced over the warp.
@@ -140,6 +63,18 @@ __device__ __forceinline__ void store_outputs(const float (&accs)[kRows], const 
   }
 }
 
+// One-row matrix-vector product y = x' W^T (+ residual), for a batch-1 decode step, where cuBLAS
+// picks tile shapes meant for matrices and reaches well under half the memory bandwidth. Each
+// warp starts the loads of its weights first, then waits for the previous kernel (programmatic
+// dependent launch lets it start while that one is still finishing). Each output row is streamed
+// by kParts warps (each a contiguous slice of k, 16-byte loads, float32 sums), so that a 1024-row
+// matrix still fills about four blocks per SM.
+// Where a warp's slice fits in its first loads (k up to 1,024 bf16 per slice: all of Qwen3-0.6B's
+// products), every lane prepares the input x' for its own positions in registers: x itself, or
+// RMSNorm(x) * norm with the sum of squares from warp shuffles: no block-wide barrier or load of
+// the scales stands between the previous kernel's end and the sums. Larger k prepares x' once
+// per block in shared memory. (More blocks, TMA staging, L2 prefetching and register caps all
+// measured slower: docs/performance.md.)
 template <typename T, int kInput, int kParts, int kRows, bool kInRegs, bool kSwiGLU>
 __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const T* __restrict__ w, const T* __restrict__ x, const float* __restrict__ norm,
                                                             const T* residual, T* y, int n_out, int k, float eps) {

@@ -1,7 +1,7 @@
 // What the matrix-vector kernels share (gemv_kernels.cu, fp8_gemv.cu, head_kernel.cu, and
-// batch_product.cu): the block shape, the input's preparation in shared memory, the widening of
-// E4M3 pairs, and the dot product of one 16-byte load of a weight row with the input, for rows in
-// the compute dtype and for FP8 rows (model/fp8_weights.h).
+// batch_product.cu): the block shape, the input's preparation in shared memory or in a lane's
+// registers, the widening of E4M3 pairs, and the dot product of one 16-byte load of a weight row
+// with the input, for rows in the compute dtype and for FP8 rows (model/fp8_weights.h).
 // Included inside each file's anonymous namespace use, as kernel_common.cuh is.
 #pragma once
 
@@ -103,6 +103,73 @@ __device__ __forceinline__ void store_product_value(T* y, int n, const float* su
 template <typename T, bool kSwiGLU>
 __device__ __forceinline__ void store_product(T* y, int n, const float* sums, const T* residual) {
   store_product_value<T, kSwiGLU>(y, n, sums, residual != nullptr, residual != nullptr ? residual[n] : from_f<T>(0.f));
+}
+
+// The register path of the one-row products (gemv_kernels.cu) and of the persistent layer walk
+// (scripts/cuda-host/persistent_bench.cu): 16-byte loads a lane keeps in flight per row.
+constexpr int kGemvUnroll = 4;
+
+// The lane's input values at the positions of its first loads, begin + (lane + 32 u) * V for
+// u < kGemvUnroll, straight from global memory (kInRegs: the warp's slice fits in those loads),
+// packed as T like the weights (RMSNorm rounds x' to T, so nothing is lost). No shared memory and
+// no block-wide barrier stand between the previous kernel's end and the sums. RMSNorm needs the
+// whole row in the warp's slice (kParts == 1); `norm_s` holds its scales.
+template <typename T, int kInput>
+__device__ __forceinline__ void gemv_input_regs(const T* x, const float* norm_s, uint4 (&xp)[kGemvUnroll], int begin, int end, int k,
+                                                float eps) {
+  constexpr int V = 16 / sizeof(T);
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int u = 0; u < kGemvUnroll; ++u) {
+    const int i = begin + (lane + 32 * u) * V;
+    xp[u] = i < end ? __ldcg(reinterpret_cast<const uint4*>(x + i)) : make_uint4(0, 0, 0, 0);
+  }
+  if constexpr (kInput == kGemvRmsNorm) {
+    float sq = 0.f;
+#pragma unroll
+    for (int u = 0; u < kGemvUnroll; ++u) {
+      const T* r = reinterpret_cast<const T*>(&xp[u]);
+#pragma unroll
+      for (int e = 0; e < V; ++e) sq += to_f(r[e]) * to_f(r[e]);
+    }
+    for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
+    const float rstd = rms_scale(sq, k, eps);
+#pragma unroll
+    for (int u = 0; u < kGemvUnroll; ++u) {
+      const int i = begin + (lane + 32 * u) * V;
+      T* r = reinterpret_cast<T*>(&xp[u]);
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        if (i < end) r[e] = rms_normed<T>(to_f(r[e]), rstd, norm_s[i + e]);  // the reference rounds here
+      }
+    }
+  }
+}
+
+// dot16 with both operands in registers. For bfloat16 the input's halves are widened by opaque
+// instructions, so the compiler re-widens them for each row instead of holding 32 floats for a
+// warp's two rows (which cost the kernel a block per SM, or spills).
+template <typename T>
+__device__ __forceinline__ float dot_packed(const uint4& packed_w, const uint4& packed_x) {
+  float sum = 0.f;
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    const uint32_t* w = &packed_w.x;
+    const uint32_t* x = &packed_x.x;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      uint32_t lo, hi;
+      asm volatile("shl.b32 %0, %1, 16;" : "=r"(lo) : "r"(x[q]));
+      asm volatile("and.b32 %0, %1, 0xffff0000;" : "=r"(hi) : "r"(x[q]));
+      sum += __uint_as_float(w[q] << 16) * __uint_as_float(lo);  // element 2q sits in the low half
+      sum += __uint_as_float(w[q] & 0xffff0000u) * __uint_as_float(hi);
+    }
+  } else {
+    const T* w = reinterpret_cast<const T*>(&packed_w);
+    const T* x = reinterpret_cast<const T*>(&packed_x);
+#pragma unroll
+    for (int e = 0; e < static_cast<int>(16 / sizeof(T)); ++e) sum += to_f(w[e]) * to_f(x[e]);
+  }
+  return sum;
 }
 
 // FP8 rows: row r's k weights, then its float32 scale, then padding to kFp8RowPad more bytes.

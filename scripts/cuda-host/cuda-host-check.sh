@@ -185,11 +185,13 @@ if want fp8; then
 fi
 # The speed table; BASELINE=transformers adds Hugging Face transformers (torch.compile takes minutes).
 # First the batch-1 products, the long-context attention and the products for 8-64 rows alone at
-# 0.6B's, 8B's and 32B's shapes (no libtorch, about a minute each).
+# 0.6B's, 8B's and 32B's shapes, and 0.6B's products as one persistent kernel (no libtorch, about
+# a minute each).
 if want bench; then
   ROUNDS=1 step gemv-bench bash scripts/cuda-host/kernel-bench.sh gemv
   ROUNDS=1 step attention-bench bash scripts/cuda-host/kernel-bench.sh attention
   ROUNDS=1 step batch-bench bash scripts/cuda-host/kernel-bench.sh batch
+  ROUNDS=1 step persistent-bench bash scripts/cuda-host/kernel-bench.sh persistent
   need_full
   export OUT BASELINE
   step bench bash -c 'node dist/cli.js bench --device cuda --model '$FULL'/model.pth --context 4096,16384,32768 ${BASELINE:+--baseline $BASELINE} --json > "$OUT/bench.json"'

@@ -4,6 +4,7 @@
 #   bash scripts/cuda-host/kernel-bench.sh gemv [SHAPE...]           (scripts/cuda-host/gemv_bench.cu)
 #   bash scripts/cuda-host/kernel-bench.sh attention [SHAPE...] [--context N,...]   (attention_bench.cu)
 #   bash scripts/cuda-host/kernel-bench.sh batch [SHAPE...]          (batch_bench.cu: 8 to 64 rows, against cuBLAS)
+#   bash scripts/cuda-host/kernel-bench.sh persistent                (persistent_bench.cu: 0.6B's products as one kernel)
 # SHAPE: 0.6B 1.7B 4B 8B 32B (default all; batch has no 32B). By default the gemv variants are the build as it is and
 # every product on the narrow grid shape (native/cuda/stream_gemv.cuh), the attention ones the
 # streaming kernel and the general one. VARIANTS overrides the list:
@@ -13,7 +14,7 @@
 set -uo pipefail
 OUT=${OUT:-$PWD/cuda-host-logs}
 mkdir -p "$OUT"
-kernel=${1:?usage: kernel-bench.sh gemv|attention|batch [ARGS...]}
+kernel=${1:?usage: kernel-bench.sh gemv|attention|batch|persistent [ARGS...]}
 shift
 case $kernel in
   gemv)
@@ -26,7 +27,10 @@ case $kernel in
     sources="scripts/cuda-host/batch_bench.cu native/cuda/batch_product.cu native/cuda/norm_kernels.cu"
     if echo '#include <cublas_v2.h>' | nvcc -E -x cu - > /dev/null 2>&1; then sources+=" -lcublas"; fi
     variants=${VARIANTS:-"base:BATCH_BENCH_CUBLAS=1"} ;;
-  *) echo "kernel-bench.sh: unknown kernel '$kernel' (gemv, attention or batch)" >&2; exit 2 ;;
+  persistent)
+    sources="scripts/cuda-host/persistent_bench.cu scripts/cuda-host/persistent_walk.cu native/cuda/gemv_kernels.cu native/cuda/fp8_gemv.cu native/cuda/head_kernel.cu"
+    variants=${VARIANTS:-"base:"} ;;
+  *) echo "kernel-bench.sh: unknown kernel '$kernel' (gemv, attention, batch or persistent)" >&2; exit 2 ;;
 esac
 status=0
 pids=()
