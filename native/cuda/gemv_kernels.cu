@@ -17,12 +17,7 @@ __device__ __forceinline__ float row_sum(const T* row, const uint4 (&first)[kGem
   const int lane = threadIdx.x & 31;
   float acc = 0.f;
   if constexpr (kInRegs) {
-#pragma unroll
-    for (int u = 0; u < kGemvUnroll; ++u) {
-      const int i = begin + (lane + 32 * u) * V;
-      const float sum = dot_packed<T>(first[u], xp[u]);
-      if (i < end) acc += sum;
-    }
+    acc = lane_row_sum<T>([&](int u, int) { return first[u]; }, xp, begin, end);
   } else {
 #pragma unroll
     for (int u = 0; u < kGemvUnroll; ++u) {

@@ -172,6 +172,23 @@ __device__ __forceinline__ float dot_packed(const uint4& packed_w, const uint4& 
   return sum;
 }
 
+// A lane's part of one row's sum over its warp's slice [begin, end) of the input, in order: its
+// weight pieces weights(u, i) (16 bytes at position i) against its input pieces xp (the one-row
+// kernels' register path, and the persistent layer walk's).
+template <typename T, typename Weights>
+__device__ __forceinline__ float lane_row_sum(Weights weights, const uint4 (&xp)[kGemvUnroll], int begin, int end) {
+  constexpr int V = 16 / sizeof(T);
+  const int lane = threadIdx.x & 31;
+  float acc = 0.f;
+#pragma unroll
+  for (int u = 0; u < kGemvUnroll; ++u) {
+    const int i = begin + (lane + 32 * u) * V;
+    const float sum = dot_packed<T>(weights(u, i), xp[u]);  // past `end`, weights(u, i) need not be read
+    if (i < end) acc += sum;
+  }
+  return acc;
+}
+
 // FP8 rows: row r's k weights, then its float32 scale, then padding to kFp8RowPad more bytes.
 constexpr int kFp8RowPad = 16;
 

@@ -44,19 +44,12 @@ constexpr float kEps = 1e-6f;
 // One line: the layer's microseconds for `rows` rows in `mode`.
 void bench(const ModelShape& s, int rows, bool fp8, Mode mode, cudaStream_t stream) {
   const bool with_cublas = mode == Mode::kCublas;
-  const int q_out = (s.heads + 2 * s.groups) * s.hd, attn = s.heads * s.hd;
-  struct Product {
-    int w_rows, n_out, k;
-    bool swiglu, residual;
-  };
-  const Product products[] = {{q_out, q_out, s.dim, false, false},
-                              {s.dim, s.dim, attn, false, true},
-                              {2 * s.hidden, s.hidden, s.dim, true, false},
-                              {s.dim, s.dim, s.hidden, false, true}};
-  const auto bytes = [&](const Product& p) { return static_cast<size_t>(p.w_rows) * (fp8 ? p.k + 16 : p.k * 2); };
+  const auto products = layer_products(s);
+  const int q_out = products[0].n_out, attn = products[1].k;
+  const auto bytes = [&](const LayerProduct& p) { return static_cast<size_t>(p.rows()) * (fp8 ? p.k + 16 : p.k * 2); };
   std::vector<void*> weights[4];
   size_t layer_bytes = 0;
-  for (const Product& p : products) layer_bytes += bytes(p);
+  for (const LayerProduct& p : products) layer_bytes += bytes(p);
   for (int l = 0; l < s.layers; ++l) {
     for (int i = 0; i < 4; ++i) weights[i].push_back(device_random(bytes(products[i]), 17 * l + i, fp8));
   }
@@ -84,25 +77,25 @@ void bench(const ModelShape& s, int rows, bool fp8, Mode mode, cudaStream_t stre
   }
 #endif
   // One product of `p` for weights w: batch_product (with the input's norm inside where `norm`), or cuBLAS.
-  const auto multiply = [&](const Product& p, const void* w, const void* in, const float* norm, void* out, cudaStream_t st) {
+  const auto multiply = [&](const LayerProduct& p, const void* w, const void* in, const float* norm, void* out, cudaStream_t st) {
     if (!with_cublas) {
-      cuda::batch_product(1, p.swiglu, fp8, w, in, norm, kEps, p.residual ? out : nullptr, out, rows, p.n_out, p.k, st);
+      cuda::batch_product(1, p.swiglu(), fp8, w, in, norm, kEps, p.residual ? out : nullptr, out, rows, p.n_out, p.k, st);
       return;
     }
 #ifdef BATCH_BENCH_HAS_CUBLAS
     // Column-major: out^T (w_rows, rows) = W (w_rows, k) x in^T (k, rows).
     const float one = 1.f, beta = p.residual ? 1.f : 0.f;
-    if (cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, p.w_rows, rows, p.k, &one, w, CUDA_R_16BF, p.k, in, CUDA_R_16BF, p.k, &beta,
-                     p.swiglu ? gate_up : out, CUDA_R_16BF, p.w_rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS) {
+    if (cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, p.rows(), rows, p.k, &one, w, CUDA_R_16BF, p.k, in, CUDA_R_16BF, p.k, &beta,
+                     p.swiglu() ? gate_up : out, CUDA_R_16BF, p.rows(), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS) {
       std::abort();
     }
-    if (p.swiglu) cuda::silu_mul(1, gate_up, out, rows, p.n_out, st);
+    if (p.swiglu()) cuda::silu_mul(1, gate_up, out, rows, p.n_out, st);
 #endif
   };
   const double us = time_graph([&](cudaStream_t st) {
     for (int l = 0; l < s.layers; ++l) {
       for (int i = 0; i < 4; ++i) {
-        const bool normed_input = i == 0 || i == 2;
+        const bool normed_input = products[i].input != cuda::kGemvPlain;
         if (normed_input && mode != Mode::kNormInside) cuda::rms_norm(1, x, norm_w, normed, rows, s.dim, kEps, st);
         if (normed_input && mode == Mode::kNormInside) {
           multiply(products[i], weights[i][l], x, norm_w, outs[i], st);
@@ -113,7 +106,7 @@ void bench(const ModelShape& s, int rows, bool fp8, Mode mode, cudaStream_t stre
     }
   }, stream);
   // The output head (151,936 rows of the vocabulary), in bfloat16 only: the decode step keeps FP8 heads on batch_product.
-  const Product head{kVocab, kVocab, s.dim, false, false};
+  const LayerProduct head{"head", cuda::kGemvPlain, kVocab, s.dim, false};
   void* head_w = fp8 ? nullptr : device_random(bytes(head), 99, false);
   void* logits = fp8 ? nullptr : device_random(static_cast<size_t>(rows) * kVocab * 2, 7, false);
   const double head_us = fp8 ? 0 : time_graph([&](cudaStream_t st) { multiply(head, head_w, normed, nullptr, logits, st); }, stream);

@@ -1,17 +1,19 @@
-// What the kernel microbenchmarks (gemv_bench.cu, attention_bench.cu, batch_bench.cu) share: the
-// model shapes, the shapes a command line asks for, device buffers of hashed values, and the time
-// of one replay of a CUDA graph.
+// What the kernel microbenchmarks (gemv_bench.cu, attention_bench.cu, batch_bench.cu,
+// persistent_bench.cu) share: the model shapes and a layer's products at each, the shapes a command
+// line asks for, device buffers of hashed values, and the time of one replay of a CUDA graph.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <functional>
 #include <vector>
 
 #include "../checks/host_check.h"
+#include "cuda/kernels.h"
 
 namespace {
 
@@ -22,6 +24,27 @@ struct ModelShape {
 constexpr ModelShape kModelShapes[] = {{"0.6B", 1024, 16, 8, 128, 3072, 28}, {"1.7B", 2048, 16, 8, 128, 6144, 28},
                                        {"4B", 2560, 32, 8, 128, 9728, 36},    {"8B", 4096, 32, 8, 128, 12288, 36},
                                        {"32B", 5120, 64, 8, 128, 25600, 64}};
+
+// One of a decoder layer's matrix products, as the one-row and batch kernels take it.
+struct LayerProduct {
+  const char* name;
+  qwen3::cuda::GemvInput input;  // plain, RMSNorm on the input, or RMSNorm and SwiGLU (W = [gate | up])
+  int n_out, k;
+  bool residual;  // the output is added to in place
+  bool swiglu() const { return input == qwen3::cuda::kGemvRmsNormSwiGLU; }
+  int rows() const { return swiglu() ? 2 * n_out : n_out; }  // W's rows
+};
+
+// A layer's four products in their order: RMSNorm + QKV, the attention output plus the residual,
+// RMSNorm + gate/up + SwiGLU, down plus the residual.
+inline std::array<LayerProduct, 4> layer_products(const ModelShape& s) {
+  namespace cuda = qwen3::cuda;
+  const int q_out = (s.heads + 2 * s.groups) * s.hd, attn = s.heads * s.hd;
+  return {{{"qkv", cuda::kGemvRmsNorm, q_out, s.dim, false},
+           {"out", cuda::kGemvPlain, s.dim, attn, true},
+           {"gate_up", cuda::kGemvRmsNormSwiGLU, s.hidden, s.dim, false},
+           {"down", cuda::kGemvPlain, s.dim, s.hidden, true}}};
+}
 
 // Whether the shape names in argv[1..] (options starting with "--" and their values skipped) ask
 // for `name`; none asks for every shape.

@@ -28,21 +28,12 @@ namespace {
 
 
 void bench(const ModelShape& s, bool fp8, cudaStream_t stream) {
-  const int q_out = (s.heads + 2 * s.groups) * s.hd, attn = s.heads * s.hd;
-  struct Product {
-    const char* name;
-    cuda::GemvInput input;
-    int rows, n_out, k;
-    bool residual;
-  };
-  const Product products[] = {{"qkv", cuda::kGemvRmsNorm, q_out, q_out, s.dim, false},
-                              {"out", cuda::kGemvPlain, s.dim, s.dim, attn, true},
-                              {"gate_up", cuda::kGemvRmsNormSwiGLU, 2 * s.hidden, s.hidden, s.dim, false},
-                              {"down", cuda::kGemvPlain, s.dim, s.dim, s.hidden, true}};
-  const auto row_bytes = [&](const Product& p) { return fp8 ? static_cast<size_t>(p.k) + 16 : static_cast<size_t>(p.k) * 2; };
+  const auto products = layer_products(s);
+  const int q_out = products[0].n_out, attn = products[1].k;
+  const auto row_bytes = [&](const LayerProduct& p) { return fp8 ? static_cast<size_t>(p.k) + 16 : static_cast<size_t>(p.k) * 2; };
   std::vector<void*> weights[4];
   for (int l = 0; l < s.layers; ++l) {
-    for (int i = 0; i < 4; ++i) weights[i].push_back(device_random(row_bytes(products[i]) * products[i].rows, 17 * l + i, fp8));
+    for (int i = 0; i < 4; ++i) weights[i].push_back(device_random(row_bytes(products[i]) * products[i].rows(), 17 * l + i, fp8));
   }
   // Activations: the residual stream x, the QKV product, the attention's output (left as filled),
   // the SwiGLU product; RMSNorm scales of one.
@@ -55,13 +46,13 @@ void bench(const ModelShape& s, bool fp8, cudaStream_t stream) {
   void* outs[] = {qkv, x, h, x};
   const void* ins[] = {x, ctx, x, h};
   const auto product = [&](int i, int l, cudaStream_t st) {
-    const Product& p = products[i];
+    const LayerProduct& p = products[i];
     auto* run = fp8 ? cuda::gemv_fp8 : cuda::gemv;
     run(1, p.input, weights[i][l], ins[i], p.input == cuda::kGemvPlain ? nullptr : norm, p.residual ? x : nullptr, outs[i], p.n_out, p.k,
         1e-6f, st);
   };
   size_t layer_bytes = 0;
-  for (const Product& p : products) layer_bytes += row_bytes(p) * p.rows;
+  for (const LayerProduct& p : products) layer_bytes += row_bytes(p) * p.rows();
   CHECK(cudaDeviceSynchronize());
   const double all = time_graph([&](cudaStream_t st) {
     for (int l = 0; l < s.layers; ++l) {
@@ -73,9 +64,9 @@ void bench(const ModelShape& s, bool fp8, cudaStream_t stream) {
     const double us = time_graph([&](cudaStream_t st) {
       for (int l = 0; l < s.layers; ++l) product(i, l, st);
     }, stream);
-    const Product& p = products[i];
+    const LayerProduct& p = products[i];
     std::printf("%-4s %-5s %-8s %8.1f us a call   %5.2f TB/s  (%d x %d)\n", s.name, fp8 ? "fp8" : "bf16", p.name, us / s.layers,
-                row_bytes(p) * p.rows * s.layers / us / 1e6, p.rows, p.k);
+                row_bytes(p) * p.rows() * s.layers / us / 1e6, p.rows(), p.k);
   }
   for (auto& list : weights) {
     for (void* w : list) CHECK(cudaFree(w));

@@ -30,12 +30,6 @@ using walk::Stage;
 
 namespace {
 
-std::vector<uint16_t> download(const void* p, size_t n) {
-  std::vector<uint16_t> out(n);
-  CHECK(cudaMemcpy(out.data(), p, n * 2, cudaMemcpyDeviceToHost));
-  return out;
-}
-
 size_t differing(const std::vector<uint16_t>& a, const std::vector<uint16_t>& b) {
   size_t n = 0;
   for (size_t i = 0; i < a.size(); ++i) n += a[i] != b[i];
@@ -46,21 +40,17 @@ size_t differing(const std::vector<uint16_t>& a, const std::vector<uint16_t>& b)
 bool bench(const ModelShape& s, cudaStream_t stream) {
   int sms = 0;
   CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  const int q_out = (s.heads + 2 * s.groups) * s.hd, attn = s.heads * s.hd;
-  struct Product {
-    const char* name;
-    cuda::GemvInput input;
-    int kind, rows, n_out, k;
+  const auto products = layer_products(s);
+  const int q_out = products[0].n_out, attn = products[1].k;
+  // The walk's stage for each product: the plain products of a layer all add to the residual.
+  const auto kind = [](const LayerProduct& p) {
+    return p.input == cuda::kGemvPlain ? walk::kPlainResidual : p.swiglu() ? walk::kNormedSwiGLU : walk::kNormed;
   };
-  const Product products[] = {{"qkv", cuda::kGemvRmsNorm, walk::kNormed, q_out, q_out, s.dim},
-                              {"out", cuda::kGemvPlain, walk::kPlainResidual, s.dim, s.dim, attn},
-                              {"gate_up", cuda::kGemvRmsNormSwiGLU, walk::kNormedSwiGLU, 2 * s.hidden, s.hidden, s.dim},
-                              {"down", cuda::kGemvPlain, walk::kPlainResidual, s.dim, s.dim, s.hidden}};
   std::vector<void*> weights[4];
   size_t layer_bytes = 0;
-  for (const auto& p : products) layer_bytes += static_cast<size_t>(p.rows) * p.k * 2;
+  for (const auto& p : products) layer_bytes += static_cast<size_t>(p.rows()) * p.k * 2;
   for (int l = 0; l < s.layers; ++l) {
-    for (int i = 0; i < 4; ++i) weights[i].push_back(device_random(static_cast<size_t>(products[i].rows) * products[i].k * 2, 17 * l + i, false));
+    for (int i = 0; i < 4; ++i) weights[i].push_back(device_random(static_cast<size_t>(products[i].rows()) * products[i].k * 2, 17 * l + i, false));
   }
   auto* x = static_cast<__nv_bfloat16*>(device_random(2 * s.dim, 1, false));
   auto* qkv = static_cast<__nv_bfloat16*>(device_random(2 * q_out, 2, false));
@@ -78,8 +68,8 @@ bool bench(const ModelShape& s, cudaStream_t stream) {
   const auto kernels = [&](cudaStream_t st) {
     for (int l = 0; l < s.layers; ++l) {
       for (int i = 0; i < 4; ++i) {
-        const Product& p = products[i];
-        cuda::gemv(1, p.input, weights[i][l], ins[i], p.input == cuda::kGemvPlain ? nullptr : norm, p.input == cuda::kGemvPlain ? x : nullptr,
+        const LayerProduct& p = products[i];
+        cuda::gemv(1, p.input, weights[i][l], ins[i], p.input == cuda::kGemvPlain ? nullptr : norm, p.residual ? x : nullptr,
                    outs[i], p.n_out, p.k, eps, st);
       }
     }
@@ -92,12 +82,12 @@ bool bench(const ModelShape& s, cudaStream_t stream) {
     std::vector<Stage> stages;
     for (int l = 0; l < s.layers; ++l) {
       for (int i = 0; i < 4; ++i) {
-        const Product& p = products[i];
-        const int parts = walk::row_parts(p.n_out, p.k, p.input == cuda::kGemvRmsNormSwiGLU);
+        const LayerProduct& p = products[i];
+        const int parts = walk::row_parts(p.n_out, p.k, p.swiglu());
         const int units = (p.n_out + sms - 1) / sms;
-        ring_elems = std::max(ring_elems, units * (p.rows / p.n_out) * p.k + (p.input == cuda::kGemvPlain ? 0 : 2 * p.k));
+        ring_elems = std::max(ring_elems, units * (p.rows() / p.n_out) * p.k + (p.input == cuda::kGemvPlain ? 0 : 2 * p.k));
         max_items = std::max(max_items, units * parts);
-        stages.push_back({weights[i][l], ins[i], p.input == cuda::kGemvPlain ? nullptr : norm, outs[i], p.kind, p.n_out, p.k, p.input == cuda::kGemvPlain ? parts : 1});
+        stages.push_back({weights[i][l], ins[i], p.input == cuda::kGemvPlain ? nullptr : norm, outs[i], kind(p), p.n_out, p.k, p.input == cuda::kGemvPlain ? parts : 1});
         if (i == 0 && attention) stages.push_back({nullptr, nullptr, nullptr, nullptr, walk::kEmpty, 0, 0, 1});
       }
     }
@@ -127,7 +117,7 @@ bool bench(const ModelShape& s, cudaStream_t stream) {
 
   // Same bits: from the same residual stream, one pass of each.
   std::vector<uint16_t> expected[3];
-  const void* checked[] = {x, qkv, h};
+  const uint16_t* checked[] = {reinterpret_cast<const uint16_t*>(x), reinterpret_cast<const uint16_t*>(qkv), reinterpret_cast<const uint16_t*>(h)};
   const size_t checked_n[] = {static_cast<size_t>(s.dim), static_cast<size_t>(q_out), static_cast<size_t>(s.hidden)};
   CHECK(cudaDeviceSynchronize());  // the fills ran on the default stream
   CHECK(cudaMemcpy(x, x0, 2 * s.dim, cudaMemcpyDeviceToDevice));

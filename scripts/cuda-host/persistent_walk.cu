@@ -96,15 +96,10 @@ __device__ __forceinline__ uint4 load_shared16(const void* p) {
 }
 
 // One warp's sum of row `row` (shared memory) with the input pieces xp over [begin, end): the
-// one-row kernel's register path (row_sum), lane by lane and in the same order.
+// one-row kernel's register path (lane_row_sum, then row_sum's butterflies), in the same order.
 __device__ __forceinline__ float warp_row_sum(const bf16* row, const uint4 (&xp)[kGemvUnroll], int begin, int end) {
-  const int lane = threadIdx.x & 31;
-  float acc = 0.f;
-#pragma unroll
-  for (int u = 0; u < kGemvUnroll; ++u) {
-    const int i = begin + (lane + 32 * u) * kV;
-    if (i < end) acc += dot_packed<bf16>(load_shared16(row + i), xp[u]);
-  }
+  const auto piece = [&](int, int i) { return i < end ? load_shared16(row + i) : make_uint4(0, 0, 0, 0); };
+  float acc = lane_row_sum<bf16>(piece, xp, begin, end);
   for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
   return acc;
 }
