@@ -361,13 +361,14 @@ void group_attention(int dtype, const void* qkv, const float* q_norm, const floa
       if constexpr (sizeof(T) == 2) {
         const StreamAttentionArgs<T> args{static_cast<const T*>(qkv), q_norm, k_norm, cos, sin, qk_norm, position, position_stride, row_slots,
                                           static_cast<T*>(k_cache), static_cast<T*>(v_cache), static_cast<T*>(out), partials, done, heads,
-                                          groups, capacity, splits, max_splits(rows), min_positions_per_split(rows), phase, scale, eps};
+                                          groups, capacity, splits, splits, max_splits(rows), min_positions_per_split(rows), phase, scale, eps};
         launch_stream_attention<T>(reps, rows, splits, args, stream);
       }
     });
     check("stream_attention");
     return;
   }
+  if (phase == kAttendFusedEarly) phase = kAttendFused;  // the general kernel loads nothing before its wait
   const size_t shared = (static_cast<size_t>(reps) * hd + kGroupAttnThreads + kGroupAttnWarps * hd + 3 * kGroupAttnWarps) * sizeof(float);
   dispatch(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;

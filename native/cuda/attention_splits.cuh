@@ -9,6 +9,10 @@
 namespace qwen3::cuda {
 namespace {
 
+// A row of up to this many positions is one split: one block reads them in a few rounds sooner
+// than splits would be merged.
+constexpr int64_t kOneSplitPositions = 128;
+
 // The positions [lo, hi) of one split of a row at position `pos`. How the positions split depends
 // on the length alone (not on the grid, which follows the buffer's capacity), so eager steps and
 // graph replays add in the same order.
@@ -20,7 +24,8 @@ struct SplitRange {
 
 __device__ __forceinline__ SplitRange split_range(int64_t pos, int split, int split_limit, int min_per_split) {
   const int64_t length = pos + 1;
-  const int64_t per = max(static_cast<int64_t>(min_per_split), (length + split_limit - 1) / split_limit);
+  const int64_t per =
+      length <= kOneSplitPositions ? length : max(static_cast<int64_t>(min_per_split), (length + split_limit - 1) / split_limit);
   SplitRange s;
   s.active = static_cast<int>((length + per - 1) / per);
   s.lo = split * per;

@@ -131,7 +131,10 @@ struct StreamAttentionArgs {
   T *k_cache, *v_cache, *out;
   float* partials;
   int* done;
-  int heads, groups, capacity, splits, split_limit, min_per_split, phase;
+  int heads, groups, capacity;
+  int splits;       // the partials' splits a head, from the capacity
+  int grid_splits;  // the grid's blocks a row and group: as many as can hold positions, at most `splits`
+  int split_limit, min_per_split, phase;
   float scale, eps;
 };
 
@@ -206,24 +209,31 @@ __global__ void __launch_bounds__(kStreamAttnThreads) stream_attention_kernel(co
   __shared__ float warp_m[kStreamAttnWarps][REPS], warp_s[kStreamAttnWarps][REPS];
   __shared__ __align__(16) float warp_acc[kStreamAttnWarps][REPS][HD];
   pdl_launch_dependents();
-  pdl_wait();
-  const int split = blockIdx.x % a.splits, g = (blockIdx.x / a.splits) % a.groups, row = blockIdx.x / (a.splits * a.groups);
+  // In the early phase the split's cached keys and values (written by earlier steps) load before
+  // the wait for the kernel before: kernels.h says why that is safe there. Every block waits
+  // before it returns, so that this kernel never finishes before the one before it.
+  const bool early = a.phase == kAttendFusedEarly;
+  if (!early) pdl_wait();
+  const int split = blockIdx.x % a.grid_splits, g = (blockIdx.x / a.grid_splits) % a.groups, row = blockIdx.x / (a.grid_splits * a.groups);
   const int64_t pos = a.position[static_cast<size_t>(row) * a.position_stride];
   if (pos < 0) {
+    if (early) pdl_wait();
     if (a.phase != kAttendStoreOnly && split == 0) zero_padding_row(a.out, row, g, REPS, a.heads, HD);
     return;
   }
   const SplitRange range = split_range(pos, split, a.split_limit, a.min_per_split);
-  if (split >= range.active) return;  // the grid covers the longest length the cache can hold
-  if (a.phase == kAttendStoreOnly && !range.owner) return;
+  if (split >= range.active || (a.phase == kAttendStoreOnly && !range.owner)) {
+    if (early) pdl_wait();
+    return;
+  }
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, team = threadIdx.x / kTeamLanes, d0 = (lane % kTeamLanes) * kLaneDims;
   const int64_t slot = a.row_slots ? a.row_slots[row] : row;  // the row's place in the key/value buffers
   const size_t base = (static_cast<size_t>(slot) * a.groups + g) * a.capacity * HD + d0;
   T* k_cache = a.k_cache + base;  // (capacity, 128) from the lane's dimensions
   T* v_cache = a.v_cache + base;
   const bool stores = range.owner && a.phase != kAttendReadOnly;
-  // In the fused phase the owner takes the new position from registers: its rounds stop before it.
-  const bool new_in_registers = range.owner && a.phase == kAttendFused;
+  // In the fused phases the owner takes the new position from registers: its rounds stop before it.
+  const bool new_in_registers = range.owner && (a.phase == kAttendFused || early);
   const int64_t end = new_in_registers ? pos : range.hi;
 
   // 1. The first round's loads, then the step's heads' (queries, new key and value, scales, cos
@@ -231,6 +241,7 @@ __global__ void __launch_bounds__(kStreamAttnThreads) stream_attention_kernel(co
   uint4 k_round[U], v_round[U];
   bool valid[U];
   if (a.phase != kAttendStoreOnly) load_round<T, U>(k_cache, v_cache, range.lo + team, end, k_round, v_round, valid);
+  if (early) pdl_wait();
   const T* src = a.qkv + static_cast<size_t>(row) * (a.heads + 2 * a.groups) * HD + d0;
   uint4 q_raw[REPS], k_raw = make_uint4(0, 0, 0, 0), v_new = make_uint4(0, 0, 0, 0);
   if (a.phase != kAttendStoreOnly) {
@@ -361,8 +372,9 @@ void launch_stream_attention(int reps, int rows, int splits, StreamAttentionArgs
       return std::max(1, blocks) * multiprocessors();
     }();
     if (rows == 1) args.split_limit = std::max(1, std::min(args.split_limit, resident / args.groups));
-    launch("stream_attention", stream_attention_kernel<T, REPS>, true, dim3(rows * args.groups * splits), dim3(kStreamAttnThreads), 0, stream,
-           args);
+    args.grid_splits = std::min(splits, args.split_limit);  // no split past split_limit ever holds positions
+    launch("stream_attention", stream_attention_kernel<T, REPS>, true, dim3(rows * args.groups * args.grid_splits), dim3(kStreamAttnThreads), 0,
+           stream, args);
   }
 }
 

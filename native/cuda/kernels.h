@@ -38,7 +38,13 @@ void qk_norm_rope_cache(int dtype, const void* qkv, const float* q_norm, const f
 // of one slot (a prompt run as rows), each row reads keys that other rows write, so the step
 // runs kAttendStoreOnly (every row's key and value into the cache) and then kAttendReadOnly (the
 // attention, writing nothing), with the same arithmetic as the fused kernel.
-constexpr int kAttendFused = 0, kAttendStoreOnly = 1, kAttendReadOnly = 2;
+// kAttendFusedEarly is kAttendFused with each block's first cached keys and values (and the
+// row's position) loaded before the wait for the kernel before, so that they are in flight while
+// that kernel finishes. Only for a caller whose kernel before this one lets its own dependents
+// start after its wait (the one-row products do; cuda::launch's programmatic dependent launch):
+// then, when any block of this kernel starts, every kernel before that one has finished, and
+// with them every earlier step that wrote the cache, and whatever set the position.
+constexpr int kAttendFused = 0, kAttendStoreOnly = 1, kAttendReadOnly = 2, kAttendFusedEarly = 3;
 int attention_splits(int rows, int capacity);
 size_t attention_partials_floats(int rows, int heads, int hd, int capacity);
 bool group_attention_supported(int dtype, int heads, int groups, int hd);

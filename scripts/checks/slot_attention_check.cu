@@ -34,6 +34,7 @@ struct Case {
   bool shared = false;             // rows share slots: store, then attend
   int capacity = 384;              // positions each slot holds
   int heads = 16;                  // query heads: heads / 8 a key/value group
+  bool early = false;              // the one-row decode step's phase: the cache's first loads before the wait
 };
 
 // Runs one call of the kernel and compares its output and cache writes with the host reference.
@@ -68,7 +69,7 @@ bool run_case(int dtype, const char* name, const Case& c, std::mt19937& rng) {
   CHECK(cudaMalloc(&d_done, static_cast<size_t>(c.rows) * G * sizeof(int)));
   CHECK(cudaMemset(d_done, 0, static_cast<size_t>(c.rows) * G * sizeof(int)));
   for (const int phase : c.shared ? std::vector<int>{qwen3::cuda::kAttendStoreOnly, qwen3::cuda::kAttendReadOnly}
-                                  : std::vector<int>{qwen3::cuda::kAttendFused}) {
+                                  : std::vector<int>{c.early ? qwen3::cuda::kAttendFusedEarly : qwen3::cuda::kAttendFused}) {
     qwen3::cuda::group_attention(dtype, d_qkv, d_qn, d_kn, true, d_cos, d_sin, d_pos, stride, d_slots, d_k, d_v, d_out, d_partials, d_done,
                                  c.rows, H, G, HD, capacity, scale, EPS, phase, nullptr);
   }
@@ -158,6 +159,7 @@ int main() {
   const Case batch{3, {300}, {}};                                               // a batch step at position 300
   const Case ragged{8, {299, 0, 37, 130, 383, -1, -1, -1}, {4, 0, 2, 5, 1, 3, 3, 3}};  // 5 rows, then padding
   const Case one{1, {200}, {2}};                                                // a bucket of one
+  const Case short_one{1, {100}, {1}};                                          // 101 positions: one split
   const Case long_one{1, {4000}, {4}, false, 4096};       // one row at a long length: the most splits
   const Case long_rows{2, {4095, 2500}, {0, 5}, false, 4096};  // two rows at long lengths: the many-row split limit
   // A 6-token prompt after 250 cached tokens of slot 1 and a 3-token one from empty slot 5,
@@ -168,12 +170,16 @@ int main() {
   const Case longer{1, {16000}, {0}, false, 16384, 32};
   const Case wide_groups{8, {299, 0, 37, 130, 383, -1, -1, -1}, {4, 0, 2, 5, 1, 3, 3, 3}, false, 384, 64};
   const Case five{2, {4095, 31}, {1, 0}, false, 4096, 40};
-  const Case alone{1, {64}, {0}, false, 384};
+  const Case alone{1, {128}, {0}, false, 384};  // 129 positions: four splits of 32, then the new one
+  Case long_early = long_one, longer_early = longer, alone_early = alone;
+  long_early.early = longer_early.early = alone_early.early = true;
   const Case prompts8{16, {250, 251, 252, 253, 254, 255, 0, 1, 2, 90, 377, -1, -1, -1, -1, -1}, {1, 1, 1, 1, 1, 1, 5, 5, 5, 0, 3, 2, 2, 2, 2, 2}, true, 384, 64};
-  for (const auto& [name, c] : {std::pair{"batch", batch}, std::pair{"ragged", ragged}, std::pair{"one row", one}, std::pair{"prompt rows", prompts},
+  for (const auto& [name, c] : {std::pair{"batch", batch}, std::pair{"ragged", ragged}, std::pair{"one row", one}, std::pair{"one row, one split", short_one}, std::pair{"prompt rows", prompts},
                                  std::pair{"one long row", long_one}, std::pair{"two long rows", long_rows}, std::pair{"16k, 4 a group", longer},
                                  std::pair{"ragged, 8 a group", wide_groups}, std::pair{"4k, 5 a group", five},
-                                 std::pair{"new position alone", alone}, std::pair{"prompt rows, 8 a group", prompts8}}) {
+                                 std::pair{"new position alone", alone}, std::pair{"prompt rows, 8 a group", prompts8},
+                                 std::pair{"one long row, early loads", long_early}, std::pair{"16k, 4 a group, early loads", longer_early},
+                                 std::pair{"new position alone, early loads", alone_early}}) {
     ok &= run_case<float>(0, (std::string(name) + " float32").c_str(), c, rng);
     ok &= run_case<__nv_bfloat16>(1, (std::string(name) + " bfloat16").c_str(), c, rng);
   }
