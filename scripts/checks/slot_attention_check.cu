@@ -166,7 +166,8 @@ int main() {
   // beside two decode rows, then padding.
   const Case prompts{16, {250, 251, 252, 253, 254, 255, 0, 1, 2, 90, 377, -1, -1, -1, -1, -1}, {1, 1, 1, 1, 1, 1, 5, 5, 5, 0, 3, 2, 2, 2, 2, 2}, true};
   // Every group size of the Qwen3 family (2, 4, 5 and 8 query heads a group), a length whose
-  // splits take many rounds each, and a split that holds the new position alone.
+  // splits take many rounds each, and a split that holds the new position alone; three of them
+  // again in the one-row step's phase, whose first loads come before the wait.
   const Case longer{1, {16000}, {0}, false, 16384, 32};
   const Case wide_groups{8, {299, 0, 37, 130, 383, -1, -1, -1}, {4, 0, 2, 5, 1, 3, 3, 3}, false, 384, 64};
   const Case five{2, {4095, 31}, {1, 0}, false, 4096, 40};
@@ -174,8 +175,8 @@ int main() {
   Case long_early = long_one, longer_early = longer, alone_early = alone;
   long_early.early = longer_early.early = alone_early.early = true;
   const Case prompts8{16, {250, 251, 252, 253, 254, 255, 0, 1, 2, 90, 377, -1, -1, -1, -1, -1}, {1, 1, 1, 1, 1, 1, 5, 5, 5, 0, 3, 2, 2, 2, 2, 2}, true, 384, 64};
-  for (const auto& [name, c] : {std::pair{"batch", batch}, std::pair{"ragged", ragged}, std::pair{"one row", one}, std::pair{"one row, one split", short_one}, std::pair{"prompt rows", prompts},
-                                 std::pair{"one long row", long_one}, std::pair{"two long rows", long_rows}, std::pair{"16k, 4 a group", longer},
+  for (const auto& [name, c] : {std::pair{"batch", batch}, std::pair{"ragged", ragged}, std::pair{"one row", one},
+                                 std::pair{"one row, one split", short_one}, std::pair{"prompt rows", prompts}, std::pair{"one long row", long_one}, std::pair{"two long rows", long_rows}, std::pair{"16k, 4 a group", longer},
                                  std::pair{"ragged, 8 a group", wide_groups}, std::pair{"4k, 5 a group", five},
                                  std::pair{"new position alone", alone}, std::pair{"prompt rows, 8 a group", prompts8},
                                  std::pair{"one long row, early loads", long_early}, std::pair{"16k, 4 a group, early loads", longer_early},

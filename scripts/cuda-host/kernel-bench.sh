@@ -7,7 +7,8 @@
 #   bash scripts/cuda-host/kernel-bench.sh persistent                (persistent_bench.cu: 0.6B's products as one kernel)
 # SHAPE: 0.6B 1.7B 4B 8B 32B (default all; batch has no 32B). By default the gemv variants are the build as it is and
 # every product on the narrow grid shape (native/cuda/stream_gemv.cuh), the attention ones the
-# streaming kernel and the general one. VARIANTS overrides the list:
+# streaming kernel in the batch-1 step's phase and in the batch steps' phase, and the general
+# one. VARIANTS overrides the list:
 # "name:-DFLAG=V,-DFLAG=V,ENV=V name2:..." ("base:" is the default build; NAME=V items are set in
 # the environment of that variant's runs). ROUNDS rounds (default 2), the variants in turn in
 # each, show the spread between runs. Exits 1 when a build or a run fails.
