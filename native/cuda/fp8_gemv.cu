@@ -44,7 +44,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_fp8_kernel(const void* __re
     }
   }
   pdl_wait();  // the input (and the residual, for in-place updates) is the previous kernel's output
-  pdl_launch_dependents();
+  pdl_launch_dependents();  // after the wait, which the decode attention's early phase needs (kernels.h)
   // 2. The input x' in shared memory.
   gemv_input<T, kInput>(x, norm, xs, k, eps, scratch);
   __syncthreads();

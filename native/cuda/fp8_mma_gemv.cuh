@@ -124,7 +124,7 @@ __global__ void __launch_bounds__(kMmaThreads, kMmaBlocksPerSm)
   }
   stage_norm<kInput>(norm, ns, k);
   pdl_wait();  // the input (and the residual, for in-place updates) is the previous kernel's output
-  pdl_launch_dependents();
+  pdl_launch_dependents();  // after the wait, which the decode attention's early phase needs (kernels.h)
   // The residual at the block's first outputs, read now rather than after the stream.
   const int first = u_lo * kMmaTile + static_cast<int>(threadIdx.x), end = u_hi * kMmaTile;
   T held = from_f<T>(0.f);

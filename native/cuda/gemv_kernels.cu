@@ -107,7 +107,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const T* __restrict_
     __syncthreads();
   }
   pdl_wait();  // the input (and the residual, for in-place updates) is the previous kernel's output
-  pdl_launch_dependents();
+  pdl_launch_dependents();  // after the wait, which the decode attention's early phase needs (kernels.h)
   // 2. The input x' (and each output's residual): in the lane's registers, or in shared memory.
   uint4 xp[kGemvUnroll];
   float res[kRows];
