@@ -353,6 +353,8 @@ void group_attention(int dtype, const void* qkv, const float* q_norm, const floa
                      float* partials, int* done, int rows, int heads, int groups, int hd, int capacity, float scale, float eps, int phase,
                      void* stream) {
   if (!group_attention_supported(dtype, heads, groups, hd)) throw std::invalid_argument("group_attention: unsupported head layout");
+  static const bool no_early = env_set("QWEN3_NO_EARLY_ATTENTION");  // to compare
+  if (phase == kAttendFusedEarly && no_early) phase = kAttendFused;
   const int splits = attention_splits(rows, capacity), reps = heads / groups;
   if (stream_attention_applies(dtype, heads, groups, hd, qk_norm, max_splits(rows), {qkv, k_cache, v_cache, cos, sin, partials}, q_norm,
                                k_norm)) {

@@ -6,7 +6,6 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include <cmath>
-#include <cstdlib>
 
 #include "cuda/kernels.h"
 #include "model/fp8_weights.h"
@@ -122,14 +121,13 @@ at::Tensor CudaDecodeOps::attention(int64_t layer, const at::Tensor& qkv, const 
                           static_cast<int>(buffers_.capacity), static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd))),
                           static_cast<float>(kNormEps), phase, stream_);
   };
-  // The one-row QKV products let their dependents start only after their own wait, which is
-  // what the early phase needs (kernels.h). QWEN3_NO_EARLY_ATTENTION=1 is for comparisons.
-  static const bool early = std::getenv("QWEN3_NO_EARLY_ATTENTION") == nullptr;
   if (buffers_.rows_share_slots) {
     run(cuda::kAttendStoreOnly);
     run(cuda::kAttendReadOnly);
   } else {
-    run(one_row_ && early ? cuda::kAttendFusedEarly : cuda::kAttendFused);
+    // The one-row QKV products let their dependents start only after their own wait, which is
+    // what the early phase needs (kernels.h).
+    run(one_row_ ? cuda::kAttendFusedEarly : cuda::kAttendFused);
   }
   return context_;
 }

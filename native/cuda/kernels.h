@@ -44,6 +44,7 @@ void qk_norm_rope_cache(int dtype, const void* qkv, const float* q_norm, const f
 // start after its wait (the one-row products do; cuda::launch's programmatic dependent launch):
 // then, when any block of this kernel starts, every kernel before that one has finished, and
 // with them every earlier step that wrote the cache, and whatever set the position.
+// QWEN3_NO_EARLY_ATTENTION=1 makes it kAttendFused, to compare.
 constexpr int kAttendFused = 0, kAttendStoreOnly = 1, kAttendReadOnly = 2, kAttendFusedEarly = 3;
 int attention_splits(int rows, int capacity);
 size_t attention_partials_floats(int rows, int heads, int hd, int capacity);

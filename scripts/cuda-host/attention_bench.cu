@@ -1,5 +1,5 @@
 // Times the batch-1 decode attention (cuda::group_attention, in the one-row step's early phase;
-// ATTENTION_BENCH_PHASE=fused for the phase batch steps use) after long prompts, at
+// QWEN3_NO_EARLY_ATTENTION=1 for the phase batch steps use) after long prompts, at
 // Qwen3-0.6B's, 8B's and 32B's head counts, without libtorch: every layer's call over that
 // layer's own key/value cache, as one CUDA graph, the way a decode step's graph runs them. Prints
 // microseconds a call and the rate at which the calls read the cache. The streaming kernel
@@ -45,11 +45,10 @@ void bench(const ModelShape& s, int context, cudaStream_t stream) {
   const std::vector<int> counters(kGroups, 0);
   int* done = upload(counters);
   CHECK(cudaDeviceSynchronize());
-  // The one-row decode step's phase unless ATTENTION_BENCH_PHASE=fused (the batch steps'). Here
-  // the kernel before each call is another call, which does not wait before its dependents
-  // start, but no call writes what another reads early: only the timing matters.
-  const char* phase_name = std::getenv("ATTENTION_BENCH_PHASE");
-  const int phase = phase_name != nullptr && std::strcmp(phase_name, "fused") == 0 ? cuda::kAttendFused : cuda::kAttendFusedEarly;
+  // The one-row decode step's phase. Here the kernel before each call is another call, which
+  // does not wait before its dependents start, but no call writes what another reads early: only
+  // the timing matters.
+  const int phase = cuda::kAttendFusedEarly;
   const double us = time_graph([&](cudaStream_t st) {
     for (int l = 0; l < s.layers; ++l) {
       cuda::group_attention(1, qkv, norm, norm, true, cos, sin, d_position, 0, nullptr, keys[l], values[l], out, partials, done, 1, s.heads,

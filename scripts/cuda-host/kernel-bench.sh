@@ -23,7 +23,7 @@ case $kernel in
     variants=${VARIANTS:-"base: narrow:-DQWEN3_STREAM_WIDE_MIN=1000000"} ;;
   attention)
     sources="scripts/cuda-host/attention_bench.cu native/cuda/attention_kernel.cu"
-    variants=${VARIANTS:-"base: fused:ATTENTION_BENCH_PHASE=fused general:QWEN3_NO_STREAM_ATTENTION=1"} ;;
+    variants=${VARIANTS:-"base: fused:QWEN3_NO_EARLY_ATTENTION=1 general:QWEN3_NO_STREAM_ATTENTION=1"} ;;
   batch)
     sources="scripts/cuda-host/batch_bench.cu native/cuda/batch_product.cu native/cuda/norm_kernels.cu"
     if echo '#include <cublas_v2.h>' | nvcc -E -x cu - > /dev/null 2>&1; then sources+=" -lcublas"; fi
