@@ -176,7 +176,8 @@ int main() {
   long_early.early = longer_early.early = alone_early.early = true;
   const Case prompts8{16, {250, 251, 252, 253, 254, 255, 0, 1, 2, 90, 377, -1, -1, -1, -1, -1}, {1, 1, 1, 1, 1, 1, 5, 5, 5, 0, 3, 2, 2, 2, 2, 2}, true, 384, 64};
   for (const auto& [name, c] : {std::pair{"batch", batch}, std::pair{"ragged", ragged}, std::pair{"one row", one},
-                                 std::pair{"one row, one split", short_one}, std::pair{"prompt rows", prompts}, std::pair{"one long row", long_one}, std::pair{"two long rows", long_rows}, std::pair{"16k, 4 a group", longer},
+                                 std::pair{"one row, one split", short_one}, std::pair{"prompt rows", prompts}, std::pair{"one long row", long_one},
+                                 std::pair{"two long rows", long_rows}, std::pair{"16k, 4 a group", longer},
                                  std::pair{"ragged, 8 a group", wide_groups}, std::pair{"4k, 5 a group", five},
                                  std::pair{"new position alone", alone}, std::pair{"prompt rows, 8 a group", prompts8},
                                  std::pair{"one long row, early loads", long_early}, std::pair{"16k, 4 a group, early loads", longer_early},
