@@ -1,7 +1,8 @@
 // FP8 weights (model/fp8_weights.h): every block matrix and the head quantized per row to E4M3
 // at load, the activations left as they are, must be the same quantization done in PyTorch
-// (scripts/python/quantized_reference.py): logits of a whole sequence (the widening path) and of
-// each decode step (on CUDA the FP8 GEMV and head kernels) within float32's and bfloat16's parity
+// (scripts/python/quantized_reference.py): logits of a whole sequence (the widening path; on CUDA
+// in bfloat16 the batch product kernel, for prompts of up to 64 tokens) and of each decode step
+// (on CUDA the FP8 GEMV and head kernels) within float32's and bfloat16's parity
 // tolerances, in float32 the same 40 greedy tokens, batched and compiled generations as one-row
 // eager ones. The CUDA host recipe runs this file with QWEN3_TEST_DEVICE=cuda.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -1,6 +1,7 @@
 // The block's operations for a prompt on CUDA: the fused RMSNorm, per-head norm with RoPE and
-// SiLU*up kernels of cuda/kernels.h, cuBLAS products with the residual added in their epilogue,
-// and flash or cuDNN attention through SDPA. Built only where the fused kernels are.
+// SiLU*up kernels of cuda/kernels.h, cuBLAS products with the residual added in their epilogue
+// (FP8 rows of short prompts: the batch product kernel), and flash or cuDNN attention through SDPA.
+// Built only where the fused kernels are.
 #pragma once
 
 #include "model/aten_ops.h"
@@ -17,6 +18,8 @@ class CudaPrefillOps : public AtenOps {
 
  protected:
   at::Tensor norm(const at::Tensor& x, const at::Tensor& scale) override;
+  // FP8 rows on the tensor cores for prompts of up to kBatchProductMaxRows tokens (cuda::batch_product).
+  at::Tensor project(const at::Tensor& x, const at::Tensor& w) override;
   at::Tensor silu_mul(const at::Tensor& gate_up) override;
 
  private:
