@@ -75,10 +75,10 @@ describe.skipIf(offline)('installed from the packed tarball', () => {
   describe('npm pack', () => {
     it('ships the lib output, native sources, both build files and the prebuild, and nothing else', () => {
       const files = execFileSync('tar', ['tzf', tarball], { encoding: 'utf8' }).trim().split('\n').map((f) => f.replace(/^package\//, ''));
-      for (const f of ['dist/index.js', 'dist/index.mjs', 'dist/index.d.ts', 'dist/index.d.mts', 'dist/cli.js', 'dist/addon/index.js', 'dist/addon/libtorch.js', 'native/sources.json', 'native/platform/preload.cc', 'CMakeLists.txt', 'binding.gyp', `prebuilds/linux-x64/${prebuildFile}`, 'prebuilds/linux-x64/qwen3_torch_preload.so', 'scripts/install/install.js', 'scripts/python/make_fixtures.py', 'package.json', 'README.md']) {
+      for (const f of ['dist/index.js', 'dist/index.mjs', 'dist/index.d.ts', 'dist/index.d.mts', 'dist/cli.js', 'dist/addon/index.js', 'dist/addon/libtorch.js', 'native/sources.json', 'native/platform/preload.cc', 'CMakeLists.txt', 'binding.gyp', `prebuilds/linux-x64/${prebuildFile}`, 'prebuilds/linux-x64/qwen3_torch_preload.so', 'scripts/install/install.js', 'scripts/install/build-jobs.js', 'scripts/python/make_fixtures.py', 'package.json', 'README.md']) {
         expect(files).toContain(f);
       }
-      const allowed = /^(dist\/([\w-]+\/)?[\w-]+\.(js|mjs|d\.ts|d\.mts)|native\/([\w-]+\/)?[\w-]+\.(cc|h|cu|cuh|json)|prebuilds\/[\w-]+\/[\w.-]+\.(node|so|dylib|dll)|CMakeLists\.txt|binding\.gyp|scripts\/install\/install\.js|scripts\/python\/(make_fixtures|qwen3_reference|bench_transformers|bench_transformers_serve)\.py|package\.json|README\.md|LICENSE)$/;
+      const allowed = /^(dist\/([\w-]+\/)?[\w-]+\.(js|mjs|d\.ts|d\.mts)|native\/([\w-]+\/)?[\w-]+\.(cc|h|cu|cuh|json)|prebuilds\/[\w-]+\/[\w.-]+\.(node|so|dylib|dll)|CMakeLists\.txt|binding\.gyp|scripts\/install\/(install|build-jobs)\.js|scripts\/python\/(make_fixtures|qwen3_reference|bench_transformers|bench_transformers_serve)\.py|package\.json|README\.md|LICENSE)$/;
       // Only what is in lib/ today: no output of a moved or deleted source.
       const sources = new Set(execFileSync('git', ['ls-files', 'lib'], { cwd: repo, encoding: 'utf8' }).trim().split('\n').map((f) => f.replace(/^lib\//, '').replace(/\.(m?)ts$/, '')));
       expect(files.filter((f) => f.startsWith('dist/') && !sources.has(f.replace(/^dist\//, '').replace(/\.(d\.)?(m?)(js|ts)$/, '')))).toEqual([]);

@@ -18,6 +18,7 @@ const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
+const { buildJobs } = require('../install/build-jobs.js');
 
 const root = path.resolve(__dirname, '..', '..');
 const FINDER = path.join('dist', 'addon', 'libtorch.js');
@@ -25,8 +26,8 @@ const INPUTS = ['binding.gyp', 'CMakeLists.txt', 'package.json', 'native', path.
 // What the staged build runs besides INPUTS: the compiled finder, which binding.gyp calls as
 // `node dist/addon/libtorch.js QUERY`.
 const STAGED = [FINDER, path.join('dist', 'addon', 'python.js')];
-// Each compile of a libtorch-heavy source takes 1-2 GB: cap the parallel jobs, JOBS overrides.
-const jobs = String(process.env.JOBS || Math.min(8, os.availableParallelism?.() ?? os.cpus().length));
+// Each compile of a libtorch-heavy source takes 1-2 GB: the jobs follow the memory (build-jobs.js), JOBS overrides.
+const jobs = String(process.env.JOBS || buildJobs());
 
 function die(message) {
   process.stderr.write(`prebuild: ${message}\n`);

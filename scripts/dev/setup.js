@@ -20,6 +20,7 @@ const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
+const { buildJobs } = require('../install/build-jobs.js');
 
 const root = path.resolve(__dirname, '..', '..');
 const REQUIREMENTS = path.join(root, 'scripts', 'python', 'requirements.txt');
@@ -328,7 +329,7 @@ function nativeAddon(lib) {
     env.LIBTORCH = lib.root;
     delete env.Torch_DIR;
   }
-  const jobs = String(process.env.CMAKE_BUILD_PARALLEL_LEVEL || Math.min(4, os.availableParallelism?.() ?? os.cpus().length));
+  const jobs = buildJobs();
   act(`compiling the native addon with cmake-js against libtorch ${lib.version} ${lib.variant} (${lib.via}; ${why})`, () => {
     const t0 = Date.now();
     run(process.execPath, [require.resolve('cmake-js/bin/cmake-js', { paths: [root] }), command, '--parallel', jobs], { env });

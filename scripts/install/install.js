@@ -8,8 +8,8 @@
 'use strict';
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
-const os = require('node:os');
 const path = require('node:path');
+const { buildJobs } = require('./build-jobs.js');
 
 const root = path.resolve(__dirname, '..', '..');
 const t0 = Date.now();
@@ -75,7 +75,7 @@ if (cmake.error || cmake.status !== 0) {
 if (!fs.existsSync(path.join(plan.libtorch.root, 'include', 'ATen', 'Context.h'))) {
   fail(`the libtorch at ${plan.libtorch.root} has no C++ headers (include/ATen/Context.h), so the addon cannot be compiled against it`);
 }
-const jobs = String(process.env.CMAKE_BUILD_PARALLEL_LEVEL || Math.min(4, os.availableParallelism?.() ?? os.cpus().length));
+const jobs = buildJobs();
 const cmakeJs = require.resolve('cmake-js/bin/cmake-js', { paths: [root] });
 // CMake looks for LIBTORCH first: the libtorch the plan found is the one compiled against.
 const env = plan.libtorch.explicit ? process.env : { ...process.env, LIBTORCH: plan.libtorch.root };
