@@ -26,7 +26,8 @@ const INPUTS = ['binding.gyp', 'CMakeLists.txt', 'package.json', 'native', path.
 // What the staged build runs besides INPUTS: the compiled finder, which binding.gyp calls as
 // `node dist/addon/libtorch.js QUERY`.
 const STAGED = [FINDER, path.join('dist', 'addon', 'python.js')];
-// Each compile of a libtorch-heavy source takes 1-2 GB: the jobs follow the memory (build-jobs.js), JOBS overrides.
+// Each compile of a libtorch-heavy source takes 1-2 GB: the jobs follow the memory
+// (build-jobs.js); JOBS overrides.
 const jobs = String(process.env.JOBS || buildJobs());
 
 function die(message) {
