@@ -33,18 +33,14 @@ void product(at::Tensor& out, const at::Tensor& input, const at::Tensor& w) {
 // The input width of W's products (FP8 rows carry their scale after the weights).
 int64_t input_width(const at::Tensor& w) { return is_fp8_rows(w) ? fp8_input_width(w) : w.size(1); }
 
-// Whether cuda::batch_product takes this step's product of `input` (rows, k) by W into out
-// (rows, n_out): every buffer contiguous and 16-byte aligned; W in the compute dtype up to the
-// rows where it beats cuBLAS, FP8 rows up to the kernel's most (cuBLAS would take them only
-// widened in memory, a slice at a time).
+}  // namespace
+
 bool batch_fits(int dtype, const at::Tensor& w, const at::Tensor& input, const at::Tensor& out, int64_t n_out) {
   const auto aligned = [](const at::Tensor& t) { return t.is_contiguous() && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; };
   const int64_t most = is_fp8_rows(w) ? cuda::kBatchProductMaxRows : cuda::kBatchProductFasterRows;
   return aligned(w) && aligned(input) && aligned(out) && input.dim() == 2 && input.size(0) <= most &&
          cuda::batch_product_supported(dtype, static_cast<int>(input.size(0)), static_cast<int>(n_out), static_cast<int>(input_width(w)));
 }
-
-}  // namespace
 
 bool CudaDecodeOps::gemv_fits(const ModelConfig& config, at::ScalarType dtype, bool fp8_rows) {
   for (const int64_t k : {config.emb_dim, config.n_heads * config.head_dim, config.hidden_dim}) {

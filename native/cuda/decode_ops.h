@@ -43,6 +43,12 @@ struct HeadBuffers {
   int64_t* next = nullptr;   // batch 1: (1,) the argmax of this rank's rows
 };
 
+// Whether cuda::batch_product takes the product of `input` (rows, k) by W into out (rows, n_out):
+// every buffer contiguous and 16-byte aligned; W in the compute dtype up to the rows where it
+// beats cuBLAS, FP8 rows up to the kernel's most (cuBLAS would take them only widened in memory,
+// a slice at a time). Batched decode steps and short prompts (CudaPrefillOps) ask it.
+bool batch_fits(int dtype, const at::Tensor& w, const at::Tensor& input, const at::Tensor& out, int64_t n_out);
+
 class CudaDecodeOps : public BlockOps {
  public:
   // True where a batch-1 step can run as GEMVs (every product's input fits the kernel for the

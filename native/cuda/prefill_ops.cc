@@ -8,6 +8,7 @@
 
 #include <vector>
 
+#include "cuda/decode_ops.h"
 #include "cuda/kernels.h"
 #include "model/fp8_weights.h"
 
@@ -36,20 +37,19 @@ at::Tensor CudaPrefillOps::project(const at::Tensor& x, const at::Tensor& w) {
   // the compute dtype in memory, a slice at a time, for cuBLAS: five bytes moved for each of W's.
   const int64_t k = fp8_input_width(w), rows = x.numel() / k, n_out = w.size(0);
   const int dtype = kernel_dtype(x.scalar_type());
-  const auto aligned = [](const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; };
+  // The rows and dtype first, so that a long or float32 prompt makes no copies below.
   if (rows > cuda::kBatchProductMaxRows ||
-      !cuda::batch_product_supported(dtype, static_cast<int>(rows), static_cast<int>(n_out), static_cast<int>(k)) || !w.is_contiguous() ||
-      !aligned(w)) {
+      !cuda::batch_product_supported(dtype, static_cast<int>(rows), static_cast<int>(n_out), static_cast<int>(k))) {
     return AtenOps::project(x, w);
   }
-  const at::Tensor input = x.contiguous();  // (rows, k) in memory
-  std::vector<int64_t> shape = x.sizes().vec();
-  shape.back() = n_out;
-  at::Tensor out = at::empty(shape, x.options());  // (..., n_out)
-  if (!aligned(input) || !aligned(out)) return AtenOps::project(x, w);
+  const at::Tensor input = x.reshape({rows, k}).contiguous();  // (rows, k)
+  at::Tensor out = at::empty({rows, n_out}, x.options());       // (rows, n_out)
+  if (!batch_fits(dtype, w, input, out, n_out)) return AtenOps::project(x, w);
   cuda::batch_product(dtype, false, true, w.data_ptr(), input.data_ptr(), nullptr, 0.f, nullptr, out.data_ptr(), static_cast<int>(rows),
                       static_cast<int>(n_out), static_cast<int>(k), current_stream());
-  return out;
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape.back() = n_out;
+  return out.view(shape);  // (..., n_out)
 }
 
 at::Tensor CudaPrefillOps::norm(const at::Tensor& x, const at::Tensor& scale) {
