@@ -17,7 +17,7 @@ void rms_norm(int dtype, const void* x, const float* w, void* out, int rows, int
 
 // `seq` tokens per row: from qkv (rows, seq, (heads + 2 groups) * hd), per-head RMSNorm and RoPE
 // on queries and keys, token t at position *position + t (its row of cos/sin (positions, hd) and
-// its slot in the key/value buffers); queries go to q_out (rows, heads, seq, hd), keys and values
+// its slot in the key/value buffers); queries go to q_out (rows, seq, heads, hd), keys and values
 // into k_cache/v_cache (rows, groups, capacity, hd). Heads of 128 in 2-byte elements are
 // finished with the streaming decode attention's arithmetic (cuda/head_lanes.cuh);
 // QWEN3_NO_PROMPT_HEAD_LANES=1 sends them to the general kernel, to compare.

@@ -1,5 +1,7 @@
 // RMSNorm, the prompt's per-head norm with RoPE into the KV cache, SiLU*up, and the hand-over
 // from one chained decode step to the next (declared in cuda/kernels.h).
+#include <type_traits>
+
 #include "cuda/head_lanes.cuh"
 
 namespace qwen3::cuda {
@@ -13,6 +15,34 @@ __global__ void rms_norm_kernel(const T* __restrict__ x, const float* __restrict
   pdl_launch_dependents();
   pdl_wait();  // x is the previous kernel's output
   block_rms_norm(x + static_cast<size_t>(blockIdx.x) * dim, w, out + static_cast<size_t>(blockIdx.x) * dim, dim, eps, scratch);
+}
+
+// The same for rows of kNormThreads * PER elements (every Qwen3 width): each thread holds its PER
+// elements and their scales in registers, the scales loaded before the wait, so the row is read
+// once and no load waits on the sum. Thread t's elements are t, t + kNormThreads, ... as in
+// block_rstd, summed in that order, and the expression is rms_normed's: the same bits.
+constexpr int kNormThreads = 256;
+template <typename T, int PER>
+__global__ void __launch_bounds__(kNormThreads) rms_norm_regs_kernel(const T* __restrict__ x, const float* __restrict__ w, T* __restrict__ out,
+                                                                     float eps) {
+  __shared__ float scratch[32];
+  constexpr int dim = kNormThreads * PER;
+  pdl_launch_dependents();
+  float scale[PER], v[PER];
+#pragma unroll
+  for (int i = 0; i < PER; ++i) scale[i] = w[threadIdx.x + i * kNormThreads];
+  pdl_wait();  // x is the previous kernel's output
+  const T* row = x + static_cast<size_t>(blockIdx.x) * dim;
+  float sq = 0.f;
+#pragma unroll
+  for (int i = 0; i < PER; ++i) {
+    v[i] = to_f(row[threadIdx.x + i * kNormThreads]);
+    sq += v[i] * v[i];
+  }
+  const float rstd = rms_scale(block_sum(sq, scratch), dim, eps);
+  T* dst = out + static_cast<size_t>(blockIdx.x) * dim;
+#pragma unroll
+  for (int i = 0; i < PER; ++i) dst[threadIdx.x + i * kNormThreads] = from_f<T>((v[i] * rstd) * scale[i]);
 }
 
 // One block per (row, token, head) with hd threads. Heads [0, heads) are queries, then keys, then
@@ -45,7 +75,7 @@ __global__ void qk_norm_rope_cache_kernel(const T* __restrict__ qkv, const float
   const float rotated = t < half ? -smem[t + half] : smem[t - half];
   const T out = from_f<T>(v * cos[pos * hd + t] + rotated * sin[pos * hd + t]);
   if (is_query) {
-    q_out[((static_cast<size_t>(row) * heads + head) * seq + step) * hd + t] = out;
+    q_out[(static_cast<size_t>(token) * heads + head) * hd + t] = out;
   } else {
     const int g = head - heads;
     k_cache[((static_cast<size_t>(row) * groups + g) * capacity + pos) * hd + t] = out;
@@ -84,7 +114,7 @@ __global__ void __launch_bounds__(kPromptHeadThreads)
   if (is_value) {  // stored as it is
     *reinterpret_cast<uint4*>(v_cache + ((static_cast<size_t>(row) * groups + head - heads - groups) * capacity + pos) * hd + d0) = raw;
   } else if (is_query) {
-    *reinterpret_cast<uint4*>(q_out + ((static_cast<size_t>(row) * heads + head) * seq + step) * hd + d0) = pack8<T>(out);
+    *reinterpret_cast<uint4*>(q_out + (static_cast<size_t>(token) * heads + head) * hd + d0) = pack8<T>(out);
   } else {
     *reinterpret_cast<uint4*>(k_cache + ((static_cast<size_t>(row) * groups + head - heads) * capacity + pos) * hd + d0) = pack8<T>(out);
   }
@@ -137,7 +167,19 @@ __global__ void chain_step_kernel(const int64_t* __restrict__ next, int64_t* __r
 void rms_norm(int dtype, const void* x, const float* w, void* out, int rows, int dim, float eps, void* stream) {
   dispatch(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    launch("rms_norm", rms_norm_kernel<T>, true, dim3(rows), dim3(256), 0, stream, static_cast<const T*>(x), w, static_cast<T*>(out), dim, eps);
+    const auto* in = static_cast<const T*>(x);
+    auto* y = static_cast<T*>(out);
+    const auto regs = [&](auto per) {  // per: std::integral_constant, the elements a thread holds
+      launch("rms_norm", rms_norm_regs_kernel<T, decltype(per)::value>, true, dim3(rows), dim3(kNormThreads), 0, stream, in, w, y, eps);
+    };
+    switch (dim) {  // Qwen3's widths: 0.6B, 1.7B, 4B, 8B, 14B and 32B
+      case 4 * kNormThreads: return regs(std::integral_constant<int, 4>{});
+      case 8 * kNormThreads: return regs(std::integral_constant<int, 8>{});
+      case 10 * kNormThreads: return regs(std::integral_constant<int, 10>{});
+      case 16 * kNormThreads: return regs(std::integral_constant<int, 16>{});
+      case 20 * kNormThreads: return regs(std::integral_constant<int, 20>{});
+      default: launch("rms_norm", rms_norm_kernel<T>, true, dim3(rows), dim3(kNormThreads), 0, stream, in, w, y, dim, eps);
+    }
   });
   check("rms_norm");
 }

@@ -1,5 +1,5 @@
 // The prompt's per-head RMSNorm and RoPE into the KV cache (cuda::qk_norm_rope_cache) against a
-// double-precision host reference: queries to (rows, heads, seq, hd), keys and values into their
+// double-precision host reference: queries to (rows, seq, heads, hd), keys and values into their
 // cache slots at *position + token, every other cache slot untouched. Heads of 128 in bfloat16 and
 // float16 take the kernel of 16-lane teams (cuda/head_lanes.cuh); float32, heads of 64 and
 // QWEN3_NO_PROMPT_HEAD_LANES=1 take the block-per-head kernel. Exits 1 on a mismatch. Needs a GPU; no libtorch:
@@ -71,7 +71,7 @@ bool run_case(int dtype, const char* type, const Case& c, std::mt19937& rng) {
           const float* w = h < c.heads ? q_norm.data() : k_norm.data();
           for (int d = 0; d < hd; ++d) x[d] = to_f(from_f<T>((x[d] * rstd) * w[d]));
         }
-        const size_t base = h < c.heads ? ((static_cast<size_t>(r) * c.heads + h) * c.seq + t) * hd
+        const size_t base = h < c.heads ? ((static_cast<size_t>(r) * c.seq + t) * c.heads + h) * hd
                                         : ((static_cast<size_t>(r) * c.groups + h - c.heads) * c.capacity + pos) * hd;
         for (int d = 0; d < hd; ++d) {
           const float rotated = d < hd / 2 ? -x[d + hd / 2] : x[d - hd / 2];
