@@ -110,55 +110,6 @@ __device__ __forceinline__ void load_input_chunks(uint4 (&b)[DEPTH][NT], const T
   }
 }
 
-// kNorm: the loaded input pieces become RMSNorm(x) * norm, rounded to T, exactly as rms_norm
-// writes them (block_rms_norm's expression, with the row's rstd and the norm weights of the
-// lane's 8 positions from shared memory).
-template <typename T, int DEPTH, int NT>
-__device__ __forceinline__ void normalize_chunks(uint4 (&b)[DEPTH][NT], const float* norm_w, const float* rstd, int g, int t, int first,
-                                                 int chunks) {
-#pragma unroll
-  for (int d = 0; d < DEPTH; ++d) {
-    const int c = first + d * kBatchWarps;
-    if (c >= chunks) continue;  // zeros past the end
-    const float* w8 = norm_w + c * kChunk + 8 * t;
-#pragma unroll
-    for (int n = 0; n < NT; ++n) {
-      T* v = reinterpret_cast<T*>(&b[d][n]);
-      const float r = rstd[n * 8 + g];  // 0 for the rows past the last, whose inputs are zeros
-#pragma unroll
-      for (int j = 0; j < 8; ++j) v[j] = rms_normed<T>(to_f(v[j]), r, w8[j]);
-    }
-  }
-}
-
-// rsqrt(mean(x_r^2) + eps) into rstd[r] for the block's `rows` (at most kBatchWarps) input rows,
-// with block_rstd's arithmetic (each thread's squares in order, then block_reduce's butterflies
-// and warp order), all rows at once: the bits rms_norm gets. `scratch`: kBatchWarps x 32 floats.
-template <typename T>
-__device__ __forceinline__ void batch_rstd(const T* x, int rows, int k, float eps, float* rstd, float* scratch) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  float sq[kBatchWarps];
-#pragma unroll
-  for (int r = 0; r < kBatchWarps; ++r) {
-    sq[r] = 0.f;
-    if (r < rows) {
-      for (int i = threadIdx.x; i < k; i += kBatchThreads) {
-        const float v = to_f(x[static_cast<size_t>(r) * k + i]);
-        sq[r] += v * v;
-      }
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) sq[r] += __shfl_xor_sync(0xffffffffu, sq[r], o);
-    if (lane == 0) scratch[r * 32 + warp] = sq[r];
-  }
-  __syncthreads();
-  float v = lane < kBatchWarps ? scratch[warp * 32 + lane] : 0.f;  // warp r finishes row r
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  if (lane == 0) rstd[warp] = warp < rows ? rms_scale(v, k, eps) : 0.f;
-  __syncthreads();
-}
-
 // acc += the chunks' products. Words 2s and 2s + 1 of a lane's 16 bytes are mma step s's
 // (k = 2t, 2t+1) and (k = 2t+8, 2t+9); chunks past the end hold zeros.
 template <typename T, typename L, int DEPTH, int TILES, int NT>
@@ -185,19 +136,13 @@ __device__ __forceinline__ void multiply_chunks(float (&acc)[TILES][NT][4], cons
 }
 
 // TILES weight tiles (1, or 2 for SwiGLU's gate and up) against NT tiles of 8 input rows; kFp8:
-// W is FP8 rows; kNorm (NT 1 only): the input is RMSNorm(x) * norm, made here.
-template <typename T, int TILES, int NT, bool kFp8, bool kNorm>
+// W is FP8 rows.
+template <typename T, int TILES, int NT, bool kFp8>
 __global__ void __launch_bounds__(kBatchThreads, QWEN3_BATCH_MIN_BLOCKS)
-    batch_product_kernel(const void* __restrict__ w, const T* __restrict__ x, const float* __restrict__ norm, float eps, const T* residual, T* y,
-                         int rows, int n_out, int k) {
+    batch_product_kernel(const void* __restrict__ w, const T* __restrict__ x, const T* residual, T* y, int rows, int n_out, int k) {
   using L = WeightLoad<kFp8>;
   constexpr int DEPTH = kBatchDepth<TILES, NT, kFp8>, COLS = NT * 8, STRIDE = COLS + 1;  // STRIDE: a padded row of `sums`
-  static_assert(!kNorm || NT == 1, "the input norm is made for up to kBatchNormMaxRows rows (at most 8)");
-  // (warps, TILES, 16, STRIDE): each warp's partial sums; with kNorm, then the norm weights (k),
-  // the rows' rstd (8) and the reduction's scratch (8 x 32).
-  extern __shared__ float sums[];
-  float* const norm_w = sums + kBatchWarps * TILES * kTileRows * STRIDE;
-  float* const rstd = norm_w + k;
+  extern __shared__ float sums[];  // (warps, TILES, 16, STRIDE): each warp's partial sums
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int row0 = blockIdx.x * kTileRows, chunks = k / kChunk, step = kBatchWarps * DEPTH;
   const size_t row_bytes = kFp8 ? static_cast<size_t>(k) + kFp8RowPad : static_cast<size_t>(k) * sizeof(T);
@@ -213,21 +158,15 @@ __global__ void __launch_bounds__(kBatchThreads, QWEN3_BATCH_MIN_BLOCKS)
   uint4 b[DEPTH][NT];
   pdl_launch_dependents();
   load_weight_chunks<L, DEPTH, TILES>(a0, w_rows, warp, chunks);  // in flight while the previous kernel finishes
-  if constexpr (kNorm) {
-    for (int i = threadIdx.x; i < k; i += kBatchThreads) norm_w[i] = norm[i];  // a weight: not the previous kernel's
-  }
   pdl_wait();
-  if constexpr (kNorm) batch_rstd(x, rows, k, eps, rstd, rstd + kBatchWarps);
   // Two batches of weights alternate: the next is loaded while this one is multiplied.
   for (int first = warp; first < chunks; first += 2 * step) {  // the same trip count for the whole warp
     load_weight_chunks<L, DEPTH, TILES>(a1, w_rows, first + step, chunks);
     load_input_chunks<T, DEPTH, NT>(b, x, rows, k, g, t, first, chunks);
-    if constexpr (kNorm) normalize_chunks<T, DEPTH, NT>(b, norm_w, rstd, g, t, first, chunks);
     multiply_chunks<T, L, DEPTH, TILES, NT>(acc, a0, b);
     if (first + step >= chunks) break;
     load_weight_chunks<L, DEPTH, TILES>(a0, w_rows, first + 2 * step, chunks);
     load_input_chunks<T, DEPTH, NT>(b, x, rows, k, g, t, first + step, chunks);
-    if constexpr (kNorm) normalize_chunks<T, DEPTH, NT>(b, norm_w, rstd, g, t, first + step, chunks);
     multiply_chunks<T, L, DEPTH, TILES, NT>(acc, a1, b);
   }
 
@@ -262,21 +201,17 @@ __global__ void __launch_bounds__(kBatchThreads, QWEN3_BATCH_MIN_BLOCKS)
   }
 }
 
-// Picks the kernel for `rows` (NT = 1, 2, 4, 8 tiles of 8 input rows; with the norm, 1).
-template <typename T, int TILES, bool kFp8, bool kNorm, int NT = 1>
-void launch_batch_product(const void* w, const T* x, const float* norm, float eps, const T* residual, T* y, int rows, int n_out, int k,
-                          void* stream) {
-  if constexpr (NT <= 8 && (!kNorm || NT == 1)) {
-    if (rows > NT * 8) return launch_batch_product<T, TILES, kFp8, kNorm, NT * 2>(w, x, norm, eps, residual, y, rows, n_out, k, stream);
-    const size_t sums = static_cast<size_t>(kBatchWarps) * TILES * kTileRows * (NT * 8 + 1) * sizeof(float);
-    const auto norm_bytes = [](int width) { return static_cast<size_t>(width + kBatchWarps + kBatchWarps * 32) * sizeof(float); };
-    const size_t most = sums + (kNorm ? norm_bytes(kBatchNormMaxWidth) : 0), shared = sums + (kNorm ? norm_bytes(k) : 0);
-    auto* kernel = batch_product_kernel<T, TILES, NT, kFp8, kNorm>;
+// Picks the kernel for `rows` (NT = 1, 2, 4, 8 tiles of 8 input rows).
+template <typename T, int TILES, bool kFp8, int NT = 1>
+void launch_batch_product(const void* w, const T* x, const T* residual, T* y, int rows, int n_out, int k, void* stream) {
+  if constexpr (NT <= 8) {
+    if (rows > NT * 8) return launch_batch_product<T, TILES, kFp8, NT * 2>(w, x, residual, y, rows, n_out, k, stream);
+    const size_t shared = static_cast<size_t>(kBatchWarps) * TILES * kTileRows * (NT * 8 + 1) * sizeof(float);
+    auto* kernel = batch_product_kernel<T, TILES, NT, kFp8>;
     static const bool configured =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(most)) == cudaSuccess;
-    if (!configured) throw std::runtime_error("batch_product: shared memory of " + std::to_string(most) + " bytes refused");
-    launch("batch_product", kernel, true, dim3(n_out / kTileRows), dim3(kBatchThreads), shared, stream, w, x, norm, eps, residual, y, rows,
-           n_out, k);
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)) == cudaSuccess;
+    if (!configured) throw std::runtime_error("batch_product: shared memory of " + std::to_string(shared) + " bytes refused");
+    launch("batch_product", kernel, true, dim3(n_out / kTileRows), dim3(kBatchThreads), shared, stream, w, x, residual, y, rows, n_out, k);
   }
 }
 
@@ -288,13 +223,8 @@ bool batch_product_supported(int dtype, int rows, int n_out, int k) {
          n_out % kTileRows == 0 && k > 0 && k % kChunk == 0;
 }
 
-bool batch_norm_supported(int rows, int k) {
-  static const bool enabled = !env_set("QWEN3_NO_BATCH_NORM");
-  return enabled && rows >= 1 && rows <= kBatchNormMaxRows && k > 0 && k <= kBatchNormMaxWidth;
-}
-
-void batch_product(int dtype, bool swiglu, bool fp8_rows, const void* w, const void* x, const float* norm, float eps, const void* residual,
-                   void* y, int rows, int n_out, int k, void* stream) {
+void batch_product(int dtype, bool swiglu, bool fp8_rows, const void* w, const void* x, const void* residual, void* y, int rows, int n_out, int k,
+                   void* stream) {
   if (!batch_product_supported(dtype, rows, n_out, k)) {
     throw std::invalid_argument("batch_product: unsupported shape (" + std::to_string(rows) + " rows, " + std::to_string(n_out) + " x " +
                                 std::to_string(k) + ")");
@@ -303,34 +233,24 @@ void batch_product(int dtype, bool swiglu, bool fp8_rows, const void* w, const v
     if (!aligned16(p)) throw std::invalid_argument("batch_product: buffers must be 16-byte aligned");
   }
   if (swiglu && residual != nullptr) throw std::invalid_argument("batch_product: SwiGLU takes no residual");
-  if (norm != nullptr && !batch_norm_supported(rows, k)) {
-    throw std::invalid_argument("batch_product: no input norm for " + std::to_string(rows) + " rows of " + std::to_string(k));
-  }
   dispatch(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     if constexpr (sizeof(T) == 2) {
       const auto* xt = static_cast<const T*>(x);
       const auto* rt = static_cast<const T*>(residual);
       auto* yt = static_cast<T*>(y);
-      const auto start = [&](auto fp8, auto normed) {
-        constexpr bool kFp8 = decltype(fp8)::value, kNorm = decltype(normed)::value;
+      const auto start = [&](auto fp8) {
+        constexpr bool kFp8 = decltype(fp8)::value;
         if (swiglu) {
-          launch_batch_product<T, 2, kFp8, kNorm>(w, xt, norm, eps, rt, yt, rows, n_out, k, stream);
+          launch_batch_product<T, 2, kFp8>(w, xt, rt, yt, rows, n_out, k, stream);
         } else {
-          launch_batch_product<T, 1, kFp8, kNorm>(w, xt, norm, eps, rt, yt, rows, n_out, k, stream);
-        }
-      };
-      const auto with_norm = [&](auto fp8) {
-        if (norm != nullptr) {
-          start(fp8, std::true_type{});
-        } else {
-          start(fp8, std::false_type{});
+          launch_batch_product<T, 1, kFp8>(w, xt, rt, yt, rows, n_out, k, stream);
         }
       };
       if (fp8_rows) {
-        with_norm(std::true_type{});
+        start(std::true_type{});
       } else {
-        with_norm(std::false_type{});
+        start(std::false_type{});
       }
     }
   });

@@ -72,12 +72,10 @@ const at::Tensor& CudaDecodeOps::norm(const at::Tensor& x, const at::Tensor& sca
 
 bool CudaDecodeOps::batch_normed(at::Tensor& out, const at::Tensor& x, const at::Tensor& scale, const at::Tensor& w, bool swiglu, int64_t n_out,
                                  bool use_kernel) {
-  const int rows = static_cast<int>(buffers_.batch), k = static_cast<int>(config_.emb_dim);
-  const bool inside = use_kernel && cuda::batch_norm_supported(rows, k) && batch_fits(dtype_, w, x, out, n_out);
-  const at::Tensor& input = inside ? x : norm(x, scale);
-  if (!inside && !(use_kernel && batch_fits(dtype_, w, input, out, n_out))) return false;
-  cuda::batch_product(dtype_, swiglu, is_fp8_rows(w), w.data_ptr(), input.data_ptr(), inside ? scale.data_ptr<float>() : nullptr,
-                      static_cast<float>(kNormEps), nullptr, out.data_ptr(), rows, static_cast<int>(n_out), k, stream_);
+  const at::Tensor& input = norm(x, scale);  // (batch, emb_dim)
+  if (!use_kernel || !batch_fits(dtype_, w, input, out, n_out)) return false;
+  cuda::batch_product(dtype_, swiglu, is_fp8_rows(w), w.data_ptr(), input.data_ptr(), nullptr, out.data_ptr(), static_cast<int>(buffers_.batch),
+                      static_cast<int>(n_out), static_cast<int>(config_.emb_dim), stream_);
   return true;
 }
 
@@ -134,7 +132,7 @@ void CudaDecodeOps::linear_add(at::Tensor& x, const at::Tensor& input, const at:
          static_cast<int>(input_width(w)), static_cast<float>(kNormEps), stream_);
   } else if (batch_fits(dtype_, w, input, x, w.size(0))) {
     // The rounded product, then the sum, rounded again (as the one-row kernel).
-    cuda::batch_product(dtype_, false, is_fp8_rows(w), w.data_ptr(), input.data_ptr(), nullptr, 0.f, x.data_ptr(), x.data_ptr(),
+    cuda::batch_product(dtype_, false, is_fp8_rows(w), w.data_ptr(), input.data_ptr(), x.data_ptr(), x.data_ptr(),
                         static_cast<int>(buffers_.batch), static_cast<int>(w.size(0)), static_cast<int>(input_width(w)), stream_);
   } else if (is_fp8_rows(w)) {
     x.add_(fp8_linear(input, w));  // the rounded product, then the sum (as the one-row kernel)

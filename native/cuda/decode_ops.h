@@ -65,10 +65,9 @@ class CudaDecodeOps : public BlockOps {
 
   // RMSNorm of x (batch, emb_dim) into the step's normed buffer (the cuBLAS path's head uses it).
   const at::Tensor& norm(const at::Tensor& x, const at::Tensor& scale);
-  // out = (RMSNorm(x) * scale) W^T (swiglu: SwiGLU of [gate | up] products) through
-  // cuda::batch_product where `use_kernel` allows it and the shapes fit: the norm made inside the
-  // product for up to cuda::kBatchNormMaxRows rows, else by the rms_norm kernel first. False
-  // where it did not run: the norm is then in the normed buffer, for cuBLAS.
+  // out = (RMSNorm(x) * scale) W^T (swiglu: SwiGLU of [gate | up] products): the rms_norm kernel
+  // into the normed buffer, then cuda::batch_product where `use_kernel` allows it and the shapes
+  // fit. False where the product did not run: the normed buffer is then ready for cuBLAS.
   bool batch_normed(at::Tensor& out, const at::Tensor& x, const at::Tensor& scale, const at::Tensor& w, bool swiglu, int64_t n_out,
                     bool use_kernel);
   // The final norm and the vocabulary head of x (batch, emb_dim) into logits (batch, vocab):

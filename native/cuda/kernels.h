@@ -81,27 +81,21 @@ bool gemv_fp8_supported(int dtype, int k);
 void gemv_fp8(int dtype, GemvInput input, const void* w, const void* x, const float* norm, const void* residual, void* y, int n_out, int k,
               float eps, void* stream);
 
-// y (rows, n_out) = x' (rows, k) W^T for 1 to kBatchProductMaxRows rows on the tensor cores, the
+// y (rows, n_out) = x (rows, k) W^T for 1 to kBatchProductMaxRows rows on the tensor cores, the
 // weights read once for all rows (batch_product.cu): the product rounded; with a residual, plus
 // the residual and rounded again (y may be the residual); with swiglu, W (2 n_out, k) = [gate |
 // up] and y = silu(g) * u as gemv computes them. fp8_rows: W is FP8 rows (as gemv_fp8 takes),
-// each row's sum times its scale. x' is x, or with `norm` (float32, k) RMSNorm(x) * norm rounded
-// to the dtype, made in the kernel with rms_norm's arithmetic (the same bits), for what
-// batch_norm_supported takes (up to kBatchNormMaxRows rows of kBatchNormMaxWidth;
-// QWEN3_NO_BATCH_NORM=1 answers false, to compare). bfloat16 and float16, n_out a multiple of 16,
-// k of 32, 16-byte aligned buffers; x must not overlap y. QWEN3_NO_BATCH_PRODUCT=1 turns it off
-// (batch_product_supported answers false), to compare with cuBLAS. The decode step takes it up to
-// kBatchProductFasterRows rows of weights in the compute dtype, where it beat cuBLAS end to end
-// (past that, cuBLAS was faster: docs/performance.md), and for every batch it takes of FP8 rows,
-// which cuBLAS multiplies only after widening them in memory.
+// each row's sum times its scale. bfloat16 and float16, n_out a multiple of 16, k of 32, 16-byte
+// aligned buffers; x must not overlap y (a normed input comes from rms_norm). QWEN3_NO_BATCH_PRODUCT=1
+// turns it off (batch_product_supported answers false), to compare with cuBLAS. The decode step
+// takes it up to kBatchProductFasterRows rows of weights in the compute dtype, where it beat cuBLAS
+// end to end (past that, cuBLAS was faster: docs/performance.md), and for every batch it takes of
+// FP8 rows, which cuBLAS multiplies only after widening them in memory.
 constexpr int kBatchProductMaxRows = 64;
 constexpr int kBatchProductFasterRows = 8;
-constexpr int kBatchNormMaxRows = 4;  // past 4, each block reading every row costs more than the kernel it saves
-constexpr int kBatchNormMaxWidth = 8192;
 bool batch_product_supported(int dtype, int rows, int n_out, int k);
-bool batch_norm_supported(int rows, int k);
-void batch_product(int dtype, bool swiglu, bool fp8_rows, const void* w, const void* x, const float* norm, float eps, const void* residual,
-                   void* y, int rows, int n_out, int k, void* stream);
+void batch_product(int dtype, bool swiglu, bool fp8_rows, const void* w, const void* x, const void* residual, void* y, int rows, int n_out, int k,
+                   void* stream);
 
 // The end of a batch-1 decode step in one kernel: logits (n_out,) = RMSNorm(x) * norm W^T (as
 // gemv with input 1) and their argmax into *next (the first of equal maxima, NaN above all, as

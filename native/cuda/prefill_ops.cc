@@ -45,7 +45,7 @@ at::Tensor CudaPrefillOps::project(const at::Tensor& x, const at::Tensor& w) {
   const at::Tensor input = x.reshape({rows, k}).contiguous();  // (rows, k)
   at::Tensor out = at::empty({rows, n_out}, x.options());       // (rows, n_out)
   if (!batch_fits(dtype, w, input, out, n_out)) return AtenOps::project(x, w);
-  cuda::batch_product(dtype, false, true, w.data_ptr(), input.data_ptr(), nullptr, 0.f, nullptr, out.data_ptr(), static_cast<int>(rows),
+  cuda::batch_product(dtype, false, true, w.data_ptr(), input.data_ptr(), nullptr, out.data_ptr(), static_cast<int>(rows),
                       static_cast<int>(n_out), static_cast<int>(k), current_stream());
   std::vector<int64_t> shape = x.sizes().vec();
   shape.back() = n_out;

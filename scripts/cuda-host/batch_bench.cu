@@ -3,7 +3,6 @@
 // residual) over every layer's own weights, as one CUDA graph, for 8, 16, 32 and 64 rows, with
 // weights in bfloat16 and as FP8 rows, the way the decode step runs them:
 //   batch_product  cuda::rms_norm, then cuda::batch_product;
-//   norm inside    cuda::batch_product making the RMSNorm itself (up to 4 rows);
 //   cuBLAS         (bfloat16, with BATCH_BENCH_CUBLAS=1) cuda::rms_norm, cublasGemmEx (float32 sums;
 //                  the residual as beta = 1) and cuda::silu_mul after gate/up.
 // Prints microseconds a layer, the rate at which the weights are read, and the bfloat16 output
@@ -37,8 +36,8 @@ namespace {
 
 constexpr int kVocab = 151936;
 
-enum class Mode { kBatchProduct, kNormInside, kCublas };
-constexpr const char* kModeNames[] = {"batch_product", "norm inside", "cuBLAS"};
+enum class Mode { kBatchProduct, kCublas };
+constexpr const char* kModeNames[] = {"batch_product", "cuBLAS"};
 constexpr float kEps = 1e-6f;
 
 // One line: the layer's microseconds for `rows` rows in `mode`.
@@ -76,10 +75,10 @@ void bench(const ModelShape& s, int rows, bool fp8, Mode mode, cudaStream_t stre
     }
   }
 #endif
-  // One product of `p` for weights w: batch_product (with the input's norm inside where `norm`), or cuBLAS.
-  const auto multiply = [&](const LayerProduct& p, const void* w, const void* in, const float* norm, void* out, cudaStream_t st) {
+  // One product of `p` for weights w: batch_product or cuBLAS.
+  const auto multiply = [&](const LayerProduct& p, const void* w, const void* in, void* out, cudaStream_t st) {
     if (!with_cublas) {
-      cuda::batch_product(1, p.swiglu(), fp8, w, in, norm, kEps, p.residual ? out : nullptr, out, rows, p.n_out, p.k, st);
+      cuda::batch_product(1, p.swiglu(), fp8, w, in, p.residual ? out : nullptr, out, rows, p.n_out, p.k, st);
       return;
     }
 #ifdef BATCH_BENCH_HAS_CUBLAS
@@ -95,13 +94,8 @@ void bench(const ModelShape& s, int rows, bool fp8, Mode mode, cudaStream_t stre
   const double us = time_graph([&](cudaStream_t st) {
     for (int l = 0; l < s.layers; ++l) {
       for (int i = 0; i < 4; ++i) {
-        const bool normed_input = products[i].input != cuda::kGemvPlain;
-        if (normed_input && mode != Mode::kNormInside) cuda::rms_norm(1, x, norm_w, normed, rows, s.dim, kEps, st);
-        if (normed_input && mode == Mode::kNormInside) {
-          multiply(products[i], weights[i][l], x, norm_w, outs[i], st);
-        } else {
-          multiply(products[i], weights[i][l], ins[i], nullptr, outs[i], st);
-        }
+        if (products[i].input != cuda::kGemvPlain) cuda::rms_norm(1, x, norm_w, normed, rows, s.dim, kEps, st);
+        multiply(products[i], weights[i][l], ins[i], outs[i], st);
       }
     }
   }, stream);
@@ -109,7 +103,7 @@ void bench(const ModelShape& s, int rows, bool fp8, Mode mode, cudaStream_t stre
   const LayerProduct head{"head", cuda::kGemvPlain, kVocab, s.dim, false};
   void* head_w = fp8 ? nullptr : device_random(bytes(head), 99, false);
   void* logits = fp8 ? nullptr : device_random(static_cast<size_t>(rows) * kVocab * 2, 7, false);
-  const double head_us = fp8 ? 0 : time_graph([&](cudaStream_t st) { multiply(head, head_w, normed, nullptr, logits, st); }, stream);
+  const double head_us = fp8 ? 0 : time_graph([&](cudaStream_t st) { multiply(head, head_w, normed, logits, st); }, stream);
   std::printf("%-4s %-5s %2d rows  %-13s %8.1f us a layer  %5.2f TB/s of weights", s.name, fp8 ? "fp8" : "bf16", rows,
               kModeNames[static_cast<int>(mode)], us / s.layers, layer_bytes * s.layers / us / 1e6);
   if (!fp8) std::printf("   head %7.1f us  %5.2f TB/s", head_us, bytes(head) / head_us / 1e6);
@@ -147,7 +141,6 @@ int main(int argc, char** argv) {
     for (const bool fp8 : {false, true}) {
       for (const int rows : wanted_rows) {
         bench(s, rows, fp8, Mode::kBatchProduct, stream);
-        if (cuda::batch_norm_supported(rows, s.dim)) bench(s, rows, fp8, Mode::kNormInside, stream);
         if (!fp8 && cublas != nullptr && *cublas == '1' && kHasCublas) bench(s, rows, fp8, Mode::kCublas, stream);
       }
     }

@@ -63,7 +63,7 @@ fi
 slot_attention() { nvcc -O2 -std=c++17 -arch=sm_90 -Inative scripts/checks/slot_attention_check.cu native/cuda/attention_kernel.cu -o /tmp/slot_attention_check && /tmp/slot_attention_check; }
 # The batch-1 matrix-vector kernels alone against a host reference, at Qwen3's widths (0.6B to 32B).
 gemv_check() { nvcc -O2 -std=c++17 -arch=sm_90 -Inative scripts/checks/gemv_check.cu native/cuda/gemv_kernels.cu native/cuda/fp8_gemv.cu native/cuda/head_kernel.cu -o /tmp/gemv_check && /tmp/gemv_check; }
-# The products for several rows alone against a host reference (1 to 64 rows, 0.6B's and 8B's widths; the norm inside).
+# The products for several rows alone against a host reference (1 to 64 rows, 0.6B's and 8B's widths; the RMSNorm kernel before them).
 batch_check() { nvcc -O2 -std=c++17 -arch=sm_90 -Inative scripts/checks/batch_product_check.cu native/cuda/batch_product.cu native/cuda/norm_kernels.cu -o /tmp/batch_product_check && /tmp/batch_product_check; }
 # The prompt's per-head norm and RoPE into the KV cache alone against a host reference (both kernels).
 prompt_heads() { nvcc -O2 -std=c++17 -arch=sm_90 -Inative scripts/checks/prompt_heads_check.cu native/cuda/norm_kernels.cu -o /tmp/prompt_heads_check && /tmp/prompt_heads_check && QWEN3_NO_PROMPT_HEAD_LANES=1 /tmp/prompt_heads_check; }
