@@ -86,11 +86,11 @@ void gemv_fp8(int dtype, GemvInput input, const void* w, const void* x, const fl
 // the residual and rounded again (y may be the residual); with swiglu, W (2 n_out, k) = [gate |
 // up] and y = silu(g) * u as gemv computes them. fp8_rows: W is FP8 rows (as gemv_fp8 takes),
 // each row's sum times its scale. bfloat16 and float16, n_out a multiple of 16, k of 32, 16-byte
-// aligned buffers; x must not overlap y (a normed input comes from rms_norm). QWEN3_NO_BATCH_PRODUCT=1
-// turns it off (batch_product_supported answers false), to compare with cuBLAS. The decode step
-// takes it up to kBatchProductFasterRows rows of weights in the compute dtype, where it beat cuBLAS
-// end to end (past that, cuBLAS was faster: docs/performance.md), and for every batch it takes of
-// FP8 rows, which cuBLAS multiplies only after widening them in memory.
+// aligned buffers; x must not overlap y (a normed input comes from rms_norm first).
+// QWEN3_NO_BATCH_PRODUCT=1 turns it off (batch_product_supported answers false), to compare with
+// cuBLAS. The decode step takes it up to kBatchProductFasterRows rows of weights in the compute
+// dtype, where it beat cuBLAS end to end (past that, cuBLAS was faster: docs/performance.md), and
+// for every batch it takes of FP8 rows, which cuBLAS multiplies only after widening them in memory.
 constexpr int kBatchProductMaxRows = 64;
 constexpr int kBatchProductFasterRows = 8;
 bool batch_product_supported(int dtype, int rows, int n_out, int k);
