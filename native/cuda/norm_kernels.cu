@@ -20,7 +20,7 @@ __global__ void rms_norm_kernel(const T* __restrict__ x, const float* __restrict
 // The same for rows of kNormThreads * PER elements (every Qwen3 width): each thread holds its PER
 // elements and their scales in registers, the scales loaded before the wait, so the row is read
 // once and no load waits on the sum. Thread t's elements are t, t + kNormThreads, ... as in
-// block_rstd, summed in that order, and the expression is rms_normed's: the same bits.
+// block_rstd, summed in that order, and each output is rms_normed's: the same bits.
 constexpr int kNormThreads = 256;
 template <typename T, int PER>
 __global__ void __launch_bounds__(kNormThreads) rms_norm_regs_kernel(const T* __restrict__ x, const float* __restrict__ w, T* __restrict__ out,
@@ -42,7 +42,7 @@ __global__ void __launch_bounds__(kNormThreads) rms_norm_regs_kernel(const T* __
   const float rstd = rms_scale(block_sum(sq, scratch), dim, eps);
   T* dst = out + static_cast<size_t>(blockIdx.x) * dim;
 #pragma unroll
-  for (int i = 0; i < PER; ++i) dst[threadIdx.x + i * kNormThreads] = from_f<T>((v[i] * rstd) * scale[i]);
+  for (int i = 0; i < PER; ++i) dst[threadIdx.x + i * kNormThreads] = rms_normed<T>(v[i], rstd, scale[i]);
 }
 
 // One block per (row, token, head) with hd threads. Heads [0, heads) are queries, then keys, then

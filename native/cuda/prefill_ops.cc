@@ -79,9 +79,7 @@ at::Tensor CudaPrefillOps::attention(int64_t layer, const at::Tensor& qkv, const
     // Per-head norm and RoPE in one kernel; token t lands in slot t of k and v. The queries lie
     // token-major in memory, as the flash kernels lay out their output after them, so that
     // merge_heads below is a view instead of a copy of the whole context.
-    q = at::empty({batch, seq, heads, hd}, qkv.options()).transpose(1, 2);  // (batch, heads, seq, hd)
-    k = at::empty({batch, groups, seq, hd}, qkv.options());                 // (batch, groups, seq, hd)
-    v = at::empty({batch, groups, seq, hd}, qkv.options());                 // (batch, groups, seq, hd)
+    empty_heads(qkv, q, k, v, /*token_major=*/true);
     cuda::qk_norm_rope_cache(kernel_dtype(qkv.scalar_type()), qkv.data_ptr(), config_.qk_norm ? w.q_norm.data_ptr<float>() : nullptr,
                              config_.qk_norm ? w.k_norm.data_ptr<float>() : nullptr, config_.qk_norm, step_.cos.data_ptr<float>(),
                              step_.sin.data_ptr<float>(), zero_position_.data_ptr<int64_t>(), static_cast<int>(seq), q.data_ptr(), k.data_ptr(),

@@ -46,9 +46,10 @@ void AtenOps::split_norm_rope(const at::Tensor& qkv, const FusedBlock& w, at::Te
   k = apply_rope(k, step_.cos, step_.sin);
 }
 
-void AtenOps::empty_heads(const at::Tensor& qkv, at::Tensor& q, at::Tensor& k, at::Tensor& v) const {
+void AtenOps::empty_heads(const at::Tensor& qkv, at::Tensor& q, at::Tensor& k, at::Tensor& v, bool token_major) const {
   const int64_t batch = step_.batch, seq = step_.seq, hd = config_.head_dim;
-  q = at::empty({batch, config_.n_heads, seq, hd}, qkv.options());      // (batch, heads, seq, hd)
+  q = token_major ? at::empty({batch, seq, config_.n_heads, hd}, qkv.options()).transpose(1, 2)  // (batch, heads, seq, hd)
+                  : at::empty({batch, config_.n_heads, seq, hd}, qkv.options());                 // (batch, heads, seq, hd)
   k = at::empty({batch, config_.n_kv_groups, seq, hd}, qkv.options());  // (batch, groups, seq, hd)
   v = at::empty({batch, config_.n_kv_groups, seq, hd}, qkv.options());  // (batch, groups, seq, hd)
 }

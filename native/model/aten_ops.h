@@ -61,8 +61,9 @@ class AtenOps : public BlockOps {
   // Queries and keys of qkv split into heads, normed and rotated by ATen operations:
   // q (batch, heads, seq, hd), k and v (batch, groups, seq, hd).
   void split_norm_rope(const at::Tensor& qkv, const FusedBlock& w, at::Tensor& q, at::Tensor& k, at::Tensor& v) const;
-  // Uninitialised q (batch, heads, seq, hd), k and v (batch, groups, seq, hd) for a fused kernel to fill.
-  void empty_heads(const at::Tensor& qkv, at::Tensor& q, at::Tensor& k, at::Tensor& v) const;
+  // Uninitialised q (batch, heads, seq, hd), k and v (batch, groups, seq, hd) for a fused kernel to fill;
+  // with token_major, q is a view of memory laid out (batch, seq, heads, hd).
+  void empty_heads(const at::Tensor& qkv, at::Tensor& q, at::Tensor& k, at::Tensor& v, bool token_major = false) const;
   // softmax(q k^T / sqrt(hd)) v through at::scaled_dot_product_attention: causal for a prompt on
   // an empty cache, masked by step_.visible otherwise (built on first use for a many-token step
   // after cached tokens). q: (batch, heads, seq, hd); keys, values: (batch, groups, keys, hd).
